@@ -1,0 +1,1 @@
+"""Reminder policies and the message outbox."""

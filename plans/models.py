@@ -1,0 +1,1 @@
+"""Protocols and care plans (see issue: care plans from protocols)."""

@@ -1,0 +1,422 @@
+"""Whether a visit fits, and where the free slots are.
+
+``Availability`` loads everything a decision needs for one clinic and one window
+of time in a fixed number of queries (hours, closures, clinicians' hours and time
+off, rooms, and the visits that hold clinicians, rooms and patients). Booking
+uses it to validate one visit; slot search and plan generation use it to test
+thousands of candidate times without another query.
+"""
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from itertools import accumulate
+
+from django.db.models import Prefetch, Q
+
+from scheduler.models import (
+    Clinic,
+    Clinician,
+    Closure,
+    Modality,
+    Patient,
+    Room,
+    TimeOff,
+    Visit,
+    VisitType,
+    Weekday,
+)
+from scheduler.timezones import LocalTimeError, local_datetime
+
+
+@dataclass(frozen=True)
+class Busy:
+    start: datetime
+    end: datetime
+    label: str = ""
+
+
+class Timeline:
+    """Busy intervals of one resource, answering "what overlaps [start, end)?" by bisection.
+
+    Intervals may overlap one another (time off, closures, imported busy blocks),
+    so a running maximum of end times bounds the backward scan.
+    """
+
+    def __init__(self, intervals: Iterable[Busy] = ()):
+        self.intervals = sorted(intervals, key=lambda busy: (busy.start, busy.end))
+        self.starts = [busy.start for busy in self.intervals]
+        self.max_ends = list(accumulate((busy.end for busy in self.intervals), max))
+
+    def overlapping(self, start: datetime, end: datetime) -> Iterator[Busy]:
+        index = bisect_left(self.starts, end) - 1
+        while index >= 0 and self.max_ends[index] > start:
+            busy = self.intervals[index]
+            if busy.end > start:
+                yield busy
+            index -= 1
+
+    def first_overlap(self, start: datetime, end: datetime) -> Busy | None:
+        return next(self.overlapping(start, end), None)
+
+
+class Conflict(str):
+    """A problem that is an overlap with another visit (as opposed to hours, roles, rooms)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A free place for a visit; ``start`` and ``end`` are in the clinic's zone."""
+
+    start: datetime
+    end: datetime
+    clinician: Clinician
+    room: Room | None
+
+
+def format_span(start: datetime, end: datetime, tz, on: date | None = None) -> str:
+    """'10:00-12:00' in ``tz``, with the date when it is not ``on``."""
+    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+    text = f"{local_start:%H:%M}-{local_end:%H:%M}"
+    if local_end.date() != local_start.date():
+        text = f"{local_start:%H:%M}-{local_end:%Y-%m-%d %H:%M}"
+    if local_start.date() != on:
+        text = f"{local_start:%a %Y-%m-%d} {text}"
+    return text
+
+
+def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
+    week = defaultdict(list)
+    for row in rows:
+        week[row.weekday].append((row.opens, row.closes))
+    for intervals in week.values():
+        intervals.sort()
+    return week
+
+
+def _describe_week(intervals: list[tuple[time, time]]) -> str:
+    return ", ".join(f"{opens:%H:%M}-{closes:%H:%M}" for opens, closes in intervals)
+
+
+def _within(week, local_start: datetime, local_end: datetime) -> bool:
+    if local_end.date() != local_start.date() and local_end.time() != time(0):
+        return False
+    end_time = local_end.time() if local_end.date() == local_start.date() else time.max
+    return any(
+        opens <= local_start.time() and end_time <= closes
+        for opens, closes in week.get(local_start.weekday(), ())
+    )
+
+
+class Availability:
+    def __init__(
+        self,
+        clinic: Clinic,
+        start: datetime,
+        end: datetime,
+        *,
+        clinicians: Iterable[Clinician] | None = None,
+        rooms: Iterable[Room] | None = None,
+        patients: Iterable[Patient] = (),
+        ignore_visits: Iterable[int] = (),
+    ):
+        """Load what decides visits touching [start, end) at ``clinic``.
+
+        ``clinicians`` and ``rooms`` default to all of the clinic's; visits of
+        ``patients`` are loaded too so that a patient is never double-booked.
+        ``ignore_visits`` are ids of visits being moved (they do not block themselves).
+        """
+        self.clinic = clinic
+        self.tz = clinic.tz
+        # A day either side: hours are checked on local dates, and a window given
+        # in UTC can start or end on a neighbouring local date.
+        self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
+
+        self.opening_hours = _weekly(clinic.opening_hours.all())
+        self.closures = Timeline(
+            Busy(row.start, row.end, row.reason)
+            for row in Closure.objects.filter(clinic=clinic, start__lt=self.end, end__gt=self.start)
+        )
+
+        clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related(
+            "working_hours",
+            Prefetch(
+                "time_off",
+                queryset=TimeOff.objects.filter(start__lt=self.end, end__gt=self.start),
+            ),
+        )
+        if clinicians is not None:
+            clinician_rows = clinician_rows.filter(pk__in=[c.pk for c in clinicians])
+        self.clinicians = {c.pk: c for c in clinician_rows}
+        self.working_hours = {
+            c.pk: _weekly(c.working_hours.all()) for c in self.clinicians.values()
+        }
+        self.time_off = {
+            c.pk: Timeline(Busy(t.start, t.end, t.reason) for t in c.time_off.all())
+            for c in self.clinicians.values()
+        }
+
+        room_rows = Room.objects.filter(clinic=clinic).prefetch_related("capabilities")
+        if rooms is not None:
+            room_rows = room_rows.filter(pk__in=[r.pk for r in rooms])
+        self.rooms = {r.pk: r for r in room_rows}
+        self.room_capabilities = {
+            r.pk: {cap.pk for cap in r.capabilities.all()} for r in self.rooms.values()
+        }
+
+        patient_ids = [p.pk for p in patients]
+        visits = (
+            Visit.objects.blocking()
+            .overlapping(self.start, self.end)
+            .filter(
+                Q(clinician__in=list(self.clinicians))
+                | Q(room__in=list(self.rooms))
+                | Q(patient__in=patient_ids)
+            )
+            .exclude(pk__in=list(ignore_visits))
+            .only("start", "end", "clinician_id", "room_id", "patient_id")
+        )
+        by_clinician, by_room, by_patient = defaultdict(list), defaultdict(list), defaultdict(list)
+        for visit in visits:
+            busy = Busy(visit.start, visit.end)
+            by_clinician[visit.clinician_id].append(busy)
+            if visit.room_id:
+                by_room[visit.room_id].append(busy)
+            by_patient[visit.patient_id].append(busy)
+        self.clinician_visits = defaultdict(
+            Timeline, {k: Timeline(v) for k, v in by_clinician.items()}
+        )
+        self.room_visits = defaultdict(Timeline, {k: Timeline(v) for k, v in by_room.items()})
+        self.patient_visits = defaultdict(Timeline, {k: Timeline(v) for k, v in by_patient.items()})
+
+    # -- deciding one visit ------------------------------------------------
+
+    def problems(
+        self,
+        visit_type: VisitType,
+        clinician: Clinician,
+        room: Room | None,
+        patient: Patient | None,
+        start: datetime,
+        end: datetime | None = None,
+    ) -> list[str]:
+        """Every reason the visit cannot take place as given; empty when it fits."""
+        return list(self._problems(visit_type, clinician, room, patient, start, end))
+
+    def fits(self, visit_type, clinician, room, patient, start, end=None) -> bool:
+        return next(self._problems(visit_type, clinician, room, patient, start, end), None) is None
+
+    def _problems(self, visit_type, clinician, room, patient, start, end) -> Iterator[str]:
+        tz = self.tz
+        end = end or start + visit_type.duration
+        if start.tzinfo is None or end.tzinfo is None:
+            yield "Times must carry a time zone."
+            return
+        if end <= start:
+            yield "The visit must end after it starts."
+            return
+        local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+        day = local_start.date()
+        span = format_span(start, end, tz, day)
+
+        yield from self._fit_of_people_and_place(visit_type, clinician, room, patient)
+
+        if not _within(self.opening_hours, local_start, local_end):
+            hours = self.opening_hours.get(local_start.weekday())
+            if hours:
+                yield (
+                    f"The clinic is open {_describe_week(hours)} on "
+                    f"{Weekday(local_start.weekday()).label}s; the visit runs {span}."
+                )
+            else:
+                yield f"The clinic is closed on {Weekday(local_start.weekday()).label}s."
+        closure = self.closures.first_overlap(start, end)
+        if closure:
+            why = f" ({closure.label})" if closure.label else ""
+            yield f"The clinic is closed {format_span(closure.start, closure.end, tz, day)}{why}."
+
+        if clinician.pk in self.clinicians:
+            hours = self.working_hours[clinician.pk]
+            if not _within(hours, local_start, local_end):
+                worked = hours.get(local_start.weekday())
+                if worked:
+                    yield (
+                        f"{clinician} works {_describe_week(worked)} on "
+                        f"{Weekday(local_start.weekday()).label}s; the visit runs {span}."
+                    )
+                else:
+                    yield f"{clinician} does not work on {Weekday(local_start.weekday()).label}s."
+            off = self.time_off[clinician.pk].first_overlap(start, end)
+            if off:
+                yield f"{clinician} is off {format_span(off.start, off.end, tz, day)}."
+
+        yield from self.conflicts(clinician, room, patient, start, end)
+
+    def _fit_of_people_and_place(self, visit_type, clinician, room, patient) -> Iterator[str]:
+        if clinician.clinic_id != self.clinic.pk or (
+            patient and patient.clinic_id != self.clinic.pk
+        ):
+            yield "The clinician, the patient and the clinic must belong together."
+        if visit_type.clinic_id != self.clinic.pk:
+            yield f"{visit_type} is not a visit type of {self.clinic}."
+        if not clinician.is_active:
+            yield f"{clinician} no longer takes visits."
+        if not clinician.has_role(visit_type.clinician_role):
+            yield f"{visit_type} needs a {visit_type.get_clinician_role_display().lower()}; {clinician} is not one."
+        if visit_type.modality == Modality.TELEHEALTH:
+            if room is not None:
+                yield f"{visit_type} is a telehealth visit and takes no room."
+            return
+        if room is None:
+            yield f"{visit_type} is in person and needs a room."
+            return
+        if room.clinic_id != self.clinic.pk or room.pk not in self.rooms:
+            yield f"{room} is not a room of {self.clinic}."
+            return
+        capability = visit_type.room_capability_id
+        if capability and capability not in self.room_capabilities[room.pk]:
+            yield f"{room} has no {visit_type.room_capability.name.lower()}, which {visit_type} needs."
+
+    def conflicts(self, clinician, room, patient, start, end) -> Iterator[str]:
+        """Overlaps with visits that hold the same clinician, room or patient."""
+        tz, day = self.tz, start.astimezone(self.tz).date()
+        for busy in self.clinician_visits[clinician.pk].overlapping(start, end):
+            span = format_span(busy.start, busy.end, tz, day)
+            yield Conflict(f"{clinician} is booked {span} by another visit.")
+            break
+        if room is not None:
+            for busy in self.room_visits[room.pk].overlapping(start, end):
+                span = format_span(busy.start, busy.end, tz, day)
+                yield Conflict(f"{room} is booked {span} by another visit.")
+                break
+        if patient is not None:
+            for busy in self.patient_visits[patient.pk].overlapping(start, end):
+                span = format_span(busy.start, busy.end, tz, day)
+                yield Conflict(f"{patient} already has a visit {span}.")
+                break
+
+    # -- searching ---------------------------------------------------------
+
+    def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
+        if visit_type.modality == Modality.TELEHEALTH:
+            return [None]
+        capability = visit_type.room_capability_id
+        return [
+            room
+            for room in sorted(self.rooms.values(), key=lambda r: r.name)
+            if capability is None or capability in self.room_capabilities[room.pk]
+        ]
+
+    def candidate_starts(self, clinician: Clinician, day: date, step: timedelta):
+        """Instants on local ``day`` where a visit could start, on a ``step`` grid of wall-clock time.
+
+        Times skipped by a spring-forward change are left out; a repeated hour on
+        a fall-back day yields both instants.
+        """
+        weekday = day.weekday()
+        for opens, closes in self.opening_hours.get(weekday, ()):
+            for works_from, works_until in self.working_hours.get(clinician.pk, {}).get(
+                weekday, ()
+            ):
+                begin, finish = max(opens, works_from), min(closes, works_until)
+                if begin >= finish:
+                    continue
+                wall = datetime.combine(day, begin)
+                while wall.time() < finish and wall.date() == day:
+                    for fold in (0, 1):
+                        try:
+                            instant = local_datetime(day, wall.time(), self.tz, fold=fold)
+                        except LocalTimeError:
+                            break
+                        yield instant
+                        if (
+                            instant.replace(fold=1).utcoffset()
+                            == instant.replace(fold=0).utcoffset()
+                        ):
+                            break
+                    wall += step
+
+    def free_slots(
+        self,
+        visit_type: VisitType,
+        first_day: date,
+        last_day: date,
+        *,
+        clinicians: Iterable[Clinician] | None = None,
+        patient: Patient | None = None,
+        step: timedelta = timedelta(minutes=15),
+        limit: int | None = None,
+    ) -> list[Slot]:
+        """Free slots for ``visit_type`` between two local dates (inclusive), earliest first."""
+        clinicians = [
+            self.clinicians[c.pk]
+            for c in (clinicians if clinicians is not None else self.clinicians.values())
+            if c.pk in self.clinicians
+        ]
+        clinicians = [
+            c for c in clinicians if c.is_active and c.has_role(visit_type.clinician_role)
+        ]
+        clinicians.sort(key=lambda c: c.display_name)
+        rooms = self.rooms_for(visit_type)
+        slots = []
+        day = first_day
+        while day <= last_day:
+            found = []
+            for clinician in clinicians:
+                for start in self.candidate_starts(clinician, day, step):
+                    end = start + visit_type.duration
+                    room = next(
+                        (
+                            r
+                            for r in rooms
+                            if self.fits(visit_type, clinician, r, patient, start, end)
+                        ),
+                        False,
+                    )
+                    if room is not False:
+                        found.append(
+                            Slot(
+                                start.astimezone(self.tz), end.astimezone(self.tz), clinician, room
+                            )
+                        )
+            found.sort(key=lambda slot: (slot.start, slot.clinician.display_name))
+            slots.extend(found)
+            if limit is not None and len(slots) >= limit:
+                return slots[:limit]
+            day += timedelta(days=1)
+        return slots
+
+
+def free_slots(
+    visit_type: VisitType,
+    first_day: date,
+    last_day: date,
+    *,
+    clinicians: Iterable[Clinician] | None = None,
+    patient: Patient | None = None,
+    step: timedelta = timedelta(minutes=15),
+    limit: int | None = None,
+) -> list[Slot]:
+    """Free slots between two local dates (inclusive) in the visit type's clinic."""
+    clinic = visit_type.clinic
+    tz = clinic.tz
+    window_start = datetime.combine(first_day, time(0), tzinfo=tz)
+    window_end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=tz)
+    availability = Availability(
+        clinic,
+        window_start,
+        window_end,
+        clinicians=clinicians,
+        patients=[patient] if patient else (),
+    )
+    return availability.free_slots(
+        visit_type,
+        first_day,
+        last_day,
+        clinicians=clinicians,
+        patient=patient,
+        step=step,
+        limit=limit,
+    )

@@ -1,0 +1,276 @@
+"""Booking operations: book, move, cancel, confirm, check in, complete, mark no-show.
+
+Each runs in one transaction and either does everything or nothing. The overlap
+check and the write cannot interleave with another booking: SQLite takes its
+write lock when the transaction begins (``transaction_mode="IMMEDIATE"``), and
+PostgreSQL's exclusion constraints refuse an overlapping row even when two
+checks ran at the same moment (the loser gets ``SlotTaken``, as if its own check
+had seen the winner).
+
+Higher layers add their own rules without this app importing them: a callable
+in ``booking_checks`` gets the visit about to be booked or confirmed and returns
+the reasons it may not be (``plans`` registers the screening gate there).
+"""
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from scheduler.availability import Availability, Conflict
+from scheduler.models import (
+    OPEN_STATUSES,
+    Clinician,
+    Patient,
+    Room,
+    Visit,
+    VisitStatus,
+    VisitType,
+)
+from scheduler.timezones import require_aware
+
+
+class BookingError(Exception):
+    """The visit cannot be booked or changed as asked; ``problems`` says why, each in a sentence."""
+
+    def __init__(self, problems: str | Iterable[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(" ".join(self.problems))
+
+
+class SlotTaken(BookingError):
+    """Another visit holds the clinician, the room or the patient at that time."""
+
+
+class InvalidTransition(BookingError):
+    """The visit's status does not allow this step (e.g. completing a cancelled visit)."""
+
+
+BookingCheck = Callable[[Visit], Iterable[str]]
+booking_checks: list[BookingCheck] = []
+
+# PostgreSQL's SQLSTATE for exclusion_violation: the overlap constraints fired.
+EXCLUSION_VIOLATION = "23P01"
+
+
+def _rule_problems(visit: Visit) -> list[str]:
+    return [problem for check in booking_checks for problem in check(visit)]
+
+
+def _availability_for(visit: Visit) -> Availability:
+    return Availability(
+        visit.patient.clinic,
+        visit.start,
+        visit.end,
+        clinicians=[visit.clinician],
+        rooms=[visit.room] if visit.room else [],
+        patients=[visit.patient],
+        ignore_visits=[visit.pk] if visit.pk else [],
+    )
+
+
+def _horizon_problems(start: datetime) -> list[str]:
+    now = timezone.now()
+    horizon = timedelta(days=settings.BOOKING_HORIZON_DAYS)
+    if start < now:
+        return [f"{start:%Y-%m-%d %H:%M} UTC is in the past."]
+    if start > now + horizon:
+        return [f"Visits can be booked at most {horizon.days} days ahead."]
+    return []
+
+
+def problems_for(visit: Visit) -> list[str]:
+    """Every reason ``visit`` (saved or not) cannot hold its time, place and people."""
+    require_aware(visit.start, "start")
+    if visit.end is None:
+        visit.end = visit.start + visit.visit_type.duration
+    return _horizon_problems(visit.start) + _availability_for(visit).problems(
+        visit.visit_type, visit.clinician, visit.room, visit.patient, visit.start, visit.end
+    )
+
+
+def _save_checked(visit: Visit, *, rules: bool) -> Visit:
+    """Validate and save ``visit`` atomically; raise BookingError/SlotTaken with every reason."""
+    try:
+        with transaction.atomic():
+            problems = problems_for(visit)
+            if rules:
+                problems += _rule_problems(visit)
+            if problems:
+                overlap_only = all(isinstance(problem, Conflict) for problem in problems)
+                raise (SlotTaken if overlap_only else BookingError)(problems)
+            visit.save()
+            return visit
+    except IntegrityError as error:
+        if getattr(error.__cause__, "sqlstate", None) != EXCLUSION_VIOLATION:
+            raise
+        # Another transaction booked an overlapping visit between our check and
+        # our insert; it has committed, so a fresh look names it.
+        conflicts = _availability_for(visit).conflicts(
+            visit.clinician, visit.room, visit.patient, visit.start, visit.end
+        )
+        raise SlotTaken(
+            list(conflicts) or ["Another booking took this time a moment ago."]
+        ) from error
+
+
+def _locked(visit: Visit) -> Visit:
+    """The visit as stored now, locked for this transaction (SQLite: the IMMEDIATE lock)."""
+    return (
+        Visit.objects.select_for_update(of=("self",))
+        .select_related("patient__clinic", "visit_type", "clinician", "room")
+        .get(pk=visit.pk)
+    )
+
+
+def _require_status(visit: Visit, allowed, action: str) -> None:
+    if visit.status not in allowed:
+        raise InvalidTransition(f"A {visit.get_status_display().lower()} visit cannot be {action}.")
+
+
+def book(
+    *,
+    patient: Patient,
+    visit_type: VisitType,
+    clinician: Clinician,
+    start: datetime,
+    room: Room | None = None,
+    ride_home_arranged: bool = False,
+) -> Visit:
+    """Book a new visit, or raise BookingError saying everything that is wrong."""
+    require_aware(start, "start")
+    visit = Visit(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=clinician,
+        room=room,
+        start=start,
+        end=start + visit_type.duration,
+        status=VisitStatus.BOOKED,
+        ride_home_arranged=ride_home_arranged,
+    )
+    return _save_checked(visit, rules=True)
+
+
+def book_proposed(visit: Visit) -> Visit:
+    """Turn a proposed visit (from a care plan) into a booked one."""
+    with transaction.atomic():
+        current = _locked(visit)
+        _require_status(current, {VisitStatus.PROPOSED}, "booked again")
+        current.status = VisitStatus.BOOKED
+        _save_checked(current, rules=True)
+    visit.refresh_from_db()
+    return visit
+
+
+def move(
+    visit: Visit,
+    *,
+    start: datetime,
+    clinician: Clinician | None = None,
+    room: Room | bool | None = False,
+) -> Visit:
+    """Move a visit to ``start`` (and optionally another clinician or room).
+
+    ``room=False`` keeps the room; ``room=None`` clears it (telehealth). The visit
+    keeps its UID and its SEQUENCE rises, so calendars update the same event.
+    A confirmed visit goes back to booked: the patient confirms the new time.
+    """
+    require_aware(start, "start")
+    with transaction.atomic():
+        current = _locked(visit)
+        _require_status(current, OPEN_STATUSES, "moved")
+        current.start = start
+        current.end = start + current.visit_type.duration
+        if clinician is not None:
+            current.clinician = clinician
+        if room is not False:
+            current.room = room
+        if current.status == VisitStatus.CONFIRMED:
+            current.status = VisitStatus.BOOKED
+        current.sequence += 1
+        _save_checked(current, rules=current.status != VisitStatus.PROPOSED)
+    visit.refresh_from_db()
+    return visit
+
+
+def _transition(
+    visit: Visit, allowed, to: str, action: str, *, bump: bool = False, **changes
+) -> Visit:
+    with transaction.atomic():
+        current = _locked(visit)
+        _require_status(current, allowed, action)
+        current.status = to
+        for name, value in changes.items():
+            setattr(current, name, value)
+        if bump:
+            current.sequence += 1
+        current.save()
+    visit.refresh_from_db()
+    return visit
+
+
+def cancel(visit: Visit, reason: str = "") -> Visit:
+    """Cancel the visit; its SEQUENCE rises so calendar clients drop the event."""
+    return _transition(
+        visit,
+        OPEN_STATUSES,
+        VisitStatus.CANCELLED,
+        "cancelled",
+        bump=True,
+        cancellation_reason=reason.strip()[:300],
+    )
+
+
+def confirm(visit: Visit) -> Visit:
+    """The patient confirmed they will come. Safety rules are checked again."""
+    with transaction.atomic():
+        current = _locked(visit)
+        if current.status == VisitStatus.CONFIRMED:
+            return current  # a second "C" reply changes nothing
+        _require_status(current, {VisitStatus.BOOKED}, "confirmed")
+        problems = _rule_problems(current)
+        if problems:
+            raise BookingError(problems)
+        current.status = VisitStatus.CONFIRMED
+        current.save(update_fields=["status", "updated_at"])
+    visit.refresh_from_db()
+    return visit
+
+
+def check_in(visit: Visit, *, now: datetime | None = None) -> Visit:
+    now = now or timezone.now()
+    tz = visit.patient.clinic.tz
+    if visit.start.astimezone(tz).date() != now.astimezone(tz).date():
+        raise InvalidTransition("A visit can be checked in only on its own day.")
+    if visit.visit_type.needs_ride_home and not visit.ride_home_arranged:
+        raise BookingError(
+            "Record a ride home before checking in a dosing visit: the patient must not drive today."
+        )
+    return _transition(
+        visit, {VisitStatus.BOOKED, VisitStatus.CONFIRMED}, VisitStatus.CHECKED_IN, "checked in"
+    )
+
+
+def complete(visit: Visit) -> Visit:
+    return _transition(visit, {VisitStatus.CHECKED_IN}, VisitStatus.COMPLETED, "completed")
+
+
+def mark_no_show(visit: Visit, *, now: datetime | None = None) -> Visit:
+    if (now or timezone.now()) < visit.start:
+        raise InvalidTransition("A visit that has not started yet cannot be a no-show.")
+    return _transition(
+        visit, {VisitStatus.BOOKED, VisitStatus.CONFIRMED}, VisitStatus.NO_SHOW, "marked no-show"
+    )
+
+
+def arrange_ride_home(visit: Visit, arranged: bool = True) -> Visit:
+    with transaction.atomic():
+        current = _locked(visit)
+        _require_status(current, (*OPEN_STATUSES, VisitStatus.CHECKED_IN), "changed")
+        current.ride_home_arranged = arranged
+        current.save(update_fields=["ride_home_arranged", "updated_at"])
+    visit.refresh_from_db()
+    return visit

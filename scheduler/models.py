@@ -1,0 +1,475 @@
+"""The scheduling core: clinics, rooms, clinicians, patients, visit types and visits.
+
+Vocabulary follows HL7 FHIR's Appointment where it fits (status proposed / booked /
+cancelled / noshow / checked-in / fulfilled, shown here as ``completed``).
+Times are aware datetimes stored in UTC; weekly hours are wall-clock times in the
+clinic's zone.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduler.phones import MobileNumberField, format_for_display
+from scheduler.timezones import validate_time_zone, zone
+
+
+def default_time_zone() -> str:
+    return settings.CLINIC_TIME_ZONE
+
+
+class Weekday(models.IntegerChoices):
+    MONDAY = 0, "Monday"
+    TUESDAY = 1, "Tuesday"
+    WEDNESDAY = 2, "Wednesday"
+    THURSDAY = 3, "Thursday"
+    FRIDAY = 4, "Friday"
+    SATURDAY = 5, "Saturday"
+    SUNDAY = 6, "Sunday"
+
+
+class WeeklyHours(models.Model):
+    """One interval of a weekly pattern, wall-clock time in the clinic's zone."""
+
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens = models.TimeField()
+    closes = models.TimeField()
+
+    class Meta:
+        abstract = True
+        ordering = ["weekday", "opens"]
+
+    def __str__(self):
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+    def clean(self):
+        if self.opens is not None and self.closes is not None and self.opens >= self.closes:
+            raise ValidationError("The end of the hours must be after their start (same day).")
+
+
+class Interval(models.Model):
+    """A stretch of time (closure, time off), stored in UTC."""
+
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["start"]
+
+    def clean(self):
+        if self.start and self.end and self.start >= self.end:
+            raise ValidationError("The end must be after the start.")
+
+
+class Clinic(models.Model):
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(unique=True)
+    phone = models.CharField(max_length=40, help_text="Shown to patients in messages.")
+    address = models.TextField(blank=True)
+    time_zone = models.CharField(
+        max_length=64, default=default_time_zone, validators=[validate_time_zone]
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def tz(self):
+        return zone(self.time_zone)
+
+
+class OpeningHours(WeeklyHours):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="opening_hours")
+
+    class Meta(WeeklyHours.Meta):
+        verbose_name_plural = "opening hours"
+
+
+class Closure(Interval):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="closures")
+
+    def __str__(self):
+        return f"{self.clinic} closed {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M}"
+
+
+class Capability(models.Model):
+    """What a room offers: an infusion chair, vital-signs monitoring, a REMS-certified setting."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=80)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "capabilities"
+
+    def __str__(self):
+        return self.name
+
+
+class Room(models.Model):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="rooms")
+    name = models.CharField(max_length=80)
+    capabilities = models.ManyToManyField(Capability, blank=True, related_name="rooms")
+
+    class Meta:
+        ordering = ["clinic", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "name"], name="room_name_unique_in_clinic")
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ClinicianRole(models.TextChoices):
+    PRESCRIBER = "prescriber", "Prescriber"
+    THERAPIST = "therapist", "Therapist"
+    NURSE = "nurse", "Nurse"
+
+
+class ClinicianQuerySet(models.QuerySet):
+    def with_role(self, role: str):
+        return self.filter(**{f"is_{role}": True})
+
+    def active(self):
+        return self.filter(is_active=True)
+
+
+class Clinician(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="clinician"
+    )
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="clinicians")
+    display_name = models.CharField(
+        max_length=120, help_text='As patients see it, e.g. "Dr. Rivera".'
+    )
+    is_prescriber = models.BooleanField("prescriber", default=False)
+    is_therapist = models.BooleanField("therapist", default=False)
+    is_nurse = models.BooleanField("nurse", default=False)
+    telehealth_link = models.URLField(blank=True, help_text="Video room for telehealth visits.")
+    is_active = models.BooleanField(default=True)
+
+    objects = ClinicianQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["display_name"]
+
+    def __str__(self):
+        return self.display_name
+
+    def has_role(self, role: str) -> bool:
+        return getattr(self, f"is_{role}")
+
+    @property
+    def roles(self) -> list[str]:
+        return [role.value for role in ClinicianRole if self.has_role(role)]
+
+    def clean(self):
+        if not self.roles:
+            raise ValidationError("A clinician needs at least one role.")
+
+
+class WorkingHours(WeeklyHours):
+    clinician = models.ForeignKey(Clinician, on_delete=models.CASCADE, related_name="working_hours")
+
+    class Meta(WeeklyHours.Meta):
+        verbose_name_plural = "working hours"
+
+
+class TimeOff(Interval):
+    clinician = models.ForeignKey(Clinician, on_delete=models.CASCADE, related_name="time_off")
+
+    class Meta(Interval.Meta):
+        verbose_name_plural = "time off"
+
+    def __str__(self):
+        return f"{self.clinician} off {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M}"
+
+
+class ConsentMethod(models.TextChoices):
+    WEB_FORM = "web_form", "Online form"
+    PAPER_FORM = "paper_form", "Signed paper form"
+    VERBAL = "verbal", "Verbal, recorded by staff"
+    SMS_KEYWORD = "sms_keyword", "Replied START by text"
+
+
+class PatientQuerySet(models.QuerySet):
+    def search(self, text: str):
+        text = text.strip()
+        if not text:
+            return self.none()
+        query = (
+            Q(first_name__icontains=text)
+            | Q(last_name__icontains=text)
+            | Q(email__icontains=text)
+            | Q(mobile__contains="".join(ch for ch in text if ch.isdigit()) or text)
+        )
+        first, _, last = text.partition(" ")
+        if last:
+            query |= Q(first_name__icontains=first, last_name__icontains=last.strip())
+        return self.filter(query)
+
+
+class Patient(models.Model):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="patients")
+    first_name = models.CharField(max_length=80)
+    last_name = models.CharField(max_length=80)
+    date_of_birth = models.DateField()
+    mobile = MobileNumberField(blank=True, help_text="Stored in international (E.164) form.")
+    email = models.EmailField(blank=True)
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="Reminders respect quiet hours in this zone.",
+    )
+    contact_by_sms = models.BooleanField("reminders by text", default=True)
+    contact_by_email = models.BooleanField("reminders by email", default=True)
+    sms_consent_at = models.DateTimeField("text consent given at", null=True, blank=True)
+    sms_consent_method = models.CharField(
+        "text consent given by", max_length=20, choices=ConsentMethod.choices, blank=True
+    )
+    sms_opted_out_at = models.DateTimeField("opted out of texts at", null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PatientQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["last_name", "first_name"]
+        indexes = [models.Index(fields=["last_name", "first_name"])]
+
+    def __str__(self):
+        return f"{self.first_name} {self.last_name}"
+
+    @property
+    def initials(self) -> str:
+        return f"{self.first_name[:1]}{self.last_name[:1]}".upper()
+
+    @property
+    def mobile_display(self) -> str:
+        return format_for_display(self.mobile)
+
+    @property
+    def can_receive_sms(self) -> bool:
+        """Texts need a number, a recorded opt-in, and no opt-out since."""
+        if not (self.mobile and self.contact_by_sms and self.sms_consent_at):
+            return False
+        return self.sms_opted_out_at is None or self.sms_opted_out_at < self.sms_consent_at
+
+    def clean(self):
+        if self.sms_consent_at and not self.sms_consent_method:
+            raise ValidationError({"sms_consent_method": "Record how the patient agreed to texts."})
+        if self.sms_consent_at and not self.mobile:
+            raise ValidationError({"mobile": "Text consent needs a mobile number."})
+        if self.date_of_birth and self.date_of_birth > timezone.localdate():
+            raise ValidationError({"date_of_birth": "The date of birth is in the future."})
+
+
+class VisitKind(models.TextChoices):
+    SCREENING = "screening", "Screening"
+    PREPARATION = "preparation", "Preparation"
+    DOSING = "dosing", "Dosing session"
+    INTEGRATION = "integration", "Integration"
+    MAINTENANCE = "maintenance", "Maintenance check-in"
+
+
+class DosingRoute(models.TextChoices):
+    IV = "iv", "IV infusion"
+    IM = "im", "Intramuscular"
+    LOZENGE = "lozenge", "Sublingual lozenge"
+    INTRANASAL = "intranasal", "Intranasal"
+
+
+class Modality(models.TextChoices):
+    IN_PERSON = "in_person", "In person"
+    TELEHEALTH = "telehealth", "Telehealth"
+
+
+class VisitType(models.Model):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="visit_types")
+    name = models.CharField(max_length=120)
+    slug = models.SlugField()
+    kind = models.CharField(max_length=20, choices=VisitKind.choices)
+    dosing_route = models.CharField(
+        max_length=20, choices=DosingRoute.choices, blank=True, help_text="Dosing visits only."
+    )
+    duration_minutes = models.PositiveIntegerField(
+        help_text="The whole booking, post-dose monitoring included."
+    )
+    monitoring_minutes = models.PositiveIntegerField(
+        default=0, help_text="Of the duration, how long the patient is monitored after the dose."
+    )
+    modality = models.CharField(max_length=20, choices=Modality.choices)
+    room_capability = models.ForeignKey(
+        Capability,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        help_text="The room must offer this (in-person visits only).",
+    )
+    clinician_role = models.CharField(max_length=20, choices=ClinicianRole.choices)
+    price = models.DecimalField(max_digits=9, decimal_places=2, default=0)
+    preparation_instructions = models.TextField(
+        blank=True, help_text="Sent by email and shown on the patient's page before the visit."
+    )
+    aftercare_instructions = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["clinic", "kind", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "slug"], name="visit_type_slug_unique"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(minutes=self.duration_minutes)
+
+    @property
+    def is_dosing(self) -> bool:
+        return self.kind == VisitKind.DOSING
+
+    @property
+    def is_telehealth(self) -> bool:
+        return self.modality == Modality.TELEHEALTH
+
+    @property
+    def needs_ride_home(self) -> bool:
+        return self.is_dosing
+
+    def clean(self):
+        errors = {}
+        if self.kind == VisitKind.DOSING and not self.dosing_route:
+            errors["dosing_route"] = "A dosing visit type needs its route."
+        if self.kind != VisitKind.DOSING and self.dosing_route:
+            errors["dosing_route"] = "Only dosing visit types have a route."
+        if self.kind == VisitKind.DOSING and self.modality == Modality.TELEHEALTH:
+            errors["modality"] = "Dosing happens on site, never by telehealth."
+        if self.modality == Modality.TELEHEALTH and self.room_capability_id:
+            errors["room_capability"] = "Telehealth visits take no room."
+        if self.duration_minutes is not None and self.monitoring_minutes > self.duration_minutes:
+            errors["monitoring_minutes"] = "Monitoring cannot be longer than the whole visit."
+        if self.duration_minutes == 0:
+            errors["duration_minutes"] = "A visit takes some time."
+        if errors:
+            raise ValidationError(errors)
+
+
+class VisitStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    BOOKED = "booked", "Booked"
+    CONFIRMED = "confirmed", "Confirmed by patient"
+    CHECKED_IN = "checked_in", "Checked in"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+    NO_SHOW = "no_show", "No-show"
+
+
+# Statuses that hold the clinician, the room and the patient: overlaps among
+# these are refused, by PostgreSQL's exclusion constraints where available.
+BLOCKING_STATUSES = (
+    VisitStatus.BOOKED,
+    VisitStatus.CONFIRMED,
+    VisitStatus.CHECKED_IN,
+    VisitStatus.COMPLETED,
+)
+# Statuses a visit can still be moved or cancelled from.
+OPEN_STATUSES = (VisitStatus.PROPOSED, VisitStatus.BOOKED, VisitStatus.CONFIRMED)
+
+
+def new_visit_uid() -> str:
+    # RFC 5545 UIDs must be globally unique and never change; a random UUID
+    # with our own suffix is both, and says nothing about the patient.
+    return f"{uuid.uuid4()}@kap-scheduler"
+
+
+class VisitQuerySet(models.QuerySet):
+    def blocking(self):
+        return self.filter(status__in=BLOCKING_STATUSES)
+
+    def overlapping(self, start: datetime, end: datetime):
+        return self.filter(start__lt=end, end__gt=start)
+
+    def for_clinician(self, clinician):
+        return self.filter(clinician=clinician)
+
+    def for_patient(self, patient):
+        return self.filter(patient=patient)
+
+    def upcoming(self, now: datetime | None = None):
+        return self.filter(
+            start__gte=now or timezone.now(), status__in=(*OPEN_STATUSES, VisitStatus.CHECKED_IN)
+        )
+
+    def on_local_day(self, day, tz):
+        start = datetime.combine(day, datetime.min.time(), tzinfo=tz)
+        return self.filter(start__lt=start + timedelta(days=1), end__gt=start)
+
+
+class Visit(models.Model):
+    uid = models.CharField(max_length=255, unique=True, default=new_visit_uid, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="visits")
+    visit_type = models.ForeignKey(VisitType, on_delete=models.PROTECT, related_name="visits")
+    clinician = models.ForeignKey(Clinician, on_delete=models.PROTECT, related_name="visits")
+    room = models.ForeignKey(
+        Room, null=True, blank=True, on_delete=models.PROTECT, related_name="visits"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    status = models.CharField(
+        max_length=20, choices=VisitStatus.choices, default=VisitStatus.BOOKED
+    )
+    sequence = models.PositiveIntegerField(
+        default=0,
+        help_text="iCalendar SEQUENCE: raised when the time or place changes or the visit is cancelled.",
+    )
+    ride_home_arranged = models.BooleanField(default=False)
+    cancellation_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = VisitQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["start"]
+        indexes = [
+            models.Index(fields=["clinician", "start"]),
+            models.Index(fields=["room", "start"]),
+            models.Index(fields=["patient", "start"]),
+            models.Index(fields=["status", "start"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="visit_ends_after_start"
+            ),
+        ]
+
+    def __str__(self):
+        local = timezone.localtime(self.start, self.patient.clinic.tz) if self.start else None
+        return (
+            f"{self.visit_type} for {self.patient} at {local:%Y-%m-%d %H:%M}" if local else "Visit"
+        )
+
+    @property
+    def is_blocking(self) -> bool:
+        return self.status in BLOCKING_STATUSES
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def lacks_ride_home(self) -> bool:
+        return self.visit_type.needs_ride_home and not self.ride_home_arranged and self.is_open

@@ -1,0 +1,167 @@
+"""A small synthetic clinic for tests, built directly from the models."""
+
+from datetime import date, datetime, time
+from itertools import count
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from scheduler.models import (
+    Capability,
+    Clinic,
+    Clinician,
+    Modality,
+    OpeningHours,
+    Patient,
+    Room,
+    VisitKind,
+    VisitType,
+    WorkingHours,
+)
+from scheduler.timezones import zone
+
+WEEKDAYS = range(5)
+_numbers = count(100)
+
+
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def at(day: date, hh_mm: str, tz_name: str = "America/New_York") -> datetime:
+    """An aware datetime at wall-clock ``hh_mm`` on ``day`` in ``tz_name``."""
+    return datetime.combine(day, time.fromisoformat(hh_mm), tzinfo=zone(tz_name))
+
+
+class ClinicBuilder:
+    def __init__(
+        self, time_zone: str = "America/New_York", hours=("08:00", "18:00"), days=WEEKDAYS
+    ):
+        self.clinic = Clinic.objects.create(
+            name=f"Test Clinic {time_zone}",
+            slug=f"test-{next(_numbers)}",
+            phone="+12125550100",
+            address="1 Example Street",
+            time_zone=time_zone,
+        )
+        for weekday in days:
+            OpeningHours.objects.create(
+                clinic=self.clinic,
+                weekday=weekday,
+                opens=time.fromisoformat(hours[0]),
+                closes=time.fromisoformat(hours[1]),
+            )
+        self.infusion_chair, _ = Capability.objects.get_or_create(
+            slug="infusion-chair", defaults={"name": "Infusion chair"}
+        )
+        self.monitoring, _ = Capability.objects.get_or_create(
+            slug="monitoring", defaults={"name": "Vital-signs monitoring"}
+        )
+
+    def room(self, name: str, *capabilities: Capability) -> Room:
+        room = Room.objects.create(clinic=self.clinic, name=name)
+        room.capabilities.set(capabilities)
+        return room
+
+    def clinician(
+        self, name: str, *roles: str, hours=("08:00", "18:00"), days=WEEKDAYS
+    ) -> Clinician:
+        user = get_user_model().objects.create_user(
+            username=f"{name.lower().replace(' ', '.').replace('..', '.')}.{next(_numbers)}",
+            password=None,
+        )
+        clinician = Clinician.objects.create(
+            user=user,
+            clinic=self.clinic,
+            display_name=name,
+            telehealth_link="https://video.example.com/room",
+            **{f"is_{role}": True for role in roles},
+        )
+        for weekday in days:
+            WorkingHours.objects.create(
+                clinician=clinician,
+                weekday=weekday,
+                opens=time.fromisoformat(hours[0]),
+                closes=time.fromisoformat(hours[1]),
+            )
+        return clinician
+
+    def visit_type(
+        self, slug: str, kind: str, minutes: int, role: str, modality: str, capability=None, **extra
+    ):
+        return VisitType.objects.create(
+            clinic=self.clinic,
+            name=slug.replace("-", " ").title(),
+            slug=slug,
+            kind=kind,
+            duration_minutes=minutes,
+            clinician_role=role,
+            modality=modality,
+            room_capability=capability,
+            **extra,
+        )
+
+    def patient(self, first: str = "Avery", last: str = "Example", **extra) -> Patient:
+        patient = Patient(
+            clinic=self.clinic,
+            first_name=first,
+            last_name=last,
+            date_of_birth=date(1985, 4, 12),
+            mobile=f"+1212555{next(_numbers) % 100 + 100:04d}",
+            email=f"{first.lower()}.{last.lower()}@example.com",
+            time_zone=self.clinic.time_zone,
+            **extra,
+        )
+        patient.full_clean()
+        patient.save()
+        return patient
+
+
+class SmallClinic(ClinicBuilder):
+    """Three rooms, a prescriber, a therapist, a nurse and the usual visit types."""
+
+    def __init__(self, time_zone="America/New_York", **kwargs):
+        super().__init__(time_zone, **kwargs)
+        self.room1 = self.room("Room 1", self.infusion_chair, self.monitoring)
+        self.room2 = self.room("Room 2", self.monitoring)
+        self.room3 = self.room("Room 3")
+        self.prescriber = self.clinician("Dr. Alvarez", "prescriber")
+        self.therapist = self.clinician("Sam Rivers", "therapist", hours=("09:00", "17:00"))
+        self.nurse = self.clinician("Nurse Kim", "nurse")
+        self.screening = self.visit_type(
+            "screening", VisitKind.SCREENING, 60, "prescriber", Modality.IN_PERSON
+        )
+        self.iv = self.visit_type(
+            "iv-infusion",
+            VisitKind.DOSING,
+            120,
+            "prescriber",
+            Modality.IN_PERSON,
+            self.infusion_chair,
+            dosing_route="iv",
+            monitoring_minutes=60,
+        )
+        self.integration = self.visit_type(
+            "integration", VisitKind.INTEGRATION, 50, "therapist", Modality.TELEHEALTH
+        )
+
+
+@pytest.fixture
+def clinic(db) -> SmallClinic:
+    return SmallClinic()
+
+
+# A Monday far enough ahead never to be in the past, and not in a DST week.
+MONDAY = date(2030, 6, 3)
+
+
+@pytest.fixture
+def now():
+    """The clock on 2030-01-02, before every fixed date these tests book."""
+    import time_machine
+
+    with time_machine.travel(
+        datetime(2030, 1, 2, 12, 0, tzinfo=zone("UTC")), tick=False
+    ) as traveller:
+        yield traveller
