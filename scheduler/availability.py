@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
 
 from django.db.models import Prefetch, Q
@@ -210,6 +210,7 @@ class Availability:
 
     def _problems(self, visit_type, clinician, room, patient, start, end) -> Iterator[str]:
         tz = self.tz
+        start = start.astimezone(UTC) if start.tzinfo else start
         end = end or start + visit_type.duration
         if start.tzinfo is None or end.tzinfo is None:
             yield "Times must carry a time zone."
@@ -330,7 +331,9 @@ class Availability:
                             instant = local_datetime(day, wall.time(), self.tz, fold=fold)
                         except LocalTimeError:
                             break
-                        yield instant
+                        # Arithmetic on aware datetimes of one zone is wall-clock
+                        # arithmetic in Python; durations must be added in UTC.
+                        yield instant.astimezone(UTC)
                         if (
                             instant.replace(fold=1).utcoffset()
                             == instant.replace(fold=0).utcoffset()

@@ -13,7 +13,7 @@ the reasons it may not be (``plans`` registers the screening gate there).
 """
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -71,11 +71,11 @@ def _availability_for(visit: Visit) -> Availability:
     )
 
 
-def _horizon_problems(start: datetime) -> list[str]:
+def _horizon_problems(start: datetime, tz) -> list[str]:
     now = timezone.now()
     horizon = timedelta(days=settings.BOOKING_HORIZON_DAYS)
     if start < now:
-        return [f"{start:%Y-%m-%d %H:%M} UTC is in the past."]
+        return [f"{start.astimezone(tz):%a %Y-%m-%d %H:%M} is in the past."]
     if start > now + horizon:
         return [f"Visits can be booked at most {horizon.days} days ahead."]
     return []
@@ -83,12 +83,12 @@ def _horizon_problems(start: datetime) -> list[str]:
 
 def problems_for(visit: Visit) -> list[str]:
     """Every reason ``visit`` (saved or not) cannot hold its time, place and people."""
-    require_aware(visit.start, "start")
+    visit.start = require_aware(visit.start, "start").astimezone(UTC)
     if visit.end is None:
         visit.end = visit.start + visit.visit_type.duration
-    return _horizon_problems(visit.start) + _availability_for(visit).problems(
-        visit.visit_type, visit.clinician, visit.room, visit.patient, visit.start, visit.end
-    )
+    return _horizon_problems(visit.start, visit.patient.clinic.tz) + _availability_for(
+        visit
+    ).problems(visit.visit_type, visit.clinician, visit.room, visit.patient, visit.start, visit.end)
 
 
 def _save_checked(visit: Visit, *, rules: bool) -> Visit:
@@ -140,7 +140,7 @@ def book(
     ride_home_arranged: bool = False,
 ) -> Visit:
     """Book a new visit, or raise BookingError saying everything that is wrong."""
-    require_aware(start, "start")
+    start = require_aware(start, "start").astimezone(UTC)
     visit = Visit(
         patient=patient,
         visit_type=visit_type,
@@ -178,7 +178,7 @@ def move(
     keeps its UID and its SEQUENCE rises, so calendars update the same event.
     A confirmed visit goes back to booked: the patient confirms the new time.
     """
-    require_aware(start, "start")
+    start = require_aware(start, "start").astimezone(UTC)
     with transaction.atomic():
         current = _locked(visit)
         _require_status(current, OPEN_STATUSES, "moved")

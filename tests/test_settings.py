@@ -1,0 +1,110 @@
+"""Settings come from the environment; production refuses to start half-configured."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from config.env import database_from_url, env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_django(**environment) -> subprocess.CompletedProcess:
+    base = {
+        k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('started')"],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environment", "missing"),
+    [
+        ({"DEBUG": "0"}, "SECRET_KEY and ALLOWED_HOSTS"),
+        ({"DEBUG": "0", "SECRET_KEY": "x" * 50}, "ALLOWED_HOSTS"),
+        ({"DEBUG": "0", "ALLOWED_HOSTS": "clinic.example.org"}, "SECRET_KEY"),
+        ({}, "SECRET_KEY and ALLOWED_HOSTS"),
+    ],
+)
+def test_production_mode_refuses_to_start_without_secret_key_and_allowed_hosts(
+    environment, missing
+):
+    result = start_django(**environment)
+    assert result.returncode != 0
+    assert f"Production mode (DEBUG=0) needs {missing}" in result.stderr
+
+
+def test_production_mode_starts_when_configured(tmp_path):
+    key_file = tmp_path / "secret"
+    key_file.write_text("k" * 50 + "\n")
+    result = start_django(
+        DEBUG="0", SECRET_KEY_FILE=str(key_file), ALLOWED_HOSTS="clinic.example.org"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "started"
+
+
+def test_secrets_can_come_from_a_file(tmp_path, monkeypatch):
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN_FILE", str(secret))
+    assert env("TWILIO_AUTH_TOKEN") == "from-a-file"
+
+
+def test_database_url_selects_postgresql():
+    config = database_from_url("postgres://kap:p%40ss@db.example.org:5433/clinic?sslmode=require")
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["NAME"], config["USER"], config["PASSWORD"]) == ("clinic", "kap", "p@ss")
+    assert (config["HOST"], config["PORT"]) == ("db.example.org", "5433")
+    assert config["OPTIONS"] == {"sslmode": "require"}
+    with pytest.raises(ImproperlyConfigured, match="must start with postgres://"):
+        database_from_url("mysql://kap@localhost/clinic")
+
+
+def test_times_are_stored_aware():
+    assert settings.USE_TZ is True
+
+
+@pytest.mark.django_db
+def test_embedded_sqlite_runs_in_wal_mode_with_immediate_transactions():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] >= 5000
+    assert settings.DATABASES["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def test_django_q_uses_the_orm_broker_unless_redis_is_configured():
+    if settings.REDIS_URL:
+        assert settings.Q_CLUSTER["redis"] == settings.REDIS_URL
+    else:
+        assert settings.Q_CLUSTER["orm"] == "default"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.Q_CLUSTER.get('redis'))",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "1", "REDIS_URL": "redis://127.0.0.1:6390/2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "redis://127.0.0.1:6390/2", result.stderr
