@@ -61,6 +61,12 @@ class Timeline:
     def first_overlap(self, start: datetime, end: datetime) -> Busy | None:
         return next(self.overlapping(start, end), None)
 
+    def add(self, busy: Busy) -> None:
+        index = bisect_left(self.starts, busy.start)
+        self.intervals.insert(index, busy)
+        self.starts.insert(index, busy.start)
+        self.max_ends = list(accumulate((b.end for b in self.intervals), max))
+
 
 class Conflict(str):
     """A problem that is an overlap with another visit (as opposed to hours, roles, rooms)."""
@@ -297,6 +303,15 @@ class Availability:
                 span = format_span(busy.start, busy.end, tz, day)
                 yield Conflict(f"{patient} already has a visit {span}.")
                 break
+
+    def reserve(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+        """Treat a planned visit as busy, so later searches in this window avoid it."""
+        busy = Busy(start, end)
+        self.clinician_visits[clinician.pk].add(busy)
+        if room is not None:
+            self.room_visits[room.pk].add(busy)
+        if patient is not None:
+            self.patient_visits[patient.pk].add(busy)
 
     # -- searching ---------------------------------------------------------
 

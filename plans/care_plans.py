@@ -1,0 +1,127 @@
+"""Saving a proposed plan, confirming it (all visits or none), and moving one of its visits."""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from plans.generator import Proposal
+from plans.models import CarePlan, PlannedVisit, PlanStatus
+from scheduler import booking
+from scheduler.booking import BookingError
+from scheduler.models import Visit, VisitStatus
+
+
+class PlanNotConfirmed(BookingError):
+    """Confirming failed; ``problems`` lists each visit that could not be booked, and nothing was."""
+
+
+def save_proposal(proposal: Proposal) -> CarePlan:
+    """Store a proposal as a care plan of proposed visits (which hold no slot yet)."""
+    with transaction.atomic():
+        plan = CarePlan.objects.create(
+            patient=proposal.patient,
+            protocol=proposal.protocol,
+            start_date=proposal.start_date,
+            preferences=proposal.preferences.as_dict(),
+            warnings=proposal.warnings,
+            total_cost=proposal.total_cost,
+            currency=proposal.currency,
+        )
+        saved = {}
+        for proposed in sorted(proposal.visits, key=lambda v: v.start):
+            visit = Visit.objects.create(
+                patient=proposal.patient,
+                visit_type=proposed.visit_type,
+                clinician=proposed.clinician,
+                room=proposed.room,
+                start=proposed.start,
+                end=proposed.end,
+                status=VisitStatus.PROPOSED,
+            )
+            saved[id(proposed)] = PlannedVisit.objects.create(
+                care_plan=plan,
+                visit=visit,
+                step=proposed.step,
+                occurrence=proposed.occurrence,
+                follows=saved.get(id(proposed.follows)) if proposed.follows else None,
+            )
+    return plan
+
+
+def confirm(plan: CarePlan) -> CarePlan:
+    """Book every visit of a proposed plan atomically, or none, naming every conflict."""
+    problems = []
+    with transaction.atomic():
+        plan = CarePlan.objects.select_for_update().get(pk=plan.pk)
+        if plan.status != PlanStatus.PROPOSED:
+            raise PlanNotConfirmed(
+                f"This plan is {plan.get_status_display().lower()}, not a proposal."
+            )
+        planned = list(
+            plan.planned_visits.select_related(
+                "visit__patient__clinic", "visit__visit_type", "visit__clinician", "visit__room"
+            ).order_by("visit__start")
+        )
+        for item in planned:
+            try:
+                booking.book_proposed(item.visit)
+            except BookingError as error:
+                local = timezone.localtime(item.visit.start, plan.patient.clinic.tz)
+                problems += [
+                    f"{item.step} on {local:%a %Y-%m-%d %H:%M}: {p}" for p in error.problems
+                ]
+        if problems:
+            transaction.set_rollback(True)
+        else:
+            plan.status = PlanStatus.ACTIVE
+            plan.confirmed_at = timezone.now()
+            plan.save(update_fields=["status", "confirmed_at"])
+    if problems:
+        raise PlanNotConfirmed(problems)
+    return plan
+
+
+def move_planned_visit(visit: Visit, start: datetime) -> list[Visit]:
+    """Move a visit of a plan; visits timed from it move along when their window would break.
+
+    Returns every visit moved. Raises BookingError with the reason when the move
+    breaks the visit's own window or a follower cannot move with it; then
+    nothing moves.
+    """
+    planned = PlannedVisit.objects.select_related("step", "follows__visit").get(visit=visit)
+    delta = start - visit.start
+    step = planned.step
+    if planned.follows:
+        anchor_end = planned.follows.visit.end
+        gap = start - anchor_end
+        if gap < step.min_gap or (step.max_gap is not None and gap > step.max_gap):
+            raise BookingError(
+                f"{step} must start {_gap(step)} after {planned.follows.step} "
+                f"(which ends {timezone.localtime(anchor_end, visit.patient.clinic.tz):%a %Y-%m-%d %H:%M})."
+            )
+    moved = []
+    with transaction.atomic():
+        moved.append(booking.move(visit, start=start))
+        for follower in planned.followers.select_related("visit", "step"):
+            gap = follower.visit.start - moved[0].end
+            if gap >= follower.step.min_gap and (
+                follower.step.max_gap is None or gap <= follower.step.max_gap
+            ):
+                continue
+            try:
+                moved.append(booking.move(follower.visit, start=follower.visit.start + delta))
+            except BookingError as error:
+                raise BookingError(
+                    [
+                        f"{follower.step} would have to move with it, but: {p}"
+                        for p in error.problems
+                    ]
+                ) from error
+    return moved
+
+
+def _gap(step) -> str:
+    if step.max_gap_hours is not None:
+        return f"{step.min_gap_hours}-{step.max_gap_hours} h"
+    return f"at least {step.min_gap_hours} h"

@@ -1,0 +1,386 @@
+"""Turn a protocol into a patient's dated care plan.
+
+The generator walks the protocol's steps in order and gives each visit the
+earliest slot that satisfies every rule: the step's window relative to its
+anchor (a gap after an earlier step, or after each visit of it), spacing
+between visits of the step, weekly limits, the protocol's dose spacing and
+weekly maximum, clinic and clinician hours, time off, closures, rooms and
+every existing visit (one ``Availability`` for the whole plan, so the number of
+queries does not depend on how many visits exist). Patient preferences
+(weekdays, times of day, clinicians) are honoured where a slot allows and
+reported as warnings where none does. The same inputs give the same plan.
+
+When a visit finds no slot, ``PlanInfeasible`` names the step, the rule and
+the nearest free slot found outside the rule.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from plans.models import Anchor, Protocol, ProtocolStep, Screening
+from scheduler.availability import Availability, format_span
+from scheduler.models import Clinician, Patient, Room, VisitType
+
+WEEK = timedelta(days=7)
+SEARCH_STEP = timedelta(minutes=30)
+# How far past a rule's window to look for "the nearest alternative".
+ALTERNATIVE_DAYS = 28
+
+
+@dataclass(frozen=True)
+class Preferences:
+    weekdays: frozenset[int] = frozenset()  # 0 = Monday; empty = any day
+    time_windows: tuple[tuple[time, time], ...] = ()  # local wall-clock; empty = any time
+    clinicians: dict[str, int] = field(default_factory=dict)  # role -> clinician id
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Preferences":
+        data = data or {}
+        return cls(
+            weekdays=frozenset(int(day) for day in data.get("weekdays", ())),
+            time_windows=tuple(
+                (time.fromisoformat(start), time.fromisoformat(end))
+                for start, end in data.get("time_windows", ())
+            ),
+            clinicians={role: int(pk) for role, pk in data.get("clinicians", {}).items()},
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "weekdays": sorted(self.weekdays),
+            "time_windows": [[f"{a:%H:%M}", f"{b:%H:%M}"] for a, b in self.time_windows],
+            "clinicians": self.clinicians,
+        }
+
+    def likes_time(self, local: datetime, end_local: datetime) -> bool:
+        if self.weekdays and local.weekday() not in self.weekdays:
+            return False
+        return not self.time_windows or any(
+            start <= local.time() and end_local.time() <= end for start, end in self.time_windows
+        )
+
+
+@dataclass
+class ProposedVisit:
+    step: ProtocolStep
+    occurrence: int
+    visit_type: VisitType
+    clinician: Clinician
+    room: Room | None
+    start: datetime  # UTC
+    end: datetime
+    follows: "ProposedVisit | None" = None
+
+
+@dataclass
+class Proposal:
+    patient: Patient
+    protocol: Protocol
+    start_date: date
+    preferences: Preferences
+    visits: list[ProposedVisit]
+    warnings: list[str]
+    total_cost: Decimal
+    currency: str
+
+
+class PlanInfeasible(Exception):
+    def __init__(self, step: ProtocolStep, constraint: str, nearest: str | None):
+        self.step, self.constraint, self.nearest = step, constraint, nearest
+        message = f"No slot for step {step}: {constraint}."
+        message += f" Nearest free slot: {nearest}." if nearest else " No free slot nearby either."
+        super().__init__(message)
+
+    def as_dict(self) -> dict:
+        return {"error": str(self), "step": str(self.step), "constraint": self.constraint}
+
+
+@dataclass
+class Window:
+    earliest: datetime
+    latest: datetime
+    rule: str
+
+
+def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int | None) -> bool:
+    """Whether adding ``candidate`` keeps every 7-day window at ``limit`` starts or fewer."""
+    if limit is None:
+        return True
+    near = sorted([s for s in starts if abs(s - candidate) < WEEK] + [candidate])
+    for index, first in enumerate(near):
+        if first > candidate:
+            break
+        in_window = sum(1 for s in near[index:] if s - first < WEEK)
+        if in_window > limit and first + WEEK > candidate:
+            return False
+    return True
+
+
+def plan_horizon(protocol_steps: list[ProtocolStep], start: datetime) -> datetime:
+    """A generous end for the plan: the availability window loaded once."""
+    total = timedelta(days=14)
+    for step in protocol_steps:
+        per_visit = max(
+            timedelta(hours=step.min_spacing_hours or 24),
+            timedelta(hours=step.max_spacing_hours or 0),
+            timedelta(days=7 / step.max_per_week) if step.max_per_week else timedelta(0),
+        )
+        gap = step.max_gap or step.min_gap
+        if step.recurrence:
+            occurrences = list(step.recurrence_rule(start.replace(tzinfo=None)))
+            span = occurrences[-1] - occurrences[0] if occurrences else timedelta(0)
+            total += span + gap + timedelta(days=step.recurrence_tolerance_days)
+        elif step.anchor != Anchor.AFTER_EACH:
+            total += gap + per_visit * step.count
+    return start + total + timedelta(days=ALTERNATIVE_DAYS)
+
+
+class Generator:
+    def __init__(
+        self, patient: Patient, protocol: Protocol, start_date: date, preferences=None, *, now=None
+    ):
+        self.patient = patient
+        self.protocol = protocol
+        self.clinic = protocol.clinic
+        self.tz = self.clinic.tz
+        self.preferences = preferences or Preferences()
+        now = now or timezone.now()
+        self.start = max(datetime.combine(start_date, time(0), tzinfo=self.tz).astimezone(UTC), now)
+        self.start_date = start_date
+        self.steps = list(
+            protocol.steps.select_related("visit_type__room_capability", "after_step").order_by(
+                "position"
+            )
+        )
+        self.horizon = plan_horizon(self.steps, self.start)
+        self.availability = Availability(self.clinic, self.start, self.horizon, patients=[patient])
+        self.visits: list[ProposedVisit] = []
+        self.warnings: list[str] = []
+        self.by_step: dict[int, list[ProposedVisit]] = {}
+        self.continuity: dict[str, Clinician] = {}
+
+    # -- the plan ----------------------------------------------------------
+
+    def generate(self) -> Proposal:
+        for index, step in enumerate(self.steps):
+            previous = self.steps[index - 1] if index else None
+            self.by_step[step.pk] = []
+            for anchor, base, rule in self._anchors(step, previous):
+                for occurrence, window in self._windows(step, base, rule):
+                    visit = self._place(step, occurrence, window, anchor)
+                    self.by_step[step.pk].append(visit)
+        self.visits.sort(key=lambda v: v.start)
+        if any(v.visit_type.is_dosing for v in self.visits):
+            self.warnings.append("Every dosing visit needs a ride home arranged before check-in.")
+            if not Screening.is_cleared_for(self.patient):
+                self.warnings.append(
+                    "Screening is not cleared yet: the plan can be proposed, "
+                    "but it cannot be confirmed until a prescriber clears it."
+                )
+        total = sum((v.visit_type.price for v in self.visits), Decimal("0"))
+        return Proposal(
+            patient=self.patient,
+            protocol=self.protocol,
+            start_date=self.start_date,
+            preferences=self.preferences,
+            visits=self.visits,
+            warnings=self.warnings,
+            total_cost=total,
+            currency=settings.CURRENCY,
+        )
+
+    def _anchors(self, step: ProtocolStep, previous: ProtocolStep | None):
+        """(anchor visit, time the step is counted from, rule text) for each series of the step."""
+        if step.anchor == Anchor.START or (previous is None and not step.after_step_id):
+            yield None, self.start, "from the plan's start"
+            return
+        earlier = step.after_step or previous
+        earlier_visits = sorted(self.by_step.get(earlier.pk, []), key=lambda v: v.start)
+        if not earlier_visits:
+            yield None, self.start, "from the plan's start"
+            return
+        if step.anchor == Anchor.AFTER_EACH:
+            for visit in earlier_visits:
+                yield visit, visit.end, f"after {earlier} on {self._local_span(visit)}"
+        else:
+            last = earlier_visits[-1]
+            yield last, last.end, f"after the last {earlier} on {self._local_span(last)}"
+
+    def _windows(self, step: ProtocolStep, base: datetime, rule: str):
+        """(occurrence, first window) for each visit of one series; later windows follow spacing."""
+        gap_rule = self._gap_text(step)
+        if step.recurrence:
+            first = (base + step.min_gap).astimezone(self.tz).replace(tzinfo=None)
+            for occurrence, when in enumerate(step.recurrence_rule(first), start=1):
+                earliest = self._aware(when)
+                yield (
+                    occurrence,
+                    Window(
+                        earliest,
+                        earliest + timedelta(days=step.recurrence_tolerance_days),
+                        f"{step.recurrence} {gap_rule} {rule}, within {step.recurrence_tolerance_days} days of each date",
+                    ),
+                )
+            return
+        latest = base + step.max_gap if step.max_gap is not None else self.horizon
+        yield 1, Window(max(base + step.min_gap, self.start), latest, f"{gap_rule} {rule}")
+        for occurrence in range(2, step.count + 1):
+            yield occurrence, None  # placed by spacing from the previous visit of the series
+
+    # -- one visit ---------------------------------------------------------
+
+    def _place(self, step, occurrence, window, anchor) -> ProposedVisit:
+        series = [v for v in self.by_step[step.pk] if v.follows is anchor]
+        if window is None:  # a later visit of a series: spacing from the one before
+            before = series[-1]
+            latest = (
+                before.start + timedelta(hours=step.max_spacing_hours)
+                if step.max_spacing_hours is not None
+                else self.horizon
+            )
+            window = Window(
+                before.start + timedelta(hours=step.min_spacing_hours),
+                latest,
+                f"{self._spacing_text(step)} after visit {occurrence - 1} on {self._local_span(before)}",
+            )
+        visit_type = step.visit_type
+        for relax in ("nothing", "clinician", "everything"):
+            found = self._search(step, visit_type, window.earliest, window.latest, relax)
+            if found:
+                break
+        else:
+            nearest = self._search(
+                step,
+                visit_type,
+                window.earliest,
+                window.latest + timedelta(days=ALTERNATIVE_DAYS),
+                "everything",
+            )
+            nearest_text = None
+            if nearest:
+                clinician, room, start, end = nearest
+                nearest_text = f"{self._local_text(start, end)} with {clinician}" + (
+                    f" in {room}" if room else ""
+                )
+            raise PlanInfeasible(
+                step, f"{window.rule} ({self._local_window(window)})", nearest_text
+            )
+        clinician, room, start, end = found
+        if relax != "nothing":
+            self.warnings.append(
+                f"{step} #{occurrence}: no slot matched the preferences; "
+                f"proposed {self._local_text(start, end)} with {clinician}."
+            )
+        self.continuity.setdefault(visit_type.clinician_role, clinician)
+        self.availability.reserve(clinician, room, self.patient, start, end)
+        visit = ProposedVisit(
+            step, occurrence, visit_type, clinician, room, start, end, follows=anchor
+        )
+        self.visits.append(visit)
+        return visit
+
+    def _clinicians(self, role: str, relax: str) -> list[Clinician]:
+        everyone = sorted(
+            (c for c in self.availability.clinicians.values() if c.is_active and c.has_role(role)),
+            key=lambda c: c.display_name,
+        )
+        preferred_id = self.preferences.clinicians.get(role)
+        chosen = self.continuity.get(role)
+        first = [c for c in everyone if c.pk == preferred_id] or [
+            c for c in everyone if c == chosen
+        ]
+        if relax == "nothing" and first:
+            return first
+        return first + [c for c in everyone if c not in first]
+
+    def _search(self, step, visit_type, earliest, latest, relax):
+        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows."""
+        rooms = self.availability.rooms_for(visit_type)
+        clinicians = self._clinicians(visit_type.clinician_role, relax)
+        doses = [v.start for v in self.visits if v.visit_type.is_dosing]
+        same_step = [v.start for v in self.by_step[step.pk]]
+        day = earliest.astimezone(self.tz).date()
+        last_day = min(latest, self.horizon).astimezone(self.tz).date()
+        while day <= last_day:
+            best = None
+            for clinician in clinicians:
+                for start in self.availability.candidate_starts(clinician, day, SEARCH_STEP):
+                    if start < earliest or start > latest or (best and start >= best[2]):
+                        continue
+                    end = start + visit_type.duration
+                    if relax != "everything" and not self.preferences.likes_time(
+                        start.astimezone(self.tz), end.astimezone(self.tz)
+                    ):
+                        continue
+                    if not within_weekly_limit(same_step, start, step.max_per_week):
+                        continue
+                    if visit_type.is_dosing and not self._dose_allowed(doses, start):
+                        continue
+                    room = next(
+                        (
+                            r
+                            for r in rooms
+                            if self.availability.fits(
+                                visit_type, clinician, r, self.patient, start, end
+                            )
+                        ),
+                        False,
+                    )
+                    if room is not False:
+                        best = (clinician, room, start, end)
+                        break  # candidates come in time order for one clinician
+            if best:
+                return best
+            day += timedelta(days=1)
+        return None
+
+    def _dose_allowed(self, doses: list[datetime], start: datetime) -> bool:
+        spacing = timedelta(hours=self.protocol.min_hours_between_doses)
+        if any(abs(start - dose) < spacing for dose in doses):
+            return False
+        return within_weekly_limit(doses, start, self.protocol.max_doses_per_week)
+
+    # -- wording -----------------------------------------------------------
+
+    def _aware(self, naive_local: datetime) -> datetime:
+        return naive_local.replace(tzinfo=self.tz).astimezone(UTC)
+
+    def _local_span(self, visit: ProposedVisit) -> str:
+        return self._local_text(visit.start, visit.end)
+
+    def _local_text(self, start, end) -> str:
+        return format_span(start, end, self.tz)
+
+    def _local_window(self, window: Window) -> str:
+        first, last = window.earliest.astimezone(self.tz), window.latest.astimezone(self.tz)
+        return f"{first:%a %Y-%m-%d %H:%M} to {last:%a %Y-%m-%d %H:%M}"
+
+    @staticmethod
+    def _gap_text(step: ProtocolStep) -> str:
+        if step.max_gap_hours is not None:
+            return f"{_hours(step.min_gap_hours)} to {_hours(step.max_gap_hours)}"
+        return f"at least {_hours(step.min_gap_hours)}" if step.min_gap_hours else "any time"
+
+    @staticmethod
+    def _spacing_text(step: ProtocolStep) -> str:
+        if step.max_spacing_hours is not None:
+            return f"{_hours(step.min_spacing_hours)} to {_hours(step.max_spacing_hours)}"
+        return f"at least {_hours(step.min_spacing_hours)}"
+
+
+def _hours(hours: int) -> str:
+    if hours and hours % 24 == 0:
+        days = hours // 24
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{hours} h"
+
+
+def generate(
+    patient: Patient, protocol: Protocol, start_date: date, preferences=None, *, now=None
+) -> Proposal:
+    """A proposed plan for ``patient``; raises PlanInfeasible naming the step and rule that failed."""
+    return Generator(patient, protocol, start_date, preferences, now=now).generate()
