@@ -5,6 +5,7 @@ email written to files under ``var/``. ``DEBUG`` is off unless asked for, and
 then ``SECRET_KEY`` and ``ALLOWED_HOSTS`` are required.
 """
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -99,8 +100,9 @@ else:
                 ),
             },
             # Tests use a real file, not shared-cache memory, so that locking
-            # behaves as in production when threads race for one slot.
-            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+            # behaves as in production when threads race for one slot; one file
+            # per test process, so that two runs side by side do not collide.
+            "TEST": {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -1,0 +1,215 @@
+"""``manage.py seed_demo``: the demo clinic, synthetic and identical however often it runs."""
+
+import io
+import re
+from datetime import time, timedelta
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.utils import timezone
+
+from scheduler import booking
+from scheduler.models import (
+    Clinic,
+    Clinician,
+    Modality,
+    Patient,
+    Room,
+    Visit,
+    VisitKind,
+    VisitStatus,
+    VisitType,
+)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "fast_passwords")]
+
+LOGINS = {
+    "marsh": "demo-marsh-2026",
+    "wren": "demo-wren-2026",
+    "fenwick": "demo-fenwick-2026",
+    "calloway": "demo-calloway-2026",
+    "halvorsen": "demo-halvorsen-2026",
+    "finch": "demo-finch-2026",
+    "frontdesk": "demo-frontdesk-2026",
+    "admin": "demo-admin-2026",
+}
+
+
+@pytest.fixture
+def fast_passwords(settings):
+    # The default hasher costs ~0.3 s a password; the seed checks eight.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def seed() -> str:
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def every_row() -> dict[str, list[dict]]:
+    User = get_user_model()
+    models = [
+        *apps.get_app_config("scheduler").get_models(),
+        Room.capabilities.through,
+        User,
+        User.groups.through,
+        Group,
+        Group.permissions.through,
+    ]
+    return {model._meta.label: list(model.objects.order_by("pk").values()) for model in models}
+
+
+def test_running_seed_demo_twice_leaves_exactly_the_same_rows(now):
+    seed()
+    first = every_row()
+    uids = list(Visit.objects.order_by("uid").values_list("uid", flat=True))
+    # A day later, so a rerun that re-booked or re-saved visits would show.
+    now.shift(timedelta(days=1))
+    seed()
+    assert every_row() == first
+    assert list(Visit.objects.order_by("uid").values_list("uid", flat=True)) == uids
+    assert len(uids) == 8
+
+
+def test_a_rerun_books_nothing_for_a_patient_who_already_had_that_visit_type():
+    seed()
+    cancelled = Visit.objects.filter(visit_type__slug="screening").first()
+    booking.cancel(cancelled, "Demo")
+    output = seed()
+    assert "0 visits booked by this run." in output
+    assert not Visit.objects.filter(
+        patient=cancelled.patient, visit_type__slug="screening", status=VisitStatus.BOOKED
+    ).exists()
+
+
+def test_the_clinic_its_hours_and_rooms_match_the_demo_spec():
+    seed()
+    clinic = Clinic.objects.get(slug="riverside")
+    assert clinic.name == "Riverside Wellness Clinic"
+    assert clinic.time_zone == "America/New_York"
+    assert re.fullmatch(r"\(\d{3}\) 555-01\d\d", clinic.phone)
+    hours = {(row.weekday, row.opens, row.closes) for row in clinic.opening_hours.all()}
+    assert hours == {(day, time(8), time(18)) for day in range(5)} | {(5, time(9), time(13))}
+    rooms = {
+        room.name: {capability.slug for capability in room.capabilities.all()}
+        for room in clinic.rooms.all()
+    }
+    assert rooms == {
+        "Infusion suite 1": {"infusion-chair", "vitals-monitoring", "rems-certified"},
+        "Treatment room 2": {"vitals-monitoring", "rems-certified"},
+        "Consult room": {"consult"},
+    }
+
+
+def test_six_clinicians_with_their_roles_hours_and_video_links():
+    seed()
+    clinicians = Clinician.objects.filter(clinic__slug="riverside")
+    assert clinicians.count() == 6
+    assert clinicians.with_role("prescriber").count() == 2
+    assert clinicians.with_role("therapist").count() == 3
+    assert clinicians.with_role("nurse").count() == 1
+    for clinician in clinicians.select_related("user"):
+        assert len(clinician.roles) == 1
+        assert clinician.working_hours.exists()
+        assert clinician.telehealth_link == f"https://video.example.com/{clinician.user.username}"
+
+
+def test_every_visit_type_is_present_and_valid():
+    seed()
+    types = {vt.slug: vt for vt in VisitType.objects.filter(clinic__slug="riverside")}
+    assert set(types) == {
+        "screening",
+        "preparation",
+        "iv-infusion",
+        "im-dosing",
+        "lozenge-dosing",
+        "intranasal-dosing",
+        "integration",
+        "maintenance",
+    }
+    for visit_type in types.values():
+        visit_type.full_clean()
+        assert visit_type.price > 0
+        if visit_type.is_dosing:
+            assert visit_type.modality == Modality.IN_PERSON
+            assert visit_type.room_capability is not None
+            assert "drive" in visit_type.preparation_instructions
+            assert visit_type.aftercare_instructions
+    assert (types["iv-infusion"].duration_minutes, types["iv-infusion"].monitoring_minutes) == (
+        120,
+        60,
+    )
+    assert types["intranasal-dosing"].monitoring_minutes == 120
+    assert types["intranasal-dosing"].room_capability.slug == "rems-certified"
+    assert types["lozenge-dosing"].duration_minutes == 165
+    assert types["lozenge-dosing"].clinician_role == "nurse"
+    assert "30 minutes" in types["intranasal-dosing"].preparation_instructions
+    assert types["preparation"].is_telehealth and types["integration"].is_telehealth
+
+
+def test_patients_are_synthetic_with_e164_mobiles_and_recorded_consent():
+    seed()
+    patients = list(Patient.objects.filter(clinic__slug="riverside"))
+    assert len(patients) == 20
+    for patient in patients:
+        assert re.fullmatch(r"\+121255501\d\d", patient.mobile), patient.mobile
+        assert patient.email.endswith(("@example.com", "@example.org"))
+        patient.full_clean()
+    assert len({patient.mobile for patient in patients}) == 20
+    consented = [patient for patient in patients if patient.sms_consent_at]
+    assert 0 < len(consented) < len(patients)
+    assert all(patient.sms_consent_method for patient in consented)
+
+
+def test_demo_visits_are_booked_non_dosing_within_two_weeks_and_pass_booking_rules():
+    seed()
+    visits = list(
+        Visit.objects.select_related("patient__clinic", "visit_type", "clinician", "room")
+    )
+    assert len(visits) == 8
+    today = timezone.now()
+    for visit in visits:
+        assert visit.status == VisitStatus.BOOKED
+        assert visit.visit_type.kind in {
+            VisitKind.SCREENING,
+            VisitKind.PREPARATION,
+            VisitKind.INTEGRATION,
+        }
+        assert today < visit.start < today + timedelta(days=15)
+        assert booking.problems_for(visit) == []
+
+
+def test_staff_users_groups_and_permissions():
+    seed()
+    User = get_user_model()
+    assert set(User.objects.filter(is_staff=True).values_list("username", flat=True)) == set(LOGINS)
+    assert list(User.objects.filter(is_superuser=True).values_list("username", flat=True)) == [
+        "admin"
+    ]
+    frontdesk = User.objects.get(username="frontdesk")
+    assert frontdesk.groups.filter(name="Front desk").exists()
+    assert frontdesk.has_perms(["scheduler.add_visit", "scheduler.change_patient"])
+    assert not frontdesk.has_perm("scheduler.change_clinic")
+    therapist = User.objects.get(username="fenwick")
+    assert therapist.groups.filter(name="Clinicians").exists()
+    assert therapist.has_perm("scheduler.view_visit")
+    assert not therapist.has_perm("scheduler.change_visit")
+    assert User.objects.get(username="admin").groups.filter(name="Clinic admins").exists()
+    assert (
+        Group.objects.get(name="Clinic admins")
+        .permissions.filter(codename="delete_clinic")
+        .exists()
+    )
+
+
+def test_printed_logins_work_and_the_admin_url_is_shown():
+    output = seed()
+    for username, password in LOGINS.items():
+        assert re.search(rf"^\s+{username}\s+{re.escape(password)}\s+\S", output, re.MULTILINE)
+        assert authenticate(username=username, password=password) is not None
+    assert f"{settings.SITE_URL}/admin/" in output
