@@ -1,6 +1,6 @@
 """Saving a proposed plan, confirming it (all visits or none), and moving one of its visits."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -91,15 +91,9 @@ def move_planned_visit(visit: Visit, start: datetime) -> list[Visit]:
     """
     planned = PlannedVisit.objects.select_related("step", "follows__visit").get(visit=visit)
     delta = start - visit.start
-    step = planned.step
-    if planned.follows:
-        anchor_end = planned.follows.visit.end
-        gap = start - anchor_end
-        if gap < step.min_gap or (step.max_gap is not None and gap > step.max_gap):
-            raise BookingError(
-                f"{step} must start {_gap(step)} after {planned.follows.step} "
-                f"(which ends {timezone.localtime(anchor_end, visit.patient.clinic.tz):%a %Y-%m-%d %H:%M})."
-            )
+    problems = _window_problems(planned, start, visit.patient.clinic.tz)
+    if problems:
+        raise BookingError(problems)
     moved = []
     with transaction.atomic():
         moved.append(booking.move(visit, start=start))
@@ -119,6 +113,53 @@ def move_planned_visit(visit: Visit, start: datetime) -> list[Visit]:
                     ]
                 ) from error
     return moved
+
+
+def _window_problems(planned: PlannedVisit, start: datetime, tz) -> list[str]:
+    """Whether ``start`` keeps the visit inside its step's rules.
+
+    The first visit of a series is timed from its anchor (gap); later ones from
+    the visit before them in the series, and they bound the one after (spacing).
+    """
+    step = planned.step
+    problems = []
+    if planned.follows and (planned.occurrence == 1 or step.recurrence):
+        anchor_end = planned.follows.visit.end
+        gap = start - anchor_end
+        if gap < step.min_gap or (
+            not step.recurrence and step.max_gap is not None and gap > step.max_gap
+        ):
+            problems.append(
+                f"{step} must start {_gap(step)} after {planned.follows.step} "
+                f"(which ends {timezone.localtime(anchor_end, tz):%a %Y-%m-%d %H:%M})."
+            )
+    if step.recurrence:
+        return problems
+    siblings = PlannedVisit.objects.filter(
+        care_plan=planned.care_plan, step=step, follows=planned.follows
+    ).select_related("visit")
+    by_occurrence = {s.occurrence: s.visit for s in siblings}
+    low, high = timedelta(hours=step.min_spacing_hours), step.max_spacing_hours
+    for before, after, which in (
+        (by_occurrence.get(planned.occurrence - 1), None, "previous"),
+        (None, by_occurrence.get(planned.occurrence + 1), "next"),
+    ):
+        other = before or after
+        if other is None:
+            continue
+        spacing = start - other.start if before else other.start - start
+        if spacing < low or (high is not None and spacing > timedelta(hours=high)):
+            problems.append(
+                f"{step} visits must be {_spacing(step)} apart; the {which} one is "
+                f"{timezone.localtime(other.start, tz):%a %Y-%m-%d %H:%M}."
+            )
+    return problems
+
+
+def _spacing(step) -> str:
+    if step.max_spacing_hours is not None:
+        return f"{step.min_spacing_hours}-{step.max_spacing_hours} h"
+    return f"at least {step.min_spacing_hours} h"
 
 
 def _gap(step) -> str:

@@ -1,0 +1,85 @@
+"""One independent statement of every rule a generated plan must satisfy (used by several tests)."""
+
+import itertools
+from datetime import timedelta
+
+from plans.generator import Proposal
+from plans.models import Anchor
+from scheduler.availability import Availability
+
+
+def rule_violations(proposal: Proposal) -> list[str]:
+    """Every rule the proposal breaks; empty when the plan is sound."""
+    broken = []
+    visits = sorted(proposal.visits, key=lambda v: v.start)
+    protocol = proposal.protocol
+    clinic = protocol.clinic
+    if not visits:
+        return ["The plan has no visits."]
+    availability = Availability(
+        clinic, visits[0].start, visits[-1].end, patients=[proposal.patient]
+    )
+    for visit in visits:
+        for problem in availability.problems(
+            visit.visit_type, visit.clinician, visit.room, proposal.patient, visit.start, visit.end
+        ):
+            broken.append(f"{visit.step} at {visit.start}: {problem}")
+    for first, second in itertools.pairwise(visits):
+        if second.start < first.end:
+            broken.append(f"{first.step} and {second.step} overlap for the patient.")
+
+    steps = list(protocol.steps.order_by("position"))
+    for step in steps:
+        mine = sorted((v for v in visits if v.step.pk == step.pk), key=lambda v: v.start)
+        expected = step.count
+        if step.anchor == Anchor.AFTER_EACH:
+            expected = step.count * sum(1 for v in visits if v.step.pk == step.after_step_id)
+        if not step.recurrence and len(mine) != expected:
+            broken.append(f"{step}: {len(mine)} visits, expected {expected}.")
+        for visit in mine:
+            if visit.follows is not None and (visit.occurrence == 1 or step.recurrence):
+                gap = visit.start - visit.follows.end
+                if not step.recurrence and gap < step.min_gap:
+                    broken.append(
+                        f"{step} #{visit.occurrence}: {gap} after its anchor, under the minimum."
+                    )
+                if not step.recurrence and step.max_gap is not None and gap > step.max_gap:
+                    broken.append(
+                        f"{step} #{visit.occurrence}: {gap} after its anchor, over the maximum."
+                    )
+                if step.recurrence and gap < step.min_gap:
+                    broken.append(
+                        f"{step} #{visit.occurrence}: recurring visit before the minimum gap."
+                    )
+        series = {}
+        for visit in mine:
+            series.setdefault(id(visit.follows), []).append(visit)
+        for run in series.values():
+            for before, after in itertools.pairwise(run):
+                spacing = after.start - before.start
+                if not step.recurrence and spacing < timedelta(hours=step.min_spacing_hours):
+                    broken.append(f"{step}: visits {spacing} apart, under the minimum spacing.")
+                if (
+                    not step.recurrence
+                    and step.max_spacing_hours is not None
+                    and spacing > timedelta(hours=step.max_spacing_hours)
+                ):
+                    broken.append(f"{step}: visits {spacing} apart, over the maximum spacing.")
+        if step.max_per_week:
+            broken += _weekly(mine, step.max_per_week, str(step))
+
+    doses = [v for v in visits if v.visit_type.is_dosing]
+    for before, after in itertools.pairwise(doses):
+        if after.start - before.start < timedelta(hours=protocol.min_hours_between_doses):
+            broken.append(f"Doses on {before.start} and {after.start} are too close.")
+    broken += _weekly(doses, protocol.max_doses_per_week, "doses")
+    return broken
+
+
+def _weekly(visits, limit, what) -> list[str]:
+    starts = sorted(v.start for v in visits)
+    for index, first in enumerate(starts):
+        in_week = [s for s in starts[index:] if s - first < timedelta(days=7)]
+        if len(in_week) > limit:
+            return [f"{len(in_week)} {what} in the 7 days from {first}, over {limit}."]
+    return []
