@@ -1,7 +1,9 @@
 """The demo clinic's protocols (DOMAIN.md's typical induction series), created idempotently."""
 
-from plans.models import Anchor, Protocol, ProtocolStep
-from scheduler.models import Clinic, VisitType
+from datetime import UTC, datetime
+
+from plans.models import CONTRAINDICATIONS, Anchor, Protocol, ProtocolStep, Screening
+from scheduler.models import Clinic, Patient, VisitType
 
 DAY = 24
 
@@ -168,3 +170,25 @@ def seed_protocols(clinic: Clinic) -> list[Protocol]:
         protocol.steps.filter(position__gt=len(steps)).delete()
         protocols.append(protocol)
     return protocols
+
+
+# Half the demo patients have a screening a prescriber cleared, so that dosing
+# plans can be confirmed for them; the others show the screening gate at work.
+SCREENED_PATIENTS = 10
+SCREENED_AT = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+
+
+def seed_screenings(patients: list[Patient]) -> None:
+    for patient in patients[:SCREENED_PATIENTS]:
+        prescriber = patient.clinic.clinicians.filter(is_prescriber=True).order_by("pk").first()
+        Screening.objects.update_or_create(
+            patient=patient,
+            defaults={
+                "answers": dict.fromkeys(CONTRAINDICATIONS, False),
+                "answered_by": prescriber,
+                "answered_at": SCREENED_AT,
+                "cleared": True,
+                "cleared_by": prescriber,
+                "cleared_at": SCREENED_AT,
+            },
+        )

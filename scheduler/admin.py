@@ -494,12 +494,7 @@ class VisitAdminForm(forms.ModelForm):
     def _problems(self, visit: Visit) -> list[str]:
         if self.instance.pk is not None and not TIME_AND_PLACE & set(self.changed_data):
             return []  # time and place unchanged: nothing for booking to re-check
-        problems = list(booking.problems_for(visit))
-        # As in booking.move: a proposed visit holds nothing yet, so the rules
-        # for booked visits (e.g. the screening gate) wait until it is booked.
-        if visit.status != VisitStatus.PROPOSED:
-            problems += [problem for check in booking.booking_checks for problem in check(visit)]
-        return problems
+        return booking.problems_for(visit) + booking.rule_problems(visit)
 
 
 class RideHomeFilter(admin.SimpleListFilter):

@@ -55,7 +55,13 @@ booking_checks: list[BookingCheck] = []
 EXCLUSION_VIOLATION = "23P01"
 
 
-def _rule_problems(visit: Visit) -> list[str]:
+def rule_problems(visit: Visit) -> list[str]:
+    """What the registered rules (screening gate, dose spacing, ...) say against ``visit``.
+
+    A proposed visit holds nothing yet, so the rules wait until it is booked.
+    """
+    if visit.status == VisitStatus.PROPOSED:
+        return []
     return [problem for check in booking_checks for problem in check(visit)]
 
 
@@ -91,13 +97,11 @@ def problems_for(visit: Visit) -> list[str]:
     ).problems(visit.visit_type, visit.clinician, visit.room, visit.patient, visit.start, visit.end)
 
 
-def _save_checked(visit: Visit, *, rules: bool) -> Visit:
+def _save_checked(visit: Visit) -> Visit:
     """Validate and save ``visit`` atomically; raise BookingError/SlotTaken with every reason."""
     try:
         with transaction.atomic():
-            problems = problems_for(visit)
-            if rules:
-                problems += _rule_problems(visit)
+            problems = problems_for(visit) + rule_problems(visit)
             if problems:
                 overlap_only = all(isinstance(problem, Conflict) for problem in problems)
                 raise (SlotTaken if overlap_only else BookingError)(problems)
@@ -151,7 +155,7 @@ def book(
         status=VisitStatus.BOOKED,
         ride_home_arranged=ride_home_arranged,
     )
-    return _save_checked(visit, rules=True)
+    return _save_checked(visit)
 
 
 def book_proposed(visit: Visit) -> Visit:
@@ -160,7 +164,7 @@ def book_proposed(visit: Visit) -> Visit:
         current = _locked(visit)
         _require_status(current, {VisitStatus.PROPOSED}, "booked again")
         current.status = VisitStatus.BOOKED
-        _save_checked(current, rules=True)
+        _save_checked(current)
     visit.refresh_from_db()
     return visit
 
@@ -191,17 +195,20 @@ def move(
         if current.status == VisitStatus.CONFIRMED:
             current.status = VisitStatus.BOOKED
         current.sequence += 1
-        _save_checked(current, rules=current.status != VisitStatus.PROPOSED)
+        _save_checked(current)
     visit.refresh_from_db()
     return visit
 
 
 def _transition(
-    visit: Visit, allowed, to: str, action: str, *, bump: bool = False, **changes
+    visit: Visit, allowed, to: str, action: str, *, bump: bool = False, guard=None, **changes
 ) -> Visit:
+    """Move the stored visit to status ``to``; ``guard`` checks the locked row first."""
     with transaction.atomic():
         current = _locked(visit)
         _require_status(current, allowed, action)
+        if guard is not None:
+            guard(current)
         current.status = to
         for name, value in changes.items():
             setattr(current, name, value)
@@ -229,9 +236,10 @@ def confirm(visit: Visit) -> Visit:
     with transaction.atomic():
         current = _locked(visit)
         if current.status == VisitStatus.CONFIRMED:
-            return current  # a second "C" reply changes nothing
+            visit.refresh_from_db()
+            return visit  # a second "C" reply changes nothing
         _require_status(current, {VisitStatus.BOOKED}, "confirmed")
-        problems = _rule_problems(current)
+        problems = rule_problems(current)
         if problems:
             raise BookingError(problems)
         current.status = VisitStatus.CONFIRMED
@@ -242,15 +250,22 @@ def confirm(visit: Visit) -> Visit:
 
 def check_in(visit: Visit, *, now: datetime | None = None) -> Visit:
     now = now or timezone.now()
-    tz = visit.patient.clinic.tz
-    if visit.start.astimezone(tz).date() != now.astimezone(tz).date():
-        raise InvalidTransition("A visit can be checked in only on its own day.")
-    if visit.visit_type.needs_ride_home and not visit.ride_home_arranged:
-        raise BookingError(
-            "Record a ride home before checking in a dosing visit: the patient must not drive today."
-        )
+
+    def on_its_day_with_a_ride(current: Visit) -> None:
+        tz = current.patient.clinic.tz
+        if current.start.astimezone(tz).date() != now.astimezone(tz).date():
+            raise InvalidTransition("A visit can be checked in only on its own day.")
+        if current.visit_type.needs_ride_home and not current.ride_home_arranged:
+            raise BookingError(
+                "Record a ride home before checking in a dosing visit: the patient must not drive today."
+            )
+
     return _transition(
-        visit, {VisitStatus.BOOKED, VisitStatus.CONFIRMED}, VisitStatus.CHECKED_IN, "checked in"
+        visit,
+        {VisitStatus.BOOKED, VisitStatus.CONFIRMED},
+        VisitStatus.CHECKED_IN,
+        "checked in",
+        guard=on_its_day_with_a_ride,
     )
 
 
@@ -259,10 +274,18 @@ def complete(visit: Visit) -> Visit:
 
 
 def mark_no_show(visit: Visit, *, now: datetime | None = None) -> Visit:
-    if (now or timezone.now()) < visit.start:
-        raise InvalidTransition("A visit that has not started yet cannot be a no-show.")
+    now = now or timezone.now()
+
+    def started(current: Visit) -> None:
+        if now < current.start:
+            raise InvalidTransition("A visit that has not started yet cannot be a no-show.")
+
     return _transition(
-        visit, {VisitStatus.BOOKED, VisitStatus.CONFIRMED}, VisitStatus.NO_SHOW, "marked no-show"
+        visit,
+        {VisitStatus.BOOKED, VisitStatus.CONFIRMED},
+        VisitStatus.NO_SHOW,
+        "marked no-show",
+        guard=started,
     )
 
 

@@ -209,11 +209,13 @@ class PatientQuerySet(models.QuerySet):
         if not text:
             return self.none()
         query = (
-            Q(first_name__icontains=text)
-            | Q(last_name__icontains=text)
-            | Q(email__icontains=text)
-            | Q(mobile__contains="".join(ch for ch in text if ch.isdigit()) or text)
+            Q(first_name__icontains=text) | Q(last_name__icontains=text) | Q(email__icontains=text)
         )
+        digits = "".join(ch for ch in text if ch.isdigit())
+        # Only text that looks like a phone number searches phones: "Ann 2"
+        # must not match every number with a 2 in it.
+        if len(digits) >= 4 and not any(ch.isalpha() for ch in text):
+            query |= Q(mobile__contains=digits)
         first, _, last = text.partition(" ")
         if last:
             query |= Q(first_name__icontains=first, last_name__icontains=last.strip())

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from plans.models import CONTRAINDICATIONS, Screening
 from scheduler.models import (
     Capability,
     Clinic,
@@ -102,7 +103,10 @@ class ClinicBuilder:
             **extra,
         )
 
-    def patient(self, first: str = "Avery", last: str = "Example", **extra) -> Patient:
+    def patient(
+        self, first: str = "Avery", last: str = "Example", *, screened=True, **extra
+    ) -> Patient:
+        """A patient; ``screened`` gives them a screening cleared by a prescriber (dosing allowed)."""
         patient = Patient(
             clinic=self.clinic,
             first_name=first,
@@ -115,7 +119,19 @@ class ClinicBuilder:
         )
         patient.full_clean()
         patient.save()
+        if screened:
+            self.clear_screening(patient)
         return patient
+
+    def clear_screening(self, patient: Patient) -> Screening:
+        prescriber = self.clinic.clinicians.filter(is_prescriber=True).first() or self.clinician(
+            "Dr. Screener", "prescriber"
+        )
+        screening = Screening.objects.create(
+            patient=patient, answers=dict.fromkeys(CONTRAINDICATIONS, False), answered_by=prescriber
+        )
+        screening.clear(prescriber)
+        return screening
 
 
 class SmallClinic(ClinicBuilder):

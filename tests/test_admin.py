@@ -349,3 +349,55 @@ def test_front_desk_can_book_but_not_run_the_clinic(client, demo):
     client.force_login(get_user_model().objects.get(username="fenwick"))
     assert client.get(VISIT_LIST).status_code == 200
     assert client.get(VISIT_ADD).status_code == 403
+
+
+@pytest.mark.parametrize("model_name", ["protocol", "protocolstep", "careplan", "screening"])
+def test_care_plan_models_have_admin_pages_that_open(staff, model_name):
+    from django.core.management import call_command
+
+    from plans.care_plans import save_proposal
+    from plans.generator import generate
+    from plans.models import Protocol
+    from scheduler.models import Patient as DemoPatient
+
+    person = DemoPatient.objects.order_by("pk").first()
+    save_proposal(generate(person, Protocol.objects.get(slug="kap-lozenge"), MONDAY))
+    call_command("check")
+    model = apps.get_model("plans", model_name)
+    row = model.objects.order_by("pk").first()
+    assert row is not None
+    name = f"admin:plans_{model_name}"
+    if admin.site.is_registered(model):
+        assert staff.get(reverse(f"{name}_changelist")).status_code == 200
+        assert staff.get(reverse(f"{name}_change", args=[row.pk])).status_code == 200
+    else:  # steps are edited inside their protocol
+        assert (
+            staff.get(reverse("admin:plans_protocol_change", args=[row.protocol_id])).status_code
+            == 200
+        )
+
+
+def test_a_screening_is_answered_and_cleared_through_one_question_per_contraindication(staff):
+    from plans.models import CONTRAINDICATIONS, Screening
+
+    person = Patient.objects.order_by("-pk").first()
+    prescriber = person.clinic.clinicians.filter(is_prescriber=True).first()
+    form = {f"answer_{code}": "no" for code in CONTRAINDICATIONS}
+    form.update(
+        patient=person.pk,
+        notes="",
+        answered_by=prescriber.pk,
+        cleared="on",
+        cleared_by=prescriber.pk,
+    )
+    form["answer_glaucoma"] = ""
+    response = staff.post(reverse("admin:plans_screening_add"), form)
+    assert response.status_code == 200
+    assert "Answer every contraindication before clearing" in response.content.decode()
+    assert not Screening.objects.filter(patient=person).exists()
+    form["answer_glaucoma"] = "no"
+    response = staff.post(reverse("admin:plans_screening_add"), form)
+    assert response.status_code == 302
+    screening = Screening.objects.get(patient=person)
+    assert screening.cleared and screening.cleared_at and screening.answers["glaucoma"] is False
+    assert Screening.is_cleared_for(person)

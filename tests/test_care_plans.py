@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from plans.care_plans import PlanNotConfirmed, confirm, move_planned_visit, save_proposal
-from plans.demo import seed_protocols
+from plans.demo import SCREENED_PATIENTS
 from plans.generator import PlanInfeasible, Preferences, generate
 from plans.models import CONTRAINDICATIONS, Anchor, PlanStatus, Protocol, ProtocolStep, Screening
 from scheduler import booking
@@ -26,9 +26,7 @@ START = date(2030, 2, 4)  # a Monday, after the demo's own visits (booked from "
 @pytest.fixture
 def demo(db, now):
     call_command("seed_demo", stdout=StringIO())
-    clinic = Clinic.objects.get(slug="riverside")
-    seed_protocols(clinic)
-    return clinic
+    return Clinic.objects.get(slug="riverside")
 
 
 def protocol(clinic, slug) -> Protocol:
@@ -142,7 +140,7 @@ def test_an_integration_window_that_cannot_be_met_names_the_rule_and_the_nearest
 
 
 def test_confirm_is_refused_until_screening_is_cleared_then_books_everything(demo):
-    person = patient(demo)
+    person = patient(demo, SCREENED_PATIENTS)  # the first unscreened demo patient
     proposal = generate(person, protocol(demo, "iv-induction"), START)
     assert any("Screening is not cleared" in w for w in proposal.warnings)
     plan = save_proposal(proposal)
@@ -165,7 +163,7 @@ def test_confirm_is_refused_until_screening_is_cleared_then_books_everything(dem
 
 
 def test_a_dosing_visit_cannot_be_booked_directly_without_cleared_screening(demo):
-    person = patient(demo, 1)
+    person = patient(demo, SCREENED_PATIENTS + 1)
     iv = demo.visit_types.get(slug="iv-infusion")
     slot = free_slots(iv, START, START + timedelta(days=3), limit=1)[0]
     with pytest.raises(BookingError, match="screening has not been cleared"):

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 from django.db import models, transaction
 from django.utils import timezone
 
+from plans.demo import seed_protocols, seed_screenings
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.models import (
@@ -155,8 +156,14 @@ STAFF = [
 
 # Front desk books and changes; clinicians look; clinic admins run the place.
 # "*" is every model of the scheduler app.
+# The apps whose models the demo groups get permissions on.
+DEMO_APPS = ("scheduler", "plans")
 GROUP_PERMISSIONS = {
-    FRONT_DESK: {"view": "*", "add": ["visit", "patient"], "change": ["visit", "patient"]},
+    FRONT_DESK: {
+        "view": "*",
+        "add": ["visit", "patient", "careplan"],
+        "change": ["visit", "patient", "careplan"],
+    },
     CLINICIANS: {"view": "*"},
     CLINIC_ADMINS: {"view": "*", "add": "*", "change": "*", "delete": "*"},
 }
@@ -421,6 +428,8 @@ class Command(BaseCommand):
             types = self.seed_visit_types(clinic)
             patients = self.seed_patients(clinic)
             booked = self.seed_visits(clinic, types, patients, clinicians)
+            self.protocols = seed_protocols(clinic)
+            seed_screenings(patients)
         self.report(clinic, booked)
 
     def seed_clinic(self) -> Clinic:
@@ -448,7 +457,9 @@ class Command(BaseCommand):
 
     def seed_groups(self) -> dict[str, Group]:
         every_model = [
-            model._meta.model_name for model in apps.get_app_config("scheduler").get_models()
+            model._meta.model_name
+            for label in DEMO_APPS
+            for model in apps.get_app_config(label).get_models()
         ]
         groups = {}
         for name, grants in GROUP_PERMISSIONS.items():
@@ -460,7 +471,7 @@ class Command(BaseCommand):
             group, _ = Group.objects.get_or_create(name=name)
             group.permissions.set(
                 Permission.objects.filter(
-                    content_type__app_label="scheduler", codename__in=codenames
+                    content_type__app_label__in=DEMO_APPS, codename__in=codenames
                 )
             )
             groups[name] = group
@@ -573,6 +584,7 @@ class Command(BaseCommand):
         ]
         out.write("  " + ", ".join(f"{count} {label}" for label, count in counts))
         out.write(f"  {len(booked)} visits booked by this run.")
+        out.write("  Protocols: " + ", ".join(p.slug for p in self.protocols))
         out.write("")
         out.write("Staff logins (demo passwords; never use them on a real installation):")
         width = max(len(member.username) for member in STAFF) + 2
