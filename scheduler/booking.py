@@ -14,9 +14,11 @@ the reasons it may not be (``plans`` registers the screening gate there).
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from scheduler.availability import Availability, Conflict
@@ -50,6 +52,29 @@ class InvalidTransition(BookingError):
 
 BookingCheck = Callable[[Visit], Iterable[str]]
 booking_checks: list[BookingCheck] = []
+
+# Sent after the transaction that changed a visit commits, with ``visit`` and
+# ``change`` (one of VisitChange). Calendars and reminders listen here, so that
+# nothing is queued for a change that was rolled back.
+visit_changed = Signal()
+
+
+class VisitChange(StrEnum):
+    BOOKED = "booked"
+    MOVED = "moved"
+    CANCELLED = "cancelled"
+    CONFIRMED = "confirmed"
+    CHECKED_IN = "checked_in"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+    RIDE_HOME = "ride_home"
+
+
+def _announce(visit: Visit, change: VisitChange) -> None:
+    transaction.on_commit(
+        lambda: visit_changed.send(sender=Visit, visit=visit, change=change), robust=False
+    )
+
 
 # PostgreSQL's SQLSTATE for exclusion_violation: the overlap constraints fired.
 EXCLUSION_VIOLATION = "23P01"
@@ -155,7 +180,10 @@ def book(
         status=VisitStatus.BOOKED,
         ride_home_arranged=ride_home_arranged,
     )
-    return _save_checked(visit)
+    with transaction.atomic():
+        _save_checked(visit)
+        _announce(visit, VisitChange.BOOKED)
+    return visit
 
 
 def book_proposed(visit: Visit) -> Visit:
@@ -165,6 +193,7 @@ def book_proposed(visit: Visit) -> Visit:
         _require_status(current, {VisitStatus.PROPOSED}, "booked again")
         current.status = VisitStatus.BOOKED
         _save_checked(current)
+        _announce(current, VisitChange.BOOKED)
     visit.refresh_from_db()
     return visit
 
@@ -196,12 +225,21 @@ def move(
             current.status = VisitStatus.BOOKED
         current.sequence += 1
         _save_checked(current)
+        _announce(current, VisitChange.MOVED)
     visit.refresh_from_db()
     return visit
 
 
 def _transition(
-    visit: Visit, allowed, to: str, action: str, *, bump: bool = False, guard=None, **changes
+    visit: Visit,
+    allowed,
+    to: str,
+    action: str,
+    change: VisitChange,
+    *,
+    bump: bool = False,
+    guard=None,
+    **changes,
 ) -> Visit:
     """Move the stored visit to status ``to``; ``guard`` checks the locked row first."""
     with transaction.atomic():
@@ -215,6 +253,7 @@ def _transition(
         if bump:
             current.sequence += 1
         current.save()
+        _announce(current, change)
     visit.refresh_from_db()
     return visit
 
@@ -226,6 +265,7 @@ def cancel(visit: Visit, reason: str = "") -> Visit:
         OPEN_STATUSES,
         VisitStatus.CANCELLED,
         "cancelled",
+        VisitChange.CANCELLED,
         bump=True,
         cancellation_reason=reason.strip()[:300],
     )
@@ -244,6 +284,7 @@ def confirm(visit: Visit) -> Visit:
             raise BookingError(problems)
         current.status = VisitStatus.CONFIRMED
         current.save(update_fields=["status", "updated_at"])
+        _announce(current, VisitChange.CONFIRMED)
     visit.refresh_from_db()
     return visit
 
@@ -265,12 +306,15 @@ def check_in(visit: Visit, *, now: datetime | None = None) -> Visit:
         {VisitStatus.BOOKED, VisitStatus.CONFIRMED},
         VisitStatus.CHECKED_IN,
         "checked in",
+        VisitChange.CHECKED_IN,
         guard=on_its_day_with_a_ride,
     )
 
 
 def complete(visit: Visit) -> Visit:
-    return _transition(visit, {VisitStatus.CHECKED_IN}, VisitStatus.COMPLETED, "completed")
+    return _transition(
+        visit, {VisitStatus.CHECKED_IN}, VisitStatus.COMPLETED, "completed", VisitChange.COMPLETED
+    )
 
 
 def mark_no_show(visit: Visit, *, now: datetime | None = None) -> Visit:
@@ -285,6 +329,7 @@ def mark_no_show(visit: Visit, *, now: datetime | None = None) -> Visit:
         {VisitStatus.BOOKED, VisitStatus.CONFIRMED},
         VisitStatus.NO_SHOW,
         "marked no-show",
+        VisitChange.NO_SHOW,
         guard=started,
     )
 
@@ -295,5 +340,6 @@ def arrange_ride_home(visit: Visit, arranged: bool = True) -> Visit:
         _require_status(current, (*OPEN_STATUSES, VisitStatus.CHECKED_IN), "changed")
         current.ride_home_arranged = arranged
         current.save(update_fields=["ride_home_arranged", "updated_at"])
+        _announce(current, VisitChange.RIDE_HOME)
     visit.refresh_from_db()
     return visit

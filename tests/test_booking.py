@@ -312,3 +312,35 @@ def test_registered_booking_checks_can_refuse_a_booking_or_confirmation(clinic):
         book_screening(clinic, clinic.patient())
     finally:
         booking.booking_checks.remove(no_mondays)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_change_is_announced_once_after_commit_and_never_for_a_rollback(now):
+    from django.db import transaction
+
+    from scheduler.booking import visit_changed
+    from tests.conftest import SmallClinic
+
+    clinic = SmallClinic()
+    heard = []
+
+    def listener(sender, visit, change, **kwargs):
+        heard.append((visit.pk, str(change), visit.sequence))
+
+    visit_changed.connect(listener)
+    try:
+        visit = book_screening(clinic, clinic.patient())
+        booking.move(visit, start=at(MONDAY, "13:00"))
+        with pytest.raises(RuntimeError), transaction.atomic():
+            booking.cancel(visit, "rolled back")
+            raise RuntimeError("the surrounding work failed")
+        booking.confirm(visit)
+        booking.cancel(visit, "Patient asked")
+    finally:
+        visit_changed.disconnect(listener)
+    assert heard == [
+        (visit.pk, "booked", 0),
+        (visit.pk, "moved", 1),
+        (visit.pk, "confirmed", 1),
+        (visit.pk, "cancelled", 2),
+    ]
