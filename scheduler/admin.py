@@ -18,6 +18,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.html import format_html
 
 from scheduler import booking
 from scheduler.models import (
@@ -665,7 +666,9 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
     def ride_home(self, obj):
         if not obj.visit_type.needs_ride_home:
             return "-"
-        return "Arranged" if obj.ride_home_arranged else "Missing"
+        if obj.ride_home_arranged:
+            return "Arranged"
+        return format_html('<span class="ride-home-missing">{}</span>', "Missing")
 
     # -- actions: every status change goes through scheduler.booking -----------
 
