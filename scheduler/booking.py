@@ -53,9 +53,12 @@ class InvalidTransition(BookingError):
 BookingCheck = Callable[[Visit], Iterable[str]]
 booking_checks: list[BookingCheck] = []
 
-# Sent after the transaction that changed a visit commits, with ``visit`` and
-# ``change`` (one of VisitChange). Calendars and reminders listen here, so that
-# nothing is queued for a change that was rolled back.
+# Two signals per change, both with ``visit`` (as stored) and ``change`` (a
+# VisitChange). ``visit_saved`` is sent inside the transaction that changed the
+# visit: a receiver's writes (the reminder outbox) commit or roll back with it.
+# ``visit_changed`` is sent after that transaction commits: the place to queue
+# background work (invites), so nothing is queued for a change rolled back.
+visit_saved = Signal()
 visit_changed = Signal()
 
 
@@ -71,6 +74,7 @@ class VisitChange(StrEnum):
 
 
 def _announce(visit: Visit, change: VisitChange) -> None:
+    visit_saved.send(sender=Visit, visit=visit, change=change)
     transaction.on_commit(
         lambda: visit_changed.send(sender=Visit, visit=visit, change=change), robust=False
     )

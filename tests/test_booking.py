@@ -318,16 +318,20 @@ def test_registered_booking_checks_can_refuse_a_booking_or_confirmation(clinic):
 def test_each_change_is_announced_once_after_commit_and_never_for_a_rollback(now):
     from django.db import transaction
 
-    from scheduler.booking import visit_changed
+    from scheduler.booking import visit_changed, visit_saved
     from tests.conftest import SmallClinic
 
     clinic = SmallClinic()
-    heard = []
+    heard, saved = [], []
 
     def listener(sender, visit, change, **kwargs):
         heard.append((visit.pk, str(change), visit.sequence))
 
+    def in_transaction(sender, visit, change, **kwargs):
+        saved.append((str(change), transaction.get_connection().in_atomic_block))
+
     visit_changed.connect(listener)
+    visit_saved.connect(in_transaction)
     try:
         visit = book_screening(clinic, clinic.patient())
         booking.move(visit, start=at(MONDAY, "13:00"))
@@ -338,6 +342,10 @@ def test_each_change_is_announced_once_after_commit_and_never_for_a_rollback(now
         booking.cancel(visit, "Patient asked")
     finally:
         visit_changed.disconnect(listener)
+        visit_saved.disconnect(in_transaction)
+    assert saved == [
+        (change, True) for change in ("booked", "moved", "cancelled", "confirmed", "cancelled")
+    ]
     assert heard == [
         (visit.pk, "booked", 0),
         (visit.pk, "moved", 1),
