@@ -1,6 +1,20 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class SchedulerConfig(AppConfig):
     name = "scheduler"
     verbose_name = "Scheduling"
+
+    def ready(self):
+        from scheduler.booking import visit_changed
+        from scheduler.external_calendars import ensure_schedule
+        from scheduler.invites import queue_invites
+
+        # Calendars hear of every committed change: invites go out from the worker.
+        visit_changed.connect(queue_invites, dispatch_uid="scheduler.invites.queue_invites")
+        # The 15-minute import of clinicians' own calendars exists wherever
+        # the database does (created once, idempotently, after migrate).
+        post_migrate.connect(
+            ensure_schedule, sender=self, dispatch_uid="scheduler.external_calendars.schedule"
+        )

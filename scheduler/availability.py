@@ -1,10 +1,11 @@
 """Whether a visit fits, and where the free slots are.
 
 ``Availability`` loads everything a decision needs for one clinic and one window
-of time in a fixed number of queries (hours, closures, clinicians' hours and time
-off, rooms, and the visits that hold clinicians, rooms and patients). Booking
-uses it to validate one visit; slot search and plan generation use it to test
-thousands of candidate times without another query.
+of time in a fixed number of queries (hours, closures, clinicians' hours, time
+off and busy times from their own calendars, rooms, and the visits that hold
+clinicians, rooms and patients). Booking uses it to validate one visit; slot
+search and plan generation use it to test thousands of candidate times without
+another query.
 """
 
 from bisect import bisect_left
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
 
-from django.db.models import Prefetch, Q
+from django.db.models import CharField, Q, Value
 
 from scheduler.models import (
+    BusyBlock,
     Clinic,
     Clinician,
     Closure,
@@ -93,6 +95,35 @@ def format_span(start: datetime, end: datetime, tz, on: date | None = None) -> s
     return text
 
 
+OWN_CALENDAR = "own_calendar"
+
+
+def _absences(clinician_ids: list[int], start: datetime, end: datetime):
+    """(clinician id, start, end, reason, source) of time off and imported busy times.
+
+    One query for both (a UNION), so loading availability costs no more with
+    external calendars than without.
+    """
+    if not clinician_ids:
+        return []
+    text = CharField()
+    time_off = (
+        TimeOff.objects.filter(clinician__in=clinician_ids, start__lt=end, end__gt=start)
+        .annotate(source=Value("time_off", output_field=text))
+        .values_list("clinician_id", "start", "end", "reason", "source")
+        .order_by()  # a UNION's parts may not be ordered (Meta.ordering is)
+    )
+    busy = (
+        BusyBlock.objects.filter(clinician__in=clinician_ids, start__lt=end, end__gt=start)
+        .annotate(
+            reason=Value("", output_field=text), source=Value(OWN_CALENDAR, output_field=text)
+        )
+        .values_list("clinician_id", "start", "end", "reason", "source")
+        .order_by()
+    )
+    return time_off.union(busy, all=True)
+
+
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
     week = defaultdict(list)
     for row in rows:
@@ -146,23 +177,23 @@ class Availability:
             for row in Closure.objects.filter(clinic=clinic, start__lt=self.end, end__gt=self.start)
         )
 
-        clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related(
-            "working_hours",
-            Prefetch(
-                "time_off",
-                queryset=TimeOff.objects.filter(start__lt=self.end, end__gt=self.start),
-            ),
-        )
+        clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related("working_hours")
         if clinicians is not None:
             clinician_rows = clinician_rows.filter(pk__in=[c.pk for c in clinicians])
         self.clinicians = {c.pk: c for c in clinician_rows}
         self.working_hours = {
             c.pk: _weekly(c.working_hours.all()) for c in self.clinicians.values()
         }
-        self.time_off = {
-            c.pk: Timeline(Busy(t.start, t.end, t.reason) for t in c.time_off.all())
-            for c in self.clinicians.values()
-        }
+        off, busy = defaultdict(list), defaultdict(list)
+        for clinician_id, start_, end_, reason, source in _absences(
+            list(self.clinicians), self.start, self.end
+        ):
+            (busy if source == OWN_CALENDAR else off)[clinician_id].append(
+                Busy(start_, end_, reason)
+            )
+        self.time_off = {pk: Timeline(off[pk]) for pk in self.clinicians}
+        # Busy times imported from clinicians' own calendars (scheduler.external_calendars).
+        self.own_calendar_busy = {pk: Timeline(busy[pk]) for pk in self.clinicians}
 
         room_rows = Room.objects.filter(clinic=clinic).prefetch_related("capabilities")
         if rooms is not None:
@@ -258,6 +289,9 @@ class Availability:
             off = self.time_off[clinician.pk].first_overlap(start, end)
             if off:
                 yield f"{clinician} is off {format_span(off.start, off.end, tz, day)}."
+            busy = self.own_calendar_busy[clinician.pk].first_overlap(start, end)
+            if busy:
+                yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
 
         yield from self.conflicts(clinician, room, patient, start, end)
 

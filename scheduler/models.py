@@ -8,9 +8,11 @@ clinic's zone.
 
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -68,6 +70,17 @@ class Interval(models.Model):
             raise ValidationError("The end must be after the start.")
 
 
+class CalendarDetail(models.TextChoices):
+    """How much synced calendar entries say (DOMAIN.md messaging rules; see scheduler.calendars)."""
+
+    MINIMAL = "minimal", "Minimal: no initials, kind of visit or links"
+    STANDARD = (
+        "standard",
+        "Standard: kind of visit and initials for clinicians, a neutral title for patients",
+    )
+    FULL = "full", "Full: visit type and names (may name the treatment)"
+
+
 class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
@@ -75,6 +88,14 @@ class Clinic(models.Model):
     address = models.TextField(blank=True)
     time_zone = models.CharField(
         max_length=64, default=default_time_zone, validators=[validate_time_zone]
+    )
+    calendar_detail = models.CharField(
+        "detail in calendars",
+        max_length=10,
+        choices=CalendarDetail.choices,
+        default=CalendarDetail.STANDARD,
+        help_text="What calendar feeds and invites show. Synced calendars can be seen by "
+        "others; only Full names the visit type.",
     )
 
     class Meta:
@@ -475,3 +496,177 @@ class Visit(models.Model):
     @property
     def lacks_ride_home(self) -> bool:
         return self.visit_type.needs_ride_home and not self.ride_home_arranged and self.is_open
+
+
+# -- calendars: feed tokens, invite preferences, busy times from clinicians' calendars --
+
+
+class TokenPurpose(models.TextChoices):
+    CALENDAR_FEED = "calendar_feed", "Calendar feed"
+
+
+class AccessTokenQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+    def owned_by(self, owner: "Clinician | Patient"):
+        field = "clinician" if isinstance(owner, Clinician) else "patient"
+        return self.filter(**{field: owner})
+
+
+class AccessToken(models.Model):
+    """A secret link for a clinician or a patient (see scheduler.tokens).
+
+    Only the SHA-256 of the token is stored: a copy of the database does not
+    open anyone's calendar, and the URL is shown once, when it is issued.
+    """
+
+    purpose = models.CharField(max_length=20, choices=TokenPurpose.choices)
+    clinician = models.ForeignKey(
+        Clinician, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens"
+    )
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.CASCADE, related_name="access_tokens"
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AccessTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(clinician__isnull=False, patient__isnull=True)
+                | Q(clinician__isnull=True, patient__isnull=False),
+                name="access_token_has_one_owner",
+            ),
+            # Issuing revokes the previous token in the same transaction; two
+            # staff issuing at once cannot leave two live links behind.
+            models.UniqueConstraint(
+                fields=["purpose", "clinician"],
+                condition=Q(revoked_at__isnull=True, clinician__isnull=False),
+                name="one_active_token_per_clinician",
+            ),
+            models.UniqueConstraint(
+                fields=["purpose", "patient"],
+                condition=Q(revoked_at__isnull=True, patient__isnull=False),
+                name="one_active_token_per_patient",
+            ),
+        ]
+
+    def __str__(self):
+        state = "revoked" if self.revoked_at else "active"
+        return f"{self.get_purpose_display()} of {self.owner} ({state})"
+
+    @property
+    def owner(self) -> "Clinician | Patient":
+        return self.clinician if self.clinician_id else self.patient
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def clean(self):
+        if bool(self.clinician_id) == bool(self.patient_id):
+            raise ValidationError("Choose either a clinician or a patient.")
+
+
+class InvitePreference(models.Model):
+    """Whether a clinician also gets the email invites their patients get."""
+
+    clinician = models.OneToOneField(
+        Clinician, on_delete=models.CASCADE, related_name="invite_preference"
+    )
+    email_invites = models.BooleanField(
+        "email me calendar invites",
+        default=True,
+        help_text="Invites, updates and cancellations of this clinician's visits go to their "
+        "login's email address.",
+    )
+
+    def __str__(self):
+        return f"{self.clinician}: invites {'on' if self.email_invites else 'off'}"
+
+
+CALENDAR_URL_SCHEMES = ("http", "https", "webcal")
+
+
+def validate_calendar_url(value: str) -> None:
+    # webcal:// is Apple's and Outlook's way of writing an https:// feed address.
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in CALENDAR_URL_SCHEMES:
+        raise ValidationError(
+            "Give the calendar's web address (https://... or webcal://...), "
+            "as the calendar app shows it for sharing or exporting."
+        )
+    URLValidator(schemes=CALENDAR_URL_SCHEMES)(value)
+
+
+class ExternalCalendar(models.Model):
+    """A clinician's own calendar (an .ics address), read every 15 minutes for busy times.
+
+    The address is often a secret in itself (Google's "secret address in iCal
+    format"), so pages show only its host.
+    """
+
+    clinician = models.ForeignKey(
+        Clinician, on_delete=models.CASCADE, related_name="external_calendars"
+    )
+    url = models.CharField(
+        "address",
+        max_length=2000,
+        validators=[validate_calendar_url],
+        help_text="The private iCal (.ics) address of the clinician's own calendar.",
+    )
+    etag = models.CharField(max_length=300, blank=True, editable=False)
+    last_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["clinician", "created_at"]
+
+    def __str__(self):
+        return f"{self.clinician}: {self.host}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "?"
+
+    @property
+    def is_failing(self) -> bool:
+        return bool(self.last_error)
+
+
+class BusyBlock(models.Model):
+    """A time a clinician is busy in their own calendar. No titles: only when, never what."""
+
+    clinician = models.ForeignKey(Clinician, on_delete=models.CASCADE, related_name="busy_blocks")
+    external_calendar = models.ForeignKey(
+        ExternalCalendar, on_delete=models.CASCADE, related_name="busy_blocks"
+    )
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+
+    class Meta:
+        ordering = ["start"]
+        indexes = [models.Index(fields=["clinician", "start"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="busy_block_ends_after_start"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.clinician} busy {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M} UTC"

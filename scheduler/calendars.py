@@ -1,0 +1,288 @@
+"""Visits as iCalendar (RFC 5545) events: the one place that decides what a calendar shows.
+
+Feeds (``scheduler.feeds``) and email invites (``scheduler.invites``) both build
+their calendars here, so the privacy wording and the RFC details cannot drift
+apart between the two.
+
+What an entry says depends on who reads it and on the clinic's
+``calendar_detail`` (DOMAIN.md, messaging rules): a synced calendar can be seen
+by a partner, an assistant or a lock screen, so by default it never names the
+treatment (no drug, route or "dosing"):
+
+============  =====================================  ======================================
+level         clinician's calendar                   patient's calendar
+============  =====================================  ======================================
+minimal       "Appointment", room or "Video"         "Appointment at <clinic>", no place
+standard      "Session (AB)", room or video link     "Appointment at <clinic>", address or
+                                                     video link, link to the patient page
+full          "<visit type> - <patient name>"        "<visit type> at <clinic>", clinician
+============  =====================================  ======================================
+
+Clinician feeds and invites use the clinic's zone; patient feeds and invites use
+the patient's own zone, as every other patient message does (DESIGN.md
+invariant 4). Either way the instant is the same; the zone only decides the
+wall-clock time a client shows when it does not convert to its own.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.urls import reverse
+from icalendar import Calendar, Event, vCalAddress, vDuration
+
+from scheduler.models import (
+    CalendarDetail,
+    Clinic,
+    Modality,
+    Visit,
+    VisitKind,
+    VisitStatus,
+)
+
+PRODID = "-//KAP scheduler//Calendars//EN"
+
+
+class Audience(StrEnum):
+    CLINICIAN = "clinician"
+    PATIENT = "patient"
+
+
+class Method(StrEnum):
+    """iTIP methods (RFC 5546) used in email invites; feeds carry no METHOD."""
+
+    REQUEST = "REQUEST"
+    CANCEL = "CANCEL"
+
+
+# What each kind of visit is called in a clinician's calendar: enough to plan a
+# day, nothing that names the treatment to someone looking over a shoulder.
+CLINICIAN_KIND_WORDS = {
+    VisitKind.SCREENING: "Evaluation",
+    VisitKind.PREPARATION: "Preparation",
+    VisitKind.DOSING: "Session",
+    VisitKind.INTEGRATION: "Integration",
+    VisitKind.MAINTENANCE: "Check-in",
+}
+PATIENT_SESSION_WORDS = {
+    Modality.IN_PERSON: "In-clinic session",
+    Modality.TELEHEALTH: "Video session",
+}
+
+STATUS = {
+    VisitStatus.BOOKED: "TENTATIVE",
+    VisitStatus.CONFIRMED: "CONFIRMED",
+    VisitStatus.CHECKED_IN: "CONFIRMED",
+    VisitStatus.COMPLETED: "CONFIRMED",
+    # The time was held and the clinician was there; RFC 5545 has no "missed".
+    VisitStatus.NO_SHOW: "CONFIRMED",
+    VisitStatus.CANCELLED: "CANCELLED",
+}
+
+
+@dataclass(frozen=True)
+class EventText:
+    summary: str
+    location: str
+    description: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Invitee:
+    name: str
+    email: str
+
+
+def patient_page_url() -> str:
+    # The patient's private page arrives with a later issue (DESIGN.md: /p/<token>/);
+    # until then entries point at its entrance, which asks nothing of the calendar.
+    return f"{settings.SITE_URL}/p/"
+
+
+def staff_visit_url(visit: Visit) -> str:
+    return settings.SITE_URL + reverse("admin:scheduler_visit_change", args=[visit.pk])
+
+
+def _one_line(text: str) -> str:
+    return ", ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _clinician_text(visit: Visit, detail: str) -> EventText:
+    visit_type = visit.visit_type
+    telehealth = visit_type.modality == Modality.TELEHEALTH
+    link = visit.clinician.telehealth_link
+    staff_url = staff_visit_url(visit)
+    kind = CLINICIAN_KIND_WORDS.get(visit_type.kind, "Appointment")
+    room = visit.room.name if visit.room_id else ""
+    if detail == CalendarDetail.MINIMAL:
+        return EventText(
+            summary="Appointment",
+            location="Video" if telehealth else room,
+            description=f"Open in the scheduler: {staff_url}",
+            url=staff_url,
+        )
+    lines = []
+    if detail == CalendarDetail.FULL:
+        summary = f"{visit_type.name} - {visit.patient}"
+        lines.append(f"{visit_type.name} with {visit.patient}.")
+        if visit_type.needs_ride_home:
+            ride = "arranged" if visit.ride_home_arranged else "NOT arranged yet"
+            lines.append(f"Ride home: {ride}.")
+    else:
+        summary = f"{kind} ({visit.patient.initials})"
+        lines.append(f"{kind}, {visit_type.get_modality_display().lower()}.")
+    if telehealth and link:
+        lines.append(f"Video: {link}")
+    lines.append(f"Open in the scheduler: {staff_url}")
+    return EventText(
+        summary=summary,
+        location=(link or "Video") if telehealth else room,
+        description="\n".join(lines),
+        url=staff_url,
+    )
+
+
+def _patient_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
+    visit_type = visit.visit_type
+    telehealth = visit_type.modality == Modality.TELEHEALTH
+    link = visit.clinician.telehealth_link
+    page = patient_page_url()
+    questions = f"Questions or changes: call {clinic.name} at {clinic.phone}."
+    if detail == CalendarDetail.MINIMAL:
+        return EventText(
+            summary=f"Appointment at {clinic.name}",
+            location="",
+            description=f"Details: {page}\n{questions}",
+            url=page,
+        )
+    lines = [PATIENT_SESSION_WORDS.get(visit_type.modality, "Appointment") + "."]
+    summary = f"Appointment at {clinic.name}"
+    if detail == CalendarDetail.FULL:
+        summary = f"{visit_type.name} at {clinic.name}"
+        lines.append(f"With {visit.clinician}.")
+    if telehealth and link:
+        lines.append(f"Join by video: {link}")
+    lines += [f"Details and preparation: {page}", questions]
+    place = (link or "Video") if telehealth else (_one_line(clinic.address) or clinic.name)
+    return EventText(summary=summary, location=place, description="\n".join(lines), url=page)
+
+
+def event_text(visit: Visit, audience: Audience, clinic: Clinic, detail: str) -> EventText:
+    """What the entry for ``visit`` says to ``audience`` at the clinic's detail level."""
+    if audience == Audience.CLINICIAN:
+        text = _clinician_text(visit, detail)
+    else:
+        text = _patient_text(visit, clinic, detail)
+    if visit.status == VisitStatus.CANCELLED:
+        # Some clients show a cancelled event until they drop it; say so plainly.
+        text = EventText(f"Cancelled: {text.summary}", text.location, text.description, text.url)
+    return text
+
+
+def _address(email: str, name: str) -> vCalAddress:
+    address = vCalAddress(f"mailto:{email}")
+    address.params["CN"] = name
+    return address
+
+
+def visit_event(
+    visit: Visit,
+    text: EventText,
+    tz: ZoneInfo,
+    *,
+    stamp: datetime,
+    organizer: Invitee | None = None,
+    attendee: Invitee | None = None,
+) -> Event:
+    event = Event.new(
+        uid=visit.uid,
+        stamp=stamp.astimezone(UTC),
+        created=visit.created_at.astimezone(UTC),
+        last_modified=visit.updated_at.astimezone(UTC),
+        sequence=visit.sequence,
+        status=STATUS.get(visit.status, "TENTATIVE"),
+        # A cancelled visit no longer makes anyone busy.
+        transparency="TRANSPARENT" if visit.status == VisitStatus.CANCELLED else "OPAQUE",
+        start=visit.start.astimezone(tz),
+        end=visit.end.astimezone(tz),
+        summary=text.summary,
+        location=text.location or None,
+        description=text.description,
+        url=text.url,
+    )
+    if organizer is not None:
+        event.add("ORGANIZER", _address(organizer.email, organizer.name))
+    if attendee is not None:
+        address = _address(attendee.email, attendee.name)
+        # We do not process replies (patients confirm by text or on their
+        # page), so no RSVP is asked for; the attendee has not answered yet.
+        address.params.update(
+            {"ROLE": "REQ-PARTICIPANT", "PARTSTAT": "NEEDS-ACTION", "RSVP": "FALSE"}
+        )
+        event.add("ATTENDEE", address)
+    return event
+
+
+def organizer_for(clinic: Clinic) -> Invitee:
+    _, email = parseaddr(settings.DEFAULT_FROM_EMAIL)
+    return Invitee(clinic.name, email)
+
+
+def build_calendar(
+    visits: Iterable[Visit],
+    *,
+    audience: Audience,
+    clinic: Clinic,
+    tz: ZoneInfo,
+    name: str = "",
+    feed_uid: str = "",
+    method: Method | None = None,
+    attendee: Invitee | None = None,
+    now: datetime | None = None,
+) -> Calendar:
+    """A VCALENDAR of ``visits`` as ``audience`` may see them.
+
+    Without ``method`` it is a subscription feed: DTSTAMP is each visit's last
+    change (RFC 5545 3.8.7.2 for calendars without METHOD), no ORGANIZER or
+    attendees, and a suggested refresh interval. With ``method`` it is an iTIP
+    message (RFC 5546) for ``attendee``, stamped ``now``.
+    """
+    detail = clinic.calendar_detail
+    calendar = Calendar.new(prodid=PRODID, calscale="GREGORIAN", method=method)
+    if feed_uid:
+        calendar.uid = feed_uid
+    else:
+        # Calendar.new adds a random calendar UID (RFC 7986); an invite needs none.
+        calendar.pop("UID", None)
+    if name:
+        calendar.calendar_name = name
+    organizer = None
+    if method is None:
+        refresh = timedelta(minutes=settings.CALENDAR_FEED_REFRESH_MINUTES)
+        # RFC 7986 wants VALUE=DURATION spelled out; X-PUBLISHED-TTL is Microsoft's and Apple's.
+        calendar.add("REFRESH-INTERVAL", vDuration(refresh), parameters={"VALUE": "DURATION"})
+        calendar.add("X-PUBLISHED-TTL", vDuration(refresh))
+    else:
+        organizer = organizer_for(clinic)
+    first = last = None
+    for visit in visits:
+        text = event_text(visit, audience, clinic, detail)
+        stamp = visit.updated_at if method is None else now
+        calendar.add_component(
+            visit_event(visit, text, tz, stamp=stamp, organizer=organizer, attendee=attendee)
+        )
+        local_start, local_end = visit.start.astimezone(tz), visit.end.astimezone(tz)
+        first = min(first or local_start, local_start)
+        last = max(last or local_end, local_end)
+    if first is not None:
+        # Only the transitions the events need: a VTIMEZONE from 1970 on would
+        # make every feed kilobytes longer and slower to build.
+        calendar.add_missing_timezones(
+            first_date=first.date() - timedelta(days=1), last_date=last.date() + timedelta(days=1)
+        )
+    return calendar

@@ -1,0 +1,95 @@
+"""Calendar pages: the .ics feeds, and a clinician's own calendar settings."""
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.utils.cache import get_conditional_response
+from django.utils.http import http_date
+from django.views.decorators.http import require_http_methods, require_safe
+
+from scheduler import tokens
+from scheduler.external_calendars import queue_refresh
+from scheduler.feeds import Feed, feed_url
+from scheduler.models import ExternalCalendar, InvitePreference, TokenPurpose
+
+
+@require_safe
+def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
+    access = tokens.verify(token, TokenPurpose.CALENDAR_FEED)
+    if access is None:
+        # The same answer for a wrong and a revoked token: a guess learns nothing.
+        raise Http404("No such calendar.")
+    feed, now = Feed(access), timezone.now()
+    etag, last_modified = feed.validators(now)
+    response = HttpResponse(content_type="text/calendar; charset=utf-8")
+    response["ETag"] = etag
+    response["Last-Modified"] = http_date(last_modified.timestamp())
+    # The URL is the secret: no shared cache may keep a copy, and clients
+    # revalidate (cheaply, with the ETag) rather than trust their own.
+    response["Cache-Control"] = "private, no-cache"
+    response["Content-Disposition"] = 'inline; filename="appointments.ics"'
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    conditional = get_conditional_response(
+        request, etag=etag, last_modified=int(last_modified.timestamp()), response=response
+    )
+    if conditional is not response:
+        return conditional
+    response.content = feed.render(now)
+    return response
+
+
+class ExternalCalendarForm(forms.ModelForm):
+    class Meta:
+        model = ExternalCalendar
+        fields = ("url",)
+        widgets = {"url": forms.URLInput(attrs={"size": 60})}
+
+
+def _clinician_of(request: HttpRequest):
+    clinician = getattr(request.user, "clinician", None)
+    if clinician is None:
+        raise Http404("Only clinicians have a calendar here.")
+    return clinician
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def my_calendar(request: HttpRequest) -> HttpResponse:
+    """A clinician's feed address (issue a new one, turn it off), invites and own calendars."""
+    clinician = _clinician_of(request)
+    new_feed_url = ""
+    form = ExternalCalendarForm()
+    action = request.POST.get("action", "")
+    if action == "issue":
+        _, raw = tokens.issue(clinician, created_by=request.user)
+        new_feed_url = feed_url(raw)
+    elif action == "revoke":
+        tokens.revoke(clinician)
+    elif action == "invites":
+        InvitePreference.objects.update_or_create(
+            clinician=clinician,
+            defaults={"email_invites": request.POST.get("email_invites") == "on"},
+        )
+    elif action == "add_calendar":
+        form = ExternalCalendarForm(request.POST, instance=ExternalCalendar(clinician=clinician))
+        if form.is_valid():
+            calendar = form.save()
+            transaction.on_commit(lambda: queue_refresh(calendar))
+            form = ExternalCalendarForm()
+    elif action == "remove_calendar":
+        get_object_or_404(
+            ExternalCalendar, pk=request.POST.get("calendar"), clinician=clinician
+        ).delete()
+    preference = InvitePreference.objects.filter(clinician=clinician).first()
+    context = {
+        "clinician": clinician,
+        "feed": tokens.active(clinician),
+        "new_feed_url": new_feed_url,
+        "email_invites": bool(preference and preference.email_invites),
+        "calendars": list(clinician.external_calendars.all()),
+        "form": form,
+    }
+    return render(request, "scheduler/my_calendar.html", context)
