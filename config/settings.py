@@ -150,14 +150,67 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# Messaging transports (see notifications/transports.py).
-SMS_BACKEND = env("SMS_BACKEND", "notifications.transports.FileSMSBackend")
-SMS_FILE_PATH = VAR_DIR / "sms"
+# Messaging transports (see notifications/transports.py). SMS_BACKEND is an
+# alias (console, file, locmem, twilio) or a dotted path to an SMSBackend
+# subclass; the demo writes texts to files under var/sms/ so they survive.
+SMS_BACKEND = env("SMS_BACKEND", "file")
+SMS_FILE_PATH = Path(env("SMS_FILE_PATH", str(VAR_DIR / "sms")))
 TWILIO_ACCOUNT_SID = env("TWILIO_ACCOUNT_SID", "")
 TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", "")
 TWILIO_FROM_NUMBER = env("TWILIO_FROM_NUMBER", "")
 TWILIO_MESSAGING_SERVICE_SID = env("TWILIO_MESSAGING_SERVICE_SID", "")
 TWILIO_API_BASE = env("TWILIO_API_BASE", "")
+TWILIO_TIMEOUT = env_int("TWILIO_TIMEOUT", 10)
+
+# The clinic's name as texts show it, when its full name would say what it
+# treats ("... Ketamine Center"): every text is checked for treatment words.
+SMS_CLINIC_NAME = env("SMS_CLINIC_NAME", "")
+
+# Reminders (notifications/). DOMAIN.md's US defaults; every one is a choice
+# the clinic may change, per patient where the patient agreed to it.
+QUIET_HOURS_START = env("QUIET_HOURS_START", "21:00")
+QUIET_HOURS_END = env("QUIET_HOURS_END", "08:00")
+# A message due in quiet hours is planned this long before they begin, so a
+# dispatch pass that runs a few minutes late still sends it in allowed time.
+QUIET_HOURS_MARGIN_MINUTES = env_int("QUIET_HOURS_MARGIN_MINUTES", 15)
+SMS_DAILY_CAP = env_int("SMS_DAILY_CAP", 1)
+SMS_WEEKLY_CAP = env_int("SMS_WEEKLY_CAP", 3)
+# A reminder caught up at booking (short notice) is dropped when another
+# message for the visit goes within this many hours anyway.
+REMINDER_MERGE_HOURS = env_int("REMINDER_MERGE_HOURS", 6)
+# Sends per second per sender (a US long code takes about 1); 0 = no pacing.
+SMS_SEND_RATE = float(env("SMS_SEND_RATE", "1") or 1)
+EMAIL_SEND_RATE = float(env("EMAIL_SEND_RATE", "5") or 5)
+MESSAGE_MAX_ATTEMPTS = env_int("MESSAGE_MAX_ATTEMPTS", 6)
+MESSAGE_RETRY_SECONDS = env_int("MESSAGE_RETRY_SECONDS", 60)  # doubles per attempt
+MESSAGE_RETRY_MAX_SECONDS = env_int("MESSAGE_RETRY_MAX_SECONDS", 3600)
+# A claim older than this belongs to a dispatcher that died; it must be longer
+# than a batch can take (batch size x (pacing + TWILIO_TIMEOUT)).
+MESSAGE_CLAIM_LEASE_SECONDS = env_int("MESSAGE_CLAIM_LEASE_SECONDS", 300)
+DISPATCH_BATCH_SIZE = env_int("DISPATCH_BATCH_SIZE", 10)
+# The schedule starts a pass every minute; a pass stops claiming after this long.
+DISPATCH_PASS_SECONDS = env_int("DISPATCH_PASS_SECONDS", 50)
+TWILIO_WEBHOOK_MAX_BYTES = env_int("TWILIO_WEBHOOK_MAX_BYTES", 16384)
+
+# Calendars (scheduler/calendars.py, scheduler/external_calendars.py).
+# Feed window: history a clinician may look back on, and the bookable future.
+CALENDAR_FEED_PAST_DAYS = env_int("CALENDAR_FEED_PAST_DAYS", 90)
+CALENDAR_FEED_FUTURE_DAYS = env_int("CALENDAR_FEED_FUTURE_DAYS", 548)
+# Cancelled visits stay as STATUS:CANCELLED this long, so that subscribed
+# clients that poll rarely still see the cancellation and drop the event.
+CALENDAR_CANCELLED_KEEP_DAYS = env_int("CALENDAR_CANCELLED_KEEP_DAYS", 30)
+# What feeds ask clients to poll at (REFRESH-INTERVAL, X-PUBLISHED-TTL);
+# Google ignores it, Apple and Outlook honour it within their own limits.
+CALENDAR_FEED_REFRESH_MINUTES = env_int("CALENDAR_FEED_REFRESH_MINUTES", 60)
+EXTERNAL_CALENDAR_TIMEOUT = env_int("EXTERNAL_CALENDAR_TIMEOUT", 10)
+EXTERNAL_CALENDAR_MAX_BYTES = env_int("EXTERNAL_CALENDAR_MAX_BYTES", 2 * 1024 * 1024)
+EXTERNAL_CALENDAR_MAX_BLOCKS = env_int("EXTERNAL_CALENDAR_MAX_BLOCKS", 20_000)
+# A clinician's calendar URL must not make the server read addresses inside its
+# own network (SSRF); allowed by default only in development, where the demo
+# serves its sample calendar from the same machine.
+EXTERNAL_CALENDAR_ALLOW_PRIVATE_ADDRESSES = env_bool(
+    "EXTERNAL_CALENDAR_ALLOW_PRIVATE_ADDRESSES", DEBUG
+)
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = VAR_DIR / "mail"
@@ -176,7 +229,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The SDK logs every request at INFO, phone numbers in lookups included.
+        "twilio.http_client": {"level": "WARNING"},
+    },
 }
 
 if not DEBUG:

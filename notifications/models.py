@@ -1,1 +1,346 @@
-"""Reminder policies and the message outbox."""
+"""Reminder policies, the message outbox, per-patient messaging preferences and the inbox.
+
+Every message is a ``Message`` row before anything is sent (healthchecks.io's
+pattern): booking a visit writes the rows in the booking's own transaction, a
+dispatch pass claims the due ones with a conditional update and records every
+outcome on the row. A row is unique per (visit, rule, channel, visit sequence),
+so a reminder cannot be planned twice for the same time of the same visit.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduler.models import Patient, Visit, VisitType
+
+
+class Purpose(models.TextChoices):
+    REMINDER = "reminder", "Reminder"
+    PREPARATION = "preparation", "Preparation instructions"
+    AFTERCARE = "aftercare", "Aftercare"
+    VIDEO_LINK = "video_link", "Video link"
+    MOVED = "moved", "Visit moved"
+    CANCELLED = "cancelled", "Visit cancelled"
+
+
+RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
+# Change notices and preparation instructions go even when the patient's text
+# limit is reached, and plain reminders leave room for those still to come:
+# a missed fasting instruction or a missed move costs more than a reminder.
+ESSENTIAL_PURPOSES = (Purpose.MOVED, Purpose.CANCELLED, Purpose.PREPARATION)
+PRIORITY = {
+    Purpose.MOVED: 100,
+    Purpose.CANCELLED: 100,
+    Purpose.PREPARATION: 80,
+    Purpose.VIDEO_LINK: 60,
+    Purpose.AFTERCARE: 50,
+    Purpose.REMINDER: 40,
+}
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", "Text message"
+    EMAIL = "email", "Email"
+
+
+class Timing(models.TextChoices):
+    BEFORE_START = "before_start", "before the visit starts"
+    AFTER_END = "after_end", "after the visit ends"
+
+
+class ReminderPolicy(models.Model):
+    """Which messages a visit type's visits get; the rules say what, when and how."""
+
+    visit_type = models.OneToOneField(
+        VisitType, on_delete=models.CASCADE, related_name="reminder_policy"
+    )
+    is_active = models.BooleanField(default=True)
+    notes = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "reminder policies"
+        ordering = ["visit_type__clinic", "visit_type__kind", "visit_type__name"]
+
+    def __str__(self):
+        return f"Reminders for {self.visit_type}"
+
+
+class ReminderRule(models.Model):
+    policy = models.ForeignKey(ReminderPolicy, on_delete=models.CASCADE, related_name="rules")
+    purpose = models.CharField(max_length=20, choices=[(p.value, p.label) for p in RULE_PURPOSES])
+    offset = models.DurationField(
+        help_text="How long before the start or after the end, e.g. 72:00:00 for 72 hours, "
+        "0 for right after."
+    )
+    timing = models.CharField(max_length=20, choices=Timing.choices, default=Timing.BEFORE_START)
+    by_sms = models.BooleanField("by text", default=True)
+    by_email = models.BooleanField("by email", default=True)
+    is_active = models.BooleanField(
+        default=True, help_text="Turn a rule off rather than delete it: sent messages refer to it."
+    )
+
+    class Meta:
+        ordering = ["policy", "timing", "-offset"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "purpose", "timing", "offset"], name="reminder_rule_unique"
+            )
+        ]
+
+    def __str__(self):
+        hours = self.offset / timedelta(hours=1)
+        amount = f"{hours:g} h" if hours else "right"
+        return f"{self.get_purpose_display()} {amount} {self.get_timing_display()}"
+
+    @property
+    def channels(self) -> list[str]:
+        return [
+            channel
+            for channel, wanted in ((Channel.SMS, self.by_sms), (Channel.EMAIL, self.by_email))
+            if wanted
+        ]
+
+    def nominal_time(self, visit: Visit):
+        """When the rule says to send, before quiet hours and short notice are considered."""
+        if self.timing == Timing.AFTER_END:
+            return visit.end + self.offset
+        return visit.start - self.offset
+
+    def clean(self):
+        if not (self.by_sms or self.by_email):
+            raise ValidationError("Choose at least one channel (text or email).")
+        if self.offset is not None and self.offset < timedelta(0):
+            raise ValidationError({"offset": "Give the offset as a positive duration."})
+        if self.purpose == Purpose.AFTERCARE and self.timing != Timing.AFTER_END:
+            raise ValidationError({"timing": "Aftercare goes after the visit ends."})
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    CLAIMED = "claimed", "Being sent"
+    QUEUED = "queued", "Accepted by the provider"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    UNDELIVERED = "undelivered", "Not delivered"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped"
+    SUPPRESSED = "suppressed", "Suppressed"
+
+
+# Twilio's statuses only move forward (DOMAIN.md): a late "sent" callback must
+# not undo "delivered". Terminal statuses share the top rank.
+STATUS_RANK = {
+    Status.PENDING: 0,
+    Status.CLAIMED: 1,
+    Status.QUEUED: 2,
+    Status.SENDING: 3,
+    Status.SENT: 4,
+    Status.DELIVERED: 5,
+    Status.UNDELIVERED: 5,
+    Status.FAILED: 5,
+}
+# Accepted by the provider: these count against a patient's text limits.
+ACCEPTED_STATUSES = (
+    Status.QUEUED,
+    Status.SENDING,
+    Status.SENT,
+    Status.DELIVERED,
+    Status.UNDELIVERED,
+)
+NEEDS_ATTENTION_STATUSES = (Status.FAILED, Status.UNDELIVERED)
+
+
+class MessageQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(status=Status.PENDING)
+
+    def due(self, now):
+        return self.filter(status=Status.PENDING, send_at__lte=now)
+
+    def lapsed_claims(self, now):
+        lease = timedelta(seconds=settings.MESSAGE_CLAIM_LEASE_SECONDS)
+        return self.filter(status=Status.CLAIMED, claimed_at__lt=now - lease)
+
+    def sms(self):
+        return self.filter(channel=Channel.SMS)
+
+    def needs_attention(self):
+        return self.filter(status__in=NEEDS_ATTENTION_STATUSES)
+
+    def for_visit(self, visit: Visit):
+        return self.filter(visit=visit)
+
+
+class Message(models.Model):
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="messages")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="messages")
+    rule = models.ForeignKey(
+        ReminderRule, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    visit_sequence = models.PositiveIntegerField(
+        help_text="The visit's SEQUENCE when planned: a moved visit's old messages are stale."
+    )
+    recipient = models.CharField(max_length=254, blank=True)
+    send_at = models.DateTimeField(help_text="Quiet hours already taken into account.")
+    expires_at = models.DateTimeField(help_text="Not sent after this: it would be pointless.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    priority = models.PositiveSmallIntegerField(
+        default=0, help_text="Higher goes first in a dispatch pass (changes, then preparation)."
+    )
+    reason = models.CharField(
+        max_length=300, blank=True, help_text="Why it was skipped, suppressed or cancelled."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last attempt handed it to the provider."
+    )
+    claim_token = models.CharField(max_length=32, blank=True)
+    in_doubt = models.BooleanField(
+        default=False,
+        help_text="A send was started without a definite answer: look it up before sending again.",
+    )
+    provider_id = models.CharField(max_length=64, blank=True)
+    body = models.TextField(blank=True, help_text="The text as sent (for email: the subject).")
+    error_code = models.CharField(max_length=16, blank=True)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["send_at", "pk"]
+        constraints = [
+            # DESIGN.md invariant 5: at most once per (visit, rule, visit sequence).
+            models.UniqueConstraint(
+                fields=["visit", "rule", "channel", "visit_sequence"],
+                condition=Q(rule__isnull=False),
+                name="message_once_per_rule_and_sequence",
+            ),
+            models.UniqueConstraint(
+                fields=["visit", "purpose", "channel", "visit_sequence"],
+                condition=Q(rule__isnull=True),
+                name="notice_once_per_change",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "send_at"]),
+            models.Index(fields=["patient", "channel", "sent_at"]),
+            models.Index(fields=["provider_id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.get_purpose_display()} by {self.get_channel_display().lower()} to {self.patient}"
+
+    def save(self, *args, **kwargs):
+        self.priority = PRIORITY[self.purpose]
+        super().save(*args, **kwargs)
+
+    @property
+    def is_essential(self) -> bool:
+        return self.purpose in ESSENTIAL_PURPOSES
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status in NEEDS_ATTENTION_STATUSES
+
+
+class MessagingPreferences(models.Model):
+    """What a patient agreed to beyond the clinic's defaults (settings.SMS_*_CAP, QUIET_HOURS_*)."""
+
+    patient = models.OneToOneField(
+        Patient, on_delete=models.CASCADE, related_name="messaging_preferences"
+    )
+    sms_per_day = models.PositiveSmallIntegerField(
+        "texts per day", null=True, blank=True, help_text="Empty: the clinic's default."
+    )
+    sms_per_week = models.PositiveSmallIntegerField(
+        "texts per week", null=True, blank=True, help_text="Empty: the clinic's default."
+    )
+    more_texts_agreed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the patient agreed to more texts than the default limits.",
+    )
+    quiet_hours_start = models.TimeField(null=True, blank=True)
+    quiet_hours_end = models.TimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "messaging preferences"
+        verbose_name_plural = "messaging preferences"
+
+    def __str__(self):
+        return f"Messaging preferences of {self.patient}"
+
+    def clean(self):
+        above_default = (self.sms_per_day or 0) > settings.SMS_DAILY_CAP or (
+            self.sms_per_week or 0
+        ) > settings.SMS_WEEKLY_CAP
+        if above_default and not self.more_texts_agreed_at:
+            raise ValidationError(
+                {
+                    "more_texts_agreed_at": "More texts than the default limits need the "
+                    "patient's agreement: record when they gave it."
+                }
+            )
+        if (self.quiet_hours_start is None) != (self.quiet_hours_end is None):
+            raise ValidationError("Give both ends of the quiet hours, or neither.")
+
+
+class InboundKind(models.TextChoices):
+    OPT_OUT = "opt_out", "Opted out (STOP)"
+    OPT_IN = "opt_in", "Opted in again (START)"
+    HELP = "help", "Asked for help"
+    CONFIRM = "confirm", "Confirmed (C)"
+    RESCHEDULE = "reschedule", "Asked to reschedule (R)"
+    OTHER = "other", "Other text"
+
+
+class InboundMessageQuerySet(models.QuerySet):
+    def inbox(self):
+        """What the front desk still has to read or act on."""
+        return self.filter(needs_attention=True, handled_at__isnull=True)
+
+
+class InboundMessage(models.Model):
+    provider_id = models.CharField(max_length=64, unique=True)
+    from_number = models.CharField(max_length=32)
+    to_number = models.CharField(max_length=32, blank=True)
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    body = models.TextField(blank=True)
+    kind = models.CharField(max_length=20, choices=InboundKind.choices)
+    visit = models.ForeignKey(
+        Visit, null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_messages"
+    )
+    outcome = models.CharField(max_length=300, blank=True)
+    reply = models.TextField(
+        blank=True, help_text="What we answered (a retried webhook gets the same)."
+    )
+    needs_attention = models.BooleanField(default=False)
+    received_at = models.DateTimeField(default=timezone.now)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = InboundMessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["needs_attention", "handled_at"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} from {self.patient or self.from_number}"

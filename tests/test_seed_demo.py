@@ -100,8 +100,8 @@ def test_the_clinic_its_hours_and_rooms_match_the_demo_spec():
         for room in clinic.rooms.all()
     }
     assert rooms == {
-        "Infusion suite 1": {"infusion-chair", "vitals-monitoring", "rems-certified"},
-        "Treatment room 2": {"vitals-monitoring", "rems-certified"},
+        "Suite A": {"infusion-chair", "vitals-monitoring", "rems-certified"},
+        "Suite B": {"vitals-monitoring", "rems-certified"},
         "Consult room": {"consult"},
     }
 

@@ -1,5 +1,8 @@
 """``manage.py seed_demo``: a demo clinic with synthetic staff, patients and bookings.
 
+It lives in ``notifications``, the top layer, because it seeds every layer:
+the clinic and its people (scheduler), protocols (plans), reminder policies.
+
 Idempotent: every row is found by a natural key (slug, username, email, name) and
 brought back to its demo values, so a second run writes the same rows and adds
 none. Demo visits are booked only for patients who have no visit of that type
@@ -19,9 +22,11 @@ from django.core.management.base import BaseCommand
 from django.db import models, transaction
 from django.utils import timezone
 
+from notifications.demo import seed_reminder_policies
 from plans.demo import seed_protocols, seed_screenings
 from scheduler import booking
 from scheduler.availability import free_slots
+from scheduler.demo import seed_calendars
 from scheduler.models import (
     Capability,
     Clinic,
@@ -65,8 +70,8 @@ CAPABILITIES = {
 }
 
 ROOMS = {
-    "Infusion suite 1": ["infusion-chair", "vitals-monitoring", "rems-certified"],
-    "Treatment room 2": ["vitals-monitoring", "rems-certified"],
+    "Suite A": ["infusion-chair", "vitals-monitoring", "rems-certified"],
+    "Suite B": ["vitals-monitoring", "rems-certified"],
     "Consult room": ["consult"],
 }
 
@@ -157,12 +162,13 @@ STAFF = [
 # Front desk books and changes; clinicians look; clinic admins run the place.
 # "*" is every model of the scheduler app.
 # The apps whose models the demo groups get permissions on.
-DEMO_APPS = ("scheduler", "plans")
+DEMO_APPS = ("scheduler", "plans", "notifications")
 GROUP_PERMISSIONS = {
     FRONT_DESK: {
         "view": "*",
         "add": ["visit", "patient", "careplan"],
-        "change": ["visit", "patient", "careplan"],
+        # The front desk resends failed messages and works the inbox of replies.
+        "change": ["visit", "patient", "careplan", "message", "inboundmessage"],
     },
     CLINICIANS: {"view": "*"},
     CLINIC_ADMINS: {"view": "*", "add": "*", "change": "*", "delete": "*"},
@@ -430,6 +436,8 @@ class Command(BaseCommand):
             booked = self.seed_visits(clinic, types, patients, clinicians)
             self.protocols = seed_protocols(clinic)
             seed_screenings(patients)
+            self.feeds = seed_calendars(clinic)
+            seed_reminder_policies(clinic)
         self.report(clinic, booked)
 
     def seed_clinic(self) -> Clinic:
@@ -592,3 +600,9 @@ class Command(BaseCommand):
             out.write(f"  {member.username:<{width}}{member.password:<24}{member.role}")
         out.write("")
         out.write(f"Admin: {settings.SITE_URL}/admin/")
+        if self.feeds:
+            # Only the token's hash is stored: these addresses can be shown now or never.
+            out.write("")
+            out.write("Calendar feeds issued by this run (subscribe from any calendar app):")
+            for clinician, url in self.feeds:
+                out.write(f"  {clinician}: {url}")

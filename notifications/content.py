@@ -1,0 +1,202 @@
+"""What messages say: SMS and email text rendered from templates/notifications/.
+
+Texts can be read by anyone who sees the patient's phone, so (DOMAIN.md) an SMS
+carries only the first name, date and time, the clinic's name and phone, and a
+link. The SMS context is built with nothing else in it, so no template can let
+the visit type or its instructions slip into a text; ``treatment_words`` is the
+second line of defence, checked before every send. Email may carry the full
+preparation and aftercare instructions.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import phonenumbers
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from notifications.models import Message, Purpose
+from scheduler.models import Visit
+from scheduler.timezones import zone
+
+# Words an SMS must never contain (DOMAIN.md messaging rules): the treatment,
+# its routes and settings, medication names and diagnoses.
+TREATMENT_WORDS = (
+    "ketamine",
+    "esketamine",
+    "spravato",
+    "psychedelic",
+    "psychedelics",
+    "psilocybin",
+    "mdma",
+    "dose",
+    "doses",
+    "dosing",
+    "dosed",
+    "infusion",
+    "infusions",
+    "intravenous",
+    "iv",
+    "intramuscular",
+    "injection",
+    "lozenge",
+    "lozenges",
+    "troche",
+    "sublingual",
+    "intranasal",
+    "nasal",
+    "rems",
+    "kap",
+    "medication",
+    "medications",
+    "prescription",
+    "lamotrigine",
+    "benzodiazepine",
+    "benzodiazepines",
+    "opioid",
+    "opioids",
+    "maoi",
+    "maois",
+    "depression",
+    "depressive",
+    "ptsd",
+    "anxiety",
+    "bipolar",
+    "ocd",
+    "diagnosis",
+    "psychiatric",
+    "psychotherapy",
+    "therapy",
+    "therapist",
+    "sedation",
+    "dissociation",
+    "dissociative",
+    "anesthetic",
+    "anaesthetic",
+)
+_TREATMENT_RE = re.compile(r"\b(" + "|".join(TREATMENT_WORDS) + r")\b", re.IGNORECASE)
+_URL_RE = re.compile(r"https?://\S+")
+
+# Characters outside the GSM 7-bit alphabet switch a whole SMS to UCS-2, which
+# halves its length (70 characters a segment) and so doubles the cost; "\xa0"
+# from a copied phone number or a curly apostrophe in a name is enough.
+GSM_REPLACEMENTS = {
+    "\xa0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2026": "...",
+}
+GSM_ALPHABET = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+def treatment_words(text: str) -> list[str]:
+    """The treatment words in ``text``, links left out (a random token may spell "iv")."""
+    return sorted({match.lower() for match in _TREATMENT_RE.findall(_URL_RE.sub(" ", text))})
+
+
+def to_gsm(text: str) -> str:
+    for character, replacement in GSM_REPLACEMENTS.items():
+        text = text.replace(character, replacement)
+    return text
+
+
+def is_gsm(text: str) -> bool:
+    return set(text) <= GSM_ALPHABET
+
+
+def phone_for_display(phone: str) -> str:
+    """A clinic phone as patients dial it; free text that does not parse stays as typed."""
+    try:
+        number = phonenumbers.parse(phone, settings.PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        return phone
+    if not phonenumbers.is_valid_number(number):
+        return phone
+    fmt = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if phonenumbers.region_code_for_number(number) == settings.PHONE_REGION
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, fmt)
+
+
+def sms_clinic_name(clinic) -> str:
+    return settings.SMS_CLINIC_NAME or clinic.name
+
+
+def when_text(moment: datetime, patient_tz: str, clinic_tz: str) -> str:
+    """e.g. "Tue Feb 4 at 10:00 AM", with the zone's abbreviation when the patient's differs."""
+    local = timezone.localtime(moment, zone(patient_tz))
+    text = f"{local:%a %b} {local.day} at {time_text(moment, patient_tz)}"
+    if patient_tz != clinic_tz:
+        text += f" {local:%Z}"
+    return text
+
+
+def time_text(moment: datetime, patient_tz: str) -> str:
+    local = timezone.localtime(moment, zone(patient_tz))
+    return f"{local:%I:%M %p}".lstrip("0")
+
+
+def _sms_context(visit: Visit) -> dict:
+    patient, clinic = visit.patient, visit.patient.clinic
+    return {
+        "first_name": patient.first_name,
+        "clinic": sms_clinic_name(clinic),
+        "phone": phone_for_display(clinic.phone),
+        "when": when_text(visit.start, patient.time_zone, clinic.time_zone),
+        "time": time_text(visit.start, patient.time_zone),
+        "video_link": visit.clinician.telehealth_link if visit.visit_type.is_telehealth else "",
+        "email_sent": bool(patient.contact_by_email and patient.email),
+    }
+
+
+def sms_body(message: Message) -> str:
+    """The text of an SMS: one line, GSM characters only."""
+    text = render_to_string(f"notifications/sms/{message.purpose}.txt", _sms_context(message.visit))
+    return to_gsm(" ".join(text.split()))
+
+
+@dataclass(frozen=True)
+class Email:
+    subject: str
+    text: str
+    html: str
+
+
+def email_content(message: Message) -> Email:
+    visit = message.visit
+    context = {
+        **_sms_context(visit),
+        "clinic": visit.patient.clinic.name,
+        "patient": visit.patient,
+        "clinic_address": visit.patient.clinic.address,
+        "visit_type": visit.visit_type.name,
+        "telehealth": visit.visit_type.is_telehealth,
+        "clinician": visit.clinician.display_name,
+        "preparation": visit.visit_type.preparation_instructions,
+        "aftercare": visit.visit_type.aftercare_instructions,
+        "purpose": message.purpose,
+    }
+    base = f"notifications/email/{message.purpose}"
+    subject = render_to_string(f"{base}_subject.txt", context)
+    return Email(
+        subject=" ".join(subject.split()),
+        text=render_to_string(f"{base}.txt", context).strip() + "\n",
+        html=render_to_string(f"{base}.html", context),
+    )
+
+
+# Every template a message can use, for tests and checks.
+SMS_PURPOSES = tuple(Purpose)

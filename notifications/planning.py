@@ -1,0 +1,255 @@
+"""Plan a visit's messages in the outbox whenever the visit is booked, moved or cancelled.
+
+Runs inside the booking transaction (``scheduler.booking.visit_saved``), so the
+outbox always matches the visits: a booking rolled back plans nothing, a move
+commits together with its new reminders and the cancellation of the old ones.
+
+Decisions made here, at planning time:
+
+- Quiet hours: a message whose time falls in the patient's quiet hours is
+  planned for the evening before (a margin before they begin); aftercare, which
+  must follow the visit, waits for the morning instead.
+- Short notice: when rules' times have already passed at booking (a visit
+  booked 20 h ahead misses its 72 h and 24 h reminders), only the latest missed
+  message of each purpose goes, at once; the earlier ones are skipped as
+  superseded. A caught-up plain reminder is skipped too when another message
+  for the visit, as important or more, goes within REMINDER_MERGE_HOURS anyway
+  (booked 3 h ahead: the 2 h reminder is enough). So a late booking gets one
+  reminder now, never three at once.
+- Moves and cancellations: pending messages of the old time are cancelled, a
+  "your visit moved / was cancelled" notice goes at once, and missed reminders
+  of the new time are skipped, the notice says it all.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from notifications.models import (
+    PRIORITY,
+    Channel,
+    Message,
+    Purpose,
+    ReminderRule,
+    Status,
+    Timing,
+)
+from notifications.rules import QuietHours, quiet_hours_for
+from scheduler.booking import VisitChange
+from scheduler.models import BLOCKING_STATUSES, Patient, Visit
+
+# Messages go only for visits that hold their slot (booked, confirmed, checked
+# in, completed): never for proposals, cancelled visits or no-shows.
+ACTIVE_STATUSES = BLOCKING_STATUSES
+# Aftercare stays useful for a while after the visit; reminders only until it starts.
+AFTERCARE_EXPIRY = timedelta(hours=12)
+
+CANCELLED_REASONS = {
+    VisitChange.MOVED: "The visit moved; messages for the new time replace it.",
+    VisitChange.CANCELLED: "The visit was cancelled.",
+    VisitChange.NO_SHOW: "The patient did not come.",
+}
+
+
+def contact_channels(patient: Patient) -> list[str]:
+    """The channels a patient has an address for and prefers.
+
+    Consent and opt-out are checked again when each message is sent, so
+    consent recorded after booking still lets later texts go.
+    """
+    channels = []
+    if patient.contact_by_sms and patient.mobile:
+        channels.append(Channel.SMS)
+    if patient.contact_by_email and patient.email:
+        channels.append(Channel.EMAIL)
+    return channels
+
+
+def recipient_for(patient: Patient, channel: str) -> str:
+    return patient.mobile if channel == Channel.SMS else patient.email
+
+
+def on_visit_saved(sender, visit: Visit, change: VisitChange, **kwargs) -> None:
+    plan_for_visit(visit, change)
+
+
+def plan_for_visit(
+    visit: Visit, change: VisitChange | None = None, *, now: datetime | None = None
+) -> list[Message]:
+    """Bring the visit's outbox rows in line with the visit as stored; returns the rows created.
+
+    Idempotent: rows already planned for the visit's current sequence are kept.
+    """
+    now = now or timezone.now()
+    if change in (
+        VisitChange.CONFIRMED,
+        VisitChange.RIDE_HOME,
+        VisitChange.CHECKED_IN,
+        VisitChange.COMPLETED,
+    ):
+        return []  # time and place unchanged: the plan stands
+    planned_before = Message.objects.for_visit(visit).exists()
+    stale = Message.objects.for_visit(visit).pending()
+    if visit.status in ACTIVE_STATUSES:
+        stale = stale.exclude(visit_sequence=visit.sequence)
+    stale.update(
+        status=Status.CANCELLED,
+        reason=CANCELLED_REASONS.get(change, "The visit changed."),
+        updated_at=now,
+    )
+    patient = visit.patient
+    channels = contact_channels(patient)
+    if not channels:
+        return []
+    quiet = quiet_hours_for(patient)
+    existing = set(
+        Message.objects.for_visit(visit)
+        .filter(visit_sequence=visit.sequence)
+        .values_list("rule_id", "purpose", "channel")
+    )
+    rows = []
+    notice = {VisitChange.MOVED: Purpose.MOVED, VisitChange.CANCELLED: Purpose.CANCELLED}.get(
+        change
+    )
+    # Only a patient who had been told about the visit (it had messages
+    # planned) hears that it changed; a proposal that moves tells nobody.
+    if (
+        notice
+        and planned_before
+        and (visit.status in ACTIVE_STATUSES or notice == Purpose.CANCELLED)
+    ):
+        for channel in channels:
+            if (None, notice, channel) not in existing:
+                rows.append(_notice(visit, notice, channel, quiet, now))
+    told_of_move = notice == Purpose.MOVED and bool(rows)
+    if visit.status in ACTIVE_STATUSES:
+        rules = ReminderRule.objects.filter(
+            policy__visit_type_id=visit.visit_type_id, policy__is_active=True, is_active=True
+        )
+        for channel in channels:
+            wanted = [rule for rule in rules if channel in rule.channels]
+            rows += _rule_messages(
+                visit,
+                channel,
+                [r for r in wanted if (r.pk, r.purpose, channel) not in existing],
+                quiet,
+                now,
+                covered_by_notice=told_of_move,
+            )
+    return Message.objects.bulk_create(rows)
+
+
+def _row(visit: Visit, channel: str, purpose: str, send_at: datetime, expires_at, **extra):
+    return Message(
+        visit=visit,
+        patient=visit.patient,
+        purpose=purpose,
+        channel=channel,
+        visit_sequence=visit.sequence,
+        recipient=recipient_for(visit.patient, channel),
+        send_at=send_at,
+        expires_at=expires_at,
+        priority=PRIORITY[purpose],
+        **extra,
+    )
+
+
+def _notice(visit: Visit, purpose: str, channel: str, quiet: QuietHours, now: datetime) -> Message:
+    # A change notice goes at once, or when quiet hours end; after the visit's
+    # (new) start it would only confuse, so that is when it expires.
+    send_at = quiet.next_allowed(now)
+    message = _row(visit, channel, purpose, send_at, visit.start)
+    if send_at >= visit.start:
+        message.status = Status.SKIPPED
+        message.reason = "Quiet hours last until after the visit starts."
+    return message
+
+
+def planned_time(rule: ReminderRule, visit: Visit, quiet: QuietHours) -> datetime:
+    """The rule's time for this visit, moved out of quiet hours."""
+    nominal = rule.nominal_time(visit)
+    if not quiet.contains(nominal):
+        return nominal
+    if rule.timing == Timing.AFTER_END:
+        return quiet.ends(nominal)  # aftercare must not come before the visit ends
+    return quiet.last_moment_before(nominal)
+
+
+def expiry(rule: ReminderRule, visit: Visit) -> datetime:
+    if rule.timing == Timing.AFTER_END:
+        return visit.end + rule.offset + AFTERCARE_EXPIRY
+    return visit.start
+
+
+def _rule_messages(
+    visit: Visit,
+    channel: str,
+    rules: Iterable[ReminderRule],
+    quiet: QuietHours,
+    now: datetime,
+    *,
+    covered_by_notice: bool,
+) -> list[Message]:
+    rows = []
+    missed: dict[str, list[tuple[datetime, Message]]] = {}
+    for rule in rules:
+        send_at, expires_at = planned_time(rule, visit, quiet), expiry(rule, visit)
+        message = _row(visit, channel, rule.purpose, send_at, expires_at, rule=rule)
+        rows.append(message)
+        if send_at < now:
+            missed.setdefault(rule.purpose, []).append((rule.nominal_time(visit), message))
+    catch_ups = []
+    for purpose, candidates in missed.items():
+        candidates.sort(key=lambda pair: pair[0])
+        *superseded, (_, latest) = candidates
+        for _, message in superseded:
+            _skip(message, "Booked at short notice: a later message of the same kind replaces it.")
+        if covered_by_notice and purpose != Purpose.AFTERCARE:
+            _skip(latest, "The notice that the visit moved gives the new time.")
+            continue
+        latest.send_at = quiet.next_allowed(now)
+        if latest.send_at >= latest.expires_at:
+            _skip(latest, "Too late: no allowed time is left before the visit.")
+            continue
+        catch_ups.append(latest)
+    merge = timedelta(hours=settings.REMINDER_MERGE_HOURS)
+    for late in catch_ups:
+        if late.purpose != Purpose.REMINDER:
+            continue
+        covering = [
+            other
+            for other in rows
+            if other is not late
+            and other.status == Status.PENDING
+            and PRIORITY[other.purpose] >= PRIORITY[late.purpose]
+            and other.send_at <= late.send_at + merge
+            and other.purpose != Purpose.AFTERCARE
+        ]
+        if covering:
+            _skip(
+                late,
+                f"Booked at short notice: the {covering[0].get_purpose_display().lower()} "
+                f"message within {settings.REMINDER_MERGE_HOURS} h covers it.",
+            )
+    return rows
+
+
+def _skip(message: Message, reason: str) -> None:
+    message.status = Status.SKIPPED
+    message.reason = reason
+
+
+def plan_upcoming(visits: Iterable[Visit] | None = None, *, now: datetime | None = None) -> int:
+    """Plan messages for upcoming active visits that lack some (after policies change).
+
+    Returns the number of rows created; running it again creates none.
+    """
+    now = now or timezone.now()
+    if visits is None:
+        visits = Visit.objects.filter(
+            Q(start__gt=now) | Q(end__gt=now - AFTERCARE_EXPIRY), status__in=ACTIVE_STATUSES
+        ).select_related("patient", "visit_type")
+    return sum(len(plan_for_visit(visit, now=now)) for visit in visits)

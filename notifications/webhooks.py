@@ -1,0 +1,254 @@
+"""What Twilio tells us: delivery reports for our texts, and texts patients send us.
+
+Both webhooks can arrive more than once (Twilio retries) and out of order, so
+both are idempotent: a delivery status only ever moves a message forward, and
+an inbound text is recorded once per MessageSid, answered the same each time.
+"""
+
+import re
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from notifications import consent
+from notifications.content import phone_for_display, sms_clinic_name, when_text
+from notifications.models import (
+    STATUS_RANK,
+    Channel,
+    InboundKind,
+    InboundMessage,
+    Message,
+    Status,
+)
+from notifications.transports import TWILIO_STATUSES
+from scheduler import booking
+from scheduler.models import Clinic, Patient, Visit, VisitStatus
+
+TWILIO_ERRORS = {
+    "21211": "invalid number",
+    "21610": "the recipient opted out",
+    "21614": "not a mobile number",
+    "30003": "unreachable handset",
+    "30005": "unknown destination",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered by the carrier",
+    "30008": "unknown error",
+}
+
+
+def record_status(
+    sid: str, twilio_status: str, error_code: str = "", message_id: str = "", *, now=None
+) -> bool:
+    """Move a message forward to Twilio's reported status; False when nothing changed."""
+    now = now or timezone.now()
+    new = TWILIO_STATUSES.get((twilio_status or "").lower())
+    if new is None or not sid:
+        return False
+    earlier = [status for status, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
+    messages = Message.objects.filter(channel=Channel.SMS, status__in=earlier)
+    if message_id.isdigit():
+        # Our id in the callback URL finds the message even before our record
+        # of its SID is committed; the SID must then match or still be unknown.
+        messages = messages.filter(pk=int(message_id)).filter(
+            Q(provider_id=sid) | Q(provider_id="")
+        )
+    else:
+        messages = messages.filter(provider_id=sid)
+    changes = {
+        "status": new,
+        "provider_id": sid,
+        "sent_at": Coalesce("sent_at", now),
+        "updated_at": now,
+    }
+    if new == Status.DELIVERED:
+        changes["delivered_at"] = now
+    if new in (Status.UNDELIVERED, Status.FAILED):
+        what = TWILIO_ERRORS.get(error_code, "see Twilio's error reference")
+        changes["error_code"] = error_code[:16]
+        changes["last_error"] = (
+            f"Twilio reported {twilio_status}: error {error_code or '?'} ({what})."
+        )
+    changed = messages.update(**changes)
+    if changed and error_code == "21610":
+        recipients = Message.objects.filter(provider_id=sid).values("recipient")
+        consent.record_opt_out(Patient.objects.filter(mobile__in=recipients), now)
+    return bool(changed)
+
+
+# -- inbound texts --------------------------------------------------------------
+
+# Carrier and FCC (2025) opt-out keywords, honoured as the whole message.
+OPT_OUT_KEYWORDS = {
+    "STOP",
+    "STOPALL",
+    "STOP ALL",
+    "UNSUBSCRIBE",
+    "END",
+    "QUIT",
+    "CANCEL",
+    "REVOKE",
+    "OPTOUT",
+    "OPT OUT",
+}
+OPT_IN_KEYWORDS = {"START", "UNSTOP", "YES"}
+HELP_KEYWORDS = {"HELP", "INFO"}
+# The clinic's own reply words must not be carrier keywords (CANCEL, YES).
+CONFIRM_KEYWORDS = {"C", "CONFIRM"}
+RESCHEDULE_KEYWORDS = {"R", "RESCHEDULE"}
+# "Stop texting me"-style replies revoke consent too (FCC 2025: any reasonable
+# means). A message that starts with END or QUIT is not one ("End of the week
+# works"), so only these patterns count beyond the exact keywords.
+OPT_OUT_PHRASES = re.compile(
+    r"^(PLEASE )?(STOP|UNSUBSCRIBE|OPT ?OUT|REVOKE)\b"
+    r"|\b(STOP|QUIT|NO MORE) (TEXT|MESSAG|SENDING|CONTACTING)"
+    r"|\bDO ?N'?O?T (TEXT|MESSAGE|CONTACT)"
+    r"|\b(UNSUBSCRIBE|OPT ME OUT|REMOVE ME|LEAVE ME ALONE)\b"
+)
+
+
+def normalise(body: str) -> str:
+    words = re.sub(r"[^\w\s']", " ", body or "").upper().split()
+    return " ".join(words)
+
+
+def classify(body: str) -> tuple[str, bool]:
+    """The kind of an inbound text, and whether it was a bare carrier keyword.
+
+    Twilio and the carriers act on (and confirm) the bare keyword only; "Stop."
+    or "opt-out" count as opt-outs here too, but then the confirmation is ours.
+    """
+    text = normalise(body)
+    bare = " ".join((body or "").split()).upper() == text
+    if text in OPT_OUT_KEYWORDS:
+        return InboundKind.OPT_OUT, bare
+    if text in OPT_IN_KEYWORDS:
+        return InboundKind.OPT_IN, bare
+    if text in HELP_KEYWORDS:
+        return InboundKind.HELP, bare
+    if text in CONFIRM_KEYWORDS:
+        return InboundKind.CONFIRM, False
+    if text in RESCHEDULE_KEYWORDS:
+        return InboundKind.RESCHEDULE, False
+    if OPT_OUT_PHRASES.search(text):
+        return InboundKind.OPT_OUT, False
+    return InboundKind.OTHER, False
+
+
+def help_text(clinic: Clinic | None) -> str:
+    name = sms_clinic_name(clinic) if clinic else "Clinic"
+    phone = f" Help: {phone_for_display(clinic.phone)}." if clinic else ""
+    return (
+        f"{name} visit reminders.{phone} Msg frequency varies, up to "
+        f"{settings.SMS_WEEKLY_CAP}/week. Msg&data rates may apply. Reply STOP to opt out."
+    )
+
+
+def next_visit(patients: list[Patient], now: datetime) -> Visit | None:
+    return (
+        Visit.objects.filter(
+            patient__in=patients,
+            start__gt=now,
+            status__in=(VisitStatus.BOOKED, VisitStatus.CONFIRMED),
+        )
+        .select_related("patient__clinic")
+        .order_by("start")
+        .first()
+    )
+
+
+def handle_inbound(
+    sid: str, from_number: str, body: str, to_number: str = "", *, now=None
+) -> InboundMessage:
+    """Record a patient's text and act on it; the returned row's ``reply`` is our answer."""
+    now = now or timezone.now()
+    existing = InboundMessage.objects.filter(provider_id=sid).first()
+    if existing:
+        return existing  # Twilio retried: the text was handled already
+    patients = list(Patient.objects.filter(mobile=from_number).select_related("clinic"))
+    kind, exact = classify(body)
+    inbound = InboundMessage(
+        provider_id=sid[:64],
+        from_number=from_number[:32],
+        to_number=to_number[:32],
+        body=body[:2000],
+        kind=kind,
+        received_at=now,
+        patient=patients[0] if patients else None,
+    )
+    try:
+        with transaction.atomic():
+            _act(inbound, patients, exact, now)
+            inbound.save()
+    except IntegrityError:
+        # The same text arrived twice at once; the other request recorded it.
+        return InboundMessage.objects.get(provider_id=sid)
+    return inbound
+
+
+def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: datetime) -> None:
+    clinic = patients[0].clinic if patients else Clinic.objects.order_by("pk").first()
+    phone = phone_for_display(clinic.phone) if clinic else "the clinic"
+    same_number = Patient.objects.filter(pk__in=[p.pk for p in patients])
+    kind = inbound.kind
+    if kind == InboundKind.HELP:
+        inbound.reply = help_text(clinic)
+        return
+    if not patients:
+        inbound.needs_attention = kind != InboundKind.OPT_OUT
+        inbound.outcome = "No patient has this number."
+        if kind == InboundKind.OPT_OUT and not exact:
+            inbound.reply = "You will get no more texts from this number."
+        return
+    if kind == InboundKind.OPT_OUT:
+        cancelled = consent.record_opt_out(same_number, now)
+        inbound.outcome = f"Opted out of texts; {cancelled} pending texts cancelled."
+        # Twilio (or the carrier) confirms the exact keywords itself; a reply
+        # of ours would be a second text after the opt-out.
+        if not exact:
+            inbound.reply = f"You will get no more texts from {sms_clinic_name(clinic)}. Reply START to get them again."
+        return
+    if kind == InboundKind.OPT_IN:
+        revived = consent.record_opt_in(same_number, now)
+        inbound.outcome = f"Agreed to texts again; {revived} texts will go as planned."
+        return
+    visit = next_visit(patients, now)
+    if kind == InboundKind.CONFIRM:
+        if visit is None:
+            inbound.outcome = "No upcoming visit to confirm."
+            inbound.reply = f"We found no upcoming visit for this number. Questions: {phone}."
+            return
+        inbound.visit = visit
+        when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+        try:
+            booking.confirm(visit)
+        except booking.BookingError as error:
+            inbound.needs_attention = True
+            inbound.outcome = f"Could not confirm: {error}"[:300]
+            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {phone}."
+            return
+        inbound.outcome = "Visit confirmed."
+        inbound.reply = f"Thank you, {visit.patient.first_name}: your visit on {when} is confirmed."
+        return
+    if kind == InboundKind.RESCHEDULE:
+        inbound.visit = visit
+        inbound.needs_attention = True
+        inbound.outcome = "Asked for a call back to reschedule."
+        if visit is None:
+            inbound.reply = f"Thank you. We will call you back. Questions: {phone}."
+        else:
+            when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+            inbound.reply = (
+                f"Thank you. We will call you to find a new time for your visit on {when}."
+            )
+        return
+    inbound.visit = visit
+    inbound.needs_attention = True
+    inbound.outcome = "For the front desk to read."
+    inbound.reply = (
+        f"Thank you, we passed your message to the front desk. If it is urgent call {phone}; "
+        "in an emergency call 911."
+    )

@@ -1,0 +1,135 @@
+"""What messages say: texts never name the treatment (DESIGN.md invariant 8), fit in two
+GSM segments, and emails carry the full instructions."""
+
+import io
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+
+from notifications import transports
+from notifications.content import email_content, is_gsm, sms_body, treatment_words
+from notifications.dispatch import dispatch
+from notifications.models import Channel, Message, Purpose, Status
+from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
+from tests.conftest import MONDAY, at
+from tests.reminder_helpers import HOUR, ReminderClinic, messages_of, messaging_fixture  # noqa: F401
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
+
+
+@pytest.fixture
+def demo(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    call_command("seed_demo", stdout=io.StringIO())
+    return Clinic.objects.get(slug="riverside")
+
+
+def unsaved_message(visit_type: VisitType, patient: Patient, purpose: str) -> Message:
+    clinician = Clinician.objects.filter(clinic=visit_type.clinic).first()
+    visit = Visit(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=clinician,
+        start=at(MONDAY, "10:00"),
+        end=at(MONDAY, "10:00") + visit_type.duration,
+    )
+    return Message(visit=visit, patient=patient, purpose=purpose, channel=Channel.SMS)
+
+
+def test_every_sms_template_for_every_visit_type_is_free_of_treatment_words(demo):
+    patient = Patient.objects.filter(clinic=demo).first()
+    visit_types = list(VisitType.objects.filter(clinic=demo))
+    kinds = {vt.kind for vt in visit_types}
+    assert kinds == {"screening", "preparation", "dosing", "integration", "maintenance"}
+    assert {vt.dosing_route for vt in visit_types} >= {"iv", "im", "lozenge", "intranasal"}
+    rendered = 0
+    for visit_type in visit_types:
+        # The visit type's own name and instructions do name the treatment:
+        # the check below would catch them if a template let them through.
+        assert treatment_words(visit_type.name + visit_type.preparation_instructions) or (
+            not visit_type.is_dosing
+        )
+        for purpose in Purpose:
+            body = sms_body(unsaved_message(visit_type, patient, purpose))
+            assert treatment_words(body) == [], (visit_type.slug, purpose, body)
+            assert patient.first_name in body and demo.name in body
+            assert "(212) 555-0100" in body
+            assert is_gsm(body), body
+            assert len(body) <= 306, (purpose, len(body))  # two GSM segments
+            # Email subjects show on lock screens too; bodies may carry instructions.
+            email = email_content(unsaved_message(visit_type, patient, purpose))
+            assert treatment_words(email.subject) == [], (visit_type.slug, purpose, email.subject)
+            assert "Mon Jun 3" in email.subject or "today" in email.subject
+            rendered += 1
+    assert rendered == len(visit_types) * len(Purpose)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Your Ketamine session",
+        "esketamine",
+        "SPRAVATO",
+        "IV infusion at 10",
+        "psychedelic therapy",
+        "your dosing visit",
+        "lozenge",
+        "for depression",
+    ],
+)
+def test_the_treatment_word_check_catches_what_it_must(text):
+    assert treatment_words(text)
+
+
+def test_the_treatment_word_check_ignores_links_and_ordinary_words():
+    assert treatment_words("Join here: https://video.example.com/-iv-/room") == []
+    assert treatment_words("Hi Ivy, your visit with Riverside Wellness Clinic is confirmed.") == []
+
+
+def test_emails_carry_the_full_preparation_and_aftercare_instructions(db):
+    clinic = ReminderClinic()
+    clinic.iv.preparation_instructions = "No solid food for 6 hours before.\nArrange a ride home."
+    clinic.iv.aftercare_instructions = "Rest for the rest of the day."
+    clinic.iv.save()
+    visit = clinic.book(clinic.texting_patient(), clinic.iv, at(MONDAY, "10:00"))
+    preparation = messages_of(visit, purpose=Purpose.PREPARATION, channel=Channel.EMAIL)[0]
+    email = email_content(preparation)
+    assert "No solid food for 6 hours before." in email.text
+    assert "No solid food for 6 hours before.<br>Arrange a ride home." in email.html
+    assert "Mon Jun 3 at 10:00 AM" in email.subject
+    assert treatment_words(email.subject) == []  # subjects show on lock screens too
+    aftercare = email_content(messages_of(visit, purpose=Purpose.AFTERCARE)[0])
+    assert "Rest for the rest of the day." in aftercare.text
+    assert aftercare.subject == "After your visit today"
+
+
+def test_a_text_shows_the_patients_own_zone_when_it_differs_from_the_clinics(db):
+    clinic = ReminderClinic()
+    visit = clinic.book(
+        clinic.texting_patient(time_zone="America/Chicago"), clinic.screening, at(MONDAY, "10:00")
+    )
+    body = sms_body(messages_of(visit, channel=Channel.SMS)[0])
+    assert "Mon Jun 3 at 9:00 AM CDT" in body
+
+
+def test_a_clinic_name_that_names_the_treatment_stops_the_text_and_says_why(db, now, settings):
+    clinic = ReminderClinic()
+    clinic.clinic.name = "Riverside Ketamine Center"
+    clinic.clinic.save()
+    visit = clinic.book(clinic.texting_patient(), clinic.screening, at(MONDAY, "10:00"))
+    now.move_to(at(MONDAY, "10:00") - 72 * HOUR)
+    dispatch()
+    sms = messages_of(visit, channel=Channel.SMS, status=Status.FAILED)
+    assert len(sms) == 1
+    assert sms[0].error_code == "treatment-words" and "SMS_CLINIC_NAME" in sms[0].last_error
+    assert transports.outbox == []
+    assert len(mail.outbox) == 1  # email may name the clinic
+
+    settings.SMS_CLINIC_NAME = "Riverside Center"
+    now.move_to(at(MONDAY, "10:00") - 24 * HOUR)
+    dispatch()
+    assert [m.body for m in transports.outbox] == [
+        "Hi Avery, a reminder of your visit with Riverside Center on Mon Jun 3 at 10:00 AM. "
+        "Reply C to confirm or R to reschedule. Questions: (212) 555-0100. Reply STOP to opt out."
+    ]
