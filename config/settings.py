@@ -131,7 +131,13 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 
-LOGIN_URL = "admin:login"
+# Staff sign in at /login/; the home page sends each role to its own page.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+# A patient's private link (/p/<token>/) stops working this long after it is
+# issued: links travel by text and email, which are forwarded and kept for years.
+PATIENT_LINK_DAYS = env_int("PATIENT_LINK_DAYS", 60)
 
 # Background work: django-q2 on the ORM broker by default, Redis when REDIS_URL is set.
 REDIS_URL = env("REDIS_URL")

@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
+
+from config import views
 
 admin.site.site_header = "KAP scheduler"
 admin.site.site_title = "KAP scheduler"
@@ -8,7 +10,15 @@ admin.site.index_title = "Clinic administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("webhooks/twilio/", include("notifications.urls")),
+    path("desk/", include("notifications.frontdesk_urls")),
+    path("p/", include("notifications.patient_urls")),
     path("", include("scheduler.urls")),
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("", views.home, name="home"),
 ]

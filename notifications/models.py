@@ -176,6 +176,18 @@ class MessageQuerySet(models.QuerySet):
     def for_visit(self, visit: Visit):
         return self.filter(visit=visit)
 
+    def retry_now(self, now=None) -> int:
+        """Send these failed messages again in the next pass; how many will go.
+
+        Only failures the provider never took (no provider id, not in doubt)
+        and that are not yet pointless: retrying one the provider accepted, or
+        might have, could text the patient twice.
+        """
+        now = now or timezone.now()
+        return self.filter(
+            status=Status.FAILED, provider_id="", in_doubt=False, expires_at__gt=now
+        ).update(status=Status.PENDING, send_at=now, attempts=0, updated_at=now)
+
 
 class Message(models.Model):
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="messages")

@@ -18,6 +18,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -38,6 +39,7 @@ from scheduler.models import (
     Patient,
     Room,
     TimeOff,
+    TokenPurpose,
     Visit,
     VisitKind,
     VisitStatus,
@@ -772,11 +774,15 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def live(self, obj):
         return obj.is_active
 
-    def _show_new_url(self, request, owner, raw: str) -> None:
+    def _show_new_url(self, request, owner, raw: str, purpose: str) -> None:
+        if purpose == TokenPurpose.PATIENT_LINK:
+            # The page lives in notifications; its URL name is all this app needs.
+            what, url = "patient page link", settings.SITE_URL + reverse("patient_page", args=[raw])
+        else:
+            what, url = "calendar address", feed_url(raw)
         self.message_user(
             request,
-            f"New calendar address for {owner} (shown only now; the old one no longer works): "
-            f"{feed_url(raw)}",
+            f"New {what} for {owner} (shown only now; the old one no longer works): {url}",
             messages.WARNING,
         )
 
@@ -786,7 +792,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
         token, raw = tokens.issue(obj.owner, obj.purpose, created_by=request.user)
         obj.pk = token.pk
         obj.refresh_from_db()
-        self._show_new_url(request, obj.owner, raw)
+        self._show_new_url(request, obj.owner, raw, obj.purpose)
 
     @admin.action(description="Revoke selected addresses", permissions=["change"])
     def revoke_tokens(self, request, queryset):
@@ -797,7 +803,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def reissue_tokens(self, request, queryset):
         for token in queryset.select_related("clinician", "patient"):
             _, raw = tokens.issue(token.owner, token.purpose, created_by=request.user)
-            self._show_new_url(request, token.owner, raw)
+            self._show_new_url(request, token.owner, raw, token.purpose)
 
 
 @admin.register(InvitePreference)

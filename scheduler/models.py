@@ -503,6 +503,7 @@ class Visit(models.Model):
 
 class TokenPurpose(models.TextChoices):
     CALENDAR_FEED = "calendar_feed", "Calendar feed"
+    PATIENT_LINK = "patient_link", "Patient page link"
 
 
 class AccessTokenQuerySet(models.QuerySet):

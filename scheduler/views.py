@@ -1,4 +1,6 @@
-"""Calendar pages: the .ics feeds, and a clinician's own calendar settings."""
+"""Calendar pages: the .ics feeds, and a clinician's own calendar and its settings."""
+
+from datetime import date, datetime, timedelta
 
 from django import forms
 from django.contrib.auth.decorators import login_required
@@ -13,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.feeds import Feed, feed_url
-from scheduler.models import ExternalCalendar, InvitePreference, TokenPurpose
+from scheduler.models import ExternalCalendar, InvitePreference, TokenPurpose, Visit, VisitStatus
 
 
 @require_safe
@@ -84,7 +86,15 @@ def my_calendar(request: HttpRequest) -> HttpResponse:
             ExternalCalendar, pk=request.POST.get("calendar"), clinician=clinician
         ).delete()
     preference = InvitePreference.objects.filter(clinician=clinician).first()
+    tz = clinician.clinic.tz
+    monday = _week_of(request.GET.get("week", ""), tz)
     context = {
+        "clinic": clinician.clinic,
+        "tz": tz,
+        "monday": monday,
+        "previous": monday - timedelta(days=7),
+        "next": monday + timedelta(days=7),
+        "days": _week_visits(clinician, monday, tz),
         "clinician": clinician,
         "feed": tokens.active(clinician),
         "new_feed_url": new_feed_url,
@@ -93,3 +103,28 @@ def my_calendar(request: HttpRequest) -> HttpResponse:
         "form": form,
     }
     return render(request, "scheduler/my_calendar.html", context)
+
+
+def _week_of(text: str, tz) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = timezone.localdate(timezone=tz)
+    return day - timedelta(days=day.weekday())
+
+
+def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
+    """The clinician's visits of one local week, by day; one query. Proposed visits hold nothing."""
+    start = datetime.combine(monday, datetime.min.time(), tzinfo=tz)
+    end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=tz)
+    days: dict[date, list[Visit]] = {monday + timedelta(days=n): [] for n in range(7)}
+    visits = (
+        Visit.objects.for_clinician(clinician)
+        .filter(start__lt=end, end__gt=start)
+        .exclude(status__in=(VisitStatus.PROPOSED, VisitStatus.CANCELLED))
+        .select_related("patient", "visit_type", "room")
+        .order_by("start")
+    )
+    for visit in visits:
+        days.setdefault(timezone.localtime(visit.start, tz).date(), []).append(visit)
+    return sorted(days.items())

@@ -1,0 +1,88 @@
+"""Forms of the front desk's and the patient's pages."""
+
+from datetime import date, datetime
+
+from django import forms
+
+from plans.generator import Preferences
+from plans.models import Protocol
+from scheduler.availability import Slot
+from scheduler.models import Clinic, Patient, Weekday
+
+
+def slot_value(slot: Slot) -> str:
+    # The slot as one form value: who, where and when (ISO with offset, so
+    # the instant survives DST), validated again against fresh free slots.
+    return f"{slot.clinician.pk}:{slot.room.pk if slot.room else ''}:{slot.start.isoformat()}"
+
+
+class MoveForm(forms.Form):
+    slot = forms.ChoiceField(label="New time")
+
+    def __init__(self, *args, slots: list[Slot], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = {slot_value(slot): slot for slot in slots}
+        by_day: dict[date, list] = {}
+        for value, slot in self.slots.items():
+            label = f"{slot.start:%H:%M}-{slot.end:%H:%M} {slot.clinician}"
+            if slot.room:
+                label += f", {slot.room}"
+            by_day.setdefault(slot.start.date(), []).append((value, label))
+        self.fields["slot"].choices = [("", "Choose a free time")] + [
+            (f"{day:%a %Y-%m-%d}", choices) for day, choices in by_day.items()
+        ]
+
+    @property
+    def chosen(self) -> Slot:
+        return self.slots[self.cleaned_data["slot"]]
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason", max_length=300, widget=forms.TextInput(attrs={"size": 40})
+    )
+
+
+class PlanForm(forms.Form):
+    patient = forms.ModelChoiceField(queryset=Patient.objects.none())
+    protocol = forms.ModelChoiceField(queryset=Protocol.objects.none())
+    start_date = forms.DateField(
+        label="Earliest start", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    weekdays = forms.TypedMultipleChoiceField(
+        label="Preferred weekdays",
+        choices=Weekday.choices,
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: any day.",
+    )
+    time_from = forms.TimeField(
+        label="Preferred from", required=False, widget=forms.TimeInput(attrs={"type": "time"})
+    )
+    time_to = forms.TimeField(
+        label="Preferred until", required=False, widget=forms.TimeInput(attrs={"type": "time"})
+    )
+
+    def __init__(self, *args, clinic: Clinic, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["patient"].queryset = Patient.objects.filter(clinic=clinic)
+        self.fields["protocol"].queryset = Protocol.objects.filter(clinic=clinic, is_active=True)
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("time_from"), data.get("time_to")
+        if (start is None) != (end is None):
+            raise forms.ValidationError("Give both ends of the preferred times, or neither.")
+        if start is not None and start >= end:
+            raise forms.ValidationError("The preferred times must end after they start.")
+        return data
+
+    def preferences(self) -> Preferences:
+        data = self.cleaned_data
+        windows = ((data["time_from"], data["time_to"]),) if data.get("time_from") else ()
+        return Preferences(weekdays=frozenset(data.get("weekdays") or ()), time_windows=windows)
+
+
+def parse_day(text: str) -> date:
+    return datetime.strptime(text, "%Y-%m-%d").date()

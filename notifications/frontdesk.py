@@ -1,0 +1,396 @@
+"""The front desk's pages: the day and week, patients, a visit's actions, messages, new plans.
+
+They live in ``notifications`` because they show messages and care plans
+(scheduler <- plans <- notifications). Views stay thin: the booking rules are
+``scheduler.booking`` and ``plans.care_plans``, whose refusals are shown as they
+are worded. Every page runs a fixed number of queries whatever the number of
+visits on it (tests/test_frontdesk_pages.py asserts the bounds).
+"""
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from notifications.forms import CancelForm, MoveForm, PlanForm
+from notifications.models import InboundMessage, Message
+from notifications.patient_links import issue_patient_link
+from plans import care_plans
+from plans.generator import PlanInfeasible, generate
+from plans.models import CarePlan, PlannedVisit, Screening
+from scheduler import booking
+from scheduler.availability import free_slots
+from scheduler.booking import BookingError
+from scheduler.models import Clinic, Patient, Visit, VisitStatus
+from scheduler.roles import DESK_ROLES, role_required
+
+MOVE_DAYS = 14
+MOVE_SLOT_LIMIT = 80
+SEARCH_LIMIT = 50
+QUEUE_LIMIT = 200
+
+desk_only = role_required(*DESK_ROLES)
+
+
+def desk_clinic() -> Clinic:
+    # One clinic per installation today (seed_demo, the webhooks); staff
+    # accounts carry no clinic, so the first one is the clinic.
+    clinic = Clinic.objects.order_by("pk").first()
+    if clinic is None:
+        raise Http404("No clinic is set up yet.")
+    return clinic
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise Http404("Not a date.") from error
+
+
+def _visits(clinic: Clinic):
+    return (
+        Visit.objects.filter(patient__clinic=clinic)
+        .exclude(status=VisitStatus.PROPOSED)
+        .select_related("patient", "visit_type", "clinician", "room")
+        .order_by("start", "pk")
+    )
+
+
+def flag_visits(visits: list[Visit]) -> list[Visit]:
+    """Set ``visit.flags``: what the front desk must act on. Two queries for any number of visits."""
+    open_dosing_patients = {v.patient_id for v in visits if v.visit_type.is_dosing and v.is_open}
+    cleared = set(
+        Screening.objects.filter(patient__in=open_dosing_patients, cleared=True).values_list(
+            "patient_id", flat=True
+        )
+    )
+    failing = set(
+        Message.objects.needs_attention()
+        .filter(visit__in=[v.pk for v in visits])
+        .values_list("visit_id", flat=True)
+    )
+    for visit in visits:
+        flags = []
+        if visit.status == VisitStatus.BOOKED:
+            flags.append("Not confirmed")
+        if visit.lacks_ride_home:
+            flags.append("No ride home")
+        if visit.visit_type.is_dosing and visit.is_open and visit.patient_id not in cleared:
+            flags.append("Screening not cleared")
+        if visit.pk in failing:
+            flags.append("Message failed")
+        visit.flags = flags
+    return visits
+
+
+def _grouped(visits: list[Visit], key) -> list[tuple[str, list[Visit]]]:
+    groups: dict[str, list[Visit]] = defaultdict(list)
+    for visit in visits:
+        groups[key(visit)].append(visit)
+    return sorted(groups.items())
+
+
+@require_safe
+@desk_only
+def today(request: HttpRequest) -> HttpResponse:
+    clinic = desk_clinic()
+    return _day_page(request, clinic, timezone.localdate(timezone=clinic.tz))
+
+
+@require_safe
+@desk_only
+def day(request: HttpRequest, day: str) -> HttpResponse:
+    return _day_page(request, desk_clinic(), _day(day))
+
+
+def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
+    visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)))
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "day": day,
+        "is_today": day == timezone.localdate(timezone=clinic.tz),
+        "previous": day - timedelta(days=1),
+        "next": day + timedelta(days=1),
+        "visits": visits,
+        "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
+        "by_clinician": _grouped(visits, lambda v: str(v.clinician)),
+        "by_room": _grouped(visits, lambda v: str(v.room) if v.room else "Telehealth"),
+    }
+    return render(request, "desk/day.html", context)
+
+
+@require_safe
+@desk_only
+def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
+    clinic = desk_clinic()
+    day = day or request.GET.get("day")  # the "go to" form asks by query string
+    anchor = _day(day) if day else timezone.localdate(timezone=clinic.tz)
+    monday = anchor - timedelta(days=anchor.weekday())
+    start = datetime.combine(monday, datetime.min.time(), tzinfo=clinic.tz)
+    # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
+    end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=clinic.tz)
+    visits = flag_visits(list(_visits(clinic).filter(start__lt=end, end__gt=start)))
+    days = {monday + timedelta(days=n): [] for n in range(7)}
+    for visit in visits:
+        local_day = timezone.localtime(visit.start, clinic.tz).date()
+        days.setdefault(local_day, []).append(visit)
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "monday": monday,
+        "days": sorted(days.items()),
+        "previous": monday - timedelta(days=7),
+        "next": monday + timedelta(days=7),
+        "this_week": timezone.localdate(timezone=clinic.tz),
+    }
+    return render(request, "desk/week.html", context)
+
+
+@require_safe
+@desk_only
+def patients(request: HttpRequest) -> HttpResponse:
+    clinic = desk_clinic()
+    query = request.GET.get("q", "").strip()
+    found = list(Patient.objects.filter(clinic=clinic).search(query)[:SEARCH_LIMIT])
+    context = {"clinic": clinic, "tz": clinic.tz, "query": query, "patients": found}
+    return render(request, "desk/patients.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@desk_only
+def patient(request: HttpRequest, pk: int) -> HttpResponse:
+    clinic = desk_clinic()
+    person = get_object_or_404(
+        Patient.objects.select_related("messaging_preferences"), pk=pk, clinic=clinic
+    )
+    new_link = ""
+    if request.method == "POST" and request.POST.get("action") == "issue_link":
+        # Shown once, now: only its hash is kept (scheduler.tokens).
+        new_link = issue_patient_link(person, created_by=request.user)
+    try:
+        preferences = person.messaging_preferences
+    except Patient.messaging_preferences.RelatedObjectDoesNotExist:
+        preferences = None
+    visits = list(
+        Visit.objects.for_patient(person)
+        .select_related("visit_type", "clinician", "room", "planned__care_plan__protocol")
+        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("send_at", "pk")))
+        .order_by("start", "pk")
+    )
+    now = timezone.now()
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "patient": person,
+        "preferences": preferences,
+        "screening": Screening.objects.filter(patient=person).order_by("-pk").first(),
+        "care_plans": list(CarePlan.objects.filter(patient=person).select_related("protocol")),
+        "past": [v for v in visits if v.start < now],
+        "upcoming": [v for v in visits if v.start >= now],
+        "inbound": list(person.inbound_messages.select_related("visit")[:20]),
+        "new_link": new_link,
+    }
+    return render(request, "desk/patient.html", context)
+
+
+def _visit_for_desk(pk: int, clinic: Clinic) -> Visit:
+    return get_object_or_404(
+        Visit.objects.select_related(
+            "patient__clinic", "visit_type__clinic", "clinician", "room", "planned"
+        ),
+        pk=pk,
+        patient__clinic=clinic,
+    )
+
+
+def _planned(visit: Visit) -> PlannedVisit | None:
+    try:
+        return visit.planned
+    except PlannedVisit.DoesNotExist:
+        return None
+
+
+def _move_slots(visit: Visit, clinic: Clinic) -> list:
+    if not visit.is_open:
+        return []
+    first = timezone.localdate(timezone=clinic.tz)
+    # A visit of a care plan moves with plans.care_plans.move_planned_visit,
+    # which keeps its clinician: offer only that clinician's times.
+    clinicians = [visit.clinician] if _planned(visit) else None
+    slots = free_slots(
+        visit.visit_type,
+        first,
+        first + timedelta(days=MOVE_DAYS - 1),
+        clinicians=clinicians,
+        patient=visit.patient,
+        step=timedelta(minutes=30),
+        limit=MOVE_SLOT_LIMIT,
+    )
+    # Today's slots include hours already gone, which booking would refuse.
+    now = timezone.now()
+    return [slot for slot in slots if slot.start > now]
+
+
+@require_http_methods(["GET", "POST"])
+@desk_only
+def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
+    clinic = desk_clinic()
+    visit = _visit_for_desk(pk, clinic)
+    slots = _move_slots(visit, clinic)
+    move_form, cancel_form = MoveForm(slots=slots), CancelForm()
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        if action == "move":
+            move_form = MoveForm(request.POST, slots=slots)
+            if move_form.is_valid():
+                return _act(request, visit, lambda: _move(visit, move_form.chosen), "Moved.")
+        elif action == "cancel":
+            cancel_form = CancelForm(request.POST)
+            if cancel_form.is_valid():
+                reason = cancel_form.cleaned_data["reason"]
+                return _act(request, visit, lambda: booking.cancel(visit, reason), "Cancelled.")
+        elif action in ACTIONS:
+            operation, done = ACTIONS[action]
+            return _act(request, visit, lambda: operation(visit), done)
+        else:
+            messages.error(request, "Unknown action.")
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "visit": visit,
+        "planned": _planned(visit),
+        "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
+        "move_form": move_form,
+        "cancel_form": cancel_form,
+        "has_slots": bool(slots),
+    }
+    return render(request, "desk/visit.html", context)
+
+
+def _move(visit: Visit, slot) -> None:
+    if _planned(visit):
+        care_plans.move_planned_visit(visit, slot.start)
+    else:
+        booking.move(visit, start=slot.start, clinician=slot.clinician, room=slot.room)
+
+
+ACTIONS = {
+    "check_in": (booking.check_in, "Checked in."),
+    "complete": (booking.complete, "Completed."),
+    "no_show": (booking.mark_no_show, "Marked as a no-show."),
+    "ride_home": (booking.arrange_ride_home, "Ride home recorded."),
+}
+
+
+def _act(request: HttpRequest, visit: Visit, operation, done: str) -> HttpResponse:
+    """Run a booking operation; its refusals become messages, each sentence as worded."""
+    try:
+        operation()
+    except BookingError as error:
+        for problem in error.problems:
+            messages.error(request, str(problem))
+    else:
+        messages.success(request, done)
+    # Post/redirect/get: a reload must not move or cancel twice.
+    return redirect("desk_visit", pk=visit.pk)
+
+
+@require_safe
+@desk_only
+def message_queue(request: HttpRequest) -> HttpResponse:
+    clinic = desk_clinic()
+    failed = list(
+        Message.objects.needs_attention()
+        .filter(patient__clinic=clinic)
+        .select_related("patient", "visit__visit_type")
+        .order_by("-updated_at", "-pk")[:QUEUE_LIMIT]
+    )
+    inbox = list(
+        InboundMessage.objects.inbox()
+        .select_related("patient", "visit__visit_type")
+        .order_by("-received_at", "-pk")[:QUEUE_LIMIT]
+    )
+    context = {"clinic": clinic, "tz": clinic.tz, "failed": failed, "inbox": inbox}
+    return render(request, "desk/messages.html", context)
+
+
+@require_POST
+@desk_only
+def resend(request: HttpRequest, pk: int) -> HttpResponse:
+    if Message.objects.filter(pk=pk).retry_now():
+        messages.success(request, "The message will go in the next dispatch pass.")
+    else:
+        messages.error(
+            request,
+            "This message cannot be sent again from here: the provider took it (or may "
+            "have), or it is too late to be useful. Call the patient instead.",
+        )
+    return redirect("desk_messages")
+
+
+@require_POST
+@desk_only
+def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
+    done = InboundMessage.objects.filter(pk=pk, handled_at__isnull=True).update(
+        handled_at=timezone.now(), handled_by=request.user
+    )
+    if done:
+        messages.success(request, "Marked as handled.")
+    return redirect("desk_messages")
+
+
+@require_http_methods(["GET", "POST"])
+@desk_only
+def new_plan(request: HttpRequest) -> HttpResponse:
+    """Propose a plan (nothing is saved), then confirm it: saved and booked in one go, or not at all."""
+    clinic = desk_clinic()
+    proposal, problems = None, []
+    if request.method == "POST":
+        form = PlanForm(request.POST, clinic=clinic)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                # The generator is deterministic: confirming regenerates the plan
+                # just reviewed, checked against everything booked since.
+                proposal = generate(
+                    data["patient"], data["protocol"], data["start_date"], form.preferences()
+                )
+            except PlanInfeasible as error:
+                problems = [str(error)]
+            if proposal is not None and request.POST.get("action") == "confirm":
+                try:
+                    with transaction.atomic():
+                        plan = care_plans.save_proposal(proposal)
+                        care_plans.confirm(plan)
+                except BookingError as error:
+                    problems = [str(p) for p in error.problems]
+                else:
+                    messages.success(
+                        request, f"{plan.protocol} booked: {len(proposal.visits)} visits."
+                    )
+                    return redirect(reverse("desk_patient", args=[data["patient"].pk]))
+    else:
+        form = PlanForm(
+            clinic=clinic,
+            initial={
+                "patient": request.GET.get("patient"),
+                "start_date": timezone.localdate(timezone=clinic.tz) + timedelta(days=1),
+            },
+        )
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "form": form,
+        "proposal": proposal,
+        "problems": problems,
+    }
+    return render(request, "desk/new_plan.html", context)

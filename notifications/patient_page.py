@@ -1,0 +1,104 @@
+"""The patient's private page at /p/<token>/: upcoming visits, instructions, confirm, reschedule.
+
+Anyone holding the link sees the page, so it shows only this patient's own
+visits, is never cached or indexed, and sends no referrer (the token is in the
+URL) to other sites. A wrong, revoked or expired link gets the same 404.
+"""
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_safe
+
+from notifications.patient_links import ask_to_reschedule, patient_for_link
+from scheduler import booking
+from scheduler.calendars import Audience, build_calendar
+from scheduler.models import Patient, Visit, VisitStatus
+from scheduler.timezones import zone
+
+
+def _patient(token: str) -> Patient:
+    patient = patient_for_link(token)
+    if patient is None:
+        raise Http404("This link does not work (any more). Ask the clinic for a new one.")
+    return patient
+
+
+def _private(response: HttpResponse) -> HttpResponse:
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    # "same-origin", not "no-referrer": with no-referrer Chrome sends "Origin: null"
+    # on the page's own forms and CSRF refuses them; links out still carry no token.
+    response["Referrer-Policy"] = "same-origin"
+    return response
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def patient_page(request: HttpRequest, token: str) -> HttpResponse:
+    patient = _patient(token)
+    if request.method == "POST":
+        # Only this patient's visits: another patient's visit id is a 404.
+        visit = get_object_or_404(
+            Visit.objects.upcoming().exclude(status=VisitStatus.PROPOSED),
+            pk=request.POST.get("visit") or 0,
+            patient=patient,
+        )
+        action = request.POST.get("action")
+        if action == "confirm":
+            try:
+                booking.confirm(visit)
+            except booking.BookingError:
+                # The reasons (screening, spacing) are for staff, not for this page.
+                messages.error(
+                    request,
+                    f"We could not confirm this visit online. Please call us: {patient.clinic.phone}.",
+                )
+            else:
+                messages.success(request, "Thank you: your visit is confirmed.")
+        elif action == "reschedule":
+            ask_to_reschedule(patient, visit)
+            messages.success(request, "Thank you: we will call you to find a new time.")
+        return redirect("patient_page", token=token)
+    visits = list(
+        Visit.objects.for_patient(patient)
+        .upcoming()
+        .exclude(status=VisitStatus.PROPOSED)
+        .select_related("visit_type", "clinician", "room")
+        .order_by("start")
+    )
+    next_dosing = next((v for v in visits if v.visit_type.is_dosing), None)
+    context = {
+        "patient": patient,
+        "clinic": patient.clinic,
+        "tz": zone(patient.time_zone),
+        "visits": visits,
+        "next_dosing": next_dosing,
+        "token": token,
+    }
+    return _private(render(request, "patient/page.html", context))
+
+
+@never_cache
+@require_safe
+def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
+    """One visit as an .ics file, for "add to calendar" (the feed URL cannot be shown again)."""
+    patient = _patient(token)
+    visit = get_object_or_404(
+        Visit.objects.exclude(status=VisitStatus.PROPOSED).select_related(
+            "visit_type", "clinician", "room"
+        ),
+        pk=pk,
+        patient=patient,
+    )
+    calendar = build_calendar(
+        [visit],
+        audience=Audience.PATIENT,
+        clinic=patient.clinic,
+        tz=zone(patient.time_zone),
+        now=timezone.now(),
+    )
+    response = HttpResponse(calendar.to_ical(), content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="appointment.ics"'
+    return _private(response)

@@ -1,0 +1,85 @@
+"""Signed-in users per role, and synthetic days full of visits for the page tests."""
+
+from datetime import date, datetime, time, timedelta
+from itertools import count
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from notifications.models import Channel, Message, Purpose, Status
+from scheduler.models import Patient, Visit, VisitStatus
+from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
+
+_numbers = count(1)
+
+
+def staff_user(group: str | None = FRONT_DESK_GROUP, *, password: str = "", **extra):
+    user = get_user_model().objects.create_user(
+        username=f"staff{next(_numbers)}", password=password or None, **extra
+    )
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+def front_desk(password: str = ""):
+    return staff_user(FRONT_DESK_GROUP, password=password)
+
+
+def clinic_admin():
+    return staff_user(CLINIC_ADMINS_GROUP)
+
+
+def crowd(
+    clinic, day: date, n: int, *, patient: Patient | None = None, failing=True, after: int = 0
+):
+    """``n`` visits on ``day`` (local), back to back, each with a failed text.
+
+    Written directly, not booked: the page tests measure pages, and direct rows
+    let them fill a day past opening hours. Consecutive half hours never
+    overlap, so PostgreSQL's exclusion constraints accept them; ``after`` skips
+    the half hours an earlier call on the same day filled.
+    """
+    tz = clinic.clinic.tz
+    visits = []
+    for index in range(after, after + n):
+        person = patient or Patient.objects.create(
+            clinic=clinic.clinic,
+            first_name=f"Crowd{index}",
+            last_name=f"Person{next(_numbers)}",
+            date_of_birth=date(1980, 1, 1),
+            time_zone=clinic.clinic.time_zone,
+        )
+        start = datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=30 * index)
+        dosing = index % 2 == 0
+        visit = Visit.objects.create(
+            patient=person,
+            visit_type=clinic.iv if dosing else clinic.integration,
+            clinician=clinic.prescriber if dosing else clinic.therapist,
+            room=clinic.room1 if dosing else None,
+            start=start,
+            end=start + timedelta(minutes=30),
+            status=VisitStatus.BOOKED,
+        )
+        if failing:
+            failed_message(visit)
+        visits.append(visit)
+    return visits
+
+
+def failed_message(visit: Visit, status: str = Status.FAILED, *, sequence: int = 0) -> Message:
+    """A text for ``visit`` that the provider never took (the clinic's test visit types have
+    no reminder policy, so booking plans none)."""
+    return Message.objects.create(
+        visit=visit,
+        patient=visit.patient,
+        purpose=Purpose.REMINDER,
+        channel=Channel.SMS,
+        # A notice is unique per visit sequence: older sequences give a visit more rows.
+        visit_sequence=visit.sequence + sequence,
+        recipient="+12125550199",
+        send_at=visit.start - timedelta(days=1),
+        expires_at=visit.start,
+        status=status,
+        last_error="Unreachable" if status == Status.FAILED else "",
+    )

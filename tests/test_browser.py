@@ -1,0 +1,172 @@
+"""The three users' pages in a real Chromium: front desk, keyboard-only sign-in, a patient's phone.
+
+Runs Debian's /usr/bin/chromium through Playwright (no browser download);
+skipped, saying why, when either is missing. .ci/run installs chromium.
+"""
+
+import os
+import shutil
+from datetime import date, datetime, time, timedelta
+
+import pytest
+from django.utils import timezone
+
+from notifications.patient_links import issue_patient_link
+from scheduler.models import Visit, VisitStatus
+from tests.conftest import SmallClinic
+from tests.page_helpers import front_desk
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+PASSWORD = "browser-test-pass-2030"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(
+    not shutil.which(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # Playwright's sync API runs an event loop in this thread; Django would then
+    # refuse the tests' own ORM calls as "async-unsafe". They are not: the loop
+    # only drives the browser, and the server runs in its own thread.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()
+
+
+def _next_weekday(day: date, ahead: int) -> date:
+    day += timedelta(days=ahead)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+def _visit(clinic: SmallClinic, patient, kind: str, day: date, hh_mm: str) -> Visit:
+    """Written directly: today's visit may lie in hours already gone, which booking refuses."""
+    start = datetime.combine(day, time.fromisoformat(hh_mm), tzinfo=clinic.clinic.tz)
+    dosing = kind == "dosing"
+    return Visit.objects.create(
+        patient=patient,
+        visit_type=clinic.iv if dosing else clinic.integration,
+        clinician=clinic.prescriber if dosing else clinic.therapist,
+        room=clinic.room1 if dosing else None,
+        start=start,
+        end=start + (clinic.iv if dosing else clinic.integration).duration,
+    )
+
+
+def _sign_in(page, live_server, username):
+    page.goto(live_server.url + "/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_front_desk_sees_a_flagged_dosing_visit_moves_one_visit_and_cancels_another(
+    page, live_server, transactional_db
+):
+    clinic = SmallClinic()
+    user = front_desk(password=PASSWORD)
+    today = timezone.localdate(timezone=clinic.clinic.tz)
+    avery = clinic.patient("Avery", "Applewood")
+    _visit(clinic, avery, "dosing", today, "10:00")
+    to_move = _visit(clinic, avery, "integration", _next_weekday(today, 2), "11:00")
+    to_cancel = _visit(clinic, avery, "integration", _next_weekday(today, 4), "15:00")
+
+    _sign_in(page, live_server, user.username)
+    assert page.url.endswith("/desk/")
+    attention = page.get_by_role("region", name="Needs attention (1)")
+    assert "No ride home" in attention.inner_text()
+
+    attention.get_by_role("link", name="Avery Applewood", exact=False).click()
+    page.get_by_role("link", name="Avery Applewood").click()
+    assert page.get_by_role("heading", level=1).inner_text() == "Avery Applewood"
+    assert "Screening" in page.content() and "cleared" in page.content()
+
+    page.goto(f"{live_server.url}/desk/visits/{to_move.pk}/")
+    select = page.get_by_label("New time", exact=False)
+    option = select.locator("option[value]:not([value=''])").nth(2)
+    chosen = option.get_attribute("value")
+    select.select_option(chosen)
+    page.get_by_role("button", name="Move visit").click()
+    assert page.get_by_role("status").inner_text().strip() == "Moved."
+    to_move.refresh_from_db()
+    assert to_move.start == datetime.fromisoformat(chosen.split(":", 2)[2])
+    assert to_move.sequence == 1
+
+    page.goto(f"{live_server.url}/desk/visits/{to_cancel.pk}/")
+    page.get_by_label("Reason").fill("Patient is travelling")
+    page.get_by_role("button", name="Cancel visit").click()
+    assert "Cancelled." in page.get_by_role("status").inner_text()
+    to_cancel.refresh_from_db()
+    assert to_cancel.status == VisitStatus.CANCELLED
+    assert to_cancel.cancellation_reason == "Patient is travelling"
+
+
+def test_a_patient_confirms_their_visit_on_a_phone(browser, live_server, transactional_db):
+    clinic = SmallClinic()
+    avery = clinic.patient("Avery", "Applewood")
+    visit = _visit(clinic, avery, "integration", _next_weekday(timezone.localdate(), 1), "10:00")
+    link = issue_patient_link(avery).replace("http://localhost:8000", live_server.url)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    phone = context.new_page()
+    phone.goto(link)
+    assert "Hello Avery" in phone.content()
+    # Readable on a phone: nothing wider than the screen.
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    phone.get_by_role("button", name="Confirm this visit").tap()
+    assert "your visit is confirmed" in phone.get_by_role("status").inner_text()
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.CONFIRMED
+    context.close()
+
+
+def test_keyboard_only_sign_in(page, live_server, transactional_db):
+    SmallClinic()
+    user = front_desk(password=PASSWORD)
+    page.goto(live_server.url + "/login/")
+    # The username field has the focus on arrival (autofocus lands at the next
+    # rendering opportunity, which can trail the load event on a busy machine);
+    # Tab walks the form in order.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'id_username'")
+    page.keyboard.type(user.username)
+    assert page.input_value("#id_username") == user.username
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "id_password"
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Sign in"
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/desk/")
+    assert page.get_by_role("heading", level=1).inner_text().startswith("Today")
+    # The skip link is the first stop and jumps to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"

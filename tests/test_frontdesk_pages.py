@@ -1,0 +1,369 @@
+"""The front desk's pages: who may open them, what they show, and what their forms do."""
+
+from datetime import date, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from notifications.models import InboundKind, InboundMessage, Message, Status
+from plans.models import CarePlan, PlanStatus, Protocol
+from scheduler import booking
+from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
+from tests.conftest import at
+from tests.page_helpers import clinic_admin, crowd, failed_message, front_desk
+
+pytestmark = pytest.mark.usefixtures("now")
+TODAY = date(2030, 1, 2)  # the `now` fixture's day in New York (a Wednesday)
+
+DESK_PAGES = [
+    reverse("desk_today"),
+    reverse("desk_day", args=["2030-01-02"]),
+    reverse("desk_this_week"),
+    reverse("desk_week", args=["2030-01-02"]),
+    reverse("desk_patients") + "?q=avery",
+    reverse("desk_messages"),
+    reverse("desk_new_plan"),
+]
+
+
+@pytest.fixture
+def desk(client, clinic):
+    client.force_login(front_desk())
+    return client
+
+
+def test_anonymous_users_go_to_sign_in_and_clinicians_get_403_on_desk_pages(client, clinic):
+    for url in DESK_PAGES:
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/?next=")
+    client.force_login(clinic.therapist.user)
+    for url in DESK_PAGES:
+        assert client.get(url).status_code == 403, url
+
+
+@pytest.mark.parametrize("user", [front_desk, clinic_admin])
+def test_front_desk_and_clinic_admins_open_every_desk_page(client, clinic, user):
+    client.force_login(user())
+    for url in DESK_PAGES:
+        assert client.get(url).status_code == 200, url
+
+
+def test_home_sends_each_role_to_its_page(client, clinic):
+    assert client.get("/")["Location"].startswith("/login/")
+    client.force_login(front_desk())
+    assert client.get("/")["Location"] == reverse("desk_today")
+    client.force_login(clinic.therapist.user)
+    assert client.get("/")["Location"] == reverse("my_calendar")
+
+
+def test_signing_in_with_the_form_lands_the_front_desk_on_today(client, clinic):
+    front_desk(password="a-long-test-password")
+    page = client.get(reverse("login"))
+    assert 'lang="en"' in page.text and "Skip to content" in page.text
+    username = front_desk(password="desk-pass-2030").username
+    response = client.post(
+        reverse("login"), {"username": username, "password": "desk-pass-2030"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("desk_today")
+    assert "Today, Wednesday 2 January 2030" in response.text
+    client.logout()
+    wrong = client.post(reverse("login"), {"username": username, "password": "nope"})
+    assert "did not match" in wrong.text
+
+
+def test_day_view_shows_local_times_and_flags_what_needs_acting_on(desk, clinic):
+    patient = clinic.patient("Avery", "Applewood")
+    dosing = booking.book(
+        patient=patient,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=at(TODAY, "10:00"),
+    )
+    unscreened = clinic.patient("Blake", "Unscreened", screened=False)
+    # The screening gate refuses such a booking; an imported or older row can still exist.
+    Visit.objects.create(
+        patient=unscreened,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room2,
+        start=at(TODAY, "13:00"),
+        end=at(TODAY, "15:00"),
+    )
+    failed_message(dosing)
+    page = desk.get(reverse("desk_today")).text
+    assert "10:00-12:00" in page  # New York time, not UTC (15:00)
+    assert "Avery Applewood" in page and "Blake Unscreened" in page
+    for flag in ("Not confirmed", "No ride home", "Screening not cleared", "Message failed"):
+        assert flag in page
+    assert "Needs attention (2)" in page
+    assert reverse("desk_day", args=["2030-01-01"]) in page
+    assert reverse("desk_day", args=["2030-01-03"]) in page
+    other_day = desk.get(reverse("desk_day", args=["2030-01-03"])).text
+    assert "Avery Applewood" not in other_day and "No visits on this day." in other_day
+    assert desk.get(reverse("desk_day", args=["not-a-date"])).status_code == 404
+
+
+def test_week_view_lists_the_seven_days_with_their_visits(desk, clinic):
+    patient = clinic.patient("Avery", "Applewood")
+    booking.book(
+        patient=patient,
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(date(2030, 1, 4), "11:00"),
+    )
+    page = desk.get(reverse("desk_week", args=["2030-01-02"])).text
+    assert "Week of Monday 31 December 2029" in page
+    assert "Friday 4 January" in page and "11:00-11:50" in page
+    assert reverse("desk_week", args=["2030-01-07"]) in page
+    by_query = desk.get(reverse("desk_this_week") + "?day=2030-01-09").text
+    assert "Week of Monday 7 January 2030" in by_query
+
+
+def test_patient_search_finds_by_name_phone_and_email_and_the_page_shows_the_record(desk, clinic):
+    patient = clinic.patient(
+        "Avery", "Applewood", sms_consent_at=at(TODAY, "06:00"), sms_consent_method="web_form"
+    )
+    clinic.patient("Other", "Person")
+    for query in ("applew", patient.mobile[-7:], "avery.applewood@"):
+        page = desk.get(reverse("desk_patients"), {"q": query}).text
+        assert "Applewood, Avery" in page and "Person, Other" not in page
+    assert "No patient matches" in desk.get(reverse("desk_patients"), {"q": "zzz"}).text
+    visit = booking.book(
+        patient=patient,
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(date(2030, 1, 4), "11:00"),
+    )
+    page = desk.get(reverse("desk_patient", args=[patient.pk])).text
+    assert "cleared" in page and "Online form" in page.replace("online form", "Online form")
+    assert "Upcoming visits (1)" in page and "Fri 4 Jan 2030, 11:00" in page
+    assert "Waiting to be sent" not in page
+    failed_message(visit, status=Status.PENDING)
+    page = desk.get(reverse("desk_patient", args=[patient.pk])).text
+    # Each visit lists its messages with their delivery status.
+    assert "Reminder by text message" in page and "Waiting to be sent" in page
+
+
+def test_issuing_a_patient_link_shows_it_once_and_it_opens_the_patient_page(desk, clinic):
+    patient = clinic.patient()
+    page = desk.post(reverse("desk_patient", args=[patient.pk]), {"action": "issue_link"})
+    link = page.context["new_link"]
+    assert link.startswith("http") and "/p/" in link
+    assert link in page.text
+    assert link not in desk.get(reverse("desk_patient", args=[patient.pk])).text
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    assert desk.get("/" + path).status_code == 200
+
+
+def _visit_page(desk, visit):
+    return desk.get(reverse("desk_visit", args=[visit.pk]))
+
+
+def test_moving_a_visit_to_an_offered_slot_and_cancelling_with_a_reason(desk, clinic):
+    patient = clinic.patient()
+    visit = booking.book(
+        patient=patient,
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(date(2030, 1, 4), "11:00"),
+    )
+    page = _visit_page(desk, visit)
+    slots = page.context["move_form"].slots
+    assert slots and all(slot.start > at(TODAY, "07:00") for slot in slots.values())
+    value, slot = list(slots.items())[3]
+    response = desk.post(
+        reverse("desk_visit", args=[visit.pk]), {"action": "move", "slot": value}, follow=True
+    )
+    assert "Moved." in response.text
+    visit.refresh_from_db()
+    assert visit.start == slot.start and visit.sequence == 1
+
+    refused = desk.post(reverse("desk_visit", args=[visit.pk]), {"action": "cancel", "reason": ""})
+    assert refused.status_code == 200 and "This field is required" in refused.text
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.BOOKED
+    desk.post(reverse("desk_visit", args=[visit.pk]), {"action": "cancel", "reason": "Patient ill"})
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.CANCELLED and visit.cancellation_reason == "Patient ill"
+
+
+def test_a_stale_slot_is_refused_by_the_form(desk, clinic):
+    visit = booking.book(
+        patient=clinic.patient(),
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(date(2030, 1, 4), "11:00"),
+    )
+    bogus = f"{clinic.therapist.pk}::2030-01-05T03:00:00-05:00"
+    response = desk.post(reverse("desk_visit", args=[visit.pk]), {"action": "move", "slot": bogus})
+    assert "Select a valid choice" in response.text
+    visit.refresh_from_db()
+    assert visit.sequence == 0
+
+
+def test_check_in_needs_a_ride_home_and_booking_errors_show_as_messages(desk, clinic):
+    visit = booking.book(
+        patient=clinic.patient(),
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=at(TODAY, "10:00"),
+    )
+    url = reverse("desk_visit", args=[visit.pk])
+    page = desk.post(url, {"action": "check_in"}, follow=True).text
+    assert "Record a ride home before checking in" in page
+    page = desk.post(url, {"action": "no_show"}, follow=True).text
+    assert "has not started yet" in page
+    desk.post(url, {"action": "ride_home"})
+    desk.post(url, {"action": "check_in"})
+    visit.refresh_from_db()
+    assert visit.ride_home_arranged and visit.status == VisitStatus.CHECKED_IN
+    desk.post(url, {"action": "complete"})
+    visit.refresh_from_db()
+    assert visit.status == VisitStatus.COMPLETED
+    # Forms need the CSRF token like every other POST.
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(front_desk())
+    assert strict.post(url, {"action": "ride_home"}).status_code == 403
+
+
+def test_message_queue_lists_failures_and_replies_and_resends(desk, clinic):
+    [visit] = crowd(clinic, date(2030, 1, 8), 1)
+    failed = Message.objects.get(visit=visit)
+    InboundMessage.objects.create(
+        provider_id="SM1",
+        from_number=visit.patient.mobile or "+12125550111",
+        patient=visit.patient,
+        body="R",
+        kind=InboundKind.RESCHEDULE,
+        visit=visit,
+        needs_attention=True,
+    )
+    page = desk.get(reverse("desk_messages")).text
+    assert "Unreachable" in page and "Asked to reschedule (R)" in page
+    desk.post(reverse("desk_resend", args=[failed.pk]))
+    failed.refresh_from_db()
+    assert failed.status == Status.PENDING and failed.attempts == 0
+    again = desk.post(reverse("desk_resend", args=[failed.pk]), follow=True).text
+    assert "cannot be sent again" in again
+    inbound = InboundMessage.objects.get()
+    desk.post(reverse("desk_handled", args=[inbound.pk]))
+    inbound.refresh_from_db()
+    assert inbound.handled_at is not None
+    assert "Asked to reschedule (R)" not in desk.get(reverse("desk_messages")).text
+
+
+@pytest.fixture
+def demo(db, client):
+    call_command("seed_demo", stdout=StringIO())
+    client.force_login(front_desk())
+    return Clinic.objects.get(slug="riverside")
+
+
+def _plan_form(patient, protocol_slug="iv-induction", **extra):
+    protocol = Protocol.objects.get(slug=protocol_slug)
+    return {
+        "patient": patient.pk,
+        "protocol": protocol.pk,
+        "start_date": "2030-02-04",
+        "time_from": "09:00",
+        "time_to": "17:00",
+        "weekdays": ["0", "2", "4"],
+        **extra,
+    }
+
+
+def test_new_plan_is_proposed_then_confirmed_and_booked(client, demo):
+    patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
+    page = client.post(reverse("desk_new_plan"), _plan_form(patient, action="propose"))
+    assert "Proposed plan: IV" in page.text and "Estimated cost" in page.text
+    assert "Confirm and book" in page.text
+    assert not CarePlan.objects.exists()
+    done = client.post(reverse("desk_new_plan"), _plan_form(patient, action="confirm"))
+    assert done["Location"] == reverse("desk_patient", args=[patient.pk])
+    plan = CarePlan.objects.get()
+    assert plan.status == PlanStatus.ACTIVE
+    assert plan.planned_visits.filter(visit__status=VisitStatus.BOOKED).count() == len(
+        page.context["proposal"].visits
+    )
+
+
+def test_a_plan_that_cannot_be_confirmed_says_why_and_saves_nothing(client, demo):
+    unscreened = Patient.objects.filter(clinic=demo).order_by("pk")[15]
+    page = client.post(reverse("desk_new_plan"), _plan_form(unscreened, action="confirm"))
+    assert "The plan was not booked" in page.text and "screening" in page.text.lower()
+    assert not CarePlan.objects.exists()
+
+
+def test_an_infeasible_plan_shows_the_generators_reason_and_bad_times_are_refused(client, demo):
+    Closure.objects.create(
+        clinic=demo,
+        start=at(date(2030, 2, 4), "00:00"),
+        end=at(date(2031, 3, 1), "00:00"),
+    )
+    patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
+    page = client.post(reverse("desk_new_plan"), _plan_form(patient, action="confirm"))
+    assert "No slot for step" in page.text and "Screening" in page.text
+    assert "Confirm and book" not in page.text and not CarePlan.objects.exists()
+    bad = client.post(
+        reverse("desk_new_plan"),
+        _plan_form(patient, action="propose", time_from="12:00", time_to="09:00"),
+    )
+    assert "must end after they start" in bad.text
+
+
+# -- query bounds: the same number of queries for N and 3N visits -------------------
+
+
+def _count(client, url) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(queries)
+
+
+# Measured: 7 of each are the session (read, then saved on every request for the
+# idle timeout, in a savepoint), the user and their roles; the rest is the page.
+PAGE_BOUNDS = {"day": 11, "week": 11, "patient": 15, "visit": 18, "messages": 10, "patients": 9}
+
+
+def _urls(clinic, day, patient, visit):
+    return {
+        "day": reverse("desk_day", args=[day.isoformat()]),
+        "week": reverse("desk_week", args=[day.isoformat()]),
+        "patient": reverse("desk_patient", args=[patient.pk]),
+        "visit": reverse("desk_visit", args=[visit.pk]),
+        "messages": reverse("desk_messages"),
+        "patients": reverse("desk_patients") + "?q=Crowd",
+    }
+
+
+@pytest.mark.parametrize("page", sorted(PAGE_BOUNDS))
+def test_each_desk_page_runs_a_fixed_number_of_queries(
+    desk, clinic, page, django_assert_max_num_queries
+):
+    day = date(2030, 1, 8)
+    patient = clinic.patient()
+    visit = crowd(clinic, date(2030, 1, 3), 1)[0]
+    counts = []
+    for n in (4, 12):
+        crowd(clinic, day, n - len(counts) * 4, after=len(counts) * 4)
+        # One patient with many visits (and messages) for the patient page.
+        crowd(clinic, day + timedelta(days=n), n, patient=patient)
+        # More messages on the one visit the visit page shows.
+        for sequence in range(n * 10, n * 11):
+            failed_message(visit, sequence=sequence)
+        urls = _urls(clinic, day, patient, visit)
+        counts.append(_count(desk, urls[page]))
+        with django_assert_max_num_queries(PAGE_BOUNDS[page]):
+            desk.get(urls[page])
+    assert counts[0] == counts[1], f"{page}: {counts}"
+    print(f"{page}: {counts[0]} queries")
