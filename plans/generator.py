@@ -4,8 +4,9 @@ The generator walks the protocol's steps in order and gives each visit the
 earliest slot that satisfies every rule: the step's window relative to its
 anchor (a gap after an earlier step, or after each visit of it), spacing
 between visits of the step, weekly limits, the protocol's dose spacing and
-weekly maximum, clinic and clinician hours, time off, closures, rooms and
-every existing visit (one ``Availability`` for the whole plan, so the number of
+weekly maximum (counting doses already booked), clinic and clinician hours,
+time off, closures, rooms and every existing visit (one ``Availability`` for the
+whole plan, loaded again only when a window reaches past it, so the number of
 queries does not depend on how many visits exist). Patient preferences
 (weekdays, times of day, clinicians) are honoured where a slot allows and
 reported as warnings where none does. The same inputs give the same plan.
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from plans.models import Anchor, Protocol, ProtocolStep, Screening
 from scheduler.availability import Availability, format_span
-from scheduler.models import Clinician, Patient, Room, VisitType
+from scheduler.models import Clinician, Patient, Room, Visit, VisitKind, VisitType
 
 WEEK = timedelta(days=7)
 SEARCH_STEP = timedelta(minutes=30)
@@ -102,7 +103,7 @@ class PlanInfeasible(Exception):
 @dataclass
 class Window:
     earliest: datetime
-    latest: datetime
+    latest: datetime | None  # None: the rule sets no upper bound
     rule: str
 
 
@@ -131,7 +132,7 @@ def plan_horizon(protocol_steps: list[ProtocolStep], start: datetime) -> datetim
         )
         gap = step.max_gap or step.min_gap
         if step.recurrence:
-            occurrences = list(step.recurrence_rule(start.replace(tzinfo=None)))
+            occurrences = list(step.recurrence_rule(start))
             span = occurrences[-1] - occurrences[0] if occurrences else timedelta(0)
             total += span + gap + timedelta(days=step.recurrence_tolerance_days)
         elif step.anchor != Anchor.AFTER_EACH:
@@ -156,9 +157,10 @@ class Generator:
                 "position"
             )
         )
-        self.horizon = plan_horizon(self.steps, self.start)
-        self.availability = Availability(self.clinic, self.start, self.horizon, patients=[patient])
+        self.first_horizon = plan_horizon(self.steps, self.start)
         self.visits: list[ProposedVisit] = []
+        self.horizon = self.start
+        self._load_until(self.first_horizon)
         self.warnings: list[str] = []
         self.by_step: dict[int, list[ProposedVisit]] = {}
         self.continuity: dict[str, Clinician] = {}
@@ -214,9 +216,16 @@ class Generator:
         """(occurrence, first window) for each visit of one series; later windows follow spacing."""
         gap_rule = self._gap_text(step)
         if step.recurrence:
-            first = (base + step.min_gap).astimezone(self.tz).replace(tzinfo=None)
-            for occurrence, when in enumerate(step.recurrence_rule(first), start=1):
-                earliest = self._aware(when)
+            first = (base + step.min_gap).astimezone(self.tz)
+            dates = list(step.recurrence_rule(first))
+            if not dates:
+                raise PlanInfeasible(
+                    step, f"{step.recurrence} gives no date {gap_rule} {rule}", None
+                )
+            for occurrence, when in enumerate(dates, start=1):
+                # dateutil drops ``fold``: from the second 01:30 of a fall-back
+                # night it would start an hour early, before the gap has passed.
+                earliest = max(when.astimezone(UTC), base + step.min_gap)
                 yield (
                     occurrence,
                     Window(
@@ -226,7 +235,7 @@ class Generator:
                     ),
                 )
             return
-        latest = base + step.max_gap if step.max_gap is not None else self.horizon
+        latest = base + step.max_gap if step.max_gap is not None else None
         yield 1, Window(max(base + step.min_gap, self.start), latest, f"{gap_rule} {rule}")
         for occurrence in range(2, step.count + 1):
             yield occurrence, None  # placed by spacing from the previous visit of the series
@@ -240,13 +249,20 @@ class Generator:
             latest = (
                 before.start + timedelta(hours=step.max_spacing_hours)
                 if step.max_spacing_hours is not None
-                else self.horizon
+                else None
             )
             window = Window(
                 before.start + timedelta(hours=step.min_spacing_hours),
                 latest,
                 f"{self._spacing_text(step)} after visit {occurrence - 1} on {self._local_span(before)}",
             )
+        if window.latest is None:
+            # Look as far past the plan so far as its first visit looks past the
+            # start: weekly limits, dose spacing and preferences can push later
+            # visits beyond the end estimated for the whole plan.
+            since = max([window.earliest, *(v.end for v in self.visits)])
+            window = Window(window.earliest, since + (self.first_horizon - self.start), window.rule)
+        self._load_until(window.latest)
         visit_type = step.visit_type
         for relax in ("nothing", "clinician", "everything"):
             found = self._search(step, visit_type, window.earliest, window.latest, relax)
@@ -283,6 +299,29 @@ class Generator:
         self.visits.append(visit)
         return visit
 
+    def _load_until(self, horizon: datetime) -> None:
+        """Load what decides slots up to ``horizon`` (once, or again when it moves out)."""
+        if horizon <= self.horizon:
+            return
+        self.horizon = horizon
+        self.availability = Availability(
+            self.clinic, self.start, self.horizon, patients=[self.patient]
+        )
+        for visit in self.visits:
+            self.availability.reserve(
+                visit.clinician, visit.room, self.patient, visit.start, visit.end
+            )
+        # Doses the patient already has count for spacing and the weekly maximum:
+        # the dose_spacing gate counts them when the plan is confirmed.
+        reach = max(WEEK, timedelta(hours=self.protocol.min_hours_between_doses))
+        self.booked_doses = list(
+            Visit.objects.blocking()
+            .for_patient(self.patient)
+            .filter(visit_type__kind=VisitKind.DOSING)
+            .filter(start__gt=self.start - reach, start__lt=self.horizon + reach)
+            .values_list("start", flat=True)
+        )
+
     def _clinicians(self, role: str, relax: str) -> list[Clinician]:
         everyone = sorted(
             (c for c in self.availability.clinicians.values() if c.is_active and c.has_role(role)),
@@ -301,7 +340,7 @@ class Generator:
         """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows."""
         rooms = self.availability.rooms_for(visit_type)
         clinicians = self._clinicians(visit_type.clinician_role, relax)
-        doses = [v.start for v in self.visits if v.visit_type.is_dosing]
+        doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
@@ -345,9 +384,6 @@ class Generator:
         return within_weekly_limit(doses, start, self.protocol.max_doses_per_week)
 
     # -- wording -----------------------------------------------------------
-
-    def _aware(self, naive_local: datetime) -> datetime:
-        return naive_local.replace(tzinfo=self.tz).astimezone(UTC)
 
     def _local_span(self, visit: ProposedVisit) -> str:
         return self._local_text(visit.start, visit.end)

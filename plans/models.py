@@ -125,6 +125,12 @@ class ProtocolStep(models.Model):
         return None if self.max_gap_hours is None else timedelta(hours=self.max_gap_hours)
 
     def recurrence_rule(self, dtstart):
+        """The rule's dates from ``dtstart``, which must be aware.
+
+        RFC 5545 gives UNTIL in UTC when DTSTART has a zone, and dateutil refuses
+        to compare a naive start with it. Dates keep ``dtstart``'s wall-clock
+        time in its zone (across DST changes too).
+        """
         return rrulestr(self.recurrence, dtstart=dtstart)
 
     def rule_problems(self) -> dict[str, str]:
@@ -170,6 +176,8 @@ class ProtocolStep(models.Model):
             else:
                 if rule._count is None and rule._until is None:
                     errors["recurrence"] = "A recurrence needs COUNT or UNTIL: care plans end."
+                elif rule._count == 0:
+                    errors["recurrence"] = "COUNT=0 gives no visit; a step has at least one."
                 elif rule._count and rule._count > 52:
                     errors["recurrence"] = "At most 52 recurring visits in one plan."
         if (
