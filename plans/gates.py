@@ -41,13 +41,15 @@ def dose_spacing(visit: Visit) -> list[str]:
     if protocol is None:
         return []
     spacing = timedelta(hours=protocol.min_hours_between_doses)
+    # Far enough for both rules: the 7-day window and a spacing that may be longer.
+    reach = max(timedelta(days=7), spacing)
     other_doses = list(
         Visit.objects.filter(
             patient=visit.patient,
             visit_type__kind=visit.visit_type.kind,
             status__in=BLOCKING_STATUSES,
-            start__gt=visit.start - timedelta(days=7),
-            start__lt=visit.start + timedelta(days=7),
+            start__gt=visit.start - reach,
+            start__lt=visit.start + reach,
         )
         .exclude(pk=visit.pk)
         .values_list("start", flat=True)

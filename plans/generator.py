@@ -325,7 +325,7 @@ class Generator:
     def _clinicians(self, role: str, relax: str) -> list[Clinician]:
         everyone = sorted(
             (c for c in self.availability.clinicians.values() if c.is_active and c.has_role(role)),
-            key=lambda c: c.display_name,
+            key=lambda c: (c.display_name, c.pk),  # pk: names may repeat
         )
         preferred_id = self.preferences.clinicians.get(role)
         chosen = self.continuity.get(role)

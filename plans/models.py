@@ -6,6 +6,7 @@ whose activities are Appointments (our Visits).
 """
 
 from datetime import timedelta
+from itertools import islice
 
 from dateutil.rrule import rrulestr
 from django.core.exceptions import ValidationError
@@ -57,6 +58,10 @@ class Protocol(models.Model):
             raise ValidationError(
                 {"max_doses_per_week": "A protocol with dosing allows at least one a week."}
             )
+
+
+# A recurrence (COUNT or UNTIL) may not plan more visits than this.
+MAX_RECURRING = 52
 
 
 class Anchor(models.TextChoices):
@@ -178,8 +183,8 @@ class ProtocolStep(models.Model):
                     errors["recurrence"] = "A recurrence needs COUNT or UNTIL: care plans end."
                 elif rule._count == 0:
                     errors["recurrence"] = "COUNT=0 gives no visit; a step has at least one."
-                elif rule._count and rule._count > 52:
-                    errors["recurrence"] = "At most 52 recurring visits in one plan."
+                elif len(list(islice(rule, MAX_RECURRING + 1))) > MAX_RECURRING:
+                    errors["recurrence"] = f"At most {MAX_RECURRING} recurring visits in one plan."
         if (
             self.visit_type_id
             and self.protocol_id

@@ -333,3 +333,29 @@ def test_plan_command_refuses_bad_input_clearly(demo, arguments, message):
     }
     with pytest.raises(CommandError, match=message):
         call_command("plan", **arguments, stdout=StringIO())
+
+
+def test_dose_spacing_longer_than_a_week_holds_for_manual_moves(demo):
+    person = patient(demo)
+    plan = confirm(save_proposal(generate(person, protocol(demo, "kap-lozenge"), START)))
+    Protocol.objects.filter(pk=plan.protocol_id).update(min_hours_between_doses=12 * 24)
+    doses = list(
+        plan.planned_visits.filter(step__visit_type__slug="lozenge-dosing").order_by("visit__start")
+    )
+    last, before = doses[-1].visit, doses[-2].visit
+    target = last.start + timedelta(days=1)
+    # Further than the 7-day window of the weekly maximum, closer than the spacing.
+    assert timedelta(days=7) < target - before.start < timedelta(days=12)
+    with pytest.raises(BookingError, match="Doses must be at least 288 h apart"):
+        booking.move(last, start=target)
+
+
+def test_a_recurrence_by_until_is_held_to_the_visit_cap(demo):
+    step = ProtocolStep(
+        protocol=protocol(demo, "iv-induction"),
+        position=9,
+        visit_type=demo.visit_types.get(slug="maintenance"),
+        recurrence="FREQ=DAILY;UNTIL=20400101T000000Z",
+    )
+    with pytest.raises(ValidationError, match="At most 52 recurring visits"):
+        step.full_clean()
