@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from notifications.models import Message, Purpose
+from notifications.patient_links import issue_patient_link
 from scheduler.models import Visit
 from scheduler.timezones import zone
 
@@ -164,7 +165,13 @@ def _sms_context(visit: Visit) -> dict:
 
 def sms_body(message: Message) -> str:
     """The text of an SMS: one line, GSM characters only."""
-    text = render_to_string(f"notifications/sms/{message.purpose}.txt", _sms_context(message.visit))
+    context = _sms_context(message.visit)
+    if message.purpose == Purpose.PREPARATION:
+        # The instructions live behind the patient's private page, never in the
+        # text. Issuing revokes the previous link, so only the newest text's
+        # link works: a forwarded old text opens nothing.
+        context["link"] = issue_patient_link(message.visit.patient)
+    text = render_to_string(f"notifications/sms/{message.purpose}.txt", context)
     return to_gsm(" ".join(text.split()))
 
 

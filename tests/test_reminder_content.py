@@ -133,3 +133,21 @@ def test_a_clinic_name_that_names_the_treatment_stops_the_text_and_says_why(db, 
         "Hi Avery, a reminder of your visit with Riverside Center on Mon Jun 3 at 10:00 AM. "
         "Reply C to confirm or R to reschedule. Questions: (212) 555-0100. Reply STOP to opt out."
     ]
+
+
+def test_a_preparation_text_carries_a_private_link_that_opens_only_the_newest(demo, client):
+    import re
+
+    patient = Patient.objects.filter(clinic=demo).first()
+    dosing = VisitType.objects.get(clinic=demo, slug="iv-infusion")
+    first = sms_body(unsaved_message(dosing, patient, Purpose.PREPARATION))
+    second = sms_body(unsaved_message(dosing, patient, Purpose.PREPARATION))
+    links = [
+        re.search(r"https://clinic.example.org(/p/[A-Za-z0-9_-]{43}/)", body).group(1)
+        for body in (first, second)
+    ]
+    assert treatment_words(second) == [] and len(second) <= 306
+    assert client.get(links[1]).status_code == 200
+    assert client.get(links[0]).status_code == 404  # revoked by the newer text
+    reminder = sms_body(unsaved_message(dosing, patient, Purpose.REMINDER))
+    assert "/p/" not in reminder
