@@ -25,10 +25,10 @@ from notifications.patient_links import issue_patient_link
 from plans import care_plans
 from plans.generator import PlanInfeasible, generate
 from plans.models import CarePlan, PlannedVisit, Screening
-from scheduler import booking
+from scheduler import audit, booking
 from scheduler.availability import free_slots
 from scheduler.booking import BookingError
-from scheduler.models import Clinic, Patient, Visit, VisitStatus
+from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus
 from scheduler.roles import DESK_ROLES, role_required
 
 MOVE_DAYS = 14
@@ -48,11 +48,19 @@ def desk_clinic() -> Clinic:
     return clinic
 
 
+# Pages show days within these years; others (year 1 or 9999) are typos or
+# probes, and datetime arithmetic near its limits would overflow.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2199, 12, 31)
+
+
 def _day(text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError as error:
         raise Http404("Not a date.") from error
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise Http404("No schedule that far away.")
+    return day
 
 
 def _visits(clinic: Clinic):
@@ -176,6 +184,7 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and request.POST.get("action") == "issue_link":
         # Shown once, now: only its hash is kept (scheduler.tokens).
         new_link = issue_patient_link(person, created_by=request.user)
+        audit.record(request, AuditAction.ISSUED_LINK, person)
     try:
         preferences = person.messaging_preferences
     except Patient.messaging_preferences.RelatedObjectDoesNotExist:
@@ -199,6 +208,7 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),
         "new_link": new_link,
     }
+    audit.record(request, AuditAction.VIEWED_PATIENT, person)
     return render(request, "desk/patient.html", context)
 
 
@@ -273,6 +283,7 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "cancel_form": cancel_form,
         "has_slots": bool(slots),
     }
+    audit.record(request, AuditAction.VIEWED_VISIT, visit.patient, f"visit {visit.pk}")
     return render(request, "desk/visit.html", context)
 
 
@@ -320,6 +331,7 @@ def message_queue(request: HttpRequest) -> HttpResponse:
         .order_by("-received_at", "-pk")[:QUEUE_LIMIT]
     )
     context = {"clinic": clinic, "tz": clinic.tz, "failed": failed, "inbox": inbox}
+    audit.record(request, AuditAction.READ_MESSAGES, detail="message queue")
     return render(request, "desk/messages.html", context)
 
 

@@ -12,17 +12,20 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
+from config.throttle import token_rate_limited
 from notifications.patient_links import ask_to_reschedule, patient_for_link
-from scheduler import booking
+from scheduler import audit, booking
 from scheduler.calendars import Audience, build_calendar
-from scheduler.models import Patient, Visit, VisitStatus
+from scheduler.models import AuditAction, Patient, Visit, VisitStatus
 from scheduler.timezones import zone
 
 
-def _patient(token: str) -> Patient:
+def _patient(request: HttpRequest, token: str) -> Patient:
     patient = patient_for_link(token)
     if patient is None:
         raise Http404("This link does not work (any more). Ask the clinic for a new one.")
+    # Whoever holds the link acts here, whether or not a staff member is signed in.
+    audit.act_as_patient_link(request)
     return patient
 
 
@@ -34,10 +37,11 @@ def _private(response: HttpResponse) -> HttpResponse:
     return response
 
 
+@token_rate_limited
 @never_cache
 @require_http_methods(["GET", "POST"])
 def patient_page(request: HttpRequest, token: str) -> HttpResponse:
-    patient = _patient(token)
+    patient = _patient(request, token)
     if request.method == "POST":
         # Only this patient's visits: another patient's visit id is a 404.
         visit = get_object_or_404(
@@ -69,6 +73,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         .order_by("start")
     )
     next_dosing = next((v for v in visits if v.visit_type.is_dosing), None)
+    audit.record(request, AuditAction.VIEWED_PATIENT_LINK, patient)
     context = {
         "patient": patient,
         "clinic": patient.clinic,
@@ -80,11 +85,12 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     return _private(render(request, "patient/page.html", context))
 
 
+@token_rate_limited
 @never_cache
 @require_safe
 def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """One visit as an .ics file, for "add to calendar" (the feed URL cannot be shown again)."""
-    patient = _patient(token)
+    patient = _patient(request, token)
     visit = get_object_or_404(
         Visit.objects.exclude(status=VisitStatus.PROPOSED).select_related(
             "visit_type", "clinician", "room"

@@ -63,6 +63,8 @@ def inbound(request: HttpRequest) -> HttpResponse:
         return refused
     if not request.POST.get("MessageSid"):
         return HttpResponse("No MessageSid.", status=400)
+    # A "C" reply confirms a visit: the audit trail names the channel, not "anonymous".
+    request.audit_actor = "text reply"
     message = handle_inbound(
         request.POST["MessageSid"],
         request.POST.get("From", ""),

@@ -22,12 +22,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from scheduler import booking, tokens
+from scheduler import audit, booking, tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.feeds import feed_url
 from scheduler.models import (
     OPEN_STATUSES,
     AccessToken,
+    AuditAction,
+    AuditEvent,
     BusyBlock,
     Capability,
     Clinic,
@@ -46,6 +48,7 @@ from scheduler.models import (
     VisitType,
     WorkingHours,
 )
+from scheduler.roles import Role, roles_of
 from scheduler.timezones import LocalTimeError, local_datetime, zone
 
 
@@ -255,14 +258,8 @@ class WorkingHoursAdmin(admin.ModelAdmin):
     autocomplete_fields = ("clinician",)
 
 
-@admin.register(TimeOff)
-class TimeOffAdmin(ClinicTimeMixin, admin.ModelAdmin):
-    list_display = ("clinician", "starts_local", "ends_local", "reason")
-    list_filter = ("clinician__clinic", "clinician")
-    list_select_related = ("clinician__clinic",)
-    search_fields = ("clinician__display_name", "reason")
-    autocomplete_fields = ("clinician",)
-    date_hierarchy = "start"
+class ClinicianIntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    """A clinician's stretch of time (time off, imported busy time), shown in clinic time."""
 
     def clinic_for(self, request, obj):
         if obj:
@@ -278,6 +275,16 @@ class TimeOffAdmin(ClinicTimeMixin, admin.ModelAdmin):
     @admin.display(description="Ends (clinic time)", ordering="end")
     def ends_local(self, obj):
         return clinic_time(obj.end, obj.clinician.clinic)
+
+
+@admin.register(TimeOff)
+class TimeOffAdmin(ClinicianIntervalAdmin):
+    list_display = ("clinician", "starts_local", "ends_local", "reason")
+    list_filter = ("clinician__clinic", "clinician")
+    list_select_related = ("clinician__clinic",)
+    search_fields = ("clinician__display_name", "reason")
+    autocomplete_fields = ("clinician",)
+    date_hierarchy = "start"
 
 
 # -- patients ---------------------------------------------------------------------
@@ -319,11 +326,13 @@ class PatientVisitInline(admin.TabularInline):
     ordering = ("-start",)
 
     def get_queryset(self, request):
-        return (
+        visits = (
             super()
             .get_queryset(request)
             .select_related("patient__clinic", "visit_type", "clinician", "room")
         )
+        clinician = clinician_only(request)
+        return visits if clinician is None else visits.for_clinician(clinician)
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -337,6 +346,18 @@ class PatientVisitInline(admin.TabularInline):
     @admin.display(description="Starts (clinic time)")
     def starts_local(self, obj):
         return clinic_time(obj.start, obj.patient.clinic)
+
+
+def clinician_only(request):
+    """The signed-in clinician when that is all the user is (not desk, not admin), else None.
+
+    Clinicians see their own patients; other patients' details they need only
+    as initials and times, which their calendar shows (DOMAIN.md, roles).
+    """
+    roles = roles_of(request.user)
+    if roles & {Role.FRONT_DESK, Role.ADMIN} or Role.CLINICIAN not in roles:
+        return None
+    return request.user.clinician
 
 
 @admin.register(Patient)
@@ -358,6 +379,24 @@ class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
         ("sms_opted_out_at", admin.EmptyFieldListFilter),
     )
     list_select_related = ("clinic",)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            audit.record(request, AuditAction.VIEWED_PATIENT, int(unquote(object_id)), "admin")
+        return response
+
+    def get_queryset(self, request):
+        patients = super().get_queryset(request)
+        clinician = clinician_only(request)
+        if clinician is None:
+            return patients
+        return patients.filter(
+            pk__in=Visit.objects.for_clinician(clinician)
+            .exclude(status=VisitStatus.PROPOSED)
+            .values("patient")
+        )
+
     search_fields = ("first_name", "last_name", "email", "mobile")
     readonly_fields = ("created_at",)
     fieldsets = (
@@ -579,11 +618,13 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return (
+        visits = (
             super()
             .get_queryset(request)
             .select_related("patient__clinic", "visit_type", "clinician", "room")
         )
+        clinician = clinician_only(request)
+        return visits if clinician is None else visits.for_clinician(clinician)
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -868,7 +909,7 @@ class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
 
 @admin.register(BusyBlock)
-class BusyBlockAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class BusyBlockAdmin(ClinicianIntervalAdmin):
     """Imported busy times (no titles are kept). Each read replaces a calendar's blocks."""
 
     list_display = ("clinician", "starts_local", "ends_local", "calendar_host")
@@ -877,21 +918,43 @@ class BusyBlockAdmin(ClinicTimeMixin, admin.ModelAdmin):
     autocomplete_fields = ("clinician",)
     date_hierarchy = "start"
 
-    def clinic_for(self, request, obj):
-        if obj:
-            return obj.clinician.clinic
-        pk = _requested_pk(request, "clinician")
-        clinician = Clinician.objects.select_related("clinic").filter(pk=pk).first() if pk else None
-        return clinician.clinic if clinician else None
-
-    @admin.display(description="Starts (clinic time)", ordering="start")
-    def starts_local(self, obj):
-        return clinic_time(obj.start, obj.clinician.clinic)
-
-    @admin.display(description="Ends (clinic time)", ordering="end")
-    def ends_local(self, obj):
-        return clinic_time(obj.end, obj.clinician.clinic)
-
     @admin.display(description="Calendar")
     def calendar_host(self, obj):
         return obj.external_calendar.host
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit trail, for clinic admins only, and read-only for everyone (superusers too)."""
+
+    list_display = ("at", "actor_label", "action", "patient", "detail", "ip_address")
+    list_filter = ("action", "at", "actor_label")
+    search_fields = ("actor_label", "patient__last_name", "detail", "ip_address")
+    date_hierarchy = "at"
+    list_select_related = ("patient",)
+    fields = (
+        "at",
+        "actor",
+        "actor_label",
+        "action",
+        "patient",
+        "detail",
+        "ip_address",
+        "user_agent",
+    )
+    readonly_fields = fields
+
+    def has_module_permission(self, request):
+        return Role.ADMIN in roles_of(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return Role.ADMIN in roles_of(request.user)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -671,3 +671,63 @@ class BusyBlock(models.Model):
 
     def __str__(self):
         return f"{self.clinician} busy {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M} UTC"
+
+
+class AuditAction(models.TextChoices):
+    VIEWED_PATIENT = "viewed_patient", "viewed patient page"
+    VIEWED_VISIT = "viewed_visit", "viewed visit page"
+    CHANGED_VISIT = "changed_visit", "changed visit"
+    READ_MESSAGES = "read_messages", "read messages"
+    ISSUED_LINK = "issued_link", "issued patient link"
+    VIEWED_PATIENT_LINK = "viewed_patient_link", "viewed patient link page"
+    EXPORTED = "exported", "exported patient data"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """Who saw or changed which patient's data, when and from where. Append-only.
+
+    ``actor_label`` keeps the username (or "patient link", "system") as it was,
+    so the trail still says who after an account is renamed or removed.
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor_label = models.CharField("who", max_length=150)
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    patient = models.ForeignKey(
+        Patient, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    detail = models.CharField(max_length=200, blank=True)
+    ip_address = models.GenericIPAddressField("from address", null=True, blank=True)
+    user_agent = models.CharField(max_length=200, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["patient", "at"])]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label}: {self.get_action_display()}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("Audit events are append-only: an event cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only: an event cannot be deleted.")

@@ -12,12 +12,14 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 from django.views.decorators.http import require_http_methods, require_safe
 
+from config.throttle import token_rate_limited
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.feeds import Feed, feed_url
 from scheduler.models import ExternalCalendar, InvitePreference, TokenPurpose, Visit, VisitStatus
 
 
+@token_rate_limited
 @require_safe
 def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
     access = tokens.verify(token, TokenPurpose.CALENDAR_FEED)
@@ -109,6 +111,9 @@ def _week_of(text: str, tz) -> date:
     try:
         day = date.fromisoformat(text)
     except ValueError:
+        day = timezone.localdate(timezone=tz)
+    if not date(1900, 1, 1) <= day <= date(2199, 12, 31):
+        # Year 1 or 9999 would overflow the week's arithmetic: show this week.
         day = timezone.localdate(timezone=tz)
     return day - timedelta(days=day.weekday())
 

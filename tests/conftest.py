@@ -181,3 +181,13 @@ def now():
         datetime(2030, 1, 2, 12, 0, tzinfo=zone("UTC")), tick=False
     ) as traveller:
         yield traveller
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counts live in the cache (config.throttle): each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -213,3 +213,24 @@ def test_printed_logins_work_and_the_admin_url_is_shown():
         assert re.search(rf"^\s+{username}\s+{re.escape(password)}\s+\S", output, re.MULTILINE)
         assert authenticate(username=username, password=password) is not None
     assert f"{settings.SITE_URL}/admin/" in output
+
+
+def test_the_clinicians_group_cannot_browse_messages_replies_screenings_or_plans():
+    from django.contrib.auth.models import Group
+
+    seed()
+    codenames = set(
+        Group.objects.get(name="Clinicians").permissions.values_list("codename", flat=True)
+    )
+    assert {"view_visit", "view_patient", "view_protocol"} <= codenames
+    for hidden in (
+        "message",
+        "inboundmessage",
+        "screening",
+        "careplan",
+        "plannedvisit",
+        "auditevent",
+    ):
+        assert f"view_{hidden}" not in codenames
+    desk = set(Group.objects.get(name="Front desk").permissions.values_list("codename", flat=True))
+    assert {"view_message", "change_inboundmessage", "view_screening"} <= desk

@@ -170,7 +170,26 @@ GROUP_PERMISSIONS = {
         # The front desk resends failed messages and works the inbox of replies.
         "change": ["visit", "patient", "careplan", "message", "inboundmessage"],
     },
-    CLINICIANS: {"view": "*"},
+    # Clinicians see the schedule and, in the admin, only their own visits and
+    # patients; messages, replies, screenings and plans of other clinicians'
+    # patients are not theirs to browse.
+    CLINICIANS: {
+        "view": [
+            "clinic",
+            "openinghours",
+            "closure",
+            "room",
+            "capability",
+            "clinician",
+            "workinghours",
+            "timeoff",
+            "visittype",
+            "visit",
+            "patient",
+            "protocol",
+            "protocolstep",
+        ]
+    },
     CLINIC_ADMINS: {"view": "*", "add": "*", "change": "*", "delete": "*"},
 }
 

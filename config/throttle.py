@@ -1,0 +1,84 @@
+"""Rate limits kept in Django's cache: token URLs per address, failed sign-ins.
+
+A fixed window per key (``cache.add`` starts it, ``cache.incr`` counts), which
+is plenty for telling a calendar app's polling from someone guessing tokens.
+The default LocMemCache counts per process; with several web processes set
+CACHE_URL (Redis) so that they share the counts.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+
+
+def client_address(request: HttpRequest) -> str:
+    # REMOTE_ADDR only: X-Forwarded-For is whatever the client wants it to be
+    # unless a trusted proxy rewrites it, and then the proxy sets REMOTE_ADDR.
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def _key(scope: str, who: str) -> str:
+    return f"throttle:{scope}:{who}"
+
+
+def count(scope: str, who: str) -> int:
+    return cache.get(_key(scope, who), 0)
+
+
+def hit(scope: str, who: str, window: int) -> int:
+    """Count one more event for ``who`` in the current window; the count so far."""
+    key = _key(scope, who)
+    if cache.add(key, 1, timeout=window):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, timeout=window)
+        return 1
+
+
+def reset(scope: str, who: str) -> None:
+    cache.delete(_key(scope, who))
+
+
+def token_rate_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """429 after TOKEN_RATE_LIMIT requests a minute from one address to the token URLs."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        seen = hit("token", client_address(request), 60)
+        if seen > settings.TOKEN_RATE_LIMIT:
+            response = HttpResponse(
+                "Too many requests from this address. Try again in a minute.",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = "60"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+# -- sign-in --------------------------------------------------------------------
+
+
+def _login_scopes(request: HttpRequest, username: str) -> list[tuple[str, str]]:
+    return [("login-user", (username or "").strip().lower()), ("login-ip", client_address(request))]
+
+
+def login_locked(request: HttpRequest, username: str) -> bool:
+    return any(
+        count(scope, who) >= settings.LOGIN_FAILURE_LIMIT
+        for scope, who in _login_scopes(request, username)
+    )
+
+
+def login_failed(request: HttpRequest, username: str) -> None:
+    for scope, who in _login_scopes(request, username):
+        if hit(scope, who, settings.LOGIN_LOCKOUT_SECONDS) >= settings.LOGIN_FAILURE_LIMIT:
+            # The lockout runs its full time from the failure that caused it.
+            cache.touch(_key(scope, who), settings.LOGIN_LOCKOUT_SECONDS)

@@ -1,0 +1,222 @@
+"""Who may open what: every URL of the project against every role, in one table.
+
+Outcomes: 200, "login" (302 to a sign-in page), 302 (any other redirect), 403,
+404, 405. Token URLs answer on the token alone (the link is the credential),
+so they are the same for every role; a wrong token is a 404 for everyone.
+"""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from notifications.patient_links import issue_patient_link
+from scheduler import tokens
+from scheduler.models import Visit, VisitStatus
+from scheduler.roles import CLINIC_ADMINS_GROUP
+from tests.conftest import MONDAY, at
+from tests.page_helpers import failed_message, front_desk
+
+ROLES = ("anonymous", "link", "desk", "therapist", "prescriber", "nurse", "admin")
+L = "login"
+DESK = {"anonymous": L, "link": L, "desk": 200, "admin": 200} | dict.fromkeys(
+    ("therapist", "prescriber", "nurse"), 403
+)
+DESK_POST = DESK | {"desk": 302, "admin": 302}
+EVERYONE = dict.fromkeys(ROLES, 200)
+NOBODY_405 = dict.fromkeys(ROLES, 405)
+NOBODY_403 = dict.fromkeys(ROLES, 403)
+NOBODY_404 = dict.fromkeys(ROLES, 404)
+STAFF = ("desk", "therapist", "prescriber", "nurse", "admin")
+SIGNED_IN_302 = dict.fromkeys(STAFF, 302)
+SIGNED_IN_200 = dict.fromkeys(STAFF, 200)
+
+# (label, url name, arguments (from the world below), method, outcome per role)
+MATRIX = [
+    ("home", "home", None, "get", {"anonymous": L, "link": L} | SIGNED_IN_302),
+    ("sign-in page", "login", None, "get", {"anonymous": 200, "link": 200} | SIGNED_IN_302),
+    ("sign-out by GET", "logout", None, "get", NOBODY_405),
+    # Every staff account may open the index; what it lists depends on permissions.
+    ("admin index", "admin:index", None, "get", {"anonymous": L, "link": L} | SIGNED_IN_200),
+    ("status webhook by GET", "twilio-status", None, "get", NOBODY_405),
+    ("status webhook unsigned", "twilio-status", None, "post", NOBODY_403),
+    ("inbound webhook by GET", "twilio-inbound", None, "get", NOBODY_405),
+    ("inbound webhook unsigned", "twilio-inbound", None, "post", NOBODY_403),
+    ("desk today", "desk_today", None, "get", DESK),
+    ("desk day", "desk_day", "day", "get", DESK),
+    ("desk this week", "desk_this_week", None, "get", DESK),
+    ("desk week", "desk_week", "day", "get", DESK),
+    ("desk patient search", "desk_patients", None, "get", DESK),
+    ("desk patient, therapist's own", "desk_patient", "own_patient", "get", DESK),
+    ("desk patient, not therapist's", "desk_patient", "other_patient", "get", DESK),
+    ("desk visit", "desk_visit", "own_visit", "get", DESK),
+    ("desk message queue", "desk_messages", None, "get", DESK),
+    ("desk resend by GET", "desk_resend", "message", "get", NOBODY_405),
+    ("desk resend", "desk_resend", "message", "post", DESK_POST),
+    ("desk mark handled by GET", "desk_handled", "message", "get", NOBODY_405),
+    ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
+    ("desk new plan", "desk_new_plan", None, "get", DESK),
+    ("patient page, live link", "patient_page", "link", "get", EVERYONE),
+    ("patient page, revoked link", "patient_page", "revoked_link", "get", NOBODY_404),
+    ("patient visit .ics, own visit", "patient_visit_ics", "link_own_visit", "get", EVERYONE),
+    (
+        "patient visit .ics, other's visit",
+        "patient_visit_ics",
+        "link_other_visit",
+        "get",
+        NOBODY_404,
+    ),
+    ("calendar feed, live token", "calendar_feed", "feed", "get", EVERYONE),
+    ("calendar feed, revoked token", "calendar_feed", "revoked_feed", "get", NOBODY_404),
+    (
+        "my calendar",
+        "my_calendar",
+        None,
+        "get",
+        {"anonymous": L, "link": L, "desk": 404, "admin": 404}
+        | dict.fromkeys(("therapist", "prescriber", "nurse"), 200),
+    ),
+]
+
+
+def project_url_names() -> set[str]:
+    """Every named URL of the project; of the admin only its index (Django's own pages)."""
+    names = set()
+
+    def walk(patterns, namespace=""):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+                walk(pattern.url_patterns, inner)
+            elif isinstance(pattern, URLPattern):
+                name = f"{namespace}{pattern.name}" if pattern.name else str(pattern.pattern)
+                if namespace.startswith("admin:") and name != "admin:index":
+                    continue
+                names.add(name)
+
+    walk(get_resolver().url_patterns)
+    return names
+
+
+def test_every_url_of_the_project_has_a_row_in_the_matrix():
+    assert project_url_names() == {row[1] for row in MATRIX}
+    assert all(set(row[4]) == set(ROLES) for row in MATRIX), "every row names every role"
+
+
+@pytest.fixture
+def world(clinic):
+    """Two patients: Avery sees the therapist, Blake only the prescriber."""
+    avery = clinic.patient("Avery", "Applewood")
+    blake = clinic.patient("Blake", "Birchwood")
+    own = Visit.objects.create(
+        patient=avery,
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(MONDAY, "10:00"),
+        end=at(MONDAY, "10:50"),
+        status=VisitStatus.BOOKED,
+    )
+    other = Visit.objects.create(
+        patient=blake,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=at(MONDAY, "11:00"),
+        end=at(MONDAY, "13:00"),
+        status=VisitStatus.BOOKED,
+    )
+    link = issue_patient_link(avery).rsplit("/", 2)[-2]
+    _, revoked_feed = tokens.issue(clinic.therapist)
+    _, feed = tokens.issue(clinic.therapist)
+    revoked_link = issue_patient_link(blake).rsplit("/", 2)[-2]
+    issue_patient_link(blake)
+    args = {
+        "day": [MONDAY.isoformat()],
+        "own_patient": [avery.pk],
+        "other_patient": [blake.pk],
+        "own_visit": [own.pk],
+        "message": [failed_message(other).pk],
+        "link": [link],
+        "revoked_link": [revoked_link],
+        "link_own_visit": [link, own.pk],
+        "link_other_visit": [link, other.pk],
+        "feed": [feed],
+        "revoked_feed": [revoked_feed],
+    }
+    desk = front_desk()
+    admin = front_desk()
+    admin.groups.set([Group.objects.get_or_create(name=CLINIC_ADMINS_GROUP)[0]])
+    users = {
+        "desk": desk,
+        "admin": admin,
+        "therapist": clinic.therapist.user,
+        "prescriber": clinic.prescriber.user,
+        "nurse": clinic.nurse.user,
+    }
+    for user in users.values():
+        user.is_staff = True  # as seed_demo makes every staff account
+        user.save(update_fields=["is_staff"])
+    return {"args": args, "users": users, "avery": avery, "blake": blake, "link": link}
+
+
+def outcome(response) -> int | str:
+    if response.status_code == 302:
+        location = response["Location"]
+        return L if location.startswith(("/login/", "/admin/login/")) else 302
+    return response.status_code
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=[row[0] for row in MATRIX])
+def test_permission_matrix(world, row):
+    label, name, arg_key, method, expected = row
+    url = reverse(name, args=world["args"][arg_key] if arg_key else None)
+    got = {}
+    for role in ROLES:
+        client = Client()
+        if role in world["users"]:
+            client.force_login(world["users"][role])
+        elif role == "link":
+            # A patient who opened their own link earlier: no session, only the link.
+            client.get(reverse("patient_page", args=[world["link"]]))
+        got[role] = outcome(getattr(client, method)(url))
+    assert got == expected, f"{label} ({url})"
+
+
+def test_a_patient_link_shows_only_that_patients_data(client, world):
+    page = client.get(reverse("patient_page", args=[world["link"]])).text
+    assert "Avery" in page
+    assert "Blake" not in page and "Birchwood" not in page
+
+
+def test_clinicians_see_only_their_own_visits_and_other_patients_not_at_all(client, clinic, world):
+    client.force_login(clinic.therapist.user)
+    page = client.get(reverse("my_calendar"), {"week": MONDAY.isoformat()}).text
+    assert "(AA)" in page and "Applewood" not in page
+    assert "Blake" not in page and "(BB)" not in page
+    # Nor through the desk's patient or visit pages, own patient or not.
+    for url in (
+        reverse("desk_patient", args=[world["blake"].pk]),
+        reverse("desk_patient", args=[world["avery"].pk]),
+    ):
+        assert client.get(url).status_code == 403
+
+
+def test_in_the_admin_a_clinician_sees_only_their_own_patients_and_visits(client, clinic, world):
+    from django.contrib.auth.models import Permission
+
+    therapist = world["users"]["therapist"]
+    # Broader than seed_demo's "Clinicians" group: view permission on every model.
+    therapist.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(therapist)
+    patients = client.get(reverse("admin:scheduler_patient_changelist")).text
+    assert "Applewood" in patients and "Birchwood" not in patients
+    blake = reverse("admin:scheduler_patient_change", args=[world["blake"].pk])
+    assert client.get(blake).status_code == 302  # the admin's answer to "no such row"
+    visits = client.get(reverse("admin:scheduler_visit_changelist")).text
+    assert "Applewood" in visits and "Birchwood" not in visits
+    # The front desk still sees everyone.
+    client.force_login(world["users"]["desk"])
+    world["users"]["desk"].user_permissions.set(
+        Permission.objects.filter(codename__startswith="view_")
+    )
+    assert "Birchwood" in client.get(reverse("admin:scheduler_patient_changelist")).text

@@ -1,0 +1,159 @@
+"""Tokens (entropy, hashing, constant-time check, revocation, expiry) and rate limits."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from notifications.patient_links import issue_patient_link
+from scheduler import tokens
+from scheduler.models import AccessToken, TokenPurpose
+from tests.page_helpers import front_desk
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def avery(clinic):
+    return clinic.patient("Avery", "Applewood")
+
+
+def link_path(patient) -> str:
+    return issue_patient_link(patient).removeprefix("http://localhost:8000")
+
+
+# -- tokens ----------------------------------------------------------------------
+
+
+def test_tokens_carry_at_least_128_random_bits_from_secrets_and_only_the_hash_is_kept(
+    clinic, monkeypatch
+):
+    import secrets
+
+    drawn = []
+    real = secrets.token_urlsafe
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: drawn.append(n) or real(n))
+    row, raw = tokens.issue(clinic.therapist)
+    assert drawn == [tokens.TOKEN_BYTES] and tokens.TOKEN_BYTES * 8 >= 128
+    assert len(raw) >= 43
+    stored = AccessToken.objects.get(pk=row.pk)
+    assert stored.digest == tokens.digest(raw) != raw
+    assert raw not in str(AccessToken.objects.filter(pk=row.pk).values().get())
+
+
+def test_verification_looks_up_by_hash_and_compares_in_constant_time(clinic, monkeypatch):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(a) or real(a, b))
+    _, raw = tokens.issue(clinic.therapist)
+    assert tokens.verify(raw, TokenPurpose.CALENDAR_FEED) is not None
+    assert compared == [tokens.digest(raw)]
+    assert tokens.verify(raw[:-1] + ("A" if raw[-1] != "A" else "B"), "calendar_feed") is None
+
+
+def test_reissuing_revokes_and_revoking_ends_a_link(client, avery):
+    old = link_path(avery)
+    new = link_path(avery)
+    assert client.get(old).status_code == 404
+    assert client.get(new).status_code == 200
+    tokens.revoke(avery, TokenPurpose.PATIENT_LINK)
+    assert client.get(new).status_code == 404
+
+
+def test_patient_links_expire(client, avery, settings):
+    import time_machine
+
+    path = link_path(avery)
+    with time_machine.travel(timedelta(days=settings.PATIENT_LINK_DAYS, seconds=-60)):
+        assert client.get(path).status_code == 200
+    with time_machine.travel(timedelta(days=settings.PATIENT_LINK_DAYS, seconds=60)):
+        assert client.get(path).status_code == 404
+
+
+# -- token endpoints -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["feed", "patient page", "wrong token"])
+def test_token_urls_answer_429_past_the_per_address_limit(
+    client, clinic, avery, settings, endpoint
+):
+    settings.TOKEN_RATE_LIMIT = 5
+    url = {
+        "feed": lambda: reverse("calendar_feed", args=[tokens.issue(clinic.therapist)[1]]),
+        "patient page": lambda: link_path(avery),
+        "wrong token": lambda: reverse("patient_page", args=["x" * 43]),
+    }[endpoint]()
+    statuses = [client.get(url, REMOTE_ADDR="198.51.100.1").status_code for _ in range(6)]
+    assert statuses[:5] == [404 if endpoint == "wrong token" else 200] * 5
+    assert statuses[5] == 429
+    refused = client.get(url, REMOTE_ADDR="198.51.100.1")
+    assert refused["Retry-After"] == "60" and "Too many requests" in refused.text
+    # Another address is counted on its own.
+    assert client.get(url, REMOTE_ADDR="198.51.100.2").status_code != 429
+
+
+def test_the_token_limit_is_per_minute(client, clinic, settings):
+    import time_machine
+
+    settings.TOKEN_RATE_LIMIT = 2
+    url = reverse("calendar_feed", args=[tokens.issue(clinic.therapist)[1]])
+    with time_machine.travel("2030-01-02 12:00:00Z", tick=False) as clock:
+        assert [client.get(url).status_code for _ in range(3)] == [200, 200, 429]
+        clock.shift(61)
+        assert client.get(url).status_code == 200
+
+
+# -- sign-in ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def user(db, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return front_desk(password=PASSWORD)
+
+
+def sign_in(client, username, password, address="192.0.2.10"):
+    return client.post(
+        reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address
+    )
+
+
+def test_five_failed_sign_ins_lock_the_account_for_15_minutes_with_a_clear_message(client, user):
+    import time_machine
+
+    with time_machine.travel("2030-01-02 12:00:00Z", tick=False) as clock:
+        for n in range(5):
+            # From different addresses: the account's own count locks it.
+            assert sign_in(client, user.username, "wrong", f"192.0.2.{n}").status_code == 200
+        refused = sign_in(client, user.username, PASSWORD, "192.0.2.99")
+        assert refused.status_code == 200
+        assert "Too many failed sign-ins. Try again in 15 minutes" in refused.text
+        assert "_auth_user_id" not in client.session
+        clock.shift(14 * 60)
+        assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.99").text
+        clock.shift(2 * 60)
+        assert sign_in(client, user.username, PASSWORD, "192.0.2.99").status_code == 302
+
+
+def test_failures_from_one_address_across_accounts_lock_that_address(client, user):
+    for n in range(5):
+        sign_in(client, f"guess{n}", "wrong", "192.0.2.50")
+    assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.50").text
+    assert sign_in(client, user.username, PASSWORD, "192.0.2.51").status_code == 302
+
+
+def test_four_failures_then_the_right_password_signs_in(client, user):
+    for _ in range(4):
+        sign_in(client, user.username, "wrong")
+    assert sign_in(client, user.username, PASSWORD).status_code == 302
+    assert int(client.session["_auth_user_id"]) == user.pk
+
+
+def test_the_lockout_ignores_the_case_of_the_username(client, user):
+    for n in range(5):
+        sign_in(client, user.username.upper(), "wrong", f"192.0.2.{n}")
+    assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.99").text
+    assert get_user_model().objects.filter(pk=user.pk).exists()
