@@ -1,0 +1,5 @@
+"""Benchmarks at the scale of a clinic network: ``python -m benchmarks [--quick]``.
+
+Not part of the test run (a smoke test runs them at a tiny scale so they never
+rot). See README, "Benchmarks", for what is measured and the targets.
+"""

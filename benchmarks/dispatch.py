@@ -1,0 +1,231 @@
+"""Dispatch of due texts through the real twilio SDK to a loopback Twilio, against the SDK's floor."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from twilio.rest import Client
+
+from benchmarks.dataset import Dataset
+from benchmarks.measure import Figure, Report
+from notifications.dispatch import Dispatcher
+from notifications.models import Channel, Message, Status
+from notifications.planning import ACTIVE_STATUSES
+from notifications.transports import RebasedHttpClient
+from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+
+RATIO_TARGET = 1.3
+QUERIES_TARGET = 0.05
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TwilioServer:
+    """tests/fake_twilio.py in its own process, so it does not share our interpreter's lock."""
+
+    def __init__(self, env: dict[str, str]):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.twilio_server"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = json.loads(self.process.stdout.readline())["url"]
+
+    def configure(self) -> dict[str, str]:
+        """Point this process's Twilio transport at the server; the same as environment."""
+        values = {
+            "SMS_BACKEND": "twilio",
+            "TWILIO_API_BASE": self.url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+        }
+        for name, value in values.items():
+            setattr(settings, name, value)
+        return values
+
+    def taken(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/bench/stats") as answer:
+            return json.load(answer)["messages"]
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/bench/reset", b"", method="POST"))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def due_pool(dataset: Dataset, size: int) -> list[int]:
+    """The ``size`` earliest pending texts to patients who can get them, made due now."""
+    pool = list(
+        Message.objects.filter(
+            status=Status.PENDING,
+            channel=Channel.SMS,
+            visit__status__in=ACTIVE_STATUSES,
+            patient__contact_by_sms=True,
+            patient__sms_consent_at__isnull=False,
+            patient__sms_opted_out_at__isnull=True,
+        )
+        .order_by("send_at", "pk")
+        .values_list("pk", flat=True)[:size]
+    )
+    reset_pool(dataset, pool)
+    return pool
+
+
+def reset_pool(dataset: Dataset, pool: list[int]) -> None:
+    due = dataset.now.replace(second=0, microsecond=0)
+    for first in range(0, len(pool), 5_000):
+        Message.objects.filter(pk__in=pool[first : first + 5_000]).update(
+            status=Status.PENDING,
+            send_at=due,
+            claim_token="",
+            claimed_at=None,
+            attempted_at=None,
+            attempts=0,
+            in_doubt=False,
+            provider_id="",
+            sent_at=None,
+            body="",
+            recipient="",
+            reason="",
+            error_code="",
+            last_error="",
+        )
+
+
+def run(dataset: Dataset, report: Report, size: int, child_env: dict[str, str]) -> None:
+    server = TwilioServer(child_env)
+    try:
+        env = {**child_env, **server.configure()}
+        pool = due_pool(dataset, size)
+        size = len(pool)
+        recipients = list(
+            Message.objects.filter(pk__in=pool[:1000]).values_list("patient__mobile", flat=True)
+        )
+        section = f"Dispatch of {size:,} due texts, real twilio SDK, loopback Twilio"
+
+        floor_seconds = _floor(server, recipients, size)
+        server.reset()
+        report.add(
+            Figure(
+                section,
+                "floor: bare SDK loop",
+                {"seconds": floor_seconds, "texts/s": size / floor_seconds},
+            )
+        )
+
+        dispatcher = Dispatcher(dataset.now, pace=False)
+        started = time.perf_counter()
+        with CaptureQueriesContext(connection) as captured:
+            result = dispatcher.run()
+            while result.sent < size and _due(dataset):
+                more = Dispatcher(dataset.now, pace=False).run()
+                result.sent += more.sent
+        seconds = time.perf_counter() - started
+        per_message = len(captured.captured_queries) / size
+        taken = server.taken()
+        report.add(
+            Figure(
+                section,
+                "dispatch pass, 1 process",
+                {
+                    "seconds": seconds,
+                    "texts/s": size / seconds,
+                    "sent": result.sent,
+                    "server took": taken,
+                    "queries/text": round(per_message, 3),
+                },
+                target=f"<= {QUERIES_TARGET} queries/text, each sent once",
+                met=per_message <= QUERIES_TARGET and taken == size == result.sent,
+            )
+        )
+        ratio = seconds / floor_seconds
+        report.add(
+            Figure(
+                section,
+                "ratio to the floor",
+                {"ratio": round(ratio, 2)},
+                target=f"<= {RATIO_TARGET}x",
+                met=ratio <= RATIO_TARGET,
+            )
+        )
+        if connection.vendor != "postgresql":
+            report.add(
+                Figure(section, "1, 2 and 4 worker processes", {"skipped": "needs PostgreSQL"})
+            )
+            return
+        for workers in (1, 2, 4):
+            server.reset()
+            reset_pool(dataset, pool)
+            seconds = _workers(dataset, workers, env)
+            sent = Message.objects.filter(pk__in=pool, status=Status.QUEUED).count()
+            taken = server.taken()
+            report.add(
+                Figure(
+                    section,
+                    f"{workers} worker process{'es' if workers > 1 else ''}",
+                    {
+                        "seconds": seconds,
+                        "texts/s": size / seconds,
+                        "sent": sent,
+                        "server took": taken,
+                    },
+                    target="each sent exactly once",
+                    met=sent == taken == size,
+                )
+            )
+    finally:
+        server.stop()
+
+
+def _due(dataset: Dataset) -> bool:
+    return Message.objects.due(dataset.now).exists()
+
+
+def _floor(server: TwilioServer, recipients: list[str], size: int) -> float:
+    """The same number of creates with nothing of ours around them."""
+    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=RebasedHttpClient(server.url, timeout=10))
+    body = (
+        "Riverside Wellness Clinic: reminder of your appointment on Tue 8 Apr at 2:00 PM. "
+        "Reply C to confirm, R to reschedule."
+    )
+    started = time.perf_counter()
+    for n in range(size):
+        client.messages.create(
+            to=recipients[n % len(recipients)],
+            from_=FROM_NUMBER,
+            body=body,
+            status_callback=f"{settings.SITE_URL}/webhooks/twilio/status?m={n}",
+        )
+    return time.perf_counter() - started
+
+
+def _workers(dataset: Dataset, count: int, env: dict[str, str]) -> float:
+    """Seconds from the first worker's first claim to the last worker's end."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.dispatch_worker", dataset.now.isoformat()],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    spans = []
+    for process in processes:
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"a dispatch worker exited with {process.returncode}")
+        spans.append(json.loads(output.strip().splitlines()[-1]))
+    return max(s["ended"] for s in spans) - min(s["began"] for s in spans)

@@ -1,0 +1,201 @@
+"""Front-desk pages: through Django's test client, then 20 clients at once against gunicorn."""
+
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count
+from django.test import Client
+from django.urls import reverse
+
+from benchmarks.dataset import Dataset
+from benchmarks.measure import Figure, Report, latency, percentile, queries, timed
+from scheduler.models import Patient, Visit
+
+QUERY_TARGET = 15
+LOAD_P95_TARGET_MS = 150
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page_paths(dataset: Dataset) -> dict[str, str]:
+    day = dataset.now.astimezone(dataset.clinic.tz).date()
+    busiest = (
+        Patient.objects.filter(clinic=dataset.clinic)
+        .annotate(n=Count("visits"))
+        .order_by("-n", "pk")
+        .first()
+    )
+    visit = Visit.objects.filter(patient=busiest, start__gt=dataset.now).order_by("start").first()
+    return {
+        "day view": reverse("desk_day", args=[day.isoformat()]),
+        "week view": reverse("desk_week", args=[day.isoformat()]),
+        "patient page": reverse("desk_patient", args=[busiest.pk]),
+        "visit page": reverse("desk_visit", args=[visit.pk]),
+    }
+
+
+def desk_user():
+    return get_user_model().objects.get(username="frontdesk")
+
+
+def run(dataset: Dataset, report: Report, runs: int) -> dict[str, str]:
+    paths = page_paths(dataset)
+    client = Client()
+    client.force_login(desk_user())
+    day = dataset.now.astimezone(dataset.clinic.tz).date()
+    on_day = Visit.objects.filter(start__date=day).count()
+    section = f"Front-desk pages, test client ({on_day} visits on the day)"
+    for name, path in paths.items():
+
+        def get(path=path):
+            response = client.get(path, secure=True)
+            assert response.status_code == 200, (path, response.status_code)
+            return response
+
+        samples = timed(get, runs)
+        count = queries(get)
+        report.add(
+            Figure(
+                section,
+                name,
+                {**latency(samples), "queries": count, "KiB": len(get().content) // 1024},
+                target=f"<= {QUERY_TARGET} queries",
+                met=count <= QUERY_TARGET,
+            )
+        )
+    return paths
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("gunicorn did not start")
+
+
+def load(
+    dataset: Dataset,
+    report: Report,
+    paths: dict[str, str],
+    *,
+    clients: int = 20,
+    seconds: float = 15,
+    workers: int = 4,
+    database_env: dict[str, str],
+) -> None:
+    """``clients`` threads, each requesting one page after another for ``seconds`` per page."""
+    client = Client()
+    client.force_login(desk_user())
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    port = _free_port()
+    env = {
+        **os.environ,
+        **database_env,
+        # Production settings (as in this process, whose session it shares),
+        # deployed behind a TLS proxy that sets X-Forwarded-Proto.
+        "DEBUG": "0",
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "benchmarks.wsgi:application",
+            f"--workers={workers}",
+            f"--bind=127.0.0.1:{port}",
+            "--log-level=warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        _wait_for(port, server)
+        engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        section = (
+            f"Front-desk pages, {clients} concurrent clients, gunicorn {workers} workers, {engine}"
+        )
+        for name, path in paths.items():
+            result = _hammer(port, path, cookie, clients, seconds)
+            samples = result["latencies"]
+            p95 = percentile(samples, 0.95) if samples else float("inf")
+            report.add(
+                Figure(
+                    section,
+                    name,
+                    {
+                        "p50 ms": statistics.median(samples) if samples else float("nan"),
+                        "p95 ms": p95,
+                        "requests": len(samples),
+                        "per s": len(samples) / seconds,
+                        "errors": result["errors"],
+                    },
+                    target=f"p95 < {LOAD_P95_TARGET_MS} ms, no errors",
+                    met=p95 < LOAD_P95_TARGET_MS and result["errors"] == 0,
+                )
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _hammer(port: int, path: str, cookie: str, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    headers = {
+        "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}",
+        "X-Forwarded-Proto": "https",
+        "Host": "127.0.0.1",
+    }
+
+    def one_client():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", urlsplit(path).path, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                if ok:
+                    latencies.append(elapsed)
+                else:
+                    errors[0] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=one_client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"latencies": latencies, "errors": errors[0]}
