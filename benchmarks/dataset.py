@@ -23,7 +23,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time as clock, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -57,9 +58,38 @@ AREA_CODES += [224, 225, 228, 229, 231, 234, 239, 240, 248, 251, 252, 253, 254, 
 AREA_CODES += [267, 269, 270, 276, 281, 301, 302, 303, 304, 305, 307, 308, 309, 310, 312, 313]
 AREA_CODES += [314, 315]
 
-FIRST_NAMES = "Avery Blake Casey Dana Emery Finley Gray Harper Indigo Jules Kai Logan".split()
-LAST_NAMES = "Applewood Birchfield Cloudberry Driftwood Elmsworth Foxglove Goldfinch".split()
-LAST_NAMES += "Hollyhock Ivybridge Juniper Kettleby Larkspur Moonfield Nettlefold".split()
+FIRST_NAMES = [
+    "Avery",
+    "Blake",
+    "Casey",
+    "Dana",
+    "Emery",
+    "Finley",
+    "Gray",
+    "Harper",
+    "Indigo",
+    "Jules",
+    "Kai",
+    "Logan",
+]
+LAST_NAMES = [
+    "Applewood",
+    "Birchfield",
+    "Cloudberry",
+    "Driftwood",
+    "Elmsworth",
+    "Foxglove",
+    "Goldfinch",
+]
+LAST_NAMES += [
+    "Hollyhock",
+    "Ivybridge",
+    "Juniper",
+    "Kettleby",
+    "Larkspur",
+    "Moonfield",
+    "Nettlefold",
+]
 
 ROLE_GRID = {  # role -> (first slot, slot length, last start) in local wall-clock hours
     "therapist": (8, 1, 17),
@@ -306,9 +336,7 @@ def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list
         (feed_clinician, feed_role, s) for s in sorted(rng.sample(feed_slots, scale.feed_events))
     ]
     others = [
-        (c, role, s)
-        for c, role in clinicians[1:]
-        for s in _slots(c, role, tz, hours.get(c.pk, {}))
+        (c, role, s) for c, role in clinicians[1:] for s in _slots(c, role, tz, hours.get(c.pk, {}))
     ]
     rng.shuffle(others)
     chosen += others  # taken in this order until there are enough visits

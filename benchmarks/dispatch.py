@@ -57,7 +57,9 @@ class TwilioServer:
             return json.load(answer)["messages"]
 
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/bench/reset", b"", method="POST"))
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/bench/reset", b"", method="POST")
+        )
 
     def stop(self) -> None:
         self.process.terminate()

@@ -32,7 +32,9 @@ def run(dataset: Dataset, report: Report, runs: int) -> None:
     floor = timed(calendar.to_ical, runs)
     ratio = latency(ours)["median ms"] / latency(floor)["median ms"]
     section = f"Clinician feed ({events:,} events, {len(body) / 1024:,.0f} KiB)"
-    report.add(Figure(section, "full render through Django", {**latency(ours), "queries": queries(full)}))
+    report.add(
+        Figure(section, "full render through Django", {**latency(ours), "queries": queries(full)})
+    )
     report.add(Figure(section, "floor: icalendar to_ical()", latency(floor)))
     report.add(
         Figure(

@@ -305,7 +305,7 @@ class Generator:
             return
         self.horizon = horizon
         self.availability = Availability(
-            self.clinic, self.start, self.horizon, patients=[self.patient]
+            self.clinic, self.start, self.horizon, patients=[self.patient], lazy=True
         )
         for visit in self.visits:
             self.availability.reserve(
@@ -346,6 +346,9 @@ class Generator:
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
             best = None
+            midnight = datetime.combine(day, time(0), tzinfo=self.tz)
+            # Everyone this day's search may look at, in one query (or none).
+            self.availability.load(clinicians, rooms, midnight, midnight + timedelta(days=1))
             for clinician in clinicians:
                 for start in self.availability.candidate_starts(clinician, day, SEARCH_STEP):
                     if start < earliest or start > latest or (best and start >= best[2]):

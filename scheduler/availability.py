@@ -18,6 +18,7 @@ from itertools import accumulate
 from django.db.models import CharField, Q, Value
 
 from scheduler.models import (
+    LONGEST_VISIT_MINUTES,
     BusyBlock,
     Clinic,
     Clinician,
@@ -97,6 +98,41 @@ def format_span(start: datetime, end: datetime, tz, on: date | None = None) -> s
 
 OWN_CALENDAR = "own_calendar"
 
+LONGEST_VISIT = timedelta(minutes=LONGEST_VISIT_MINUTES)
+# A lazy Availability loads visits by whole UTC days (see Availability.load).
+DAY = timedelta(days=1)
+DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
+READ_AHEAD_CLINICIANS = 3
+CLINICIAN_BLOCK_DAYS = 28
+ROOM_BLOCK_DAYS = 7
+
+
+def _days(start: datetime, end: datetime) -> range:
+    """The day numbers that [start, end) touches."""
+    return range((start - DAY_ZERO) // DAY, (end - DAY_ZERO - timedelta.resolution) // DAY + 1)
+
+
+def _blocks(days: range, size: int) -> range:
+    """``days`` widened to whole blocks of ``size`` days.
+
+    Blocks are fixed (counted from DAY_ZERO), not counted from the day asked
+    for: which blocks a search loads depends on the days it looks at, not on
+    where in them the free slots happened to be.
+    """
+    return range(days.start - days.start % size, days.stop + (-days.stop) % size)
+
+
+def _held_during(holder: Q, days: range) -> Q:
+    """Visits of ``holder`` overlapping the days numbered ``days``."""
+    return holder & _overlapping(DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY)
+
+
+def _overlapping(start: datetime, end: datetime) -> Q:
+    # The lower bound on ``start`` is implied by ``end > start`` (no visit is
+    # longer than LONGEST_VISIT), but it lets the (clinician, start) and
+    # (room, start) indexes bound the scan on both sides.
+    return Q(start__lt=end, end__gt=start, start__gte=start - LONGEST_VISIT)
+
 
 def _absences(clinician_ids: list[int], start: datetime, end: datetime):
     """(clinician id, start, end, reason, source) of time off and imported busy times.
@@ -158,12 +194,15 @@ class Availability:
         rooms: Iterable[Room] | None = None,
         patients: Iterable[Patient] = (),
         ignore_visits: Iterable[int] = (),
+        lazy: bool = False,
     ):
         """Load what decides visits touching [start, end) at ``clinic``.
 
         ``clinicians`` and ``rooms`` default to all of the clinic's; visits of
         ``patients`` are loaded too so that a patient is never double-booked.
         ``ignore_visits`` are ids of visits being moved (they do not block themselves).
+        ``lazy``: load clinicians' and rooms' visits only when asked about
+        (see ``load``); the patients' visits are loaded at once either way.
         """
         self.clinic = clinic
         self.tz = clinic.tz
@@ -203,30 +242,87 @@ class Availability:
             r.pk: {cap.pk for cap in r.capabilities.all()} for r in self.rooms.values()
         }
 
-        patient_ids = [p.pk for p in patients]
-        visits = (
+        self.ignore_visits = set(ignore_visits)
+        self.clinician_visits: dict[int, Timeline] = defaultdict(Timeline)
+        self.room_visits: dict[int, Timeline] = defaultdict(Timeline)
+        self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
+        self._seen: set[int] = set()  # visits already on the timelines
+        self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
+        self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, week number)
+        held = Q(patient__in=[p.pk for p in patients])
+        # Eager: every clinician's and room's visits in the window, now, in the same query.
+        self._complete = not lazy
+        if not lazy:
+            held |= Q(clinician__in=list(self.clinicians)) | Q(room__in=list(self.rooms))
+        self._load_visits(held & _overlapping(self.start, self.end))
+
+    # -- loading visits ----------------------------------------------------
+
+    def load(
+        self,
+        clinicians: Iterable[Clinician],
+        rooms: Iterable[Room | None],
+        start: datetime,
+        end: datetime,
+    ) -> None:
+        """Make sure the visits holding these clinicians and rooms in [start, end) are known.
+
+        One query for whatever is missing, by whole days (UTC); none when all
+        of it is loaded. A lazy Availability (plan generation over months)
+        loads the days and the people it actually looks at instead of every
+        clinician's whole diary. Whole blocks save queries where they are
+        cheap: a plan that keeps its clinician walks forward through that
+        clinician's weeks (28-day blocks for up to three clinicians), and
+        rooms are few (7-day blocks); many clinicians at once load by the day.
+        """
+        if self._complete and self.start <= start and end <= self.end:
+            return
+        days = _days(start, end)
+        wanted_clinicians = {
+            c.pk for c in clinicians if any(("c", c.pk, n) not in self._loaded for n in days)
+        }
+        wanted_rooms = {
+            r.pk
+            for r in rooms
+            if r is not None and any(("r", r.pk, n) not in self._loaded for n in days)
+        }
+        if not (wanted_clinicians or wanted_rooms):
+            return
+        few = len(wanted_clinicians) <= READ_AHEAD_CLINICIANS
+        clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
+        room_days = _blocks(days, ROOM_BLOCK_DAYS)
+        self._load_visits(
+            _held_during(Q(clinician__in=wanted_clinicians), clinician_days)
+            | _held_during(Q(room__in=wanted_rooms), room_days)
+        )
+        self._loaded.update(("c", pk, n) for pk in wanted_clinicians for n in clinician_days)
+        self._loaded.update(("r", pk, n) for pk in wanted_rooms for n in room_days)
+
+    def _load_visits(self, condition: Q) -> None:
+        rows = (
             Visit.objects.blocking()
-            .overlapping(self.start, self.end)
-            .filter(
-                Q(clinician__in=list(self.clinicians))
-                | Q(room__in=list(self.rooms))
-                | Q(patient__in=patient_ids)
-            )
-            .exclude(pk__in=list(ignore_visits))
-            .only("start", "end", "clinician_id", "room_id", "patient_id")
+            .filter(condition)
+            .exclude(pk__in=self.ignore_visits)
+            .values_list("pk", "clinician_id", "room_id", "patient_id", "start", "end")
+            .order_by()
         )
         by_clinician, by_room, by_patient = defaultdict(list), defaultdict(list), defaultdict(list)
-        for visit in visits:
-            busy = Busy(visit.start, visit.end)
-            by_clinician[visit.clinician_id].append(busy)
-            if visit.room_id:
-                by_room[visit.room_id].append(busy)
-            by_patient[visit.patient_id].append(busy)
-        self.clinician_visits = defaultdict(
-            Timeline, {k: Timeline(v) for k, v in by_clinician.items()}
-        )
-        self.room_visits = defaultdict(Timeline, {k: Timeline(v) for k, v in by_room.items()})
-        self.patient_visits = defaultdict(Timeline, {k: Timeline(v) for k, v in by_patient.items()})
+        for pk, clinician_id, room_id, patient_id, start_, end_ in rows:
+            if pk in self._seen:
+                continue
+            self._seen.add(pk)
+            busy = Busy(start_, end_)
+            by_clinician[clinician_id].append(busy)
+            if room_id:
+                by_room[room_id].append(busy)
+            by_patient[patient_id].append(busy)
+        for timelines, new in (
+            (self.clinician_visits, by_clinician),
+            (self.room_visits, by_room),
+            (self.patient_visits, by_patient),
+        ):
+            for key, intervals in new.items():
+                timelines[key] = Timeline(timelines[key].intervals + intervals)
 
     # -- deciding one visit ------------------------------------------------
 
@@ -254,6 +350,9 @@ class Availability:
             return
         if end <= start:
             yield "The visit must end after it starts."
+            return
+        if end - start > LONGEST_VISIT:
+            yield "A visit cannot last longer than 24 hours."
             return
         local_start, local_end = start.astimezone(tz), end.astimezone(tz)
         day = local_start.date()
@@ -322,6 +421,7 @@ class Availability:
 
     def conflicts(self, clinician, room, patient, start, end) -> Iterator[str]:
         """Overlaps with visits that hold the same clinician, room or patient."""
+        self.load([clinician], [room], start, end)
         tz, day = self.tz, start.astimezone(self.tz).date()
         for busy in self.clinician_visits[clinician.pk].overlapping(start, end):
             span = format_span(busy.start, busy.end, tz, day)
@@ -359,17 +459,23 @@ class Availability:
             if capability is None or capability in self.room_capabilities[room.pk]
         ]
 
-    def candidate_starts(self, clinician: Clinician, day: date, step: timedelta):
+    def candidate_starts(self, clinician: Clinician, day: date, step: timedelta) -> list[datetime]:
         """Instants on local ``day`` where a visit could start, on a ``step`` grid of wall-clock time.
 
         Times skipped by a spring-forward change are left out; a repeated hour on
-        a fall-back day yields both instants.
+        a fall-back day yields both instants. Clinicians with the same hours
+        share one list (a search asks for dozens of them a day).
         """
         weekday = day.weekday()
-        for opens, closes in self.opening_hours.get(weekday, ()):
-            for works_from, works_until in self.working_hours.get(clinician.pk, {}).get(
-                weekday, ()
-            ):
+        hours = tuple(self.working_hours.get(clinician.pk, {}).get(weekday, ()))
+        key = (hours, day, step)
+        if key not in self._starts:
+            self._starts[key] = list(self._grid(hours, day, step))
+        return self._starts[key]
+
+    def _grid(self, working_hours, day: date, step: timedelta) -> Iterator[datetime]:
+        for opens, closes in self.opening_hours.get(day.weekday(), ()):
+            for works_from, works_until in working_hours:
                 begin, finish = max(opens, works_from), min(closes, works_until)
                 if begin >= finish:
                     continue

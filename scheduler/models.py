@@ -318,6 +318,10 @@ class Modality(models.TextChoices):
     TELEHEALTH = "telehealth", "Telehealth"
 
 
+# Availability looks this far back for visits still running (scheduler.availability).
+LONGEST_VISIT_MINUTES = 24 * 60
+
+
 class VisitType(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="visit_types")
     name = models.CharField(max_length=120)
@@ -386,6 +390,8 @@ class VisitType(models.Model):
             errors["monitoring_minutes"] = "Monitoring cannot be longer than the whole visit."
         if self.duration_minutes == 0:
             errors["duration_minutes"] = "A visit takes some time."
+        if self.duration_minutes and self.duration_minutes > LONGEST_VISIT_MINUTES:
+            errors["duration_minutes"] = "A visit ends on the day it starts: at most 24 hours."
         if errors:
             raise ValidationError(errors)
 
