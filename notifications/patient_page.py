@@ -98,13 +98,13 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         pk=pk,
         patient=patient,
     )
-    calendar = build_calendar(
+    ics = build_calendar(
         [visit],
         audience=Audience.PATIENT,
         clinic=patient.clinic,
         tz=zone(patient.time_zone),
         now=timezone.now(),
     )
-    response = HttpResponse(calendar.to_ical(), content_type="text/calendar; charset=utf-8")
+    response = HttpResponse(ics, content_type="text/calendar; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="appointment.ics"'
     return _private(response)

@@ -121,7 +121,7 @@ class Feed:
 
     def render(self, now: datetime) -> bytes:
         visits = self.visits(now).select_related("visit_type", "clinician", "room", "patient")
-        calendar = build_calendar(
+        return build_calendar(
             visits.order_by("start", "pk"),
             audience=self.audience,
             clinic=self.clinic,
@@ -129,4 +129,3 @@ class Feed:
             name=self.name,
             feed_uid=f"{self.audience}-{self.owner.pk}-feed@kap-scheduler",
         )
-        return calendar.to_ical()

@@ -92,10 +92,9 @@ def invite(visit: Visit, audience: Audience, change: str, *, now: datetime) -> I
     else:
         tz = clinic.tz
         who = Invitee(visit.clinician.display_name, visit.clinician.user.email)
-    calendar = build_calendar(
+    ics = build_calendar(
         [visit], audience=audience, clinic=clinic, tz=tz, method=method, attendee=who, now=now
     )
-    ics = calendar.to_ical()
     text = event_text(visit, audience, clinic, clinic.calendar_detail)
     start, end = visit.start.astimezone(tz), visit.end.astimezone(tz)
     context = {
