@@ -249,7 +249,8 @@ class Availability:
         self._seen: set[int] = set()  # visits already on the timelines
         self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, week number)
-        held = Q(patient__in=[p.pk for p in patients])
+        self.patient_ids = {p.pk for p in patients}
+        held = Q(patient__in=self.patient_ids)
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
         if not lazy:
@@ -315,7 +316,8 @@ class Availability:
             by_clinician[clinician_id].append(busy)
             if room_id:
                 by_room[room_id].append(busy)
-            by_patient[patient_id].append(busy)
+            if patient_id in self.patient_ids:  # other patients' diaries never matter here
+                by_patient[patient_id].append(busy)
         for timelines, new in (
             (self.clinician_visits, by_clinician),
             (self.room_visits, by_room),
@@ -356,7 +358,9 @@ class Availability:
             return
         local_start, local_end = start.astimezone(tz), end.astimezone(tz)
         day = local_start.date()
-        span = format_span(start, end, tz, day)
+
+        def span() -> str:  # only for a message: fits() asks thousands of times
+            return format_span(start, end, tz, day)
 
         yield from self._fit_of_people_and_place(visit_type, clinician, room, patient)
 
@@ -365,7 +369,7 @@ class Availability:
             if hours:
                 yield (
                     f"The clinic is open {_describe_week(hours)} on "
-                    f"{Weekday(local_start.weekday()).label}s; the visit runs {span}."
+                    f"{Weekday(local_start.weekday()).label}s; the visit runs {span()}."
                 )
             else:
                 yield f"The clinic is closed on {Weekday(local_start.weekday()).label}s."
@@ -381,7 +385,7 @@ class Availability:
                 if worked:
                     yield (
                         f"{clinician} works {_describe_week(worked)} on "
-                        f"{Weekday(local_start.weekday()).label}s; the visit runs {span}."
+                        f"{Weekday(local_start.weekday()).label}s; the visit runs {span()}."
                     )
                 else:
                     yield f"{clinician} does not work on {Weekday(local_start.weekday()).label}s."
