@@ -1,5 +1,7 @@
 """Response headers Django does not set itself (Django 5.2 has no CSP support)."""
 
+import time
+
 from django.conf import settings
 
 
@@ -16,4 +18,29 @@ class ContentSecurityPolicyMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         response.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
+
+
+class SessionRefreshMiddleware:
+    """Idle sign-out without writing the session on every request.
+
+    A session lasts SESSION_COOKIE_AGE from its last save. Django's
+    SESSION_SAVE_EVERY_REQUEST turns that into an idle timeout at the cost of
+    an UPDATE on every page; saving at most every SESSION_REFRESH_SECONDS
+    keeps the idle timeout within that margin (29-30 minutes for 30) and
+    saves the write on almost every request.
+    """
+
+    KEY = "_refreshed_at"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        session = getattr(request, "session", None)
+        if session is not None and session.accessed and not session.is_empty():
+            now = int(time.time())
+            if now - session.get(self.KEY, 0) >= settings.SESSION_REFRESH_SECONDS:
+                session[self.KEY] = now  # modified: SessionMiddleware saves it
         return response

@@ -56,6 +56,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.middleware.SessionRefreshMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
@@ -192,10 +193,19 @@ EMAIL_SEND_RATE = float(env("EMAIL_SEND_RATE", "5") or 5)
 MESSAGE_MAX_ATTEMPTS = env_int("MESSAGE_MAX_ATTEMPTS", 6)
 MESSAGE_RETRY_SECONDS = env_int("MESSAGE_RETRY_SECONDS", 60)  # doubles per attempt
 MESSAGE_RETRY_MAX_SECONDS = env_int("MESSAGE_RETRY_MAX_SECONDS", 3600)
-# A claim older than this belongs to a dispatcher that died; it must be longer
-# than a batch can take (batch size x (pacing + TWILIO_TIMEOUT)).
+# A claim older than this belongs to a dispatcher that died. A batch stops
+# handing messages over once its claim is half this old (and is no larger than
+# pacing can send in that time), so keep it well above DISPATCH_FLUSH_SECONDS +
+# TWILIO_TIMEOUT: the other half is the margin for one slow send and for clocks
+# that disagree between machines.
 MESSAGE_CLAIM_LEASE_SECONDS = env_int("MESSAGE_CLAIM_LEASE_SECONDS", 300)
-DISPATCH_BATCH_SIZE = env_int("DISPATCH_BATCH_SIZE", 10)
+# Messages claimed and checked together: each batch costs a handful of queries
+# whatever its size. Pacing makes batches smaller (see notifications/dispatch.py).
+DISPATCH_BATCH_SIZE = env_int("DISPATCH_BATCH_SIZE", 500)
+# While a batch sends, its outcomes are written (and the rows still to send
+# re-read: visit, consent, our claim) at least this often, in seconds or sends.
+DISPATCH_FLUSH_SECONDS = float(env("DISPATCH_FLUSH_SECONDS", "2") or 2)
+DISPATCH_FLUSH_MESSAGES = env_int("DISPATCH_FLUSH_MESSAGES", 250)
 # The schedule starts a pass every minute; a pass stops claiming after this long.
 DISPATCH_PASS_SECONDS = env_int("DISPATCH_PASS_SECONDS", 50)
 TWILIO_WEBHOOK_MAX_BYTES = env_int("TWILIO_WEBHOOK_MAX_BYTES", 16384)
@@ -267,7 +277,9 @@ CONTENT_SECURITY_POLICY = env(
 )
 # Idle staff sessions end: the age restarts with every request (SAVE_EVERY_REQUEST).
 SESSION_COOKIE_AGE = env_int("SESSION_IDLE_SECONDS", 30 * 60)
-SESSION_SAVE_EVERY_REQUEST = True
+# Idle timeout: config.middleware.SessionRefreshMiddleware refreshes the session
+# at most once a minute rather than on every request.
+SESSION_REFRESH_SECONDS = env_int("SESSION_REFRESH_SECONDS", 60)
 X_FRAME_OPTIONS = "DENY"
 # A form post bigger than this is refused before any view sees it (the largest
 # real one, the admin's visit form, is a few kilobytes).

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -24,32 +25,28 @@ class Role(StrEnum):
 
 
 def roles_of(user) -> frozenset[Role]:
-    """The user's roles, computed once per request (two small queries) and kept on the user."""
+    """The user's roles, computed once per request (one small query) and kept on the user."""
     if not user.is_authenticated or not user.is_active:
         return frozenset()
     cached = getattr(user, "_clinic_roles", None)
     if cached is not None:
         return cached
-    groups = set(user.groups.values_list("name", flat=True))
+    # Groups and the clinician row in one query (both left-joined on the user).
+    rows = list(
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .values_list("groups__name", "clinician__is_active")
+    )
+    groups = {group for group, _ in rows}
     roles = set()
     if FRONT_DESK_GROUP in groups:
         roles.add(Role.FRONT_DESK)
     if CLINIC_ADMINS_GROUP in groups or user.is_superuser:
         roles.add(Role.ADMIN)
-    if _clinician_of(user) is not None:
+    if any(active for _, active in rows):
         roles.add(Role.CLINICIAN)
     user._clinic_roles = frozenset(roles)
     return user._clinic_roles
-
-
-def _clinician_of(user):
-    from scheduler.models import Clinician
-
-    try:
-        clinician = user.clinician
-    except Clinician.DoesNotExist:
-        return None
-    return clinician if clinician.is_active else None
 
 
 # Admins may do everything the front desk does: in a small clinic they cover the desk.

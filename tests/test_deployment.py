@@ -7,10 +7,12 @@ import secrets
 import string
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
+from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 
@@ -55,7 +57,7 @@ def test_production_mode_redirects_to_https_and_sends_hsts_and_secure_cookies():
         "import django, json; django.setup(); from django.conf import settings as s; "
         "print(json.dumps({n: getattr(s, n) for n in ('SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', "
         "'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', "
-        "'SESSION_COOKIE_HTTPONLY', 'SECURE_REFERRER_POLICY', 'SESSION_SAVE_EVERY_REQUEST')}))"
+        "'SESSION_COOKIE_HTTPONLY', 'SECURE_REFERRER_POLICY', 'SESSION_REFRESH_SECONDS')}))"
     )
     result = production("-c", script)
     assert result.returncode == 0, result.stderr
@@ -68,7 +70,7 @@ def test_production_mode_redirects_to_https_and_sends_hsts_and_secure_cookies():
         "CSRF_COOKIE_SECURE": True,
         "SESSION_COOKIE_HTTPONLY": True,
         "SECURE_REFERRER_POLICY": "same-origin",
-        "SESSION_SAVE_EVERY_REQUEST": True,
+        "SESSION_REFRESH_SECONDS": 60,
     }
 
 
@@ -121,3 +123,21 @@ def test_an_idle_staff_session_ends_and_an_active_one_does_not(clinic, settings)
         clock.shift(idle + 1)
         response = client.get(reverse("desk_patients"))
         assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_busy_session_is_written_at_most_once_a_minute(clinic, settings):
+    client = Client()
+    with time_machine.travel("2030-01-02 12:00:00Z", tick=False) as clock:
+        client.force_login(front_desk())
+        session = Session.objects.get()
+        writes = []
+        for _ in range(12):  # a page every 10 seconds for two minutes
+            clock.shift(10)
+            assert client.get(reverse("desk_patients")).status_code == 200
+            writes.append(Session.objects.get().expire_date)
+        # Refreshed by the first page (10 s) and a minute later (70 s), no more.
+        started = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)
+        assert sorted(set(writes) - {session.expire_date}) == [
+            started + timedelta(seconds=seconds + settings.SESSION_COOKIE_AGE)
+            for seconds in (10, 70)
+        ]
