@@ -28,7 +28,7 @@ from datetime import time as clock
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 
 from notifications.models import PRIORITY, Channel, Message, ReminderRule, Status
 from scheduler.models import (
@@ -175,6 +175,9 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
         patients = _patients(clinic, scale, rng, clinicians)
         visits = _visits(clinic, scale, rng, clinicians, rooms, patients, now)
         messages = _messages(scale, rng, visits, now)
+    # Planner statistics, as a live database has them (autovacuum on PostgreSQL).
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     dataset = Dataset(scale, seed, clinic, now, clinicians[0][0])
     dataset.counts = {
         "clinicians": Clinician.objects.filter(clinic=clinic).count(),

@@ -7,16 +7,20 @@ are worded. Every page runs a fixed number of queries whatever the number of
 visits on it (tests/test_frontdesk_pages.py asserts the bounds).
 """
 
+import hashlib
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Count, Max, Prefetch, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from notifications.forms import CancelForm, MoveForm, PlanForm
@@ -34,6 +38,7 @@ from scheduler.roles import DESK_ROLES, role_required
 MOVE_DAYS = 14
 MOVE_SLOT_LIMIT = 80
 SEARCH_LIMIT = 50
+SCHEDULE_CACHE_SECONDS = 60
 QUEUE_LIMIT = 200
 
 desk_only = role_required(*DESK_ROLES)
@@ -99,6 +104,44 @@ def flag_visits(visits: list[Visit]) -> list[Visit]:
     return visits
 
 
+def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
+    """A digest of everything a day or week schedule shows between start and end.
+
+    Three aggregate queries, whatever the number of visits: the visits (count,
+    latest change, sum of sequences: a move, a cancellation, a check-in or a
+    ride home all change one), their failed messages and their patients'
+    screenings (the flags).
+    """
+    visits = _visits(clinic).overlapping(start, end)
+    shown = visits.aggregate(count=Count("pk"), latest=Max("updated_at"), moves=Sum("sequence"))
+    failing = (
+        Message.objects.needs_attention()
+        .filter(visit__in=visits.values("pk"))
+        .aggregate(count=Count("pk"), latest=Max("updated_at"))
+    )
+    screenings = Screening.objects.filter(patient__in=visits.values("patient_id")).aggregate(
+        count=Count("pk"), cleared=Count("pk", filter=Q(cleared=True)), latest=Max("pk")
+    )
+    parts = [start, end, *shown.values(), *failing.values(), *screenings.values()]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str:
+    """The rendered schedule between start and end, from the cache while nothing in it changed.
+
+    Twenty desks looking at today's 400 visits would otherwise render the same
+    tables over and over. The key is ``schedule_version``; names of patients,
+    clinicians and rooms are not in it, so the cache keeps a copy at most
+    SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
+    """
+    key = f"desk-schedule:{template}:{schedule_version(clinic, start, end)}"
+    html = cache.get(key)
+    if html is None:
+        html = render_to_string(template, context())
+        cache.set(key, html, SCHEDULE_CACHE_SECONDS)
+    return mark_safe(html)  # rendered by our own template, escaped there
+
+
 def _grouped(visits: list[Visit], key) -> list[tuple[str, list[Visit]]]:
     groups: dict[str, list[Visit]] = defaultdict(list)
     for visit in visits:
@@ -120,7 +163,17 @@ def day(request: HttpRequest, day: str) -> HttpResponse:
 
 
 def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
-    visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)))
+    start = datetime.combine(day, datetime.min.time(), tzinfo=clinic.tz)
+
+    def schedule() -> dict:
+        visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)))
+        return {
+            "tz": clinic.tz,
+            "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
+            "by_clinician": _grouped(visits, lambda v: str(v.clinician)),
+            "by_room": _grouped(visits, lambda v: str(v.room) if v.room else "Telehealth"),
+        }
+
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
@@ -128,10 +181,9 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         "is_today": day == timezone.localdate(timezone=clinic.tz),
         "previous": day - timedelta(days=1),
         "next": day + timedelta(days=1),
-        "visits": visits,
-        "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
-        "by_clinician": _grouped(visits, lambda v: str(v.clinician)),
-        "by_room": _grouped(visits, lambda v: str(v.room) if v.room else "Telehealth"),
+        "schedule": schedule_fragment(
+            "desk/_day_schedule.html", clinic, start, start + timedelta(days=1), schedule
+        ),
     }
     return render(request, "desk/day.html", context)
 
@@ -146,19 +198,23 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     start = datetime.combine(monday, datetime.min.time(), tzinfo=clinic.tz)
     # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
     end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=clinic.tz)
-    visits = flag_visits(list(_visits(clinic).filter(start__lt=end, end__gt=start)))
-    days = {monday + timedelta(days=n): [] for n in range(7)}
-    for visit in visits:
-        local_day = timezone.localtime(visit.start, clinic.tz).date()
-        days.setdefault(local_day, []).append(visit)
+
+    def schedule() -> dict:
+        visits = flag_visits(list(_visits(clinic).overlapping(start, end)))
+        days = {monday + timedelta(days=n): [] for n in range(7)}
+        for visit in visits:
+            local_day = timezone.localtime(visit.start, clinic.tz).date()
+            days.setdefault(local_day, []).append(visit)
+        return {"tz": clinic.tz, "days": sorted(days.items())}
+
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "monday": monday,
-        "days": sorted(days.items()),
         "previous": monday - timedelta(days=7),
         "next": monday + timedelta(days=7),
         "this_week": timezone.localdate(timezone=clinic.tz),
+        "schedule": schedule_fragment("desk/_week_schedule.html", clinic, start, end, schedule),
     }
     return render(request, "desk/week.html", context)
 

@@ -128,9 +128,7 @@ def _held_during(holder: Q, days: range) -> Q:
 
 
 def _overlapping(start: datetime, end: datetime) -> Q:
-    # The lower bound on ``start`` is implied by ``end > start`` (no visit is
-    # longer than LONGEST_VISIT), but it lets the (clinician, start) and
-    # (room, start) indexes bound the scan on both sides.
+    # As VisitQuerySet.overlapping, as a Q to combine with others.
     return Q(start__lt=end, end__gt=start, start__gte=start - LONGEST_VISIT)
 
 

@@ -429,7 +429,14 @@ class VisitQuerySet(models.QuerySet):
         return self.filter(status__in=BLOCKING_STATUSES)
 
     def overlapping(self, start: datetime, end: datetime):
-        return self.filter(start__lt=end, end__gt=start)
+        # The lower bound on start follows from end > start (no visit lasts
+        # longer than LONGEST_VISIT_MINUTES) and lets an index on start bound
+        # the scan on both sides instead of reading every earlier visit.
+        return self.filter(
+            start__lt=end,
+            end__gt=start,
+            start__gte=start - timedelta(minutes=LONGEST_VISIT_MINUTES),
+        )
 
     def for_clinician(self, clinician):
         return self.filter(clinician=clinician)
@@ -444,7 +451,7 @@ class VisitQuerySet(models.QuerySet):
 
     def on_local_day(self, day, tz):
         start = datetime.combine(day, datetime.min.time(), tzinfo=tz)
-        return self.filter(start__lt=start + timedelta(days=1), end__gt=start)
+        return self.overlapping(start, start + timedelta(days=1))
 
 
 class Visit(models.Model):
@@ -478,6 +485,8 @@ class Visit(models.Model):
             models.Index(fields=["room", "start"]),
             models.Index(fields=["patient", "start"]),
             models.Index(fields=["status", "start"]),
+            # Day and week schedules, feeds' windows: visits by time alone.
+            models.Index(fields=["start"], name="visit_start"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -109,6 +109,40 @@ def test_day_view_shows_local_times_and_flags_what_needs_acting_on(desk, clinic)
     assert desk.get(reverse("desk_day", args=["not-a-date"])).status_code == 404
 
 
+def test_the_day_schedule_is_drawn_once_and_redrawn_as_soon_as_anything_on_it_changes(desk, clinic):
+    unscreened = clinic.patient("Blake", "Unscreened", screened=False)
+    dosing = Visit.objects.create(
+        patient=unscreened,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room2,
+        start=at(TODAY, "13:00"),
+        end=at(TODAY, "15:00"),
+    )
+    other = booking.book(
+        patient=clinic.patient("Avery", "Applewood"),
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(TODAY, "10:00"),
+    )
+    url = reverse("desk_today")
+    first = desk.get(url).text
+    assert "Screening not cleared" in first and "Message failed" not in first
+    with CaptureQueriesContext(connection) as again:
+        assert "Blake Unscreened" in desk.get(url).text
+    # Drawn from the cache: the visits themselves were not loaded again.
+    assert not [q for q in again.captured_queries if '"scheduler_visit"."uid"' in q["sql"]]
+
+    booking.cancel(other, reason="Patient unwell")
+    assert "Cancelled" in desk.get(url).text
+    failed_message(dosing)
+    assert "Message failed" in desk.get(url).text
+    clinic.clear_screening(unscreened)
+    assert "Screening not cleared" not in desk.get(url).text
+    week = reverse("desk_week", args=[TODAY.isoformat()])
+    assert "Cancelled" in desk.get(week).text
+
+
 def test_week_view_lists_the_seven_days_with_their_visits(desk, clinic):
     patient = clinic.patient("Avery", "Applewood")
     booking.book(
