@@ -285,13 +285,14 @@ def _planned(visit: Visit) -> PlannedVisit | None:
         return None
 
 
-def _move_slots(visit: Visit, clinic: Clinic) -> list:
+def _move_slots(visit: Visit, clinic: Clinic, any_clinician: bool) -> list:
     if not visit.is_open:
         return []
     first = timezone.localdate(timezone=clinic.tz)
-    # A visit of a care plan moves with plans.care_plans.move_planned_visit,
-    # which keeps its clinician: offer only that clinician's times.
-    clinicians = [visit.clinician] if _planned(visit) else None
+    # Patients keep their clinician unless the desk asks for anyone's times. A
+    # visit of a care plan always does: plans.care_plans.move_planned_visit
+    # keeps its clinician.
+    clinicians = None if any_clinician and not _planned(visit) else [visit.clinician]
     slots = free_slots(
         visit.visit_type,
         first,
@@ -311,7 +312,8 @@ def _move_slots(visit: Visit, clinic: Clinic) -> list:
 def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     clinic = desk_clinic()
     visit = _visit_for_desk(pk, clinic)
-    slots = _move_slots(visit, clinic)
+    any_clinician = request.GET.get("with") == "anyone"
+    slots = _move_slots(visit, clinic, any_clinician)
     move_form, cancel_form = MoveForm(slots=slots), CancelForm()
     if request.method == "POST":
         action = request.POST.get("action", "")
@@ -338,6 +340,7 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "move_form": move_form,
         "cancel_form": cancel_form,
         "has_slots": bool(slots),
+        "any_clinician": any_clinician,
     }
     audit.record(request, AuditAction.VIEWED_VISIT, visit.patient, f"visit {visit.pk}")
     return render(request, "desk/visit.html", context)

@@ -227,6 +227,26 @@ def test_moving_a_visit_to_an_offered_slot_and_cancelling_with_a_reason(desk, cl
     assert visit.status == VisitStatus.CANCELLED and visit.cancellation_reason == "Patient ill"
 
 
+def test_moves_keep_the_clinician_unless_the_desk_asks_for_anyone(desk, clinic):
+    second = clinic.clinician("Jo Second", "therapist", hours=("09:00", "17:00"))
+    visit = booking.book(
+        patient=clinic.patient(),
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(date(2030, 1, 4), "11:00"),
+    )
+    own = _visit_page(desk, visit)
+    assert {s.clinician for s in own.context["move_form"].slots.values()} == {clinic.therapist}
+    url = reverse("desk_visit", args=[visit.pk]) + "?with=anyone"
+    anyone = desk.get(url)
+    offered = anyone.context["move_form"].slots
+    assert {s.clinician for s in offered.values()} == {clinic.therapist, second}
+    value = next(v for v, s in offered.items() if s.clinician == second)
+    assert "Moved." in desk.post(url, {"action": "move", "slot": value}, follow=True).text
+    visit.refresh_from_db()
+    assert visit.clinician == second
+
+
 def test_a_stale_slot_is_refused_by_the_form(desk, clinic):
     visit = booking.book(
         patient=clinic.patient(),
