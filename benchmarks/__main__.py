@@ -101,6 +101,12 @@ def main(argv=None) -> int:
     creation = connection.creation
     print(f"Creating the benchmark database ({connection.vendor}) ...", flush=True)
     original_name = connection.settings_dict["NAME"]
+    # A name of its own: the test suite's smoke test runs this beside its own test database.
+    connection.settings_dict["TEST"]["NAME"] = (
+        str(ROOT / "var" / f"benchmarks-{os.getpid()}.sqlite3")
+        if connection.vendor == "sqlite"
+        else f"benchmarks_{os.getpid()}"
+    )
     creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     report = Report()
     try:

@@ -72,6 +72,7 @@ def due_pool(dataset: Dataset, size: int) -> list[int]:
         Message.objects.filter(
             status=Status.PENDING,
             channel=Channel.SMS,
+            expires_at__gt=dataset.now,
             visit__status__in=ACTIVE_STATUSES,
             patient__contact_by_sms=True,
             patient__sms_consent_at__isnull=False,

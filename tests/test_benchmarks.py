@@ -1,0 +1,62 @@
+"""The benchmarks still run: ``python -m benchmarks`` at a tiny scale, every section, JSON out.
+
+The figures themselves are not judged here (timing belongs in benchmarks/);
+this only keeps the code from rotting: the dataset builds, each measurement
+runs against the real parts (gunicorn, the loopback Twilio, icalendar) and
+the JSON says what was measured.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = {
+    "Plan generation",
+    "Clinician feed",
+    "Front-desk pages, test client",
+    "Front-desk pages, 20 concurrent clients",
+    "Dispatch of",
+}
+
+
+def test_the_benchmarks_run_at_a_tiny_scale_and_write_their_json(tmp_path):
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--divide",
+            "500",
+            "--load-seconds",
+            "0.5",
+            "--json",
+            str(output),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["meta"]["dataset"]["bulk visits"] == 200
+    assert report["meta"]["dataset"]["bulk messages"] == 600
+    figures = report["figures"]
+    assert {s for s in SECTIONS if any(f["section"].startswith(s) for f in figures)} == SECTIONS
+    # Every figure with a target says whether it was met, and is printed beside it.
+    for figure in figures:
+        if figure["target"]:
+            assert figure["met"] in (True, False)
+            assert f"target: {figure['target']}" in result.stdout
+    dispatched = next(f for f in figures if f["name"] == "dispatch pass, 1 process")
+    assert dispatched["values"]["sent"] == dispatched["values"]["server took"] == 20
+    loaded = [f for f in figures if f["section"].startswith("Front-desk pages, 20")]
+    assert loaded and all(f["values"]["errors"] == 0 for f in loaded)
+    # The benchmark's database is gone again.
+    assert not list((ROOT / "var").glob("benchmarks-*.sqlite3"))
