@@ -6,6 +6,7 @@ DATABASE_URL names a PostgreSQL server - a fresh database beside the named one
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -113,6 +114,10 @@ def main(argv=None) -> int:
         print(f"Building the dataset ({scale}) ...", flush=True)
         data = dataset.build(scale, options.seed)
         clock.travel(data.now)
+        # As config/wsgi.py does once the application is loaded: what this
+        # process holds now stays, and full collections need not walk it.
+        gc.collect()
+        gc.freeze()
         child_env = {
             **{k: v for k, v in os.environ.items()},
             **database_environment(),

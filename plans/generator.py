@@ -362,15 +362,8 @@ class Generator:
                         continue
                     if visit_type.is_dosing and not self._dose_allowed(doses, start):
                         continue
-                    room = next(
-                        (
-                            r
-                            for r in rooms
-                            if self.availability.fits(
-                                visit_type, clinician, r, self.patient, start, end
-                            )
-                        ),
-                        False,
+                    room = self.availability.first_room(
+                        visit_type, clinician, rooms, self.patient, start, end
                     )
                     if room is not False:
                         best = (clinician, room, start, end)

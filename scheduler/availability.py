@@ -75,6 +75,14 @@ class Conflict(str):
     """A problem that is an overlap with another visit (as opposed to hours, roles, rooms)."""
 
 
+class RoomProblem(str):
+    """A problem with the room only: another room may do."""
+
+
+class RoomConflict(Conflict, RoomProblem):
+    """The room is taken by another visit."""
+
+
 @dataclass(frozen=True)
 class Slot:
     """A free place for a visit; ``start`` and ``end`` are in the clinic's zone."""
@@ -104,7 +112,7 @@ DAY = timedelta(days=1)
 DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
 READ_AHEAD_CLINICIANS = 3
 CLINICIAN_BLOCK_DAYS = 28
-ROOM_BLOCK_DAYS = 7
+ROOM_BLOCK_DAYS = 14
 
 
 def _days(start: datetime, end: datetime) -> range:
@@ -341,6 +349,23 @@ class Availability:
     def fits(self, visit_type, clinician, room, patient, start, end=None) -> bool:
         return next(self._problems(visit_type, clinician, room, patient, start, end), None) is None
 
+    def first_room(self, visit_type, clinician, rooms, patient, start, end=None):
+        """The first of ``rooms`` the visit fits in (None for telehealth), or False if none.
+
+        Stops at the first problem no other room could solve (hours, the
+        clinician's or the patient's other visits), so a busy clinician costs
+        one check, not one per room.
+        """
+        if visit_type.modality == Modality.TELEHEALTH:
+            return None if self.fits(visit_type, clinician, None, patient, start, end) else False
+        for room in rooms:
+            problem = next(self._problems(visit_type, clinician, room, patient, start, end), None)
+            if problem is None:
+                return room
+            if not isinstance(problem, RoomProblem):
+                return False
+        return False
+
     def _problems(self, visit_type, clinician, room, patient, start, end) -> Iterator[str]:
         tz = self.tz
         start = start.astimezone(UTC) if start.tzinfo else start
@@ -419,7 +444,9 @@ class Availability:
             return
         capability = visit_type.room_capability_id
         if capability and capability not in self.room_capabilities[room.pk]:
-            yield f"{room} has no {visit_type.room_capability.name.lower()}, which {visit_type} needs."
+            yield RoomProblem(
+                f"{room} has no {visit_type.room_capability.name.lower()}, which {visit_type} needs."
+            )
 
     def conflicts(self, clinician, room, patient, start, end) -> Iterator[str]:
         """Overlaps with visits that hold the same clinician, room or patient."""
@@ -432,7 +459,7 @@ class Availability:
         if room is not None:
             for busy in self.room_visits[room.pk].overlapping(start, end):
                 span = format_span(busy.start, busy.end, tz, day)
-                yield Conflict(f"{room} is booked {span} by another visit.")
+                yield RoomConflict(f"{room} is booked {span} by another visit.")
                 break
         if patient is not None:
             for busy in self.patient_visits[patient.pk].overlapping(start, end):
@@ -527,14 +554,7 @@ class Availability:
             for clinician in clinicians:
                 for start in self.candidate_starts(clinician, day, step):
                     end = start + visit_type.duration
-                    room = next(
-                        (
-                            r
-                            for r in rooms
-                            if self.fits(visit_type, clinician, r, patient, start, end)
-                        ),
-                        False,
-                    )
+                    room = self.first_room(visit_type, clinician, rooms, patient, start, end)
                     if room is not False:
                         found.append(
                             Slot(

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from scheduler import booking
-from scheduler.availability import free_slots
+from scheduler.availability import Availability, free_slots
 from scheduler.models import Closure, TimeOff
 from scheduler.timezones import AmbiguousLocalTime, NonexistentLocalTime, local_datetime, zone
 from tests.conftest import MONDAY, SmallClinic, at
@@ -194,3 +194,36 @@ def test_slot_search_takes_a_fixed_number_of_queries(clinic, django_assert_max_n
     with django_assert_max_num_queries(9):
         slots = free_slots(clinic.iv, MONDAY, MONDAY + timedelta(days=13))
     assert len(slots) > 100
+
+
+def test_first_room_skips_taken_and_unfit_rooms_and_gives_up_on_a_busy_clinician(clinic):
+    patient, other = clinic.patient("P", "One"), clinic.patient("P", "Two")
+    second = clinic.clinician("Dr. Second", "prescriber")
+    booking.book(  # the prescriber infuses 08:00-10:00 in Room 1
+        patient=other,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=at(MONDAY, "08:00"),
+    )
+    booking.book(  # another prescriber holds Room 1 from 10:00
+        patient=clinic.patient("P", "Three"),
+        visit_type=clinic.screening,
+        clinician=second,
+        room=clinic.room1,
+        start=at(MONDAY, "10:00"),
+    )
+    window = (at(MONDAY, "00:00"), at(MONDAY + timedelta(days=1), "00:00"))
+    availability = Availability(clinic.clinic, *window, patients=[patient])
+    rooms = [clinic.room1, clinic.room2, clinic.room3]
+    nine, ten, noon = at(MONDAY, "09:00"), at(MONDAY, "10:00"), at(MONDAY, "12:00")
+
+    def first(visit_type, clinician, start, among=rooms):
+        return availability.first_room(visit_type, clinician, among, patient, start)
+
+    assert first(clinic.screening, clinic.prescriber, ten) == clinic.room2  # Room 1 taken
+    assert first(clinic.iv, clinic.prescriber, ten) is False  # only Room 1 has the chair
+    assert first(clinic.iv, clinic.prescriber, noon) == clinic.room1
+    assert first(clinic.screening, clinic.prescriber, nine, rooms[1:]) is False  # busy infusing
+    assert first(clinic.iv, clinic.nurse, noon) is False  # not a prescriber: no room helps
+    assert first(clinic.integration, clinic.therapist, ten) is None  # telehealth: no room
