@@ -7,8 +7,9 @@ years, a patient link travels in texts and emails that get forwarded and kept,
 so it also expires ``PATIENT_LINK_DAYS`` after it was issued.
 
 To put a link in a text or email, call ``issue_patient_link(patient)`` where the
-message is composed and use the URL it returns; the raw token exists only in
-that URL, so it cannot be looked up later.
+message is composed (or ``issue_patient_links`` for a batch of them) and use the
+URL it returns; the raw token exists only in that URL, so it cannot be looked
+up later.
 """
 
 import secrets
@@ -34,6 +35,32 @@ def issue_patient_link(patient: Patient, *, created_by=None) -> str:
     """A new private link for ``patient`` (the previous one stops working); the full URL."""
     _, raw = tokens.issue(patient, PURPOSE, created_by=created_by)
     return patient_link_url(raw)
+
+
+def issue_patient_links(patients: list[Patient]) -> list[str]:
+    """``issue_patient_link`` for each of ``patients`` in turn, in two statements; the URLs.
+
+    For a dispatch batch's preparation texts, a fresh link each. As if issued
+    one after the other: each patient's previous links stop working, and a
+    patient listed twice gets two links of which only the later one works.
+    """
+    now = timezone.now()
+    raws = [secrets.token_urlsafe(tokens.TOKEN_BYTES) for _ in patients]
+    last = {patient.pk: index for index, patient in enumerate(patients)}
+    with transaction.atomic():
+        AccessToken.objects.active().filter(purpose=PURPOSE, patient__in=list(last)).update(
+            revoked_at=now
+        )
+        AccessToken.objects.bulk_create(
+            AccessToken(
+                purpose=PURPOSE,
+                patient=patient,
+                digest=tokens.digest(raw),
+                revoked_at=None if last[patient.pk] == index else now,
+            )
+            for index, (patient, raw) in enumerate(zip(patients, raws, strict=True))
+        )
+    return [patient_link_url(raw) for raw in raws]
 
 
 def expires_at(token: AccessToken) -> datetime:

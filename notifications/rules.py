@@ -5,8 +5,12 @@ text a day and three a week unless the patient agreed to more. Both are
 settings, and MessagingPreferences can change them for one patient.
 """
 
-from dataclasses import dataclass
+import operator
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
 from datetime import datetime, time, timedelta
+from functools import reduce
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -120,43 +124,138 @@ def text_limits_for(patient: Patient) -> TextLimits:
     return TextLimits(per_day, per_week)
 
 
-def text_limit_problem(message: Message, now: datetime) -> str:
-    """Why sending this plain reminder now would exceed the patient's limits ("" if it would not).
+WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
+
+
+@dataclass(frozen=True)
+class TextCounts:
+    """A patient's texts that count against their limits."""
+
+    sent_today: int = 0
+    sent_week: int = 0
+    coming_today: int = 0
+    coming_week: int = 0
+
+    def __add__(self, other: "TextCounts") -> "TextCounts":
+        return TextCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __sub__(self, other: "TextCounts") -> "TextCounts":
+        return TextCounts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def local_day(now: datetime, tz_name: str) -> tuple[datetime, datetime]:
+    """Where the day containing ``now`` begins and ends in the zone ``tz_name``."""
+    local = now.astimezone(zone(tz_name))
+    return (
+        datetime.combine(local.date(), time(0), tzinfo=local.tzinfo),
+        datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=local.tzinfo),
+    )
+
+
+class TextLedger:
+    """How many texts count against each patient's limits at ``now``.
 
     Counts texts the provider accepted in the patient's local day and in the
     past 7 days, plus essential texts (changes, preparation) still to come in
     the rest of the day and the next 7 days: those take priority, so a plain
-    reminder leaves room for them. One query.
+    reminder leaves room for them.
+
+    ``load`` counts for any number of patients in one query (the database
+    counts: a patient may have had many texts). A dispatch batch then
+    ``note``s what it decides for each of its own texts, in the order it
+    decides, so a text the batch sends counts against the next one as if it
+    had been sent already: the limits hold within a batch as between passes.
     """
-    patient = message.patient
-    limits = text_limits_for(patient)
-    local = now.astimezone(zone(patient.time_zone))
-    day_start = datetime.combine(local.date(), time(0), tzinfo=local.tzinfo)
-    day_end = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=local.tzinfo)
-    waiting_essential = Q(
-        status__in=(Status.PENDING, Status.CLAIMED), purpose__in=ESSENTIAL_PURPOSES
-    )
-    counts = (
-        Message.objects.filter(patient=patient, channel=Channel.SMS)
-        .exclude(pk=message.pk)
-        .aggregate(
-            sent_today=Count(
-                "pk",
-                filter=Q(status__in=ACCEPTED_STATUSES, sent_at__gte=day_start, sent_at__lt=day_end),
-            ),
-            sent_week=Count("pk", filter=Q(status__in=ACCEPTED_STATUSES, sent_at__gt=now - WEEK)),
-            coming_today=Count("pk", filter=waiting_essential & Q(send_at__lt=day_end)),
-            coming_week=Count("pk", filter=waiting_essential & Q(send_at__lt=now + WEEK)),
+
+    def __init__(self, now: datetime, counts: dict[int, TextCounts]):
+        self.now = now
+        self.counts = counts  # by patient id
+        self.followed: dict[int, tuple] = {}  # message id -> (status, sent_at, send_at) now
+
+    @classmethod
+    def load(cls, patients: Iterable[Patient], now: datetime) -> "TextLedger":
+        zones: dict[str, list[int]] = defaultdict(list)
+        for patient in {patient.pk: patient for patient in patients}.values():
+            zones[patient.time_zone].append(patient.pk)
+        counts = {pk: TextCounts() for ids in zones.values() for pk in ids}
+        if not counts:
+            return cls(now, counts)
+        sent_today, coming_today = [], []
+        for tz_name, ids in zones.items():
+            day_start, day_end = local_day(now, tz_name)
+            sent_today.append(Q(patient_id__in=ids, sent_at__gte=day_start, sent_at__lt=day_end))
+            coming_today.append(Q(patient_id__in=ids, send_at__lt=day_end))
+        accepted = Q(status__in=ACCEPTED_STATUSES)
+        waiting = Q(status__in=WAITING_STATUSES, purpose__in=ESSENTIAL_PURPOSES)
+        rows = (
+            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS)
+            .values("patient_id")
+            .order_by()
+            .annotate(
+                sent_today=Count("pk", filter=accepted & reduce(operator.or_, sent_today)),
+                sent_week=Count("pk", filter=accepted & Q(sent_at__gt=now - WEEK)),
+                coming_today=Count("pk", filter=waiting & reduce(operator.or_, coming_today)),
+                coming_week=Count("pk", filter=waiting & Q(send_at__lt=now + WEEK)),
+            )
         )
-    )
-    if counts["sent_today"] + counts["coming_today"] + 1 > limits.per_day:
-        return (
-            f"Daily text limit ({limits.per_day}) reached: {counts['sent_today']} sent today, "
-            f"{counts['coming_today']} preparation or change texts still due today."
+        for row in rows:
+            patient_id = row.pop("patient_id")
+            counts[patient_id] = TextCounts(**row)
+        return cls(now, counts)
+
+    def counted(self, message: Message, status: str, sent_at, send_at) -> TextCounts:
+        """What ``message`` adds to its patient's counts in this state: ``load``'s filters, in memory."""
+        if status in ACCEPTED_STATUSES and sent_at is not None:
+            day_start, day_end = local_day(self.now, message.patient.time_zone)
+            return TextCounts(
+                sent_today=int(day_start <= sent_at < day_end),
+                sent_week=int(sent_at > self.now - WEEK),
+            )
+        if status in WAITING_STATUSES and message.purpose in ESSENTIAL_PURPOSES:
+            _, day_end = local_day(self.now, message.patient.time_zone)
+            return TextCounts(
+                coming_today=int(send_at < day_end), coming_week=int(send_at < self.now + WEEK)
+            )
+        return TextCounts()
+
+    def state(self, message: Message) -> tuple:
+        return self.followed.get(message.pk, (message.status, message.sent_at, message.send_at))
+
+    def note(self, message: Message, **changes) -> None:
+        """What became of ``message`` (its new status, sent_at or send_at), for the next count."""
+        if message.patient_id not in self.counts or message.channel != Channel.SMS:
+            return
+        before = self.state(message)
+        after = tuple(
+            changes.get(field, value)
+            for field, value in zip(("status", "sent_at", "send_at"), before, strict=True)
         )
-    if counts["sent_week"] + counts["coming_week"] + 1 > limits.per_week:
-        return (
-            f"Weekly text limit ({limits.per_week}) reached: {counts['sent_week']} sent in the "
-            f"past 7 days, {counts['coming_week']} preparation or change texts due in the next 7."
+        self.followed[message.pk] = after
+        self.counts[message.patient_id] += self.counted(message, *after) - self.counted(
+            message, *before
         )
-    return ""
+
+    def problem(self, message: Message) -> str:
+        """Why sending this plain reminder now would exceed the patient's limits ("" if it would not)."""
+        limits = text_limits_for(message.patient)
+        # The text itself does not count against itself.
+        counts = self.counts[message.patient_id] - self.counted(message, *self.state(message))
+        if counts.sent_today + counts.coming_today + 1 > limits.per_day:
+            return (
+                f"Daily text limit ({limits.per_day}) reached: {counts.sent_today} sent today, "
+                f"{counts.coming_today} preparation or change texts still due today."
+            )
+        if counts.sent_week + counts.coming_week + 1 > limits.per_week:
+            return (
+                f"Weekly text limit ({limits.per_week}) reached: {counts.sent_week} sent in the "
+                f"past 7 days, {counts.coming_week} preparation or change texts due in the next 7."
+            )
+        return ""
+
+
+def text_limit_problem(message: Message, now: datetime) -> str:
+    """Why sending this plain reminder now would exceed the patient's limits ("" if it would not).
+
+    One query; see ``TextLedger`` for what counts.
+    """
+    return TextLedger.load([message.patient], now).problem(message)
