@@ -65,6 +65,8 @@ def due_texts(
         ).order_by("-offset")
     )
     first = at(MONDAY + timedelta(days=7), "08:00")
+    # After any visits an earlier call made: PostgreSQL refuses overlaps.
+    taken = Visit.objects.filter(clinician=clinic.prescriber, start__gte=first).count()
     visits = Visit.objects.bulk_create(
         Visit(
             patient=patient,
@@ -75,7 +77,7 @@ def due_texts(
             start=first + timedelta(hours=3 * i),
             end=first + timedelta(hours=3 * i) + clinic.iv.duration,
         )
-        for i, patient in enumerate(patients)
+        for i, patient in enumerate(patients, start=taken)
     )
     return Message.objects.bulk_create(
         Message(
