@@ -18,14 +18,17 @@ overlap, so the data passes every invariant the booking rules enforce
 The same seed gives the same rows: dates hang off a fixed Monday, not today.
 """
 
+import hashlib
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 
+import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -172,7 +175,9 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
     # seed_demo books its few visits around today, years before the data's
     # "now"; their reminders would only be found stale by every dispatch pass.
     Message.objects.filter(status=Status.PENDING).delete()
-    with transaction.atomic():
+    # Rows are stamped (created_at, updated_at) at the data's "now", not the
+    # build's wall clock: the same seed gives the same rows, stamps included.
+    with time_machine.travel(now, tick=False), transaction.atomic():
         clinicians = _clinicians(clinic, scale, rng)
         rooms = _rooms(clinic, scale)
         patients = _patients(clinic, scale, rng, clinicians)
@@ -191,8 +196,35 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
         "bulk visits": len(visits),
         "bulk messages": messages,
     }
+    dataset.counts["fingerprint"] = fingerprint(clinic)
     dataset.seconds = time.monotonic() - started
     return dataset
+
+
+def fingerprint(clinic: Clinic) -> str:
+    """A digest of the bulk rows by their content (not their ids), to compare two builds."""
+    digest = hashlib.sha256()
+    first = datetime.combine(FIRST_DAY, clock(0), tzinfo=clinic.tz)
+    visits = Visit.objects.filter(patient__clinic=clinic, start__gte=first).order_by("uid")
+    for row in visits.values_list(
+        "uid",
+        "patient__last_name",
+        "clinician__display_name",
+        "room__name",
+        "start",
+        "end",
+        "status",
+        "updated_at",
+    ).iterator(chunk_size=5_000):
+        digest.update(repr(row).encode())
+    messages = Message.objects.filter(patient__clinic=clinic, visit__start__gte=first).order_by(
+        "visit__uid", "send_at", "channel", "purpose"
+    )
+    for row in messages.values_list(
+        "visit__uid", "purpose", "channel", "status", "send_at", "provider_id", "sent_at"
+    ).iterator(chunk_size=5_000):
+        digest.update(repr(row).encode())
+    return digest.hexdigest()[:16]
 
 
 class _Quiet:
@@ -378,6 +410,7 @@ def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list
         end = start + timedelta(minutes=visit_type.duration_minutes)
         rows.append(
             Visit(
+                uid=f"{uuid.UUID(int=rng.getrandbits(128), version=4)}@kap-scheduler",
                 patient=patient,
                 visit_type=visit_type,
                 clinician=clinician,

@@ -60,3 +60,18 @@ def test_the_benchmarks_run_at_a_tiny_scale_and_write_their_json(tmp_path):
     assert loaded and all(f["values"]["errors"] == 0 for f in loaded)
     # The benchmark's database is gone again.
     assert not list((ROOT / "var").glob("benchmarks-*.sqlite3"))
+
+
+def test_the_same_seed_builds_the_same_dataset(db):
+    from django.db import transaction
+
+    from benchmarks import dataset
+
+    tiny = dataset.FULL.divided(500)
+    prints = []
+    for seed in (7, 7, 8):
+        with transaction.atomic():
+            built = dataset.build(tiny, seed, say=lambda text: None)
+            prints.append(built.counts["fingerprint"])
+            transaction.set_rollback(True)
+    assert prints[0] == prints[1] != prints[2]
