@@ -137,11 +137,12 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count(),
             "dataset": data.counts,
             "dataset seconds": round(data.seconds, 1),
+            "dataset fingerprint": data.fingerprint,
             "now": data.now.isoformat(),
         }
         print(
             f"Dataset: {', '.join(f'{v:,} {k}' for k, v in data.counts.items())} "
-            f"in {data.seconds:.1f} s",
+            f"in {data.seconds:.1f} s (fingerprint {data.fingerprint})",
             flush=True,
         )
         if "plans" in options.only:

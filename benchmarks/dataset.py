@@ -146,6 +146,7 @@ class Dataset:
     feed_clinician: Clinician
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    fingerprint: str = ""
 
 
 def progress(label: str, done: int, total: int, started: float) -> None:
@@ -196,7 +197,7 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
         "bulk visits": len(visits),
         "bulk messages": messages,
     }
-    dataset.counts["fingerprint"] = fingerprint(clinic)
+    dataset.fingerprint = fingerprint(clinic)
     dataset.seconds = time.monotonic() - started
     return dataset
 
