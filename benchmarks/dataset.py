@@ -184,9 +184,11 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
         patients = _patients(clinic, scale, rng, clinicians)
         visits = _visits(clinic, scale, rng, clinicians, rooms, patients, now)
         messages = _messages(scale, rng, visits, now)
-    # Planner statistics, as a live database has them (autovacuum on PostgreSQL).
+    # Planner statistics and PostgreSQL's visibility map, as a live database has
+    # them (autovacuum); VACUUM cannot run inside a transaction (the tests' one).
+    vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
     dataset = Dataset(scale, seed, clinic, now, clinicians[0][0])
     dataset.counts = {
         "clinicians": Clinician.objects.filter(clinic=clinic).count(),
