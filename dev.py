@@ -4,6 +4,10 @@
     python3 dev.py demo   # set up, seed the demo clinic, run web + worker
     python3 dev.py test   # set up, run the whole test suite (arguments go to pytest)
 
+and, not part of the quickstart:
+
+    python3 dev.py bench --quick   # set up, run the benchmarks (arguments go to them)
+
 Both create ``.venv`` beside this file on first use and reinstall only when
 ``pyproject.toml`` changes.
 """
@@ -80,14 +84,22 @@ def test(args: list[str]) -> int:
     ).returncode
 
 
+def bench(args: list[str]) -> int:
+    return subprocess.run(
+        [str(PYTHON), "-m", "benchmarks", *args], cwd=ROOT, env=environment()
+    ).returncode
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test", "bench"}:
         print(__doc__)
         return 2
     ensure_environment()
     if sys.argv[1] == "demo":
         demo()
         return 0
+    if sys.argv[1] == "bench":
+        return bench(sys.argv[2:])
     return test(sys.argv[2:])
 
 

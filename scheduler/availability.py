@@ -281,7 +281,7 @@ class Availability:
         clinician's whole diary. Whole blocks save queries where they are
         cheap: a plan that keeps its clinician walks forward through that
         clinician's weeks (28-day blocks for up to three clinicians), and
-        rooms are few (7-day blocks); many clinicians at once load by the day.
+        rooms are few (14-day blocks); many clinicians at once load by the day.
         """
         if self._complete and self.start <= start and end <= self.end:
             return
