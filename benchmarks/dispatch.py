@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from twilio.rest import Client
 
 from benchmarks.dataset import Dataset
-from benchmarks.measure import Figure, Report
+from benchmarks.measure import Figure, Report, ratio_figure
 from notifications.dispatch import Dispatcher
 from notifications.models import Channel, Message, Status
 from notifications.planning import ACTIVE_STATUSES
@@ -152,15 +152,8 @@ def run(dataset: Dataset, report: Report, size: int, child_env: dict[str, str]) 
                 met=per_message <= QUERIES_TARGET and taken == size == result.sent,
             )
         )
-        ratio = seconds / floor_seconds
         report.add(
-            Figure(
-                section,
-                "ratio to the floor",
-                {"ratio": round(ratio, 2)},
-                target=f"<= {RATIO_TARGET}x",
-                met=ratio <= RATIO_TARGET,
-            )
+            ratio_figure(section, seconds, floor_seconds, RATIO_TARGET, "ratio to the floor")
         )
         if connection.vendor != "postgresql":
             report.add(

@@ -67,6 +67,14 @@ def latency(samples: list[float]) -> dict[str, float]:
     }
 
 
+def ratio_figure(section: str, ours: float, floor: float, target: float, name: str) -> Figure:
+    """How many times the floor ours took, against ``target`` (at most that many times)."""
+    ratio = ours / floor
+    return Figure(
+        section, name, {"ratio": round(ratio, 2)}, target=f"<= {target}x", met=ratio <= target
+    )
+
+
 @dataclass
 class Report:
     meta: dict = field(default_factory=dict)
