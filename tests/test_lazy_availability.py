@@ -93,17 +93,27 @@ def test_a_lazy_availability_answers_exactly_as_an_eager_one(clinic):
     people = [clinic.patient(f"P{n}", "Example") for n in range(6)]
     clinicians = [clinic.prescriber, clinic.therapist, clinic.nurse]
     rooms = [clinic.room1, clinic.room2, clinic.room3]
+    held = []  # (holder, start, end) of the blocking visits so far
     for n in range(120):
         start = at(MONDAY + timedelta(days=rng.randrange(35)), f"{rng.randrange(8, 17):02d}:00")
+        end = start + timedelta(minutes=rng.choice((30, 60, 90, 150)))
+        patient, clinician = people[n % len(people)], rng.choice(clinicians)
+        room = rng.choice([*rooms, None])
+        holders = [h for h in (patient, clinician, room) if h is not None]
+        status = rng.choice([VisitStatus.BOOKED, VisitStatus.CONFIRMED, VisitStatus.CANCELLED])
+        if any(h in holders and s < end and start < e for h, s, e in held):
+            status = VisitStatus.CANCELLED  # PostgreSQL refuses overlapping bookings
         Visit.objects.create(
-            patient=people[n % len(people)],
+            patient=patient,
             visit_type=clinic.screening,
-            clinician=rng.choice(clinicians),
-            room=rng.choice([*rooms, None]),
+            clinician=clinician,
+            room=room,
             start=start,
-            end=start + timedelta(minutes=rng.choice((30, 60, 90, 150))),
-            status=rng.choice([VisitStatus.BOOKED, VisitStatus.CONFIRMED, VisitStatus.CANCELLED]),
+            end=end,
+            status=status,
         )
+        if status != VisitStatus.CANCELLED:
+            held += [(h, start, end) for h in holders]
     window = (at(MONDAY, "00:00"), at(MONDAY + timedelta(days=35), "00:00"))
     eager = Availability(clinic.clinic, *window, patients=people)
     lazy = Availability(clinic.clinic, *window, patients=people, lazy=True)
