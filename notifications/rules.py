@@ -8,9 +8,10 @@ settings, and MessagingPreferences can change them for one patient.
 import operator
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import reduce
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -127,9 +128,8 @@ def text_limits_for(patient: Patient) -> TextLimits:
 WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
 
 
-@dataclass(frozen=True)
-class TextCounts:
-    """A patient's texts that count against their limits."""
+class TextCounts(NamedTuple):
+    """A patient's texts that count against their limits (a tuple: a batch adds thousands)."""
 
     sent_today: int = 0
     sent_week: int = 0
@@ -137,10 +137,10 @@ class TextCounts:
     coming_week: int = 0
 
     def __add__(self, other: "TextCounts") -> "TextCounts":
-        return TextCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return TextCounts(*map(operator.add, self, other))
 
     def __sub__(self, other: "TextCounts") -> "TextCounts":
-        return TextCounts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return TextCounts(*map(operator.sub, self, other))
 
 
 def local_day(now: datetime, tz_name: str) -> tuple[datetime, datetime]:

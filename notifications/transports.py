@@ -13,6 +13,7 @@ timeout): the dispatcher looks the message up before sending it again.
 """
 
 import contextlib
+import os
 import smtplib
 import sys
 import threading
@@ -29,6 +30,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.message import make_msgid
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -194,6 +196,24 @@ class RebasedHttpClient(TwilioHttpClient):
         return super().request(method, url, *args, **kwargs)
 
 
+def twilio_http_client(base: str, timeout: float) -> TwilioHttpClient:
+    """The SDK's HTTP client as the transport uses it (``base``: a Twilio-compatible server or "").
+
+    The SDK waits forever by default; a hung request would hold a claimed
+    message until its lease runs out. And requests reads the proxy settings
+    from the environment (every variable in it) on each call, about a third
+    of a millisecond a text: they are read once, here, instead.
+    """
+    options = {"timeout": timeout, "proxy": get_environ_proxies(base or RebasedHttpClient.TWILIO)}
+    client = RebasedHttpClient(base, **options) if base else TwilioHttpClient(**options)
+    client.session.trust_env = False
+    # What trust_env would also have read: a CA bundle named in the environment.
+    client.session.verify = (
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    )
+    return client
+
+
 # DOMAIN.md's Twilio error codes. Unreachable (30003) and unknown (30008) may
 # clear up; an invalid, opted-out, landline or filtered number will not.
 TRANSIENT_CODES = {"20429", "30001", "30003", "30008"}
@@ -248,14 +268,7 @@ class TwilioSMSBackend(SMSBackend):
             raise ImproperlyConfigured(
                 "SMS_BACKEND=twilio needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID."
             )
-        # The SDK waits forever by default; a hung request would hold a claimed
-        # message until its lease runs out.
-        options = {"timeout": settings.TWILIO_TIMEOUT}
-        http_client = (
-            RebasedHttpClient(settings.TWILIO_API_BASE, **options)
-            if settings.TWILIO_API_BASE
-            else TwilioHttpClient(**options)
-        )
+        http_client = twilio_http_client(settings.TWILIO_API_BASE, settings.TWILIO_TIMEOUT)
         self.client = Client(account, token, http_client=http_client)
 
     @property

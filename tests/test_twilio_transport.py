@@ -224,3 +224,17 @@ def test_throughput_through_the_fake_server(clinic, now, twilio, settings):
     started = time.perf_counter()
     assert dispatch(limit=10).sent == 10
     assert time.perf_counter() - started >= 0.45
+
+
+def test_proxy_settings_are_read_once_from_the_environment_and_honoured(monkeypatch):
+    from notifications.transports import twilio_http_client
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/clinic-ca.pem")
+    to_twilio = twilio_http_client("", 5)
+    assert to_twilio.proxy["https"] == "http://proxy.example:3128"
+    assert to_twilio.session.verify == "/etc/ssl/clinic-ca.pem"
+    assert to_twilio.session.trust_env is False  # not read again on every call
+    # A server the environment exempts from the proxy is reached directly.
+    assert twilio_http_client("http://127.0.0.1:8099", 5).proxy == {}
