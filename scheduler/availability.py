@@ -31,6 +31,7 @@ from scheduler.models import (
     Visit,
     VisitType,
     Weekday,
+    overlapping,
 )
 from scheduler.timezones import LocalTimeError, local_datetime
 
@@ -133,12 +134,7 @@ def _blocks(days: range, size: int) -> range:
 
 def _held_during(holder: Q, days: range) -> Q:
     """Visits of ``holder`` overlapping the days numbered ``days``."""
-    return holder & _overlapping(DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY)
-
-
-def _overlapping(start: datetime, end: datetime) -> Q:
-    # As VisitQuerySet.overlapping, as a Q to combine with others.
-    return Q(start__lt=end, end__gt=start, start__gte=start - LONGEST_VISIT)
+    return holder & overlapping(DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY)
 
 
 def _absences(clinician_ids: list[int], start: datetime, end: datetime):
@@ -255,14 +251,14 @@ class Availability:
         self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
         self._seen: set[int] = set()  # visits already on the timelines
         self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
-        self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, week number)
+        self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
         held = Q(patient__in=self.patient_ids)
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
         if not lazy:
             held |= Q(clinician__in=list(self.clinicians)) | Q(room__in=list(self.rooms))
-        self._load_visits(held & _overlapping(self.start, self.end))
+        self._load_visits(held & overlapping(self.start, self.end))
 
     # -- loading visits ----------------------------------------------------
 

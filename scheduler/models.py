@@ -427,19 +427,26 @@ def new_visit_uid() -> str:
     return f"{uuid.uuid4()}@kap-scheduler"
 
 
+def overlapping(start: datetime, end: datetime) -> Q:
+    """Visits overlapping [start, end), as a condition to combine with others.
+
+    The lower bound on start follows from end > start (no visit lasts longer
+    than LONGEST_VISIT_MINUTES) and lets an index on start bound the scan on
+    both sides instead of reading every earlier visit.
+    """
+    return Q(
+        start__lt=end,
+        end__gt=start,
+        start__gte=start - timedelta(minutes=LONGEST_VISIT_MINUTES),
+    )
+
+
 class VisitQuerySet(models.QuerySet):
     def blocking(self):
         return self.filter(status__in=BLOCKING_STATUSES)
 
     def overlapping(self, start: datetime, end: datetime):
-        # The lower bound on start follows from end > start (no visit lasts
-        # longer than LONGEST_VISIT_MINUTES) and lets an index on start bound
-        # the scan on both sides instead of reading every earlier visit.
-        return self.filter(
-            start__lt=end,
-            end__gt=start,
-            start__gte=start - timedelta(minutes=LONGEST_VISIT_MINUTES),
-        )
+        return self.filter(overlapping(start, end))
 
     def for_clinician(self, clinician):
         return self.filter(clinician=clinician)
