@@ -1,5 +1,7 @@
 """Mobile numbers: parsed and validated with libphonenumber, stored as E.164."""
 
+import functools
+
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -45,14 +47,42 @@ def normalize_mobile(value: str, region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def format_for_display(e164: str) -> str:
-    if not e164:
-        return ""
-    number = phonenumbers.parse(e164, None)
-    region = phonenumbers.region_code_for_number(number)
-    if region == settings.PHONE_REGION:
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+def format_for_display(phone: str) -> str:
+    """A phone number as people here dial it: national form for the clinic's own country
+    (``PHONE_REGION``), international otherwise. A stored mobile (E.164) and a clinic
+    phone typed as free text both work; text that is no valid number stays as typed."""
+    return _format_for_display(phone, settings.PHONE_REGION)
+
+
+# Every text of a dispatch batch shows its clinic's phone; parsing it each time
+# cost as much as rendering the text.
+@functools.lru_cache(maxsize=256)
+def _format_for_display(phone: str, region: str) -> str:
+    try:
+        number = phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return phone
+    if not phonenumbers.is_valid_number(number):
+        return phone
+    fmt = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if phonenumbers.region_code_for_number(number) == region
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, fmt)
+
+
+def search_digits(text: str) -> str:
+    """The digits of a search that looks like (part of) a phone number, else "".
+
+    Mobiles are stored as +12125550147; people search "(212) 555-0147" or
+    "555-0147", which a word-by-word search cannot match. Text with letters
+    ("Ann 2") is a name, and fewer than four digits would match nearly every
+    number.
+    """
+    digits = "".join(ch for ch in text if ch.isdigit())
+    looks_like_phone = all(ch.isdigit() or ch in " +-.()" for ch in text.strip())
+    return digits if looks_like_phone and len(digits) >= 4 else ""
 
 
 class MobileNumberField(models.CharField):
