@@ -171,7 +171,7 @@ def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] 
     rng = random.Random(seed)
     say("Seeding the demo clinic's configuration ...")
     call_command("seed_demo", stdout=_Quiet(), stderr=_Quiet())
-    clinic = Clinic.objects.order_by("pk").first()
+    clinic = Clinic.objects.installation()
     now = datetime.combine(NOW_DAY, NOW_TIME, tzinfo=clinic.tz).astimezone(UTC)
     # seed_demo books its few visits around today, years before the data's
     # "now"; their reminders would only be found stale by every dispatch pass.

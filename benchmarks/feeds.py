@@ -6,7 +6,7 @@ from icalendar import Calendar
 from benchmarks.dataset import Dataset
 from benchmarks.measure import Figure, Report, latency, queries, ratio_figure, timed
 from scheduler import tokens
-from scheduler.feeds import feed_url
+from scheduler.links import feed_url
 
 RATIO_TARGET = 1.3
 UNCHANGED_TARGET_MS = 5

@@ -25,7 +25,7 @@ from benchmarks.measure import Figure, Report, latency, percentile, queries, tim
 from scheduler.models import Patient, Visit
 
 QUERY_TARGET = 15
-# Their schedule is cached until something in it changes (notifications.frontdesk).
+# Their schedule is cached until something in it changes (desk.frontdesk).
 CACHED_PAGES = ("day view", "week view")
 LOAD_P95_TARGET_MS = 150
 # A desk (a person) asks for a page about once a second at the busiest; the

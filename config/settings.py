@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "scheduler",
     "plans",
     "notifications",
+    "desk",
 ]
 
 MIDDLEWARE = [

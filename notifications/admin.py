@@ -6,10 +6,8 @@ failed message the provider never accepted, and mark inbox texts handled.
 """
 
 from django.contrib import admin, messages
-from django.http import HttpResponse
 from django.utils import timezone
 
-from notifications.export import export_json
 from notifications.models import (
     InboundMessage,
     Message,
@@ -18,8 +16,6 @@ from notifications.models import (
     ReminderRule,
     Status,
 )
-from scheduler.models import Patient
-from scheduler.roles import Role, roles_of
 from scheduler.timezones import zone
 
 
@@ -176,27 +172,3 @@ class MessagingPreferencesAdmin(admin.ModelAdmin):
     list_select_related = ("patient",)
     autocomplete_fields = ("patient",)
     search_fields = ("patient__first_name", "patient__last_name", "patient__mobile")
-
-
-@admin.action(description="Export the patient's data (JSON)")
-def export_patient_data(modeladmin, request, queryset):
-    """A patient's data for their access request; clinic admins only, one patient at a time."""
-    if Role.ADMIN not in roles_of(request.user):
-        modeladmin.message_user(request, "Only clinic admins export patient data.", messages.ERROR)
-        return None
-    chosen = list(queryset[:2])
-    if len(chosen) != 1:
-        modeladmin.message_user(request, "Choose exactly one patient to export.", messages.ERROR)
-        return None
-    response = HttpResponse(
-        export_json(chosen[0], request=request, by="admin action"),
-        content_type="application/json; charset=utf-8",
-    )
-    response["Content-Disposition"] = f'attachment; filename="patient-{chosen[0].pk}.json"'
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-# PatientAdmin lives in scheduler, which cannot import the export (it reads messages and plans).
-_patient_admin = admin.site.get_model_admin(Patient)
-_patient_admin.actions = [*(_patient_admin.actions or []), export_patient_data]

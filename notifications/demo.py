@@ -61,3 +61,8 @@ def seed_reminder_policies(clinic: Clinic) -> list[ReminderPolicy]:
         ).select_related("patient__clinic", "visit_type")
     )
     return policies
+
+
+def seed(clinic: Clinic) -> list[ReminderPolicy]:
+    """Seed the reminders layer of the demo clinic."""
+    return seed_reminder_policies(clinic)

@@ -17,24 +17,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from notifications.models import InboundKind, InboundMessage
 from scheduler import tokens
+from scheduler.links import patient_page_url
 from scheduler.models import AccessToken, Patient, TokenPurpose, Visit
 
 PURPOSE = TokenPurpose.PATIENT_LINK
 
 
-def patient_link_url(raw_token: str) -> str:
-    return settings.SITE_URL + reverse("patient_page", args=[raw_token])
-
-
 def issue_patient_link(patient: Patient, *, created_by=None) -> str:
     """A new private link for ``patient`` (the previous one stops working); the full URL."""
     _, raw = tokens.issue(patient, PURPOSE, created_by=created_by)
-    return patient_link_url(raw)
+    return patient_page_url(raw)
 
 
 def issue_patient_links(patients: list[Patient]) -> list[str]:
@@ -60,7 +56,7 @@ def issue_patient_links(patients: list[Patient]) -> list[str]:
             )
             for index, (patient, raw) in enumerate(zip(patients, raws, strict=True))
         )
-    return [patient_link_url(raw) for raw in raws]
+    return [patient_page_url(raw) for raw in raws]
 
 
 def expires_at(token: AccessToken) -> datetime:

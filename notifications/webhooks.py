@@ -190,7 +190,7 @@ def handle_inbound(
 
 
 def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: datetime) -> None:
-    clinic = patients[0].clinic if patients else Clinic.objects.order_by("pk").first()
+    clinic = patients[0].clinic if patients else Clinic.objects.installation()
     phone = phone_for_display(clinic.phone) if clinic else "the clinic"
     same_number = Patient.objects.filter(pk__in=[p.pk for p in patients])
     kind = inbound.kind

@@ -192,3 +192,10 @@ def seed_screenings(patients: list[Patient]) -> None:
                 "cleared_at": SCREENED_AT,
             },
         )
+
+
+def seed(clinic: Clinic, patients: list[Patient]) -> list[Protocol]:
+    """Seed the plans layer of the demo clinic: its protocols, and the first patients' screenings."""
+    protocols = seed_protocols(clinic)
+    seed_screenings(patients)
+    return protocols

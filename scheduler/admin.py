@@ -18,13 +18,12 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from scheduler import audit, booking, tokens
 from scheduler.external_calendars import queue_refresh
-from scheduler.feeds import feed_url
+from scheduler.links import feed_url, patient_page_url
 from scheduler.models import (
     OPEN_STATUSES,
     AccessToken,
@@ -817,8 +816,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
     def _show_new_url(self, request, owner, raw: str, purpose: str) -> None:
         if purpose == TokenPurpose.PATIENT_LINK:
-            # The page lives in notifications; its URL name is all this app needs.
-            what, url = "patient page link", settings.SITE_URL + reverse("patient_page", args=[raw])
+            what, url = "patient page link", patient_page_url(raw)
         else:
             what, url = "calendar address", feed_url(raw)
         self.message_user(

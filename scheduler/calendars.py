@@ -32,9 +32,9 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.urls import reverse
 from icalendar import Calendar, Timezone, vDuration
 
+from scheduler.links import clinician_visit_url, patient_page_url
 from scheduler.models import (
     CalendarDetail,
     Clinic,
@@ -98,25 +98,15 @@ class Invitee:
     email: str
 
 
-def patient_page_url() -> str:
-    # The patient's private page arrives with a later issue (DESIGN.md: /p/<token>/);
-    # until then entries point at its entrance, which asks nothing of the calendar.
-    return f"{settings.SITE_URL}/p/"
-
-
-def staff_visit_url(visit: Visit) -> str:
-    return settings.SITE_URL + reverse("admin:scheduler_visit_change", args=[visit.pk])
-
-
 def _one_line(text: str) -> str:
     return ", ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _clinician_text(visit: Visit, detail: str) -> EventText:
+def _clinician_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
     visit_type = visit.visit_type
     telehealth = visit_type.modality == Modality.TELEHEALTH
     link = visit.clinician.telehealth_link
-    staff_url = staff_visit_url(visit)
+    staff_url = clinician_visit_url(visit, clinic.tz)
     kind = CLINICIAN_KIND_WORDS.get(visit_type.kind, "Appointment")
     room = visit.room.name if visit.room_id else ""
     if detail == CalendarDetail.MINIMAL:
@@ -175,7 +165,7 @@ def _patient_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
 def event_text(visit: Visit, audience: Audience, clinic: Clinic, detail: str) -> EventText:
     """What the entry for ``visit`` says to ``audience`` at the clinic's detail level."""
     if audience == Audience.CLINICIAN:
-        text = _clinician_text(visit, detail)
+        text = _clinician_text(visit, clinic, detail)
     else:
         text = _patient_text(visit, clinic, detail)
     if visit.status == VisitStatus.CANCELLED:

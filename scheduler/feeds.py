@@ -12,7 +12,6 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.urls import reverse
 
 from scheduler.calendars import STATUS, Audience, build_calendar
 from scheduler.models import AccessToken, Clinic, Visit, VisitStatus
@@ -24,10 +23,6 @@ CONFIRMED_STATUSES = [status for status, shown in STATUS.items() if shown == "CO
 # Raise when the wording or layout of feeds changes, so that every client's
 # cached copy is replaced even though no visit changed.
 FEED_FORMAT = 1
-
-
-def feed_url(raw_token: str) -> str:
-    return settings.SITE_URL + reverse("calendar_feed", args=[raw_token])
 
 
 @dataclass(frozen=True)
@@ -70,7 +65,7 @@ class Feed:
                 start__lt=now + timedelta(days=settings.CALENDAR_FEED_FUTURE_DAYS),
                 **owner,
             )
-            .exclude(status=VisitStatus.PROPOSED)
+            .scheduled()
             .exclude(Q(status=VisitStatus.CANCELLED) & Q(updated_at__lt=cancelled_until))
         )
 

@@ -31,8 +31,8 @@ from scheduler.calendars import (
     Method,
     build_calendar,
     event_text,
-    patient_page_url,
 )
+from scheduler.links import patient_page_url
 from scheduler.models import InvitePreference, Modality, Visit, VisitStatus
 from scheduler.timezones import zone
 

@@ -17,7 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduler.phones import MobileNumberField, format_for_display
+from scheduler.phones import MobileNumberField, format_for_display, search_digits
 from scheduler.timezones import validate_time_zone, zone
 
 
@@ -81,6 +81,16 @@ class CalendarDetail(models.TextChoices):
     FULL = "full", "Full: visit type and names (may name the treatment)"
 
 
+class ClinicQuerySet(models.QuerySet):
+    def installation(self) -> "Clinic | None":
+        """The clinic this installation serves: the first one set up (None before any is).
+
+        One clinic per installation today: staff accounts carry no clinic, and
+        a text from an unknown number is answered in the first clinic's name.
+        """
+        return self.order_by("pk").first()
+
+
 class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
@@ -97,6 +107,8 @@ class Clinic(models.Model):
         help_text="What calendar feeds and invites show. Synced calendars can be seen by "
         "others; only Full names the visit type.",
     )
+
+    objects = ClinicQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -232,10 +244,7 @@ class PatientQuerySet(models.QuerySet):
         query = (
             Q(first_name__icontains=text) | Q(last_name__icontains=text) | Q(email__icontains=text)
         )
-        digits = "".join(ch for ch in text if ch.isdigit())
-        # Only text that looks like a phone number searches phones: "Ann 2"
-        # must not match every number with a 2 in it.
-        if len(digits) >= 4 and not any(ch.isalpha() for ch in text):
+        if digits := search_digits(text):
             query |= Q(mobile__contains=digits)
         first, _, last = text.partition(" ")
         if last:
@@ -442,6 +451,11 @@ def overlapping(start: datetime, end: datetime) -> Q:
 
 
 class VisitQuerySet(models.QuerySet):
+    def scheduled(self):
+        """Every visit but the proposed ones: a proposal belongs to a plan still under review,
+        so it shows on no calendar, page or feed until it is booked."""
+        return self.exclude(status=VisitStatus.PROPOSED)
+
     def blocking(self):
         return self.filter(status__in=BLOCKING_STATUSES)
 

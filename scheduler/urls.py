@@ -18,5 +18,4 @@ register_converter(TokenConverter, "token")
 
 urlpatterns = [
     path("calendars/<token:token>.ics", views.calendar_feed, name="calendar_feed"),
-    path("calendars/mine/", views.my_calendar, name="my_calendar"),
 ]

@@ -1,22 +1,15 @@
-"""Calendar pages: the .ics feeds, and a clinician's own calendar and its settings."""
+"""The calendar feeds (/calendars/<token>.ics): what calendar apps poll, not a page."""
 
-from datetime import date, datetime, timedelta
-
-from django import forms
-from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_safe
 
 from config.throttle import token_rate_limited
 from scheduler import tokens
-from scheduler.external_calendars import queue_refresh
-from scheduler.feeds import Feed, feed_url
-from scheduler.models import ExternalCalendar, InvitePreference, TokenPurpose, Visit, VisitStatus
+from scheduler.feeds import Feed
+from scheduler.models import TokenPurpose
 
 
 @token_rate_limited
@@ -43,93 +36,3 @@ def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
         return conditional
     response.content = feed.render(now)
     return response
-
-
-class ExternalCalendarForm(forms.ModelForm):
-    class Meta:
-        model = ExternalCalendar
-        fields = ("url",)
-        widgets = {"url": forms.URLInput(attrs={"size": 60})}
-
-
-def _clinician_of(request: HttpRequest):
-    clinician = getattr(request.user, "clinician", None)
-    if clinician is None:
-        raise Http404("Only clinicians have a calendar here.")
-    return clinician
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def my_calendar(request: HttpRequest) -> HttpResponse:
-    """A clinician's feed address (issue a new one, turn it off), invites and own calendars."""
-    clinician = _clinician_of(request)
-    new_feed_url = ""
-    form = ExternalCalendarForm()
-    action = request.POST.get("action", "")
-    if action == "issue":
-        _, raw = tokens.issue(clinician, created_by=request.user)
-        new_feed_url = feed_url(raw)
-    elif action == "revoke":
-        tokens.revoke(clinician)
-    elif action == "invites":
-        InvitePreference.objects.update_or_create(
-            clinician=clinician,
-            defaults={"email_invites": request.POST.get("email_invites") == "on"},
-        )
-    elif action == "add_calendar":
-        form = ExternalCalendarForm(request.POST, instance=ExternalCalendar(clinician=clinician))
-        if form.is_valid():
-            calendar = form.save()
-            transaction.on_commit(lambda: queue_refresh(calendar))
-            form = ExternalCalendarForm()
-    elif action == "remove_calendar":
-        get_object_or_404(
-            ExternalCalendar, pk=request.POST.get("calendar"), clinician=clinician
-        ).delete()
-    preference = InvitePreference.objects.filter(clinician=clinician).first()
-    tz = clinician.clinic.tz
-    monday = _week_of(request.GET.get("week", ""), tz)
-    context = {
-        "clinic": clinician.clinic,
-        "tz": tz,
-        "monday": monday,
-        "previous": monday - timedelta(days=7),
-        "next": monday + timedelta(days=7),
-        "days": _week_visits(clinician, monday, tz),
-        "clinician": clinician,
-        "feed": tokens.active(clinician),
-        "new_feed_url": new_feed_url,
-        "email_invites": bool(preference and preference.email_invites),
-        "calendars": list(clinician.external_calendars.all()),
-        "form": form,
-    }
-    return render(request, "scheduler/my_calendar.html", context)
-
-
-def _week_of(text: str, tz) -> date:
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        day = timezone.localdate(timezone=tz)
-    if not date(1900, 1, 1) <= day <= date(2199, 12, 31):
-        # Year 1 or 9999 would overflow the week's arithmetic: show this week.
-        day = timezone.localdate(timezone=tz)
-    return day - timedelta(days=day.weekday())
-
-
-def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
-    """The clinician's visits of one local week, by day; one query. Proposed visits hold nothing."""
-    start = datetime.combine(monday, datetime.min.time(), tzinfo=tz)
-    end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=tz)
-    days: dict[date, list[Visit]] = {monday + timedelta(days=n): [] for n in range(7)}
-    visits = (
-        Visit.objects.for_clinician(clinician)
-        .filter(start__lt=end, end__gt=start)
-        .exclude(status__in=(VisitStatus.PROPOSED, VisitStatus.CANCELLED))
-        .select_related("patient", "visit_type", "room")
-        .order_by("start")
-    )
-    for visit in visits:
-        days.setdefault(timezone.localtime(visit.start, tz).date(), []).append(visit)
-    return sorted(days.items())

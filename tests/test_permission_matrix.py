@@ -56,6 +56,7 @@ MATRIX = [
     ("desk mark handled by GET", "desk_handled", "message", "get", NOBODY_405),
     ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
+    ("patient page entrance, no link", "patient_page", None, "get", EVERYONE),
     ("patient page, live link", "patient_page", "link", "get", EVERYONE),
     ("patient page, revoked link", "patient_page", "revoked_link", "get", NOBODY_404),
     ("patient visit .ics, own visit", "patient_visit_ics", "link_own_visit", "get", EVERYONE),

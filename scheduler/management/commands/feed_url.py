@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 
 from scheduler import tokens
-from scheduler.feeds import feed_url
+from scheduler.links import feed_url
 from scheduler.models import Clinician, Patient
 
 

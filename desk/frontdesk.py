@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from notifications.forms import CancelForm, MoveForm, PlanForm
+from desk.forms import CancelForm, MoveForm, PlanForm
 from notifications.models import InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from plans import care_plans
@@ -45,9 +45,7 @@ desk_only = role_required(*DESK_ROLES)
 
 
 def desk_clinic() -> Clinic:
-    # One clinic per installation today (seed_demo, the webhooks); staff
-    # accounts carry no clinic, so the first one is the clinic.
-    clinic = Clinic.objects.order_by("pk").first()
+    clinic = Clinic.objects.installation()
     if clinic is None:
         raise Http404("No clinic is set up yet.")
     return clinic
@@ -71,7 +69,7 @@ def _day(text: str) -> date:
 def _visits(clinic: Clinic):
     return (
         Visit.objects.filter(patient__clinic=clinic)
-        .exclude(status=VisitStatus.PROPOSED)
+        .scheduled()
         .select_related("patient", "visit_type", "clinician", "room")
         .order_by("start", "pk")
     )

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from notifications.export import export_json
+from desk.export import export_json
 from scheduler.models import Patient
 
 

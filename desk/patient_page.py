@@ -1,5 +1,9 @@
 """The patient's private page at /p/<token>/: upcoming visits, instructions, confirm, reschedule.
 
+/p/ itself (no token: what a calendar entry or an invite links to, since
+those are kept and shared too long to carry a private link) tells a patient
+how to get their link.
+
 Anyone holding the link sees the page, so it shows only this patient's own
 visits, is never cached or indexed, and sends no referrer (the token is in the
 URL) to other sites. A wrong, revoked or expired link gets the same 404.
@@ -16,7 +20,7 @@ from config.throttle import token_rate_limited
 from notifications.patient_links import ask_to_reschedule, patient_for_link
 from scheduler import audit, booking
 from scheduler.calendars import Audience, build_calendar
-from scheduler.models import AuditAction, Patient, Visit, VisitStatus
+from scheduler.models import AuditAction, Clinic, Patient, Visit
 from scheduler.timezones import zone
 
 
@@ -37,6 +41,13 @@ def _private(response: HttpResponse) -> HttpResponse:
     return response
 
 
+@require_safe
+def entrance(request: HttpRequest) -> HttpResponse:
+    """Where links without a token land: how to get a private link, in the clinic's words."""
+    context = {"clinic": Clinic.objects.installation()}
+    return _private(render(request, "desk/patient_entrance.html", context))
+
+
 @token_rate_limited
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -45,7 +56,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         # Only this patient's visits: another patient's visit id is a 404.
         visit = get_object_or_404(
-            Visit.objects.upcoming().exclude(status=VisitStatus.PROPOSED),
+            Visit.objects.scheduled().upcoming(),
             pk=request.POST.get("visit") or 0,
             patient=patient,
         )
@@ -68,7 +79,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     visits = list(
         Visit.objects.for_patient(patient)
         .upcoming()
-        .exclude(status=VisitStatus.PROPOSED)
+        .scheduled()
         .select_related("visit_type", "clinician", "room")
         .order_by("start")
     )
@@ -82,7 +93,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         "next_dosing": next_dosing,
         "token": token,
     }
-    return _private(render(request, "patient/page.html", context))
+    return _private(render(request, "desk/patient_page.html", context))
 
 
 @token_rate_limited
@@ -92,9 +103,7 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """One visit as an .ics file, for "add to calendar" (the feed URL cannot be shown again)."""
     patient = _patient(request, token)
     visit = get_object_or_404(
-        Visit.objects.exclude(status=VisitStatus.PROPOSED).select_related(
-            "visit_type", "clinician", "room"
-        ),
+        Visit.objects.scheduled().select_related("visit_type", "clinician", "room"),
         pk=pk,
         patient=patient,
     )

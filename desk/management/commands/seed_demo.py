@@ -1,0 +1,61 @@
+"""``manage.py seed_demo``: a demo clinic with synthetic staff, patients and bookings.
+
+It only orders the demo's layers, each of which lives beside its own code:
+scheduling (``scheduler.demo``: clinic, staff, rooms, visit types, patients, a
+few visits, calendars), then plans (``plans.demo``: protocols, screenings),
+then reminders (``notifications.demo``: policies, and the messages of the
+visits already booked), then the sign-in groups' permissions (``desk.demo``).
+Every layer is idempotent, so the command is: run it again and nothing is added.
+"""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from desk import demo as desk_demo
+from notifications import demo as notifications_demo
+from plans import demo as plans_demo
+from plans.models import Protocol
+from scheduler import demo as scheduler_demo
+from scheduler.demo import STAFF, SchedulingDemo
+from scheduler.models import Visit
+
+
+class Command(BaseCommand):
+    help = "Create or refresh the demo clinic (synthetic data only). Safe to run again."
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            demo = scheduler_demo.seed()
+            protocols = plans_demo.seed(demo.clinic, demo.patients)
+            notifications_demo.seed(demo.clinic)
+            desk_demo.seed()
+        self.report(demo, protocols)
+
+    def report(self, demo: SchedulingDemo, protocols: list[Protocol]) -> None:
+        clinic, booked = demo.clinic, demo.booked
+        out = self.stdout
+        out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
+        counts = [
+            ("rooms", clinic.rooms.count()),
+            ("clinicians", clinic.clinicians.count()),
+            ("visit types", clinic.visit_types.count()),
+            ("patients", clinic.patients.count()),
+            ("visits", Visit.objects.filter(patient__clinic=clinic).count()),
+        ]
+        out.write("  " + ", ".join(f"{count} {label}" for label, count in counts))
+        out.write(f"  {len(booked)} visits booked by this run.")
+        out.write("  Protocols: " + ", ".join(p.slug for p in protocols))
+        out.write("")
+        out.write("Staff logins (demo passwords; never use them on a real installation):")
+        width = max(len(member.username) for member in STAFF) + 2
+        for member in STAFF:
+            out.write(f"  {member.username:<{width}}{member.password:<24}{member.role}")
+        out.write("")
+        out.write(f"Admin: {settings.SITE_URL}/admin/")
+        if demo.feeds:
+            # Only the token's hash is stored: these addresses can be shown now or never.
+            out.write("")
+            out.write("Calendar feeds issued by this run (subscribe from any calendar app):")
+            for clinician, url in demo.feeds:
+                out.write(f"  {clinician}: {url}")

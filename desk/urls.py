@@ -1,0 +1,39 @@
+"""Every page people open: sign-in, the front desk, a clinician's calendar, the patient page."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from desk import calendar_page, frontdesk, patient_page, signin
+
+frontdesk_urls = [
+    path("", frontdesk.today, name="desk_today"),
+    path("day/<str:day>/", frontdesk.day, name="desk_day"),
+    path("week/", frontdesk.week, name="desk_this_week"),
+    path("week/<str:day>/", frontdesk.week, name="desk_week"),
+    path("patients/", frontdesk.patients, name="desk_patients"),
+    path("patients/<int:pk>/", frontdesk.patient, name="desk_patient"),
+    path("visits/<int:pk>/", frontdesk.visit_page, name="desk_visit"),
+    path("messages/", frontdesk.message_queue, name="desk_messages"),
+    path("messages/<int:pk>/resend", frontdesk.resend, name="desk_resend"),
+    path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),
+    path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
+]
+
+# One name for the patient page: reversed without a token it is the entrance
+# that tells a patient how to get a link, with one it is their page. The
+# token's shape is checked by scheduler.tokens.verify, which answers None
+# (here: 404) for anything else.
+patient_urls = [
+    path("", patient_page.entrance, name="patient_page"),
+    path("<str:token>/", patient_page.patient_page, name="patient_page"),
+    path("<str:token>/visits/<int:pk>.ics", patient_page.visit_ics, name="patient_visit_ics"),
+]
+
+urlpatterns = [
+    path("login/", signin.login, name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("desk/", include(frontdesk_urls)),
+    path("p/", include(patient_urls)),
+    path("calendars/mine/", calendar_page.my_calendar, name="my_calendar"),
+    path("", signin.home, name="home"),
+]

@@ -1,0 +1,118 @@
+"""Every link we send answers: each one in a feed event, an invite, a text or an email is
+followed as its holder would follow it, and the page answers 200.
+
+Links go out in texts and emails (the patient's private link, the patient page's
+entrance), calendar entries (the entrance for patients; the clinician's calendar
+page for clinicians) and invites. Video links point at another site and are not
+ours to follow.
+"""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.test import Client
+from icalendar import Calendar
+
+from notifications import transports
+from scheduler import tokens
+from scheduler.links import feed_url, patient_page_url
+from scheduler.models import TokenPurpose
+from tests.conftest import MONDAY, at
+from tests.reminder_helpers import HOUR, ReminderClinic, run_until
+
+SITE = "https://clinic.example.org"
+LINK = re.compile(re.escape(SITE) + r"[^\s\"'<>]*")
+
+
+def our_links(text: str) -> set[str]:
+    return {link.rstrip(".,)") for link in LINK.findall(text)}
+
+
+def path_of(link: str) -> str:
+    """What a browser asks our server for: the path and query, never the fragment."""
+    return link.removeprefix(SITE).split("#", 1)[0]
+
+
+def answers(client: Client, link: str) -> int:
+    return client.get(path_of(link)).status_code
+
+
+def feed_links(client: Client, url: str) -> set[str]:
+    response = client.get(path_of(url))
+    assert response.status_code == 200
+    links = set()
+    for event in Calendar.from_ical(response.content).walk("VEVENT"):
+        links |= our_links(str(event.get("URL", "")))
+        links |= our_links(str(event.get("DESCRIPTION", "")))
+    return links
+
+
+@pytest.fixture
+def booked(db, messaging, now):
+    clinic = ReminderClinic()
+    patient = clinic.texting_patient()
+    visits = [
+        clinic.book(patient, clinic.iv, at(MONDAY, "10:00")),
+        clinic.book(patient, clinic.integration, at(MONDAY + timedelta(days=2), "11:00")),
+    ]
+    return clinic, patient, visits
+
+
+def test_the_patient_page_entrance_answers_without_a_token(client, db):
+    response = client.get(patient_page_url())
+    assert response.status_code == 200
+    assert b"private page" in response.content
+
+
+def test_every_link_in_a_patients_feed_answers_for_the_patient(booked, settings):
+    settings.SITE_URL = SITE
+    _, patient, _ = booked
+    _, raw = tokens.issue(patient, TokenPurpose.CALENDAR_FEED)
+    patient_app = Client()  # a calendar app: no session
+    links = feed_links(patient_app, feed_url(raw))
+    assert links == {patient_page_url()}
+    assert all(answers(patient_app, link) == 200 for link in links)
+
+
+def test_every_link_in_a_clinicians_feed_answers_for_the_clinician(booked, settings):
+    settings.SITE_URL = SITE
+    clinic, _, visits = booked
+    _, raw = tokens.issue(clinic.prescriber)
+    links = feed_links(Client(), feed_url(raw))
+    assert len(links) == 1  # the IV visit, on the prescriber's calendar page
+    (link,) = links
+    assert f"#visit-{visits[0].pk}" in link
+    clinician = Client()
+    clinician.force_login(clinic.prescriber.user)
+    response = clinician.get(path_of(link))
+    assert response.status_code == 200
+    assert f'id="visit-{visits[0].pk}"'.encode() in response.content
+    assert answers(Client(), link) == 302  # anyone else is sent to sign in
+
+
+def test_every_link_in_every_text_and_email_answers_when_it_arrives(booked, now):
+    """Run the reminder timeline; after each pass, follow the links it just sent.
+
+    A newer private link revokes the older one (the patient page's rule), so
+    each link is followed when its message arrives, as the patient would.
+    """
+    _, _, visits = booked
+    followed = 0
+    holder = Client()
+    moment, end = visits[0].start - 80 * HOUR, visits[1].end + 2 * HOUR
+    while moment < end:
+        run_until(now, moment)
+        sent = [sms.body for sms in transports.outbox]
+        for email in mail.outbox:
+            sent.append(email.body)
+            sent += [content for content, _ in email.alternatives]
+        transports.outbox.clear()
+        mail.outbox = []
+        for text in sent:
+            for link in our_links(text):
+                assert answers(holder, link) == 200, link
+                followed += 1
+        moment += HOUR
+    assert followed >= 1  # at least the preparation text's private link
