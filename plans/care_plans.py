@@ -130,7 +130,7 @@ def _window_problems(planned: PlannedVisit, start: datetime, tz) -> list[str]:
             not step.recurrence and step.max_gap is not None and gap > step.max_gap
         ):
             problems.append(
-                f"{step} must start {_gap(step)} after {planned.follows.step} "
+                f"{step} must start {step.gap_text} after {planned.follows.step} "
                 f"(which ends {timezone.localtime(anchor_end, tz):%a %Y-%m-%d %H:%M})."
             )
     if step.recurrence:
@@ -150,19 +150,7 @@ def _window_problems(planned: PlannedVisit, start: datetime, tz) -> list[str]:
         spacing = start - other.start if before else other.start - start
         if spacing < low or (high is not None and spacing > timedelta(hours=high)):
             problems.append(
-                f"{step} visits must be {_spacing(step)} apart; the {which} one is "
+                f"{step} visits must be {step.spacing_text} apart; the {which} one is "
                 f"{timezone.localtime(other.start, tz):%a %Y-%m-%d %H:%M}."
             )
     return problems
-
-
-def _spacing(step) -> str:
-    if step.max_spacing_hours is not None:
-        return f"{step.min_spacing_hours}-{step.max_spacing_hours} h"
-    return f"at least {step.min_spacing_hours} h"
-
-
-def _gap(step) -> str:
-    if step.max_gap_hours is not None:
-        return f"{step.min_gap_hours}-{step.max_gap_hours} h"
-    return f"at least {step.min_gap_hours} h"

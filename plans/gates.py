@@ -4,9 +4,6 @@ Registered in ``scheduler.booking.booking_checks`` (see PlansConfig.ready), so
 they hold whichever way a visit is booked: a confirmed plan, the admin, a move.
 """
 
-from datetime import timedelta
-
-from plans.generator import within_weekly_limit
 from plans.models import CarePlan, PlanStatus, Screening
 from scheduler.models import BLOCKING_STATUSES, Visit
 
@@ -40,9 +37,7 @@ def dose_spacing(visit: Visit) -> list[str]:
     protocol = _protocol_for(visit)
     if protocol is None:
         return []
-    spacing = timedelta(hours=protocol.min_hours_between_doses)
-    # Far enough for both rules: the 7-day window and a spacing that may be longer.
-    reach = max(timedelta(days=7), spacing)
+    reach = protocol.dose_reach
     other_doses = list(
         Visit.objects.filter(
             patient=visit.patient,
@@ -54,15 +49,4 @@ def dose_spacing(visit: Visit) -> list[str]:
         .exclude(pk=visit.pk)
         .values_list("start", flat=True)
     )
-    problems = []
-    too_close = [start for start in other_doses if abs(start - visit.start) < spacing]
-    if too_close:
-        problems.append(
-            f"Doses must be at least {protocol.min_hours_between_doses} h apart "
-            f"({protocol}); another dose is {abs(too_close[0] - visit.start)} away."
-        )
-    if not within_weekly_limit(other_doses, visit.start, protocol.max_doses_per_week):
-        problems.append(
-            f"{protocol} allows at most {protocol.max_doses_per_week} doses in any 7 days."
-        )
-    return problems
+    return protocol.dose_problems(other_doses, visit.start)

@@ -22,11 +22,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from plans.models import Anchor, Protocol, ProtocolStep, Screening
+from plans.models import Anchor, Protocol, ProtocolStep, Screening, within_weekly_limit
 from scheduler.availability import Availability, format_span
 from scheduler.models import Clinician, Patient, Room, Visit, VisitKind, VisitType
 
-WEEK = timedelta(days=7)
 SEARCH_STEP = timedelta(minutes=30)
 # How far past a rule's window to look for "the nearest alternative".
 ALTERNATIVE_DAYS = 28
@@ -105,20 +104,6 @@ class Window:
     earliest: datetime
     latest: datetime | None  # None: the rule sets no upper bound
     rule: str
-
-
-def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int | None) -> bool:
-    """Whether adding ``candidate`` keeps every 7-day window at ``limit`` starts or fewer."""
-    if limit is None:
-        return True
-    near = sorted([s for s in starts if abs(s - candidate) < WEEK] + [candidate])
-    for index, first in enumerate(near):
-        if first > candidate:
-            break
-        in_window = sum(1 for s in near[index:] if s - first < WEEK)
-        if in_window > limit and first + WEEK > candidate:
-            return False
-    return True
 
 
 def plan_horizon(protocol_steps: list[ProtocolStep], start: datetime) -> datetime:
@@ -214,7 +199,7 @@ class Generator:
 
     def _windows(self, step: ProtocolStep, base: datetime, rule: str):
         """(occurrence, first window) for each visit of one series; later windows follow spacing."""
-        gap_rule = self._gap_text(step)
+        gap_rule = step.gap_text
         if step.recurrence:
             first = (base + step.min_gap).astimezone(self.tz)
             dates = list(step.recurrence_rule(first))
@@ -254,7 +239,7 @@ class Generator:
             window = Window(
                 before.start + timedelta(hours=step.min_spacing_hours),
                 latest,
-                f"{self._spacing_text(step)} after visit {occurrence - 1} on {self._local_span(before)}",
+                f"{step.spacing_text} after visit {occurrence - 1} on {self._local_span(before)}",
             )
         if window.latest is None:
             # Look as far past the plan so far as its first visit looks past the
@@ -313,7 +298,7 @@ class Generator:
             )
         # Doses the patient already has count for spacing and the weekly maximum:
         # the dose_spacing gate counts them when the plan is confirmed.
-        reach = max(WEEK, timedelta(hours=self.protocol.min_hours_between_doses))
+        reach = self.protocol.dose_reach
         self.booked_doses = list(
             Visit.objects.blocking()
             .for_patient(self.patient)
@@ -360,7 +345,7 @@ class Generator:
                         continue
                     if not within_weekly_limit(same_step, start, step.max_per_week):
                         continue
-                    if visit_type.is_dosing and not self._dose_allowed(doses, start):
+                    if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
                         continue
                     room = self.availability.first_room(
                         visit_type, clinician, rooms, self.patient, start, end
@@ -373,12 +358,6 @@ class Generator:
             day += timedelta(days=1)
         return None
 
-    def _dose_allowed(self, doses: list[datetime], start: datetime) -> bool:
-        spacing = timedelta(hours=self.protocol.min_hours_between_doses)
-        if any(abs(start - dose) < spacing for dose in doses):
-            return False
-        return within_weekly_limit(doses, start, self.protocol.max_doses_per_week)
-
     # -- wording -----------------------------------------------------------
 
     def _local_span(self, visit: ProposedVisit) -> str:
@@ -390,25 +369,6 @@ class Generator:
     def _local_window(self, window: Window) -> str:
         first, last = window.earliest.astimezone(self.tz), window.latest.astimezone(self.tz)
         return f"{first:%a %Y-%m-%d %H:%M} to {last:%a %Y-%m-%d %H:%M}"
-
-    @staticmethod
-    def _gap_text(step: ProtocolStep) -> str:
-        if step.max_gap_hours is not None:
-            return f"{_hours(step.min_gap_hours)} to {_hours(step.max_gap_hours)}"
-        return f"at least {_hours(step.min_gap_hours)}" if step.min_gap_hours else "any time"
-
-    @staticmethod
-    def _spacing_text(step: ProtocolStep) -> str:
-        if step.max_spacing_hours is not None:
-            return f"{_hours(step.min_spacing_hours)} to {_hours(step.max_spacing_hours)}"
-        return f"at least {_hours(step.min_spacing_hours)}"
-
-
-def _hours(hours: int) -> str:
-    if hours and hours % 24 == 0:
-        days = hours // 24
-        return f"{days} day{'s' if days != 1 else ''}"
-    return f"{hours} h"
 
 
 def generate(

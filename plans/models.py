@@ -5,7 +5,7 @@ timing relative to an earlier action; applying it to a patient gives a CarePlan
 whose activities are Appointments (our Visits).
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 
 from dateutil.rrule import rrulestr
@@ -31,6 +31,40 @@ CONTRAINDICATIONS = {
 }
 
 
+WEEK = timedelta(days=7)
+
+
+def hours_text(hours: int) -> str:
+    """A rule's hours as people say them: "40 h", but "3 days" for whole days."""
+    if hours and hours % 24 == 0:
+        days = hours // 24
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{hours} h"
+
+
+def range_text(low: int, high: int | None, *, none_if_zero: str = "") -> str:
+    """A rule's range of hours: "1 day to 3 days", "at least 40 h" (or ``none_if_zero``)."""
+    if high is not None:
+        return f"{hours_text(low)} to {hours_text(high)}"
+    if not low and none_if_zero:
+        return none_if_zero
+    return f"at least {hours_text(low)}"
+
+
+def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int | None) -> bool:
+    """Whether adding ``candidate`` keeps every 7-day window at ``limit`` starts or fewer."""
+    if limit is None:
+        return True
+    near = sorted([s for s in starts if abs(s - candidate) < WEEK] + [candidate])
+    for index, first in enumerate(near):
+        if first > candidate:
+            break
+        in_window = sum(1 for s in near[index:] if s - first < WEEK)
+        if in_window > limit and first + WEEK > candidate:
+            return False
+    return True
+
+
 class Protocol(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="protocols")
     name = models.CharField(max_length=120)
@@ -52,6 +86,40 @@ class Protocol(models.Model):
 
     def __str__(self):
         return self.name
+
+    # -- the dose rules: the generator and the booking gate both ask these --
+
+    @property
+    def dose_spacing(self) -> timedelta:
+        return timedelta(hours=self.min_hours_between_doses)
+
+    @property
+    def dose_reach(self) -> timedelta:
+        """How far either side of a dose its rules look: the 7-day window, or a longer spacing."""
+        return max(WEEK, self.dose_spacing)
+
+    def dose_too_near(self, doses: list[datetime], start: datetime) -> datetime | None:
+        """The first of ``doses`` closer to ``start`` than the protocol's dose spacing."""
+        spacing = self.dose_spacing
+        return next((dose for dose in doses if abs(start - dose) < spacing), None)
+
+    def allows_dose(self, doses: list[datetime], start: datetime) -> bool:
+        """Whether a dose at ``start`` keeps the spacing and the weekly maximum beside ``doses``."""
+        return self.dose_too_near(doses, start) is None and within_weekly_limit(
+            doses, start, self.max_doses_per_week
+        )
+
+    def dose_problems(self, doses: list[datetime], start: datetime) -> list[str]:
+        """``allows_dose``'s answer in words: every rule a dose at ``start`` would break."""
+        problems = []
+        if (near := self.dose_too_near(doses, start)) is not None:
+            problems.append(
+                f"Doses must be at least {hours_text(self.min_hours_between_doses)} apart "
+                f"({self}); another dose is {abs(near - start)} away."
+            )
+        if not within_weekly_limit(doses, start, self.max_doses_per_week):
+            problems.append(f"{self} allows at most {self.max_doses_per_week} doses in any 7 days.")
+        return problems
 
     def clean(self):
         if self.max_doses_per_week == 0:
@@ -128,6 +196,16 @@ class ProtocolStep(models.Model):
     @property
     def max_gap(self) -> timedelta | None:
         return None if self.max_gap_hours is None else timedelta(hours=self.max_gap_hours)
+
+    @property
+    def gap_text(self) -> str:
+        """How long after its anchor the step's visits start, in words ("1 day to 3 days")."""
+        return range_text(self.min_gap_hours, self.max_gap_hours, none_if_zero="any time")
+
+    @property
+    def spacing_text(self) -> str:
+        """How far apart the step's visits are, in words ("at least 40 h")."""
+        return range_text(self.min_spacing_hours, self.max_spacing_hours)
 
     def recurrence_rule(self, dtstart):
         """The rule's dates from ``dtstart``, which must be aware.
