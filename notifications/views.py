@@ -7,6 +7,8 @@ and the signature covers the public one. CSRF does not apply (Twilio has no
 session); the signature is the authentication.
 """
 
+from functools import wraps
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -40,12 +42,20 @@ def refusal(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-@csrf_exempt
-@require_POST
+def twilio_webhook(view):
+    """Only POSTs that Twilio signed reach ``view``; everything else gets ``refusal``'s answer."""
+
+    @csrf_exempt
+    @require_POST
+    @wraps(view)
+    def checked(request: HttpRequest) -> HttpResponse:
+        return refusal(request) or view(request)
+
+    return checked
+
+
+@twilio_webhook
 def status_callback(request: HttpRequest) -> HttpResponse:
-    refused = refusal(request)
-    if refused:
-        return refused
     record_status(
         request.POST.get("MessageSid", ""),
         request.POST.get("MessageStatus") or request.POST.get("SmsStatus", ""),
@@ -55,12 +65,8 @@ def status_callback(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=204)
 
 
-@csrf_exempt
-@require_POST
+@twilio_webhook
 def inbound(request: HttpRequest) -> HttpResponse:
-    refused = refusal(request)
-    if refused:
-        return refused
     if not request.POST.get("MessageSid"):
         return HttpResponse("No MessageSid.", status=400)
     # A "C" reply confirms a visit: the audit trail names the channel, not "anonymous".

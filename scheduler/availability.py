@@ -573,10 +573,13 @@ def free_slots(
     *,
     clinicians: Iterable[Clinician] | None = None,
     patient: Patient | None = None,
-    step: timedelta = timedelta(minutes=15),
-    limit: int | None = None,
+    **options,
 ) -> list[Slot]:
-    """Free slots between two local dates (inclusive) in the visit type's clinic."""
+    """Free slots between two local dates (inclusive) in the visit type's clinic.
+
+    Loads what those days hold, then answers as ``Availability.free_slots``
+    (``step``, ``limit`` and the rest go to it).
+    """
     clinic = visit_type.clinic
     tz = clinic.tz
     window_start = datetime.combine(first_day, time(0), tzinfo=tz)
@@ -594,6 +597,5 @@ def free_slots(
         last_day,
         clinicians=clinicians,
         patient=patient,
-        step=step,
-        limit=limit,
+        **options,
     )
