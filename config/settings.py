@@ -96,7 +96,7 @@ else:
             "OPTIONS": {
                 # IMMEDIATE takes the write lock when a transaction begins, so a
                 # booking's overlap check and its insert can never interleave
-                # with another writer's (DESIGN.md invariant 1 on SQLite).
+                # with another writer's (docs/architecture.md invariant 1 on SQLite).
                 "transaction_mode": "IMMEDIATE",
                 "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20),
                 "init_command": (
@@ -176,7 +176,7 @@ TWILIO_TIMEOUT = env_int("TWILIO_TIMEOUT", 10)
 # treats ("... Ketamine Center"): every text is checked for treatment words.
 SMS_CLINIC_NAME = env("SMS_CLINIC_NAME", "")
 
-# Reminders (notifications/). DOMAIN.md's US defaults; every one is a choice
+# Reminders (notifications/). docs/rules.md's US defaults; every one is a choice
 # the clinic may change, per patient where the patient agreed to it.
 QUIET_HOURS_START = env("QUIET_HOURS_START", "21:00")
 QUIET_HOURS_END = env("QUIET_HOURS_END", "08:00")

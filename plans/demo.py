@@ -1,4 +1,4 @@
-"""The demo clinic's protocols (DOMAIN.md's typical induction series), created idempotently."""
+"""The demo clinic's protocols (the typical induction series in docs/rules.md), created idempotently."""
 
 from datetime import UTC, datetime
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
 
-# DOMAIN.md: contraindications a screening must answer, each one.
+# docs/rules.md: contraindications a screening must answer, each one.
 CONTRAINDICATIONS = {
     "uncontrolled_hypertension": "Uncontrolled hypertension",
     "cardiovascular_disease": "Acute cardiovascular disease, aneurysm or AV malformation, "

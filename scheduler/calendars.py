@@ -5,7 +5,7 @@ their calendars here, so the privacy wording and the RFC details cannot drift
 apart between the two.
 
 What an entry says depends on who reads it and on the clinic's
-``calendar_detail`` (DOMAIN.md, messaging rules): a synced calendar can be seen
+``calendar_detail`` (docs/rules.md, messaging rules): a synced calendar can be seen
 by a partner, an assistant or a lock screen, so by default it never names the
 treatment (no drug, route or "dosing"):
 
@@ -19,7 +19,7 @@ full          "<visit type> - <patient name>"        "<visit type> at <clinic>",
 ============  =====================================  ======================================
 
 Clinician feeds and invites use the clinic's zone; patient feeds and invites use
-the patient's own zone, as every other patient message does (DESIGN.md
+the patient's own zone, as every other patient message does (docs/architecture.md
 invariant 4). Either way the instant is the same; the zone only decides the
 wall-clock time a client shows when it does not convert to its own.
 """

@@ -170,7 +170,7 @@ STAFF = [
 ]
 
 
-# -- instructions (DOMAIN.md; clinics edit them) -----------------------------------
+# -- instructions (docs/rules.md; clinics edit them) -----------------------------------
 
 NO_SUBSTANCES = "No alcohol, cannabis or other drugs for 24 hours before and after your session."
 MEDICINES = (
@@ -274,8 +274,8 @@ def visit_types(phone: str) -> list[dict]:
             "aftercare_instructions": dosing_aftercare,
         },
         {
-            # A nurse on site is enough to monitor an oral dose (DOMAIN.md: "a
-            # prescriber or nurse on site"); prescribers stay free for IV/IM.
+            # A nurse on site is enough to monitor an oral dose (docs/rules.md,
+            # course of care); prescribers stay free for IV/IM.
             "slug": "lozenge-dosing",
             "name": "Lozenge dosing session",
             "kind": VisitKind.DOSING,

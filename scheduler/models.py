@@ -71,7 +71,7 @@ class Interval(models.Model):
 
 
 class CalendarDetail(models.TextChoices):
-    """How much synced calendar entries say (DOMAIN.md messaging rules; see scheduler.calendars)."""
+    """How much synced calendar entries say (docs/rules.md messaging rules; see scheduler.calendars)."""
 
     MINIMAL = "minimal", "Minimal: no initials, kind of visit or links"
     STANDARD = (

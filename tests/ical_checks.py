@@ -5,7 +5,7 @@ import re
 import vobject
 from ical.calendar_stream import IcsCalendarStream
 
-# DOMAIN.md messaging rules: what a synced calendar entry must never say at the
+# docs/rules.md messaging rules: what a synced calendar entry must never say at the
 # default level. Routes and forms of dosing count, as do the drug classes a
 # preparation text mentions.
 TREATMENT_WORDS = re.compile(

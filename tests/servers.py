@@ -1,6 +1,6 @@
 """Real servers on loopback for tests: an HTTP server for .ics files and an SMTP server.
 
-They are the other side of the wire (STYLE.md: fake the service, not our own
+They are the other side of the wire (fake the service, not our own
 functions): the code under test speaks real HTTP through urllib and real SMTP
 through Django's SMTP backend.
 """

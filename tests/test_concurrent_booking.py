@@ -1,4 +1,4 @@
-"""Many front desks booking one slot at once: exactly one wins (DESIGN.md invariant 1).
+"""Many front desks booking one slot at once: exactly one wins (docs/architecture.md invariant 1).
 
 Each thread has its own database connection, as separate web processes would.
 On SQLite the IMMEDIATE transaction serialises check and write; on PostgreSQL

@@ -1,4 +1,4 @@
-"""Property-based tests of plan generation (DESIGN.md invariant 3) and of confirming a plan.
+"""Property-based tests of plan generation (docs/architecture.md invariant 3) and of confirming a plan.
 
 Hypothesis draws whole worlds: a clinic in one of four zones with random weekly
 hours (closed days, split days, early mornings that cross DST changes), 1-3

@@ -1,4 +1,4 @@
-"""PostgreSQL refuses overlapping active visits itself (DESIGN.md invariant 1).
+"""PostgreSQL refuses overlapping active visits itself (docs/architecture.md invariant 1).
 
 Exclusion constraints over a tstzrange, one each for clinician, room and
 patient, limited to the statuses that hold a slot. SQLite has no such
