@@ -5,6 +5,7 @@ invariant 4), whatever the server's zone.
 """
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
@@ -15,15 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from scheduler.models import Clinic, Clinician
+from scheduler.models import Clinic
 from scheduler.roles import Role, roles_of
 from scheduler.timezones import LocalTimeError, local_datetime, zone
-
-
-def clinic_time(moment: datetime | None, clinic: Clinic, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:
-    if moment is None:
-        return ""
-    return timezone.localtime(moment, clinic.tz).strftime(fmt)
 
 
 def phone_digits(search_term: str) -> str:
@@ -81,8 +76,35 @@ CLINIC_DATETIME = {
 }
 
 
-class ClinicTimeMixin:
-    """Change forms read and show times in the zone of the clinic the object belongs to.
+def clinic_zone(clinic: Clinic | None) -> ZoneInfo:
+    return clinic.tz if clinic else zone(settings.CLINIC_TIME_ZONE)
+
+
+class ClinicZoneMixin:
+    """Shows an object's times in the zone of its clinic, which ``clinic_path`` names.
+
+    ``clinic_path`` is the lookup from the object to its clinic, spelled as in a
+    queryset filter ("clinic", "patient__clinic"); "" when the object is a
+    clinic; None for the default zone (settings.CLINIC_TIME_ZONE). There is no
+    default: a page that forgets it fails on first use instead of quietly
+    showing another clinic's hours.
+    """
+
+    clinic_path: str | None
+
+    def clinic_of(self, obj) -> Clinic | None:
+        if self.clinic_path is None:
+            return None
+        return _follow(obj, self.clinic_path)
+
+    def clinic_time(self, obj, moment: datetime | None, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:
+        if moment is None:
+            return ""
+        return timezone.localtime(moment, clinic_zone(self.clinic_of(obj))).strftime(fmt)
+
+
+class ClinicTimeMixin(ClinicZoneMixin):
+    """Change forms, too, read and show times in the zone of the object's clinic.
 
     The server's zone is only a default (settings.CLINIC_TIME_ZONE); a clinic in
     another zone must not have its 10:00 stored as someone else's 10:00.
@@ -90,15 +112,27 @@ class ClinicTimeMixin:
 
     formfield_overrides = CLINIC_DATETIME
 
-    def clinic_for(self, request, obj) -> Clinic | None:
-        raise NotImplementedError
-
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         obj = self.get_object(request, unquote(object_id)) if object_id else None
-        clinic = self.clinic_for(request, obj)
-        tz = clinic.tz if clinic else zone(settings.CLINIC_TIME_ZONE)
-        with timezone.override(tz):
+        clinic = self.clinic_of(obj) if obj else self._requested_clinic(request)
+        with timezone.override(clinic_zone(clinic)):
             return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _requested_clinic(self, request) -> Clinic | None:
+        """The clinic of an object not saved yet, through the first step of ``clinic_path``.
+
+        That step is a form field: a visit's clinic is that of the patient the add
+        form was opened with (?patient=7) or that was submitted.
+        """
+        if not self.clinic_path:
+            return None
+        first, _, rest = self.clinic_path.partition("__")
+        pk = requested_pk(request, first)
+        if not pk:
+            return None
+        related = self.model._meta.get_field(first).related_model._default_manager
+        found = (related.select_related(rest) if rest else related).filter(pk=pk).first()
+        return _follow(found, rest) if found else None
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
@@ -108,24 +142,19 @@ class ClinicTimeMixin:
         return field
 
 
-def clinic_by_pk(pk: int | None) -> Clinic | None:
-    return Clinic.objects.filter(pk=pk).first() if pk else None
+def _follow(obj, path: str):
+    for name in path.split("__") if path else ():
+        obj = getattr(obj, name)
+    return obj
 
 
-class ClinicianIntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
-    """A clinician's stretch of time (time off, imported busy time), shown in clinic time."""
-
-    def clinic_for(self, request, obj):
-        if obj:
-            return obj.clinician.clinic
-        pk = requested_pk(request, "clinician")
-        clinician = Clinician.objects.select_related("clinic").filter(pk=pk).first() if pk else None
-        return clinician.clinic if clinician else None
+class IntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    """A stretch of time (closure, time off, imported busy time), shown in clinic time."""
 
     @admin.display(description="Starts (clinic time)", ordering="start")
     def starts_local(self, obj):
-        return clinic_time(obj.start, obj.clinician.clinic)
+        return self.clinic_time(obj, obj.start)
 
     @admin.display(description="Ends (clinic time)", ordering="end")
     def ends_local(self, obj):
-        return clinic_time(obj.end, obj.clinician.clinic)
+        return self.clinic_time(obj, obj.end)

@@ -10,17 +10,14 @@ from django.utils import timezone
 
 from scheduler import tokens
 from scheduler.admin.base import (
-    ClinicianIntervalAdmin,
     ClinicTimeMixin,
-    clinic_time,
-    requested_pk,
+    IntervalAdmin,
 )
 from scheduler.external_calendars import queue_refresh
 from scheduler.feeds import feed_url
 from scheduler.models import (
     AccessToken,
     BusyBlock,
-    Clinician,
     ExternalCalendar,
     InvitePreference,
     TokenPurpose,
@@ -117,6 +114,7 @@ class InvitePreferenceAdmin(admin.ModelAdmin):
 class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
     """Clinicians' own calendars: when each was last read, and why not if it failed."""
 
+    clinic_path = "clinician__clinic"
     list_display = ("clinician", "host", "read_local", "status", "busy_times")
     list_filter = ("clinician__clinic", ("last_error", admin.EmptyFieldListFilter))
     list_select_related = ("clinician__clinic",)
@@ -129,16 +127,9 @@ class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(busy_count=Count("busy_blocks"))
 
-    def clinic_for(self, request, obj):
-        if obj:
-            return obj.clinician.clinic
-        pk = requested_pk(request, "clinician")
-        clinician = Clinician.objects.select_related("clinic").filter(pk=pk).first() if pk else None
-        return clinician.clinic if clinician else None
-
     @admin.display(description="Last read (clinic time)", ordering="last_success_at")
     def read_local(self, obj):
-        return clinic_time(obj.last_success_at, obj.clinician.clinic) or "never"
+        return self.clinic_time(obj, obj.last_success_at) or "never"
 
     @admin.display(description="Status")
     def status(self, obj):
@@ -166,9 +157,10 @@ class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
 
 @admin.register(BusyBlock)
-class BusyBlockAdmin(ClinicianIntervalAdmin):
+class BusyBlockAdmin(IntervalAdmin):
     """Imported busy times (no titles are kept). Each read replaces a calendar's blocks."""
 
+    clinic_path = "clinician__clinic"
     list_display = ("clinician", "starts_local", "ends_local", "calendar_host")
     list_filter = ("clinician__clinic", "clinician")
     list_select_related = ("clinician__clinic", "external_calendar")

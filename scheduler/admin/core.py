@@ -8,13 +8,10 @@ from django.db import models
 from scheduler import audit
 from scheduler.admin.base import (
     CLINIC_DATETIME,
-    ClinicianIntervalAdmin,
     ClinicTimeMixin,
-    clinic_by_pk,
-    clinic_time,
+    IntervalAdmin,
     clinician_only,
     phone_digits,
-    requested_pk,
 )
 from scheduler.admin.visits import PatientVisitInline
 from scheduler.models import (
@@ -49,13 +46,11 @@ class ClosureInline(admin.TabularInline):
 
 @admin.register(Clinic)
 class ClinicAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = ""
     list_display = ("name", "slug", "phone", "time_zone")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     inlines = (OpeningHoursInline, ClosureInline)
-
-    def clinic_for(self, request, obj):
-        return obj
 
 
 @admin.register(OpeningHours)
@@ -66,23 +61,13 @@ class OpeningHoursAdmin(admin.ModelAdmin):
 
 
 @admin.register(Closure)
-class ClosureAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class ClosureAdmin(IntervalAdmin):
+    clinic_path = "clinic"
     list_display = ("clinic", "starts_local", "ends_local", "reason")
     list_filter = ("clinic",)
     list_select_related = ("clinic",)
     search_fields = ("reason",)
     date_hierarchy = "start"
-
-    def clinic_for(self, request, obj):
-        return obj.clinic if obj else clinic_by_pk(requested_pk(request, "clinic"))
-
-    @admin.display(description="Starts (clinic time)", ordering="start")
-    def starts_local(self, obj):
-        return clinic_time(obj.start, obj.clinic)
-
-    @admin.display(description="Ends (clinic time)", ordering="end")
-    def ends_local(self, obj):
-        return clinic_time(obj.end, obj.clinic)
 
 
 @admin.register(Capability)
@@ -124,6 +109,7 @@ class TimeOffInline(admin.TabularInline):
 
 @admin.register(Clinician)
 class ClinicianAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = "clinic"
     list_display = (
         "display_name",
         "user",
@@ -146,9 +132,6 @@ class ClinicianAdmin(ClinicTimeMixin, admin.ModelAdmin):
     inlines = (WorkingHoursInline, TimeOffInline)
     formfield_overrides = {**CLINIC_DATETIME, models.URLField: {"assume_scheme": "https"}}
 
-    def clinic_for(self, request, obj):
-        return obj.clinic if obj else clinic_by_pk(requested_pk(request, "clinic"))
-
 
 @admin.register(WorkingHours)
 class WorkingHoursAdmin(admin.ModelAdmin):
@@ -160,7 +143,8 @@ class WorkingHoursAdmin(admin.ModelAdmin):
 
 
 @admin.register(TimeOff)
-class TimeOffAdmin(ClinicianIntervalAdmin):
+class TimeOffAdmin(IntervalAdmin):
+    clinic_path = "clinician__clinic"
     list_display = ("clinician", "starts_local", "ends_local", "reason")
     list_filter = ("clinician__clinic", "clinician")
     list_select_related = ("clinician__clinic",)
@@ -199,6 +183,7 @@ class PatientAdminForm(forms.ModelForm):
 
 @admin.register(Patient)
 class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = "clinic"
     form = PatientAdminForm
     list_display = (
         "name",
@@ -251,9 +236,6 @@ class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
             },
         ),
     )
-
-    def clinic_for(self, request, obj):
-        return obj.clinic if obj else clinic_by_pk(requested_pk(request, "clinic"))
 
     def get_inlines(self, request, obj):
         return (PatientVisitInline,) if obj else ()

@@ -15,12 +15,11 @@ from django.utils.html import format_html
 from scheduler import booking
 from scheduler.admin.base import (
     ClinicTimeMixin,
-    clinic_time,
+    ClinicZoneMixin,
     clinician_only,
     phone_digits,
-    requested_pk,
 )
-from scheduler.models import OPEN_STATUSES, Patient, Visit, VisitKind, VisitStatus
+from scheduler.models import OPEN_STATUSES, Visit, VisitKind, VisitStatus
 
 # The fields whose change is a move (booking.move: new SEQUENCE, checks again).
 TIME_AND_PLACE = frozenset({"start", "clinician", "room"})
@@ -121,6 +120,7 @@ VISIT_RECORD_FIELDS = (
 
 @admin.register(Visit)
 class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = "patient__clinic"
     form = VisitAdminForm
     list_display = (
         "starts_local",
@@ -173,13 +173,6 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
         if digits:
             results |= queryset.filter(patient__mobile__contains=digits)
         return results, may_have_duplicates
-
-    def clinic_for(self, request, obj):
-        if obj:
-            return obj.patient.clinic
-        pk = requested_pk(request, "patient")
-        patient = Patient.objects.select_related("clinic").filter(pk=pk).first() if pk else None
-        return patient.clinic if patient else None
 
     def get_fieldsets(self, request, obj=None):
         visit = (None, {"fields": ("patient", "visit_type", ("clinician", "room"), "start")})
@@ -247,11 +240,11 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
     @admin.display(description="Starts (clinic time)", ordering="start")
     def starts_local(self, obj):
-        return clinic_time(obj.start, obj.patient.clinic)
+        return self.clinic_time(obj, obj.start)
 
     @admin.display(description="Ends", ordering="end")
     def ends_local(self, obj):
-        return clinic_time(obj.end, obj.patient.clinic, "%H:%M")
+        return self.clinic_time(obj, obj.end, "%H:%M")
 
     @admin.display(description="Ride home")
     def ride_home(self, obj):
@@ -311,9 +304,10 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
 # -- the patient page's visits ------------------------------------------------------
 
 
-class PatientVisitInline(admin.TabularInline):
+class PatientVisitInline(ClinicZoneMixin, admin.TabularInline):
     """The patient's visits, read-only: changes go through the Visit page and its rules."""
 
+    clinic_path = "patient__clinic"
     model = Visit
     extra = 0
     fields = ("starts_local", "visit_type", "clinician", "room", "status")
@@ -341,4 +335,4 @@ class PatientVisitInline(admin.TabularInline):
 
     @admin.display(description="Starts (clinic time)")
     def starts_local(self, obj):
-        return clinic_time(obj.start, obj.patient.clinic)
+        return self.clinic_time(obj, obj.start)
