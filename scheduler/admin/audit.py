@@ -2,12 +2,13 @@
 
 from django.contrib import admin
 
+from scheduler.admin.base import ReadOnlyMixin
 from scheduler.models import AuditEvent
 from scheduler.roles import Role, roles_of
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The audit trail, for clinic admins only, and read-only for everyone (superusers too)."""
 
     list_display = ("at", "actor_label", "action", "patient", "detail", "ip_address")
@@ -32,12 +33,3 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request, obj=None):
         return Role.ADMIN in roles_of(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -33,6 +33,32 @@ def phone_digits(search_term: str) -> str:
     return digits if looks_like_phone and len(digits) >= 4 else ""
 
 
+class PhoneSearchMixin:
+    """Search also finds a phone number as people type it (see ``phone_digits``)."""
+
+    phone_path: str  # the lookup to the stored E.164 number, e.g. "patient__mobile"
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        digits = phone_digits(search_term)
+        if digits:
+            results |= queryset.filter(**{f"{self.phone_path}__contains": digits})
+        return results, may_have_duplicates
+
+
+class ReadOnlyMixin:
+    """Rows shown, never written, on this page: nobody adds, changes or deletes them here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 def requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
     return int(value) if value.isdigit() else None

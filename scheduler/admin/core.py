@@ -10,8 +10,8 @@ from scheduler.admin.base import (
     CLINIC_DATETIME,
     ClinicTimeMixin,
     IntervalAdmin,
+    PhoneSearchMixin,
     clinician_only,
-    phone_digits,
 )
 from scheduler.admin.visits import PatientVisitInline
 from scheduler.models import (
@@ -30,18 +30,33 @@ from scheduler.models import (
     WorkingHours,
 )
 
-# -- clinic, hours, closures, rooms ---------------------------------------------
+# -- hours and days off, edited on the clinic's and the clinician's page --------
 
 
-class OpeningHoursInline(admin.TabularInline):
-    model = OpeningHours
-    extra = 0
+class ScheduleInline(admin.TabularInline):
+    """Weekly hours and dated closures or time off; dates read in the page's clinic zone."""
 
-
-class ClosureInline(admin.TabularInline):
-    model = Closure
     extra = 0
     formfield_overrides = CLINIC_DATETIME
+
+
+class OpeningHoursInline(ScheduleInline):
+    model = OpeningHours
+
+
+class ClosureInline(ScheduleInline):
+    model = Closure
+
+
+class WorkingHoursInline(ScheduleInline):
+    model = WorkingHours
+
+
+class TimeOffInline(ScheduleInline):
+    model = TimeOff
+
+
+# -- clinic, hours, closures, rooms ---------------------------------------------
 
 
 @admin.register(Clinic)
@@ -94,17 +109,6 @@ class RoomAdmin(admin.ModelAdmin):
 
 
 # -- clinicians -------------------------------------------------------------------
-
-
-class WorkingHoursInline(admin.TabularInline):
-    model = WorkingHours
-    extra = 0
-
-
-class TimeOffInline(admin.TabularInline):
-    model = TimeOff
-    extra = 0
-    formfield_overrides = CLINIC_DATETIME
 
 
 @admin.register(Clinician)
@@ -182,7 +186,7 @@ class PatientAdminForm(forms.ModelForm):
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
     clinic_path = "clinic"
     form = PatientAdminForm
     list_display = (
@@ -201,6 +205,24 @@ class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
         ("sms_opted_out_at", admin.EmptyFieldListFilter),
     )
     list_select_related = ("clinic",)
+    search_fields = ("first_name", "last_name", "email", "mobile")
+    phone_path = "mobile"
+    readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("clinic", ("first_name", "last_name"), "date_of_birth")}),
+        ("Contact", {"fields": ("mobile", "email", "time_zone")}),
+        (
+            "Reminders and consent",
+            {
+                "fields": (
+                    ("contact_by_sms", "contact_by_email"),
+                    ("sms_consent_at", "sms_consent_method"),
+                    "sms_opted_out_at",
+                    "created_at",
+                )
+            },
+        ),
+    )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)
@@ -219,33 +241,8 @@ class PatientAdmin(ClinicTimeMixin, admin.ModelAdmin):
             .values("patient")
         )
 
-    search_fields = ("first_name", "last_name", "email", "mobile")
-    readonly_fields = ("created_at",)
-    fieldsets = (
-        (None, {"fields": ("clinic", ("first_name", "last_name"), "date_of_birth")}),
-        ("Contact", {"fields": ("mobile", "email", "time_zone")}),
-        (
-            "Reminders and consent",
-            {
-                "fields": (
-                    ("contact_by_sms", "contact_by_email"),
-                    ("sms_consent_at", "sms_consent_method"),
-                    "sms_opted_out_at",
-                    "created_at",
-                )
-            },
-        ),
-    )
-
     def get_inlines(self, request, obj):
         return (PatientVisitInline,) if obj else ()
-
-    def get_search_results(self, request, queryset, search_term):
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        digits = phone_digits(search_term)
-        if digits:
-            results |= queryset.filter(mobile__contains=digits)
-        return results, may_have_duplicates
 
     @admin.display(description="Patient", ordering="last_name")
     def name(self, obj):

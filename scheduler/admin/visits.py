@@ -16,10 +16,22 @@ from scheduler import booking
 from scheduler.admin.base import (
     ClinicTimeMixin,
     ClinicZoneMixin,
+    PhoneSearchMixin,
+    ReadOnlyMixin,
     clinician_only,
-    phone_digits,
 )
 from scheduler.models import OPEN_STATUSES, Visit, VisitKind, VisitStatus
+
+# What a visit's row shows, read in the same query as the visits.
+VISIT_ROW = ("patient__clinic", "visit_type", "clinician", "room")
+
+
+def visible_visits(request, visits):
+    """``visits`` with what their rows show; a clinician sees only their own."""
+    visits = visits.select_related(*VISIT_ROW)
+    clinician = clinician_only(request)
+    return visits if clinician is None else visits.for_clinician(clinician)
+
 
 # The fields whose change is a move (booking.move: new SEQUENCE, checks again).
 TIME_AND_PLACE = frozenset({"start", "clinician", "room"})
@@ -119,7 +131,7 @@ VISIT_RECORD_FIELDS = (
 
 
 @admin.register(Visit)
-class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class VisitAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
     clinic_path = "patient__clinic"
     form = VisitAdminForm
     list_display = (
@@ -140,13 +152,14 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
         "clinician",
         RideHomeFilter,
     )
-    list_select_related = ("patient__clinic", "visit_type", "clinician", "room")
+    list_select_related = VISIT_ROW
     search_fields = (
         "patient__first_name",
         "patient__last_name",
         "patient__email",
         "patient__mobile",
     )
+    phone_path = "patient__mobile"
     date_hierarchy = "start"
     autocomplete_fields = ("patient", "clinician")
     actions = (
@@ -159,20 +172,7 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        visits = (
-            super()
-            .get_queryset(request)
-            .select_related("patient__clinic", "visit_type", "clinician", "room")
-        )
-        clinician = clinician_only(request)
-        return visits if clinician is None else visits.for_clinician(clinician)
-
-    def get_search_results(self, request, queryset, search_term):
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        digits = phone_digits(search_term)
-        if digits:
-            results |= queryset.filter(patient__mobile__contains=digits)
-        return results, may_have_duplicates
+        return visible_visits(request, super().get_queryset(request))
 
     def get_fieldsets(self, request, obj=None):
         visit = (None, {"fields": ("patient", "visit_type", ("clinician", "room"), "start")})
@@ -258,7 +258,7 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
     def _apply(self, request, queryset, operation, done: str, log: str) -> None:
         succeeded = 0
-        for visit in queryset.select_related("patient__clinic", "visit_type", "clinician", "room"):
+        for visit in queryset.select_related(*VISIT_ROW):
             try:
                 operation(visit)
             except booking.BookingError as error:
@@ -304,7 +304,7 @@ class VisitAdmin(ClinicTimeMixin, admin.ModelAdmin):
 # -- the patient page's visits ------------------------------------------------------
 
 
-class PatientVisitInline(ClinicZoneMixin, admin.TabularInline):
+class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, admin.TabularInline):
     """The patient's visits, read-only: changes go through the Visit page and its rules."""
 
     clinic_path = "patient__clinic"
@@ -316,22 +316,7 @@ class PatientVisitInline(ClinicZoneMixin, admin.TabularInline):
     ordering = ("-start",)
 
     def get_queryset(self, request):
-        visits = (
-            super()
-            .get_queryset(request)
-            .select_related("patient__clinic", "visit_type", "clinician", "room")
-        )
-        clinician = clinician_only(request)
-        return visits if clinician is None else visits.for_clinician(clinician)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+        return visible_visits(request, super().get_queryset(request))
 
     @admin.display(description="Starts (clinic time)")
     def starts_local(self, obj):
