@@ -59,7 +59,7 @@ class ReadOnlyMixin:
         return False
 
 
-def requested_pk(request, name: str) -> int | None:
+def _requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
     return int(value) if value.isdigit() else None
 
@@ -104,6 +104,12 @@ CLINIC_DATETIME = {
 
 def clinic_zone(clinic: Clinic | None) -> ZoneInfo:
     return clinic.tz if clinic else zone(settings.CLINIC_TIME_ZONE)
+
+
+def _follow(obj, path: str):
+    for name in path.split("__") if path else ():
+        obj = getattr(obj, name)
+    return obj
 
 
 class ClinicZoneMixin:
@@ -153,7 +159,7 @@ class ClinicTimeMixin(ClinicZoneMixin):
         if not self.clinic_path:
             return None
         first, _, rest = self.clinic_path.partition("__")
-        pk = requested_pk(request, first)
+        pk = _requested_pk(request, first)
         if not pk:
             return None
         related = self.model._meta.get_field(first).related_model._default_manager
@@ -166,12 +172,6 @@ class ClinicTimeMixin(ClinicZoneMixin):
             zone_note = f"Clinic time ({timezone.get_current_timezone_name()})."
             field.help_text = f"{field.help_text} {zone_note}".strip()
         return field
-
-
-def _follow(obj, path: str):
-    for name in path.split("__") if path else ():
-        obj = getattr(obj, name)
-    return obj
 
 
 class IntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
