@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponse
 
 from desk.export import export_json
-from scheduler.admin import PatientAdmin
+from scheduler.admin.core import PatientAdmin
 from scheduler.models import Patient
 from scheduler.roles import Role, roles_of
 

@@ -16,13 +16,7 @@ from notifications.models import (
     ReminderRule,
     Status,
 )
-from scheduler.timezones import zone
-
-
-def clinic_time(moment, clinic) -> str:
-    if moment is None:
-        return ""
-    return timezone.localtime(moment, zone(clinic.time_zone)).strftime("%a %Y-%m-%d %H:%M %Z")
+from scheduler.admin import ClinicZoneMixin
 
 
 class ReminderRuleInline(admin.TabularInline):
@@ -63,7 +57,8 @@ class AttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
+    clinic_path = "patient__clinic"
     list_display = (
         "patient",
         "visit_time",
@@ -89,11 +84,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="Visit (clinic time)", ordering="visit__start")
     def visit_time(self, obj):
-        return clinic_time(obj.visit.start, obj.patient.clinic)
+        return self.clinic_time(obj, obj.visit.start)
 
     @admin.display(description="Send at (clinic time)", ordering="send_at")
     def send_time(self, obj):
-        return clinic_time(obj.send_at, obj.patient.clinic)
+        return self.clinic_time(obj, obj.send_at)
 
     @admin.display(description="Reason or error")
     def why(self, obj):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.apps import apps
 from django.contrib import admin
+from django.contrib.admin.options import InlineModelAdmin
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
@@ -14,7 +15,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from scheduler import booking
+from scheduler.admin import ClinicZoneMixin
 from scheduler.models import (
+    Clinic,
     Clinician,
     Closure,
     Patient,
@@ -24,7 +27,7 @@ from scheduler.models import (
     VisitStatus,
     VisitType,
 )
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, SmallClinic, at
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
 
@@ -137,6 +140,73 @@ def test_visit_list_shows_times_in_the_clinic_zone(staff, screening):
     response = staff.get(VISIT_LIST, {"q": "Larkspur"})
     assert "Starts (clinic time)" in response.text
     assert "Mon 2030-06-03 10:00 EDT" in response.text
+
+
+# -- times in the clinic's own zone ---------------------------------------------------
+
+
+@pytest.fixture
+def berlin(demo):
+    """A second clinic, six hours ahead of the server's zone (New York)."""
+    return SmallClinic("Europe/Berlin")
+
+
+@pytest.mark.parametrize("model_name", ["closure", "timeoff"])
+def test_a_stretch_of_time_is_entered_and_listed_in_its_clinics_zone(staff, berlin, model_name):
+    owner = {"closure": {"clinic": berlin.clinic.pk}, "timeoff": {"clinician": berlin.nurse.pk}}
+    day = MONDAY.isoformat()
+    response = staff.post(
+        reverse(f"admin:scheduler_{model_name}_add"),
+        {"start_0": day, "start_1": "10:00", "end_0": day, "end_1": "12:00", "reason": "Fest"}
+        | owner[model_name],
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    added = apps.get_model("scheduler", model_name).objects.get(reason="Fest")
+    assert added.start == datetime(2030, 6, 3, 8, 0, tzinfo=UTC)  # 10:00 CEST
+    listing = staff.get(reverse(f"admin:scheduler_{model_name}_changelist"), {"q": "Fest"})
+    assert "Mon 2030-06-03 10:00 CEST" in listing.text
+    change = staff.get(reverse(f"admin:scheduler_{model_name}_change", args=[added.pk]))
+    assert "Clinic time (Europe/Berlin)." in change.text
+
+
+def test_a_visit_is_booked_and_listed_in_its_patients_clinics_zone(staff, berlin):
+    form = visit_form(
+        {"visit_type": berlin.screening, "clinician": berlin.prescriber, "room": berlin.room3},
+        berlin.patient("Berta", "Brandt"),
+        MONDAY,
+        "10:00",
+    )
+    response = staff.post(VISIT_ADD, form)
+    assert response.status_code == 302, form_errors(response)
+    visit = Visit.objects.get(patient__last_name="Brandt")
+    assert visit.start == datetime(2030, 6, 3, 8, 0, tzinfo=UTC)  # 10:00 CEST
+    assert "Mon 2030-06-03 10:00 CEST" in staff.get(VISIT_LIST, {"q": "Brandt"}).text
+
+
+def test_every_page_showing_clinic_times_names_a_path_that_ends_at_a_clinic():
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    pages = [
+        (type(model_admin), model)
+        for model in apps.get_models()
+        if admin.site.is_registered(model)
+        and isinstance(model_admin := admin.site.get_model_admin(model), ClinicZoneMixin)
+    ] + [
+        (inline, inline.model)
+        for inline in subclasses(ClinicZoneMixin)
+        if issubclass(inline, InlineModelAdmin)
+    ]
+    assert len(pages) >= 9
+    for page, model in pages:
+        path = page.clinic_path  # declared on every such page: there is no default
+        if path is None:
+            continue  # the default zone, by choice
+        for name in path.split("__") if path else ():
+            model = model._meta.get_field(name).related_model
+        assert model is Clinic, f"{page.__name__}.clinic_path {path!r} ends at {model.__name__}"
 
 
 # -- search -------------------------------------------------------------------------

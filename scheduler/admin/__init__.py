@@ -1,0 +1,11 @@
+"""Admin pages for clinic staff, one module a subject.
+
+Importing the modules registers their pages with ``admin.site`` (Django's
+autodiscovery imports this package). ``base`` holds what they share; other
+apps' admins take the clinic time-zone mixins from here.
+"""
+
+from scheduler.admin import audit, calendars, core, visits
+from scheduler.admin.base import ClinicTimeMixin, ClinicZoneMixin
+
+__all__ = ["ClinicTimeMixin", "ClinicZoneMixin", "audit", "calendars", "core", "visits"]

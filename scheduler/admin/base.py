@@ -1,0 +1,175 @@
+"""What the admin pages share: times in the clinic's zone, phone search, clinicians' view.
+
+Times are entered and shown in the clinic's own zone (docs/architecture.md,
+invariant 4), whatever the server's zone.
+"""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin import widgets
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from scheduler.models import Clinic
+from scheduler.phones import search_digits
+from scheduler.roles import Role, roles_of
+from scheduler.timezones import LocalTimeError, local_datetime, zone
+
+
+class PhoneSearchMixin:
+    """Search also finds a phone number as people type it (``scheduler.phones.search_digits``)."""
+
+    phone_path: str  # the lookup to the stored E.164 number, e.g. "patient__mobile"
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        digits = search_digits(search_term)
+        if digits:
+            results |= queryset.filter(**{f"{self.phone_path}__contains": digits})
+        return results, may_have_duplicates
+
+
+class ReadOnlyMixin:
+    """Rows shown, never written, on this page: nobody adds, changes or deletes them here."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _requested_pk(request, name: str) -> int | None:
+    value = request.POST.get(name) or request.GET.get(name) or ""
+    return int(value) if value.isdigit() else None
+
+
+def clinician_only(request):
+    """The signed-in clinician when that is all the user is (not desk, not admin), else None.
+
+    Clinicians see their own patients; other patients' details they need only
+    as initials and times, which their calendar shows (docs/rules.md, roles).
+    """
+    roles = roles_of(request.user)
+    if roles & {Role.FRONT_DESK, Role.ADMIN} or Role.CLINICIAN not in roles:
+        return None
+    return request.user.clinician
+
+
+class ClinicDateTimeField(forms.SplitDateTimeField):
+    """A date and a wall-clock time in the active (clinic) zone.
+
+    Django's own field refuses a time skipped or repeated by a DST change with a
+    generic message; this one says what happened and what to do.
+    """
+
+    def compress(self, data_list):
+        if not data_list:
+            return None
+        day, at = data_list
+        if day in self.empty_values:
+            raise ValidationError(self.error_messages["invalid_date"], code="invalid_date")
+        if at in self.empty_values:
+            raise ValidationError(self.error_messages["invalid_time"], code="invalid_time")
+        try:
+            return local_datetime(day, at, timezone.get_current_timezone())
+        except LocalTimeError as error:
+            raise ValidationError(str(error), code="local_time") from None
+
+
+CLINIC_DATETIME = {
+    models.DateTimeField: {"form_class": ClinicDateTimeField, "widget": widgets.AdminSplitDateTime}
+}
+
+
+def clinic_zone(clinic: Clinic | None) -> ZoneInfo:
+    return clinic.tz if clinic else zone(settings.CLINIC_TIME_ZONE)
+
+
+def _follow(obj, path: str):
+    for name in path.split("__") if path else ():
+        obj = getattr(obj, name)
+    return obj
+
+
+class ClinicZoneMixin:
+    """Shows an object's times in the zone of its clinic, which ``clinic_path`` names.
+
+    ``clinic_path`` is the lookup from the object to its clinic, spelled as in a
+    queryset filter ("clinic", "patient__clinic"); "" when the object is a
+    clinic; None for the default zone (settings.CLINIC_TIME_ZONE). There is no
+    default: a page that forgets it fails on first use instead of quietly
+    showing another clinic's hours.
+    """
+
+    clinic_path: str | None
+
+    def clinic_of(self, obj) -> Clinic | None:
+        if self.clinic_path is None:
+            return None
+        return _follow(obj, self.clinic_path)
+
+    def clinic_time(self, obj, moment: datetime | None, fmt: str = "%a %Y-%m-%d %H:%M %Z") -> str:
+        if moment is None:
+            return ""
+        return timezone.localtime(moment, clinic_zone(self.clinic_of(obj))).strftime(fmt)
+
+
+class ClinicTimeMixin(ClinicZoneMixin):
+    """Change forms, too, read and show times in the zone of the object's clinic.
+
+    The server's zone is only a default (settings.CLINIC_TIME_ZONE); a clinic in
+    another zone must not have its 10:00 stored as someone else's 10:00.
+    """
+
+    formfield_overrides = CLINIC_DATETIME
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
+        clinic = self.clinic_of(obj) if obj else self._requested_clinic(request)
+        with timezone.override(clinic_zone(clinic)):
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _requested_clinic(self, request) -> Clinic | None:
+        """The clinic of an object not saved yet, through the first step of ``clinic_path``.
+
+        That step is a form field: a visit's clinic is that of the patient the add
+        form was opened with (?patient=7) or that was submitted.
+        """
+        if not self.clinic_path:
+            return None
+        first, _, rest = self.clinic_path.partition("__")
+        pk = _requested_pk(request, first)
+        if not pk:
+            return None
+        related = self.model._meta.get_field(first).related_model._default_manager
+        found = (related.select_related(rest) if rest else related).filter(pk=pk).first()
+        return _follow(found, rest) if found else None
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(field, ClinicDateTimeField):
+            zone_note = f"Clinic time ({timezone.get_current_timezone_name()})."
+            field.help_text = f"{field.help_text} {zone_note}".strip()
+        return field
+
+
+class IntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    """A stretch of time (closure, time off, imported busy time), shown in clinic time."""
+
+    @admin.display(description="Starts (clinic time)", ordering="start")
+    def starts_local(self, obj):
+        return self.clinic_time(obj, obj.start)
+
+    @admin.display(description="Ends (clinic time)", ordering="end")
+    def ends_local(self, obj):
+        return self.clinic_time(obj, obj.end)

@@ -1,0 +1,291 @@
+"""The clinic and what it is made of: hours, closures, rooms, clinicians, patients, visit types."""
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.db import models
+
+from scheduler import audit
+from scheduler.admin.base import (
+    CLINIC_DATETIME,
+    ClinicTimeMixin,
+    IntervalAdmin,
+    PhoneSearchMixin,
+    clinician_only,
+)
+from scheduler.admin.visits import PatientVisitInline
+from scheduler.models import (
+    AuditAction,
+    Capability,
+    Clinic,
+    Clinician,
+    Closure,
+    OpeningHours,
+    Patient,
+    Room,
+    TimeOff,
+    Visit,
+    VisitType,
+    WorkingHours,
+)
+
+# -- hours and days off, edited on the clinic's and the clinician's page --------
+
+
+class ScheduleInline(admin.TabularInline):
+    """Weekly hours and dated closures or time off; dates read in the page's clinic zone."""
+
+    extra = 0
+    formfield_overrides = CLINIC_DATETIME
+
+
+class OpeningHoursInline(ScheduleInline):
+    model = OpeningHours
+
+
+class ClosureInline(ScheduleInline):
+    model = Closure
+
+
+class WorkingHoursInline(ScheduleInline):
+    model = WorkingHours
+
+
+class TimeOffInline(ScheduleInline):
+    model = TimeOff
+
+
+# -- clinic, hours, closures, rooms ---------------------------------------------
+
+
+@admin.register(Clinic)
+class ClinicAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = ""
+    list_display = ("name", "slug", "phone", "time_zone")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = (OpeningHoursInline, ClosureInline)
+
+
+@admin.register(OpeningHours)
+class OpeningHoursAdmin(admin.ModelAdmin):
+    list_display = ("clinic", "weekday", "opens", "closes")
+    list_filter = ("clinic", "weekday")
+    list_select_related = ("clinic",)
+
+
+@admin.register(Closure)
+class ClosureAdmin(IntervalAdmin):
+    clinic_path = "clinic"
+    list_display = ("clinic", "starts_local", "ends_local", "reason")
+    list_filter = ("clinic",)
+    list_select_related = ("clinic",)
+    search_fields = ("reason",)
+    date_hierarchy = "start"
+
+
+@admin.register(Capability)
+class CapabilityAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ("name", "clinic", "capability_names")
+    list_filter = ("clinic", "capabilities")
+    list_select_related = ("clinic",)
+    search_fields = ("name", "clinic__name")
+    filter_horizontal = ("capabilities",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("capabilities")
+
+    @admin.display(description="Capabilities")
+    def capability_names(self, obj):
+        return ", ".join(capability.name for capability in obj.capabilities.all())
+
+
+# -- clinicians -------------------------------------------------------------------
+
+
+@admin.register(Clinician)
+class ClinicianAdmin(ClinicTimeMixin, admin.ModelAdmin):
+    clinic_path = "clinic"
+    list_display = (
+        "display_name",
+        "user",
+        "clinic",
+        "is_prescriber",
+        "is_therapist",
+        "is_nurse",
+        "is_active",
+    )
+    list_filter = ("clinic", "is_prescriber", "is_therapist", "is_nurse", "is_active")
+    list_select_related = ("user", "clinic")
+    search_fields = (
+        "display_name",
+        "user__username",
+        "user__first_name",
+        "user__last_name",
+        "user__email",
+    )
+    autocomplete_fields = ("user",)
+    inlines = (WorkingHoursInline, TimeOffInline)
+    formfield_overrides = {**CLINIC_DATETIME, models.URLField: {"assume_scheme": "https"}}
+
+
+@admin.register(WorkingHours)
+class WorkingHoursAdmin(admin.ModelAdmin):
+    list_display = ("clinician", "weekday", "opens", "closes")
+    list_filter = ("clinician__clinic", "weekday", "clinician")
+    list_select_related = ("clinician",)
+    search_fields = ("clinician__display_name",)
+    autocomplete_fields = ("clinician",)
+
+
+@admin.register(TimeOff)
+class TimeOffAdmin(IntervalAdmin):
+    clinic_path = "clinician__clinic"
+    list_display = ("clinician", "starts_local", "ends_local", "reason")
+    list_filter = ("clinician__clinic", "clinician")
+    list_select_related = ("clinician__clinic",)
+    search_fields = ("clinician__display_name", "reason")
+    autocomplete_fields = ("clinician",)
+    date_hierarchy = "start"
+
+
+# -- patients ---------------------------------------------------------------------
+
+
+class PatientAdminForm(forms.ModelForm):
+    class Meta:
+        model = Patient
+        fields = (
+            "clinic",
+            "first_name",
+            "last_name",
+            "date_of_birth",
+            "mobile",
+            "email",
+            "time_zone",
+            "contact_by_sms",
+            "contact_by_email",
+            "sms_consent_at",
+            "sms_consent_method",
+            "sms_opted_out_at",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Staff read and type "(212) 555-0147"; the model cleans it back to E.164.
+        if self.instance.mobile and "mobile" in self.fields:
+            self.initial["mobile"] = self.instance.mobile_display
+
+
+@admin.register(Patient)
+class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+    clinic_path = "clinic"
+    form = PatientAdminForm
+    list_display = (
+        "name",
+        "mobile_column",
+        "email",
+        "date_of_birth",
+        "texts_allowed",
+        "clinic",
+    )
+    list_filter = (
+        "clinic",
+        "contact_by_sms",
+        "contact_by_email",
+        "sms_consent_method",
+        ("sms_opted_out_at", admin.EmptyFieldListFilter),
+    )
+    list_select_related = ("clinic",)
+    search_fields = ("first_name", "last_name", "email", "mobile")
+    phone_path = "mobile"
+    readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("clinic", ("first_name", "last_name"), "date_of_birth")}),
+        ("Contact", {"fields": ("mobile", "email", "time_zone")}),
+        (
+            "Reminders and consent",
+            {
+                "fields": (
+                    ("contact_by_sms", "contact_by_email"),
+                    ("sms_consent_at", "sms_consent_method"),
+                    "sms_opted_out_at",
+                    "created_at",
+                )
+            },
+        ),
+    )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            audit.record(request, AuditAction.VIEWED_PATIENT, int(unquote(object_id)), "admin")
+        return response
+
+    def get_queryset(self, request):
+        patients = super().get_queryset(request)
+        clinician = clinician_only(request)
+        if clinician is None:
+            return patients
+        return patients.filter(
+            pk__in=Visit.objects.for_clinician(clinician).scheduled().values("patient")
+        )
+
+    def get_inlines(self, request, obj):
+        return (PatientVisitInline,) if obj else ()
+
+    @admin.display(description="Patient", ordering="last_name")
+    def name(self, obj):
+        return f"{obj.last_name}, {obj.first_name}"
+
+    @admin.display(description="Mobile", ordering="mobile")
+    def mobile_column(self, obj):
+        return obj.mobile_display
+
+    @admin.display(description="Texts allowed", boolean=True)
+    def texts_allowed(self, obj):
+        return obj.can_receive_sms
+
+
+# -- visit types ------------------------------------------------------------------
+
+
+@admin.register(VisitType)
+class VisitTypeAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "kind",
+        "dosing_route",
+        "duration_minutes",
+        "modality",
+        "clinician_role",
+        "room_capability",
+        "price",
+        "clinic",
+    )
+    list_filter = ("clinic", "kind", "modality", "clinician_role", "dosing_route")
+    list_select_related = ("clinic", "room_capability")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("clinic", "name", "slug", "kind", "dosing_route", "price")}),
+        (
+            "Booking",
+            {
+                "fields": (
+                    ("duration_minutes", "monitoring_minutes"),
+                    "modality",
+                    "room_capability",
+                    "clinician_role",
+                )
+            },
+        ),
+        ("Instructions", {"fields": ("preparation_instructions", "aftercare_instructions")}),
+    )
