@@ -16,11 +16,6 @@ from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import AuditAction, AuditEvent, Clinician, Patient, Visit
 from scheduler.phones import format_for_display
-from tests.fake_twilio import (  # noqa: F401 - fixtures
-    twilio_fixture,
-    twilio_server_fixture,
-)
-from tests.reminder_helpers import messaging_fixture  # noqa: F401 - fixture
 
 START = "2030-01-07 09:00:00-05:00"  # a Monday morning in New York
 

@@ -20,7 +20,7 @@ from notifications.models import (
 )
 from notifications.transports import PermanentError
 from tests.conftest import MONDAY, at
-from tests.reminder_helpers import HOUR, ReminderClinic, messaging_fixture  # noqa: F401
+from tests.reminder_helpers import HOUR, ReminderClinic
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
 VISIT = at(MONDAY, "10:00")

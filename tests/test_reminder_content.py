@@ -13,7 +13,7 @@ from notifications.dispatch import dispatch
 from notifications.models import Channel, Message, Purpose, Status
 from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
 from tests.conftest import MONDAY, at
-from tests.reminder_helpers import HOUR, ReminderClinic, messages_of, messaging_fixture  # noqa: F401
+from tests.reminder_helpers import HOUR, ReminderClinic, messages_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
 

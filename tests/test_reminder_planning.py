@@ -16,11 +16,10 @@ from plans.models import Anchor, Protocol, ProtocolStep
 from scheduler import booking
 from scheduler.timezones import zone
 from tests.conftest import MONDAY, at
-from tests.reminder_helpers import (  # noqa: F401 - fixtures
+from tests.reminder_helpers import (
     HOUR,
     ReminderClinic,
     messages_of,
-    messaging_fixture,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]

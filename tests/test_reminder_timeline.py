@@ -27,14 +27,11 @@ from scheduler import booking
 from scheduler.models import Clinic, Patient
 from scheduler.timezones import zone
 from tests.conftest import MONDAY, at
-from tests.fake_twilio import twilio_fixture, twilio_server_fixture  # noqa: F401 - fixtures
-from tests.reminder_helpers import (  # noqa: F401 - fixtures
+from tests.reminder_helpers import (
     HOUR,
     ReminderClinic,
     messages_of,
-    messaging_fixture,
 )
-from tests.smtp_server import smtp_fixture, smtp_server_fixture  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging", "twilio", "smtp")]
 START = date(2030, 2, 4)

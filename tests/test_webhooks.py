@@ -11,16 +11,13 @@ from notifications.models import Channel, InboundKind, InboundMessage, Message, 
 from plans.models import Screening
 from scheduler.models import ConsentMethod, VisitStatus
 from tests.conftest import MONDAY, at
-from tests.fake_twilio import (  # noqa: F401 - fixtures
+from tests.fake_twilio import (
     FROM_NUMBER,
-    twilio_fixture,
-    twilio_server_fixture,
 )
-from tests.reminder_helpers import (  # noqa: F401 - fixtures
+from tests.reminder_helpers import (
     HOUR,
     ReminderClinic,
     messages_of,
-    messaging_fixture,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging", "twilio")]
