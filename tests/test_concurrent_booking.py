@@ -5,39 +5,16 @@ On SQLite the IMMEDIATE transaction serialises check and write; on PostgreSQL
 the exclusion constraints refuse whatever slipped past a concurrent check.
 """
 
-import threading
-
 import pytest
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, transaction
 
 from scheduler import booking
 from scheduler.booking import SlotTaken
 from scheduler.models import Visit, VisitStatus
 from tests.conftest import MONDAY, SmallClinic, at, on_postgres
+from tests.races import race
 
 RACERS = 24
-
-
-def race(callables):
-    barrier = threading.Barrier(len(callables))
-    outcomes = [None] * len(callables)
-
-    def runner(index, fn):
-        try:
-            barrier.wait()
-            outcomes[index] = fn()
-        except Exception as error:  # the outcome under test, kept for assertions
-            outcomes[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i, fn)) for i, fn in enumerate(callables)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    close_old_connections()
-    return outcomes
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,42 +4,18 @@ separate qcluster workers would): every message is claimed by one of them and se
 On PostgreSQL the claim takes rows with SELECT ... FOR UPDATE SKIP LOCKED; on SQLite the
 IMMEDIATE transaction serialises claims; on both the conditional update decides."""
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.db import close_old_connections, connection
 
 from notifications.dispatch import dispatch
 from notifications.models import Channel, Message, Status
 from tests.conftest import MONDAY, at
-from tests.fake_twilio import twilio_fixture, twilio_server_fixture  # noqa: F401 - fixtures
-from tests.reminder_helpers import ReminderClinic, messaging_fixture  # noqa: F401 - fixtures
+from tests.races import race
+from tests.reminder_helpers import ReminderClinic
 
 DISPATCHERS = 4
-
-
-def race(count: int, target) -> list:
-    barrier = threading.Barrier(count)
-    outcomes = [None] * count
-
-    def runner(index):
-        try:
-            barrier.wait()
-            outcomes[index] = target()
-        except Exception as error:  # kept for the assertion message
-            outcomes[index] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    close_old_connections()
-    return outcomes
 
 
 @pytest.mark.django_db(transaction=True)
@@ -64,7 +40,7 @@ def test_dispatchers_running_at_once_send_each_message_exactly_once(
     )
     assert texts >= 30 and emails >= 20
 
-    outcomes = race(DISPATCHERS, lambda: dispatch(pace=False))
+    outcomes = race([lambda: dispatch(pace=False)] * DISPATCHERS)
 
     assert all(not isinstance(o, Exception) for o in outcomes), outcomes
     assert sum(o.sent for o in outcomes) == texts + emails
