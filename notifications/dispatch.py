@@ -74,13 +74,13 @@ from notifications.planning import ACTIVE_STATUSES
 from notifications.rules import TextLedger, quiet_hours_for
 from notifications.transports import (
     Accepted,
-    EmailTransport,
+    Outgoing,
     OutgoingEmail,
     OutgoingSMS,
     PermanentError,
     TransientError,
     TransportError,
-    sms_backend,
+    transport_for,
 )
 from scheduler.models import Patient, VisitStatus
 
@@ -102,8 +102,6 @@ CURRENT_FIELDS = (
     "patient__sms_consent_at",
     "patient__sms_opted_out_at",
 )
-
-Outgoing = OutgoingSMS | OutgoingEmail
 
 
 @dataclass
@@ -236,9 +234,8 @@ class Dispatcher:
 
     def transport(self, channel: str):
         if channel not in self._transports:
-            self._transports[channel] = (
-                sms_backend() if channel == Channel.SMS else EmailTransport()
-            )
+            self._transports[channel] = transport_for(channel)
+            self._transports[channel].open()
         return self._transports[channel]
 
     def close(self) -> None:
