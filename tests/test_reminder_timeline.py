@@ -55,7 +55,7 @@ def step_through(now, until: datetime, twilio, client, *, on=None) -> None:
         now.move_to(moment)
         if on:
             on(moment)
-        dispatch(pace=False)
+        dispatch()
         twilio.deliver_all(client=client)
         moment = next_due(moment)
     now.move_to(until)
