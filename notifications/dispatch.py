@@ -47,9 +47,11 @@ What makes it safe to run anywhere, any number of times at once:
   the batch), the message is looked up at the provider first (Twilio lists
   what it accepted) and recorded as sent if found, so it is never sent twice;
   a transport that cannot look up (SMTP) fails it visibly instead.
-- Every check is made again close to the send. The visit still on and at the
-  same time (sequence unchanged), its reminder rule still on, the patient's
-  consent, opt-out and number: re-read for the whole batch when it starts and
+- Every check is made again close to the send. The visit still on (or, for a
+  cancellation notice or invite, still cancelled) and at the same time
+  (sequence unchanged), its reminder rule still on, the patient's consent,
+  opt-out and number, or for a clinician's calendar invite their wish for
+  invites and their address: re-read for the whole batch when it starts and
   at every flush, so at most a flush interval old when a message goes. Quiet
   hours and expiry: just before each send. Text limits: counted for the whole
   batch in one query (``rules.TextLedger``) and decided in the batch's order,
@@ -78,7 +80,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from notifications import consent, content
-from notifications.models import Channel, Message, Purpose, Status
+from notifications.models import CANCELLATION_PURPOSES, Channel, Message, Purpose, Status
 from notifications.patient_links import issue_patient_links
 from notifications.planning import ACTIVE_STATUSES
 from notifications.rules import TextLedger, quiet_hours_for
@@ -100,7 +102,8 @@ log = logging.getLogger(__name__)
 OPTED_OUT_CODE = "21610"
 # What a batch re-reads of its rows before sending: the query finds only rows
 # still ours, and brings their reminder rule's switches, their visit's status
-# and sequence, and the patient's contact details and consent as stored now.
+# and sequence, the patient's contact details and consent, and for a row to a
+# clinician their address and wish for invites, as stored now.
 CURRENT_FIELDS = (
     "rule__is_active",
     "rule__policy__is_active",
@@ -112,6 +115,8 @@ CURRENT_FIELDS = (
     "patient__contact_by_email",
     "patient__sms_consent_at",
     "patient__sms_opted_out_at",
+    "clinician__user__email",
+    "clinician__invite_preference__email_invites",
 )
 
 
@@ -240,6 +245,8 @@ class Dispatcher:
                 "patient__messaging_preferences",
                 "visit__visit_type",
                 "visit__clinician",
+                "visit__room",
+                "clinician__user",
             )
         )
         for message in messages:
@@ -363,9 +370,9 @@ class Batch:
                 if not self.may_send(message, self.now()):
                     continue
                 if outgoing.to != self.address_of(message):
-                    # Composed for a number or address the patient has since
-                    # changed: the next pass composes it again for the new one.
-                    self.release(message, message.send_at, "The patient's contact changed.")
+                    # Composed for a number or address since changed: the
+                    # next pass composes it again for the new one.
+                    self.release(message, message.send_at, "The recipient's address changed.")
                     continue
                 self.hand_over(message, outgoing)
 
@@ -470,7 +477,7 @@ class Batch:
         current = self.current.get(message.pk)
         if current is None:
             return False  # our claim lapsed and another dispatcher holds the message now
-        if message.purpose == Purpose.CANCELLED:
+        if message.purpose in CANCELLATION_PURPOSES:
             if current["visit__status"] != VisitStatus.CANCELLED:
                 self.finish(message, Status.CANCELLED, "The visit is on again.")
                 return False
@@ -488,6 +495,19 @@ class Batch:
         if now >= message.expires_at:
             self.finish(message, Status.SKIPPED, "Too late: its time had passed.")
             return False
+        if message.to_clinician:
+            # Staff: the patient's consent, text limits and quiet hours are not theirs.
+            message.clinician.user.email = current["clinician__user__email"]
+            if not (
+                current["clinician__invite_preference__email_invites"] and self.address_of(message)
+            ):
+                self.finish(
+                    message,
+                    Status.SUPPRESSED,
+                    "The clinician turned calendar invites off or has no email address.",
+                )
+                return False
+            return True
         # The patient as stored now: an opt-out a second ago counts.
         patient = message.patient
         for field, value in current.items():
@@ -532,6 +552,8 @@ class Batch:
 
     @staticmethod
     def address_of(message: Message) -> str:
+        if message.to_clinician:
+            return message.clinician.user.email
         patient = message.patient
         return patient.email if message.channel == Channel.EMAIL else patient.mobile
 
@@ -561,7 +583,15 @@ class Batch:
     def compose(self, message: Message) -> Outgoing | None:
         if message.channel == Channel.EMAIL:
             email = content.email_content(message)
-            return OutgoingEmail(self.address_of(message), email.subject, email.text, email.html)
+            return OutgoingEmail(
+                self.address_of(message),
+                email.subject,
+                email.text,
+                email.html,
+                alternatives=email.alternatives,
+                attachments=email.attachments,
+                headers=email.headers,
+            )
         body = content.sms_body(message, link=self.links.get(message.pk, ""))
         words = content.treatment_words(body)
         if words:
@@ -705,7 +735,9 @@ class Batch:
             settings.MESSAGE_RETRY_SECONDS * 2 ** max(message.attempts - 1, 0),
             settings.MESSAGE_RETRY_MAX_SECONDS,
         )
-        next_try = quiet_hours_for(message.patient).next_allowed(now + timedelta(seconds=backoff))
+        next_try = now + timedelta(seconds=backoff)
+        if not message.to_clinician:
+            next_try = quiet_hours_for(message.patient).next_allowed(next_try)
         if next_try >= message.expires_at:
             return self.fail(
                 message, TransientError(f"No time left to try again: {error}", code=error.code)

@@ -4,7 +4,9 @@ Every message is a ``Message`` row before anything is sent (healthchecks.io's
 pattern): booking a visit writes the rows in the booking's own transaction, a
 dispatch pass claims the due ones with a conditional update and records every
 outcome on the row. A row is unique per (visit, rule, channel, visit sequence),
-so a reminder cannot be planned twice for the same time of the same visit.
+so a reminder cannot be planned twice for the same time of the same visit; a
+change notice or calendar invite is unique per (visit, purpose, channel, visit
+sequence) and recipient: the patient, or the clinician the row names.
 """
 
 import uuid
@@ -19,7 +21,7 @@ from django.db.models import Expression, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from scheduler.models import Patient, Visit, VisitType
+from scheduler.models import Clinician, Patient, Visit, VisitType
 
 
 class Purpose(models.TextChoices):
@@ -29,9 +31,17 @@ class Purpose(models.TextChoices):
     VIDEO_LINK = "video_link", "Video link"
     MOVED = "moved", "Visit moved"
     CANCELLED = "cancelled", "Visit cancelled"
+    # Calendar invites by email (iMIP): a booking, a move, a cancellation, each
+    # for the patient and for the clinician who asked for them.
+    INVITE = "invite", "Calendar invite"
+    INVITE_UPDATE = "invite_update", "Calendar update"
+    INVITE_CANCEL = "invite_cancel", "Calendar cancellation"
 
 
 RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
+INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
+# Go only while the visit is cancelled; every other message only while it is on.
+CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
 # Change notices and preparation instructions go even when the patient's text
 # limit is reached, and plain reminders leave room for those still to come:
 # a missed fasting instruction or a missed move costs more than a reminder.
@@ -39,6 +49,9 @@ ESSENTIAL_PURPOSES = (Purpose.MOVED, Purpose.CANCELLED, Purpose.PREPARATION)
 PRIORITY = {
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
+    Purpose.INVITE: 90,
+    Purpose.INVITE_UPDATE: 90,
+    Purpose.INVITE_CANCEL: 90,
     Purpose.PREPARATION: 80,
     Purpose.VIDEO_LINK: 60,
     Purpose.AFTERCARE: 50,
@@ -299,6 +312,14 @@ class MessageQuerySet(models.QuerySet):
 class Message(models.Model):
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="messages")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="messages")
+    clinician = models.ForeignKey(
+        Clinician,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        help_text="Set when the message goes to this clinician (a calendar invite), not the patient.",
+    )
     rule = models.ForeignKey(
         ReminderRule, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
     )
@@ -349,8 +370,13 @@ class Message(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["visit", "purpose", "channel", "visit_sequence"],
-                condition=Q(rule__isnull=True),
+                condition=Q(rule__isnull=True, clinician__isnull=True),
                 name="notice_once_per_change",
+            ),
+            models.UniqueConstraint(
+                fields=["visit", "purpose", "channel", "visit_sequence", "clinician"],
+                condition=Q(rule__isnull=True, clinician__isnull=False),
+                name="clinician_notice_once_per_change",
             ),
         ]
         indexes = [
@@ -360,11 +386,17 @@ class Message(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.get_purpose_display()} by {self.get_channel_display().lower()} to {self.patient}"
+        to = self.clinician if self.clinician_id else self.patient
+        return f"{self.get_purpose_display()} by {self.get_channel_display().lower()} to {to}"
 
     def save(self, *args, **kwargs):
         self.priority = PRIORITY[self.purpose]
         super().save(*args, **kwargs)
+
+    @property
+    def to_clinician(self) -> bool:
+        """Sent to the visit's clinician: the patient's consent, limits and hours do not apply."""
+        return self.clinician_id is not None
 
     @property
     def is_essential(self) -> bool:

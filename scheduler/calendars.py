@@ -1,11 +1,11 @@
 """Visits as iCalendar (RFC 5545) events: the one place that decides what a calendar shows.
 
-Feeds (``scheduler.feeds``) and email invites (``scheduler.invites``) both build
-their calendars here, so the privacy wording and the RFC details cannot drift
-apart between the two.
+Feeds (``scheduler.feeds``) and email invites (``notifications.content``) both
+build their calendars here, so the privacy wording and the RFC details cannot
+drift apart between the two.
 
 What an entry says depends on who reads it and on the clinic's
-``calendar_detail`` (DOMAIN.md, messaging rules): a synced calendar can be seen
+``calendar_detail`` (docs/rules.md, messaging rules): a synced calendar can be seen
 by a partner, an assistant or a lock screen, so by default it never names the
 treatment (no drug, route or "dosing"):
 
@@ -19,9 +19,10 @@ full          "<visit type> - <patient name>"        "<visit type> at <clinic>",
 ============  =====================================  ======================================
 
 Clinician feeds and invites use the clinic's zone; patient feeds and invites use
-the patient's own zone, as every other patient message does (DESIGN.md
-invariant 4). Either way the instant is the same; the zone only decides the
-wall-clock time a client shows when it does not convert to its own.
+the patient's own zone, as every other patient message does
+(docs/architecture.md, invariant 4). Either way the instant is the same; the
+zone only decides the wall-clock time a client shows when it does not convert
+to its own.
 """
 
 from collections.abc import Iterable
@@ -99,8 +100,9 @@ class Invitee:
 
 
 def patient_page_url() -> str:
-    # The patient's private page arrives with a later issue (DESIGN.md: /p/<token>/);
-    # until then entries point at its entrance, which asks nothing of the calendar.
+    # The patient's private page arrives with a later issue (docs/architecture.md:
+    # /p/<token>/); until then entries point at its entrance, which asks nothing
+    # of the calendar.
     return f"{settings.SITE_URL}/p/"
 
 

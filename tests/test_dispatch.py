@@ -1,6 +1,6 @@
 """Dispatch passes: due messages go once, checked again at send time; errors retry with
 backoff or fail visibly; a dispatcher that dies leaves nothing lost and nothing doubled
-(DESIGN.md invariants 5 and 6)."""
+(docs/architecture.md, invariants 5 and 6)."""
 
 import io
 import json
@@ -29,7 +29,9 @@ from tests.reminder_helpers import (  # noqa: F401 - fixtures
     ReminderClinic,
     messages_of,
     messaging_fixture,
+    reminder_emails,
     run_until,
+    send_invites,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
@@ -42,8 +44,10 @@ def clinic(db):
 
 
 @pytest.fixture
-def visit(clinic):
-    return clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+def visit(clinic, now):
+    visit = clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+    send_invites(now)
+    return visit
 
 
 class ScriptedSMSBackend(SMSBackend):
@@ -101,7 +105,7 @@ def test_the_whole_visit_gets_each_message_once_and_nothing_in_quiet_hours(clini
     run_until(now, VISIT + 24 * HOUR)
     sms_times = [sms.at.astimezone(clinic.clinic.tz) for sms in transports.outbox]
     assert [f"{t:%a %H:%M}" for t in sms_times] == ["Fri 08:00", "Sun 08:00", "Sun 20:45"]
-    assert len(mail.outbox) == 2
+    assert len(reminder_emails()) == 2 and len(mail.outbox) == 3  # and the calendar invite
     assert set(Message.objects.values_list("status", flat=True)) == {Status.SENT}
 
 
@@ -113,7 +117,9 @@ def test_a_cancelled_visit_gets_only_its_cancellation_notice(visit, now):
         "your visit with Test Clinic Am"
     ]
     assert "is cancelled" in transports.outbox[0].body
-    assert [m.subject for m in mail.outbox] == ["Your visit on Mon Jun 3 at 10:00 AM is cancelled"]
+    assert [m.subject for m in reminder_emails()] == [
+        "Your visit on Mon Jun 3 at 10:00 AM is cancelled"
+    ]
 
 
 def test_a_visit_that_moved_after_planning_is_caught_at_send_time(visit, now):
@@ -130,6 +136,7 @@ def test_no_text_without_recorded_consent_or_after_opt_out(clinic, now):
     stopped = clinic.book(clinic.texting_patient("Casey"), clinic.screening, at(MONDAY, "12:00"))
     stopped.patient.sms_opted_out_at = at(MONDAY, "10:00") - 100 * HOUR
     stopped.patient.save()
+    send_invites(now)
     now.move_to(at(MONDAY, "12:00") - 72 * HOUR)
     dispatch()
     assert transports.outbox == []
@@ -291,6 +298,7 @@ def test_queries_per_message_stay_bounded(clinic, now, settings, django_assert_m
     patients = [clinic.texting_patient(f"P{i}") for i in range(10)]
     for i, patient in enumerate(patients):
         clinic.book(patient, clinic.screening, at(MONDAY, f"{8 + i:02d}:00"))
+    send_invites(now)
     now.move_to(at(MONDAY, "17:00") - 72 * HOUR)
     due = Message.objects.due(at(MONDAY, "17:00") - 72 * HOUR).count()
     assert due == 20

@@ -24,6 +24,7 @@ from tests.reminder_helpers import (  # noqa: F401 - fixtures
     ReminderClinic,
     messages_of,
     messaging_fixture,
+    send_invites,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging", "twilio")]
@@ -37,8 +38,10 @@ def clinic(db):
 
 
 @pytest.fixture
-def visit(clinic):
-    return clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+def visit(clinic, now):
+    visit = clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+    send_invites(now)
+    return visit
 
 
 def text_of(visit) -> Message:
