@@ -379,7 +379,7 @@ def message_queue(request: HttpRequest) -> HttpResponse:
     failed = list(
         Message.objects.needs_attention()
         .filter(patient__clinic=clinic)
-        .select_related("patient", "visit__visit_type")
+        .select_related("patient", "visit__visit_type", "clinician")
         .order_by("-updated_at", "-pk")[:QUEUE_LIMIT]
     )
     inbox = list(

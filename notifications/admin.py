@@ -61,6 +61,7 @@ class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
     clinic_path = "patient__clinic"
     list_display = (
         "patient",
+        "clinician",  # set when the message went to the clinician (a calendar invite)
         "visit_time",
         "purpose",
         "channel",
@@ -70,7 +71,7 @@ class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
         "why",
     )
     list_filter = (AttentionFilter, "status", "channel", "purpose")
-    list_select_related = ("patient__clinic", "visit")
+    list_select_related = ("patient__clinic", "visit", "clinician")
     search_fields = ("patient__first_name", "patient__last_name", "recipient", "provider_id")
     date_hierarchy = "send_at"
     actions = ("retry",)

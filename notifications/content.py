@@ -1,11 +1,19 @@
 """What messages say: SMS and email text rendered from templates/notifications/.
 
-Texts can be read by anyone who sees the patient's phone, so (DOMAIN.md) an SMS
-carries only the first name, date and time, the clinic's name and phone, and a
-link. The SMS context is built with nothing else in it, so no template can let
-the visit type or its instructions slip into a text; ``treatment_words`` is the
-second line of defence, checked before every send. Email may carry the full
-preparation and aftercare instructions.
+Texts can be read by anyone who sees the patient's phone, so (docs/rules.md) an
+SMS carries only the first name, date and time, the clinic's name and phone,
+and a link. The SMS context is built with nothing else in it, so no template
+can let the visit type or its instructions slip into a text;
+``treatment_words`` is the second line of defence, checked before every send.
+Email may carry the full preparation and aftercare instructions.
+
+Calendar invites are what Gmail, Outlook and Apple Mail expect of an iMIP
+message (RFC 6047): ``multipart/alternative`` with text, HTML and a
+``text/calendar; method=...`` part whose method matches the calendar's METHOD,
+plus the same calendar attached as ``invite.ics`` for clients that only look
+at attachments. The calendar is built by ``scheduler.calendars`` with the same
+privacy wording as the feeds; the email may say a little more (the
+clinician's name) but never names the treatment either.
 """
 
 import functools
@@ -18,12 +26,21 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from notifications.models import Message, Purpose
+from notifications.models import INVITE_PURPOSES, Message, Purpose
 from notifications.patient_links import issue_patient_link
-from scheduler.models import Visit
+from notifications.transports import Attachment
+from scheduler.calendars import (
+    Audience,
+    Invitee,
+    Method,
+    build_calendar,
+    event_text,
+)
+from scheduler.links import patient_page_url
+from scheduler.models import Modality, Visit
 from scheduler.timezones import zone
 
-# Words an SMS must never contain (DOMAIN.md messaging rules): the treatment,
+# Words an SMS must never contain (docs/rules.md, messaging rules): the treatment,
 # its routes and settings, medication names and diagnoses.
 TREATMENT_WORDS = (
     "ketamine",
@@ -202,9 +219,15 @@ class Email:
     subject: str
     text: str
     html: str
+    # As transports.OutgoingEmail has them: a calendar invite's calendar.
+    alternatives: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def email_content(message: Message) -> Email:
+    if message.purpose in INVITE_PURPOSES:
+        return invite_email(message)
     visit = message.visit
     context = {
         **_sms_context(visit),
@@ -227,5 +250,77 @@ def email_content(message: Message) -> Email:
     )
 
 
-# Every template a message can use, for tests and checks.
-SMS_PURPOSES = tuple(Purpose)
+# What each invite tells a calendar (RFC 5546) and its reader.
+INVITE_METHODS = {
+    Purpose.INVITE: Method.REQUEST,
+    Purpose.INVITE_UPDATE: Method.REQUEST,
+    Purpose.INVITE_CANCEL: Method.CANCEL,
+}
+INVITE_CHANGES = {
+    Purpose.INVITE: "booked",
+    Purpose.INVITE_UPDATE: "moved",
+    Purpose.INVITE_CANCEL: "cancelled",
+}
+
+
+def _when(start: datetime, end: datetime) -> str:
+    return f"{start:%A, %B} {start.day}, {start:%Y}, {start:%H:%M}-{end:%H:%M} {start:%Z}".strip()
+
+
+def invite_email(message: Message) -> Email:
+    """The invite, update or cancellation of the message's visit, for its patient or its clinician.
+
+    Patients read it in their own zone, clinicians in the clinic's; it is
+    stamped (DTSTAMP) when it is composed, just before it goes.
+    """
+    visit = message.visit
+    clinic = visit.patient.clinic
+    if message.to_clinician:
+        audience, tz = Audience.CLINICIAN, clinic.tz
+        who = Invitee(message.clinician.display_name, message.clinician.user.email)
+    else:
+        audience, tz = Audience.PATIENT, zone(visit.patient.time_zone)
+        who = Invitee(visit.patient.first_name, visit.patient.email)
+    method, change = INVITE_METHODS[message.purpose], INVITE_CHANGES[message.purpose]
+    ics = build_calendar(
+        [visit],
+        audience=audience,
+        clinic=clinic,
+        tz=tz,
+        method=method,
+        attendee=who,
+        now=timezone.now(),
+    )
+    text = event_text(visit, audience, clinic, clinic.calendar_detail)
+    start, end = visit.start.astimezone(tz), visit.end.astimezone(tz)
+    context = {
+        "audience": str(audience),
+        "change": change,
+        "name": who.name,
+        "clinic": clinic,
+        "when": _when(start, end),
+        "summary": text.summary,
+        "place": text.location,
+        "telehealth": visit.visit_type.modality == Modality.TELEHEALTH,
+        "clinician": visit.clinician.display_name,
+        "details": text.description,
+        "page": patient_page_url() if audience == Audience.PATIENT else text.url,
+    }
+    subject_when = f"{start:%a %b} {start.day}, {start:%H:%M}"
+    subject = {
+        "booked": f"{text.summary}: {subject_when}",
+        "moved": f"Moved: {text.summary}, now {subject_when}",
+        "cancelled": f"{text.summary} on {subject_when}",
+    }[change]
+    return Email(
+        subject=subject,
+        text=render_to_string("notifications/email/invite.txt", context),
+        html=render_to_string("notifications/email/invite.html", context),
+        alternatives=((ics.decode("utf-8"), f"text/calendar; method={method}"),),
+        attachments=(Attachment("invite.ics", ics, "application/ics"),),
+        headers=(("Auto-Submitted", "auto-generated"),),
+    )
+
+
+# Every purpose that has SMS templates (invites go by email only), for tests and checks.
+SMS_PURPOSES = tuple(purpose for purpose in Purpose if purpose not in INVITE_PURPOSES)

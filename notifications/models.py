@@ -4,18 +4,24 @@ Every message is a ``Message`` row before anything is sent (healthchecks.io's
 pattern): booking a visit writes the rows in the booking's own transaction, a
 dispatch pass claims the due ones with a conditional update and records every
 outcome on the row. A row is unique per (visit, rule, channel, visit sequence),
-so a reminder cannot be planned twice for the same time of the same visit.
+so a reminder cannot be planned twice for the same time of the same visit; a
+change notice or calendar invite is unique per (visit, purpose, channel, visit
+sequence) and recipient: the patient, or the clinician the row names.
 """
 
-from datetime import timedelta
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.db.models import Q
+from django.db import connections, models, transaction
+from django.db.models import Expression, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from scheduler.models import Patient, Visit, VisitType
+from scheduler.models import Clinician, Patient, Visit, VisitType
 
 
 class Purpose(models.TextChoices):
@@ -25,9 +31,17 @@ class Purpose(models.TextChoices):
     VIDEO_LINK = "video_link", "Video link"
     MOVED = "moved", "Visit moved"
     CANCELLED = "cancelled", "Visit cancelled"
+    # Calendar invites by email (iMIP): a booking, a move, a cancellation, each
+    # for the patient and for the clinician who asked for them.
+    INVITE = "invite", "Calendar invite"
+    INVITE_UPDATE = "invite_update", "Calendar update"
+    INVITE_CANCEL = "invite_cancel", "Calendar cancellation"
 
 
 RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
+INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
+# Go only while the visit is cancelled; every other message only while it is on.
+CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
 # Change notices and preparation instructions go even when the patient's text
 # limit is reached, and plain reminders leave room for those still to come:
 # a missed fasting instruction or a missed move costs more than a reminder.
@@ -35,6 +49,9 @@ ESSENTIAL_PURPOSES = (Purpose.MOVED, Purpose.CANCELLED, Purpose.PREPARATION)
 PRIORITY = {
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
+    Purpose.INVITE: 90,
+    Purpose.INVITE_UPDATE: 90,
+    Purpose.INVITE_CANCEL: 90,
     Purpose.PREPARATION: 80,
     Purpose.VIDEO_LINK: 60,
     Purpose.AFTERCARE: 50,
@@ -133,7 +150,7 @@ class Status(models.TextChoices):
     SUPPRESSED = "suppressed", "Suppressed"
 
 
-# Twilio's statuses only move forward (DOMAIN.md): a late "sent" callback must
+# Twilio's statuses only move forward (docs/rules.md): a late "sent" callback must
 # not undo "delivered". Terminal statuses share the top rank.
 STATUS_RANK = {
     Status.PENDING: 0,
@@ -156,6 +173,35 @@ ACCEPTED_STATUSES = (
 NEEDS_ATTENTION_STATUSES = (Status.FAILED, Status.UNDELIVERED)
 
 
+class EachRow(Expression):
+    """A value per row: ``CASE "id" WHEN 1 THEN 'a' WHEN 2 THEN 'b' ... ELSE <the column> END``.
+
+    What ``Case(When(pk=1, then=Value('a')), ...)`` says, at a fraction of the
+    cost: Django resolves and compiles each ``When`` (~70 us), which for a
+    batch of hundreds of messages takes longer than sending them.
+    """
+
+    def __init__(self, field, values: dict[int, Any]):
+        super().__init__(output_field=field)
+        self.values = values
+
+    def as_sql(self, compiler, connection):
+        field = self.output_field
+        params = []
+        for pk, value in self.values.items():
+            params += [pk, field.get_db_prep_save(value, connection)]
+        pk_column = connection.ops.quote_name(field.model._meta.pk.column)
+        column = connection.ops.quote_name(field.column)
+        return f"CASE {pk_column}{' WHEN %s THEN %s' * len(self.values)} ELSE {column} END", params
+
+
+# Rows an UPDATE gives values of their own: SQLite takes at most 32766
+# parameters a statement, and a row can bring a dozen.
+UPDATE_EACH_ROWS = 1000
+# Most urgent first: changes, then preparation (PRIORITY), then the longest due.
+DISPATCH_ORDER = ("-priority", "send_at", "pk")
+
+
 class MessageQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(status=Status.PENDING)
@@ -167,6 +213,9 @@ class MessageQuerySet(models.QuerySet):
         lease = timedelta(seconds=settings.MESSAGE_CLAIM_LEASE_SECONDS)
         return self.filter(status=Status.CLAIMED, claimed_at__lt=now - lease)
 
+    def claimed_by(self, token: str):
+        return self.filter(status=Status.CLAIMED, claim_token=token)
+
     def sms(self):
         return self.filter(channel=Channel.SMS)
 
@@ -175,6 +224,77 @@ class MessageQuerySet(models.QuerySet):
 
     def for_visit(self, visit: Visit):
         return self.filter(visit=visit)
+
+    def in_dispatch_order(self):
+        return self.order_by(*DISPATCH_ORDER)
+
+    def claim(self, now: datetime, size: int) -> "MessageQuerySet":
+        """Claim up to ``size`` of these messages that are due, most urgent first; the claimed rows.
+
+        A conditional update (``pending -> claimed`` with a fresh claim token)
+        inside a transaction that on PostgreSQL first takes the rows with
+        ``SELECT ... FOR UPDATE SKIP LOCKED``: two dispatchers never claim the
+        same message, and on SQLite the IMMEDIATE transaction plus the
+        condition do the same. The rows come back as a query, not yet run.
+        """
+        token = uuid.uuid4().hex
+        with transaction.atomic(using=self.db):
+            due = self.due(now).in_dispatch_order()
+            if connections[self.db].features.has_select_for_update_skip_locked:
+                due = due.select_for_update(skip_locked=True)
+            ids = list(due.values_list("pk", flat=True)[:size])
+            if ids:
+                self.filter(pk__in=ids, status=Status.PENDING).update(
+                    status=Status.CLAIMED, claimed_at=now, claim_token=token, updated_at=now
+                )
+        return self.filter(pk__in=ids, claim_token=token).in_dispatch_order()
+
+    def recover(self, now: datetime) -> int:
+        """Return these claimed messages to the queue (``lapsed_claims``: their dispatcher died).
+
+        One conditional statement: a claim taken back by another pass at the
+        same moment is taken back once. A message its dispatcher had marked as
+        being sent stays ``in_doubt``, to be looked up before it goes again.
+        """
+        return self.filter(status=Status.CLAIMED).update(
+            status=Status.PENDING,
+            claim_token="",
+            last_error="Recovered: the dispatcher holding it stopped.",
+            updated_at=now,
+        )
+
+    def update_each(self, changes: dict[int, dict[str, Any]], **every_row) -> int:
+        """Give each message in ``changes`` (by id) its own new values, in one UPDATE of these rows.
+
+        A field every row sets alike is a plain assignment; any other takes each
+        row's own value and keeps the stored one for rows that do not set it.
+        ``every_row`` is set on all of them. Returns how many rows matched
+        (this queryset carries the condition, e.g. ``claimed_by``). Past
+        ``UPDATE_EACH_ROWS`` rows, one UPDATE per that many.
+        """
+        if len(changes) > UPDATE_EACH_ROWS:
+            pks = list(changes)
+            return sum(
+                self.update_each(
+                    {pk: changes[pk] for pk in pks[start : start + UPDATE_EACH_ROWS]}, **every_row
+                )
+                for start in range(0, len(pks), UPDATE_EACH_ROWS)
+            )
+        by_field: dict[str, dict[int, Any]] = defaultdict(dict)
+        for pk, row in changes.items():
+            for name, value in row.items():
+                by_field[name][pk] = value
+        assignments = {}
+        for name, values in by_field.items():
+            if len(values) == len(changes) and len(set(values.values())) == 1:
+                assignments[name] = next(iter(values.values()))
+                continue
+            field = self.model._meta.get_field(name)
+            assignments[name] = EachRow(field, values)
+            if connections[self.db].features.requires_casted_case_in_updates:
+                # PostgreSQL types the parameters of a CASE from its context.
+                assignments[name] = Cast(assignments[name], output_field=field)
+        return self.filter(pk__in=list(changes)).update(**assignments, **every_row)
 
     def retry_now(self, now=None) -> int:
         """Send these failed messages again in the next pass; how many will go.
@@ -192,6 +312,14 @@ class MessageQuerySet(models.QuerySet):
 class Message(models.Model):
     visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="messages")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="messages")
+    clinician = models.ForeignKey(
+        Clinician,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        help_text="Set when the message goes to this clinician (a calendar invite), not the patient.",
+    )
     rule = models.ForeignKey(
         ReminderRule, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
     )
@@ -234,7 +362,7 @@ class Message(models.Model):
     class Meta:
         ordering = ["send_at", "pk"]
         constraints = [
-            # DESIGN.md invariant 5: at most once per (visit, rule, visit sequence).
+            # docs/architecture.md, invariant 5: at most once per (visit, rule, visit sequence).
             models.UniqueConstraint(
                 fields=["visit", "rule", "channel", "visit_sequence"],
                 condition=Q(rule__isnull=False),
@@ -242,8 +370,13 @@ class Message(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["visit", "purpose", "channel", "visit_sequence"],
-                condition=Q(rule__isnull=True),
+                condition=Q(rule__isnull=True, clinician__isnull=True),
                 name="notice_once_per_change",
+            ),
+            models.UniqueConstraint(
+                fields=["visit", "purpose", "channel", "visit_sequence", "clinician"],
+                condition=Q(rule__isnull=True, clinician__isnull=False),
+                name="clinician_notice_once_per_change",
             ),
         ]
         indexes = [
@@ -253,11 +386,17 @@ class Message(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.get_purpose_display()} by {self.get_channel_display().lower()} to {self.patient}"
+        to = self.clinician if self.clinician_id else self.patient
+        return f"{self.get_purpose_display()} by {self.get_channel_display().lower()} to {to}"
 
     def save(self, *args, **kwargs):
         self.priority = PRIORITY[self.purpose]
         super().save(*args, **kwargs)
+
+    @property
+    def to_clinician(self) -> bool:
+        """Sent to the visit's clinician: the patient's consent, limits and hours do not apply."""
+        return self.clinician_id is not None
 
     @property
     def is_essential(self) -> bool:

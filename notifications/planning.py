@@ -19,6 +19,12 @@ Decisions made here, at planning time:
 - Moves and cancellations: pending messages of the old time are cancelled, a
   "your visit moved / was cancelled" notice goes at once, and missed reminders
   of the new time are skipped, the notice says it all.
+- Calendar invites: a booking, a move and a cancellation each plan one email
+  invite per recipient (an iTIP REQUEST, a REQUEST with the raised SEQUENCE, a
+  CANCEL): to the patient if they take email, at once or when their quiet
+  hours end; to the visit's clinician if they asked for invites
+  (``InvitePreference``), at once. A visit that changes again before they go
+  cancels them like any stale row, so only the latest goes.
 """
 
 from collections.abc import Iterable
@@ -29,6 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from notifications.models import (
+    INVITE_PURPOSES,
     PRIORITY,
     Channel,
     Message,
@@ -39,13 +46,22 @@ from notifications.models import (
 )
 from notifications.rules import QuietHours, quiet_hours_for
 from scheduler.booking import VisitChange
-from scheduler.models import BLOCKING_STATUSES, Patient, Visit
+from scheduler.models import BLOCKING_STATUSES, Clinician, Patient, Visit
 
 # Messages go only for visits that hold their slot (booked, confirmed, checked
 # in, completed): never for proposals, cancelled visits or no-shows.
 ACTIVE_STATUSES = BLOCKING_STATUSES
 # Aftercare stays useful for a while after the visit; reminders only until it starts.
 AFTERCARE_EXPIRY = timedelta(hours=12)
+
+# The changes calendars must hear of, and the invite each sends (RFC 5546: a
+# REQUEST; a REQUEST again, SEQUENCE raised; a CANCEL). Confirmations, check-ins
+# and rides home keep time and place: no new SEQUENCE, no invite.
+INVITES = {
+    VisitChange.BOOKED: Purpose.INVITE,
+    VisitChange.MOVED: Purpose.INVITE_UPDATE,
+    VisitChange.CANCELLED: Purpose.INVITE_CANCEL,
+}
 
 CANCELLED_REASONS = {
     VisitChange.MOVED: "The visit moved; messages for the new time replace it.",
@@ -91,7 +107,9 @@ def plan_for_visit(
         VisitChange.COMPLETED,
     ):
         return []  # time and place unchanged: the plan stands
-    planned_before = Message.objects.for_visit(visit).exists()
+    planned = set(
+        Message.objects.for_visit(visit).order_by().values_list("purpose", flat=True).distinct()
+    )
     stale = Message.objects.for_visit(visit).pending()
     if visit.status in ACTIVE_STATUSES:
         stale = stale.exclude(visit_sequence=visit.sequence)
@@ -100,31 +118,46 @@ def plan_for_visit(
         reason=CANCELLED_REASONS.get(change, "The visit changed."),
         updated_at=now,
     )
-    patient = visit.patient
-    channels = contact_channels(patient)
-    if not channels:
-        return []
-    quiet = quiet_hours_for(patient)
     existing = set(
         Message.objects.for_visit(visit)
         .filter(visit_sequence=visit.sequence)
-        .values_list("rule_id", "purpose", "channel")
+        .values_list("rule_id", "purpose", "channel", "clinician_id")
     )
-    rows = []
     notice = {VisitChange.MOVED: Purpose.MOVED, VisitChange.CANCELLED: Purpose.CANCELLED}.get(
         change
     )
-    # Only a patient who had been told about the visit (it had messages
-    # planned) hears that it changed; a proposal that moves tells nobody.
-    if (
-        notice
-        and planned_before
-        and (visit.status in ACTIVE_STATUSES or notice == Purpose.CANCELLED)
-    ):
-        for channel in channels:
-            if (None, notice, channel) not in existing:
-                rows.append(_notice(visit, notice, channel, quiet, now))
-    told_of_move = notice == Purpose.MOVED and bool(rows)
+    # Only a patient who had been told about the visit (it had messages other
+    # than invites planned) hears that it changed; a proposal that moves or is
+    # dropped tells nobody.
+    told = bool(planned - set(INVITE_PURPOSES)) and (
+        visit.status in ACTIVE_STATUSES or notice == Purpose.CANCELLED
+    )
+    rows = []
+    # Calendars hear of a visit that holds its slot, and of the cancellation of
+    # one that had messages planned (a proposal never did).
+    invite = INVITES.get(change)
+    if invite == Purpose.INVITE_CANCEL:
+        if planned:
+            rows += _invites(visit, invite, now, existing)
+    elif invite and visit.status in ACTIVE_STATUSES:
+        rows += _invites(visit, invite, now, existing)
+    channels = contact_channels(visit.patient)
+    if channels:
+        rows += _patient_messages(visit, channels, notice if told else None, existing, now)
+    return Message.objects.bulk_create(rows)
+
+
+def _patient_messages(
+    visit: Visit, channels: list[str], notice: str | None, existing: set, now: datetime
+) -> list[Message]:
+    """The patient's change notice (if ``notice``) and reminder rules' messages, by channel."""
+    quiet = quiet_hours_for(visit.patient)
+    notices = [
+        _notice(visit, notice, channel, quiet, now)
+        for channel in channels
+        if notice and (None, notice, channel, None) not in existing
+    ]
+    rows = list(notices)
     if visit.status in ACTIVE_STATUSES:
         rules = ReminderRule.objects.filter(
             policy__visit_type_id=visit.visit_type_id, policy__is_active=True, is_active=True
@@ -134,12 +167,12 @@ def plan_for_visit(
             rows += _rule_messages(
                 visit,
                 channel,
-                [r for r in wanted if (r.pk, r.purpose, channel) not in existing],
+                [r for r in wanted if (r.pk, r.purpose, channel, None) not in existing],
                 quiet,
                 now,
-                covered_by_notice=told_of_move,
+                covered_by_notice=notice == Purpose.MOVED and bool(notices),
             )
-    return Message.objects.bulk_create(rows)
+    return rows
 
 
 def _row(visit: Visit, channel: str, purpose: str, send_at: datetime, expires_at, **extra):
@@ -155,6 +188,35 @@ def _row(visit: Visit, channel: str, purpose: str, send_at: datetime, expires_at
         priority=PRIORITY[purpose],
         **extra,
     )
+
+
+def _invites(visit: Visit, purpose: str, now: datetime, existing: set) -> list[Message]:
+    """The calendar invites ``purpose`` sends for ``visit``: to the patient, to the clinician.
+
+    The patient's goes at once or when their quiet hours end, the clinician's
+    at once; either is of use until the visit is over.
+    """
+    rows = []
+    patient = visit.patient
+    if Channel.EMAIL in contact_channels(patient) and (
+        (None, purpose, Channel.EMAIL, None) not in existing
+    ):
+        send_at = quiet_hours_for(patient).next_allowed(now)
+        rows.append(_row(visit, Channel.EMAIL, purpose, send_at, visit.end))
+    address = (
+        Clinician.objects.filter(pk=visit.clinician_id, invite_preference__email_invites=True)
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+        .first()
+    )
+    if address and (None, purpose, Channel.EMAIL, visit.clinician_id) not in existing:
+        message = _row(visit, Channel.EMAIL, purpose, now, visit.end)
+        message.clinician_id, message.recipient = visit.clinician_id, address
+        rows.append(message)
+    for message in rows:
+        if message.send_at >= message.expires_at:
+            _skip(message, "Too late: the visit is over before it could go.")
+    return rows
 
 
 def _notice(visit: Visit, purpose: str, channel: str, quiet: QuietHours, now: datetime) -> Message:

@@ -1,6 +1,6 @@
 """When a patient may be messaged: quiet hours in their own zone and text limits.
 
-DOMAIN.md: nothing between 21:00 and 08:00 in the patient's zone; at most one
+docs/rules.md: nothing between 21:00 and 08:00 in the patient's zone; at most one
 text a day and three a week unless the patient agreed to more. Both are
 settings, and MessagingPreferences can change them for one patient.
 """
@@ -251,11 +251,3 @@ class TextLedger:
                 f"past 7 days, {counts.coming_week} preparation or change texts due in the next 7."
             )
         return ""
-
-
-def text_limit_problem(message: Message, now: datetime) -> str:
-    """Why sending this plain reminder now would exceed the patient's limits ("" if it would not).
-
-    One query; see ``TextLedger`` for what counts.
-    """
-    return TextLedger.load([message.patient], now).problem(message)

@@ -1,15 +1,23 @@
-"""The one boundary to the outside world for messages: SMS backends and email.
+"""The one boundary to the outside world for messages: a transport per channel and provider.
 
-SMS backends follow django-anymail's shape: ``SMSBackend.send`` fixes the
-steps (check, deliver) and each backend fills in ``deliver`` and, where the
-provider can say what it already accepted, ``find``. ``settings.SMS_BACKEND``
-names one by alias (``console``, ``file``, ``locmem``, ``twilio``) or dotted
-path. Email goes through Django's own email backends (``EMAIL_BACKEND``).
+Every transport follows one base class, ``Transport`` (healthchecks.io's
+transports, django-anymail's backends): ``send`` fixes the order of the steps,
+``check`` what is to be sent and then ``deliver`` it, and each channel or
+provider fills in only its own steps; one that can say what it already
+accepted also fills in ``find``. ``open`` and ``close`` bracket a dispatch
+pass.
+
+Texts go through the SMS backend ``settings.SMS_BACKEND`` names, by alias
+(``console``, ``file``, ``locmem``, ``twilio``) or dotted path; email goes
+through ``EmailTransport`` over Django's own ``EMAIL_BACKEND``, with any
+alternative parts and attachments (a calendar invite's ``text/calendar;
+method=REQUEST`` part and its ``invite.ics``).
 
 Errors are typed: ``TransientError`` (try again later) and ``PermanentError``
 (trying again cannot help), each with the provider's code. ``in_doubt`` marks
 an error after which the provider may have accepted the message anyway (a read
-timeout): the dispatcher looks the message up before sending it again.
+timeout): the dispatcher looks the message up before sending it again, or,
+where the provider cannot be asked, fails it visibly rather than send it twice.
 """
 
 import contextlib
@@ -35,7 +43,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from notifications.models import Status
+from notifications.models import Channel, Status
 
 
 class TransportError(Exception):
@@ -61,11 +69,26 @@ class OutgoingSMS:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mimetype: str
+
+
+@dataclass(frozen=True)
 class OutgoingEmail:
     to: str
     subject: str
     text: str
     html: str
+    # Further renderings of the same message, as (content, MIME type); the
+    # type may carry parameters, as ``text/calendar; method=REQUEST`` must.
+    alternatives: tuple[tuple[str, str], ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Outgoing = OutgoingSMS | OutgoingEmail
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,14 @@ class Accepted:
     status: str
 
 
-# -- SMS --------------------------------------------------------------------------
+class Transport:
+    """Base class: ``send`` checks the message, then ``deliver`` hands it to the provider.
 
-
-class SMSBackend:
-    """Base class: ``send`` checks, then ``deliver`` hands the text to the provider."""
+    A subclass fills in ``deliver`` (raising ``TransientError`` or
+    ``PermanentError``), ``check`` for what no provider of its channel would
+    take, ``open``/``close`` if it holds a connection, and ``find`` if the
+    provider can list what it accepted.
+    """
 
     #: Whether ``find`` can tell if the provider already accepted a message.
     can_look_up = False
@@ -91,24 +117,37 @@ class SMSBackend:
         return type(self).__name__
 
     def open(self) -> None:
-        pass
+        """Get ready to send; a dispatch pass calls it before its first message."""
 
     def close(self) -> None:
-        pass
+        """Let go of what sending held; a dispatch pass calls it when it ends."""
 
-    def send(self, sms: OutgoingSMS) -> Accepted:
+    def send(self, outgoing: Outgoing) -> Accepted:
+        self.check(outgoing)
+        return self.deliver(outgoing)
+
+    def check(self, outgoing: Outgoing) -> None:
+        """Raise ``PermanentError`` for a message no provider of this channel would take."""
+
+    def deliver(self, outgoing: Outgoing) -> Accepted:
+        raise NotImplementedError
+
+    def find(self, outgoing: Outgoing) -> list[str]:
+        """The provider's ids of recently accepted messages with this recipient and content, newest first."""
+        raise NotImplementedError(f"{type(self).__name__} cannot look messages up.")
+
+
+# -- SMS --------------------------------------------------------------------------
+
+
+class SMSBackend(Transport):
+    """Texts: an E.164 number and a body; each provider fills in ``deliver``."""
+
+    def check(self, sms: OutgoingSMS) -> None:
         if not sms.to.startswith("+") or not sms.to[1:].isdigit():
             raise PermanentError(f"{sms.to!r} is not an E.164 number.", code="invalid-number")
         if not sms.body.strip():
             raise PermanentError("The text is empty.", code="empty-body")
-        return self.deliver(sms)
-
-    def deliver(self, sms: OutgoingSMS) -> Accepted:
-        raise NotImplementedError
-
-    def find(self, sms: OutgoingSMS) -> list[str]:
-        """The provider's ids of recently accepted texts with this recipient and body, newest first."""
-        return []
 
 
 class ConsoleSMSBackend(SMSBackend):
@@ -214,7 +253,7 @@ def twilio_http_client(base: str, timeout: float) -> TwilioHttpClient:
     return client
 
 
-# DOMAIN.md's Twilio error codes. Unreachable (30003) and unknown (30008) may
+# Twilio's error codes (docs/rules.md). Unreachable (30003) and unknown (30008) may
 # clear up; an invalid, opted-out, landline or filtered number will not.
 TRANSIENT_CODES = {"20429", "30001", "30003", "30008"}
 PERMANENT_CODES = {"21211", "21408", "21606", "21610", "21612", "21614", "30005", "30006", "30007"}
@@ -345,10 +384,35 @@ def sms_backend(name: str | None = None) -> SMSBackend:
 # -- email ------------------------------------------------------------------------
 
 
-class EmailTransport:
+class ParameterisedEmail(EmailMultiAlternatives):
+    """Django's email, with parameters on its alternatives' MIME types.
+
+    Django takes an alternative's type as ``type/subtype`` only; calendar
+    clients (iMIP, RFC 6047) read the iTIP method from the calendar part's
+    ``text/calendar; method=REQUEST``, and it must match the calendar's METHOD.
+    """
+
+    def __init__(self, *args, parameters: dict[str, dict[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.parameters = parameters  # by MIME type
+
+    def message(self, *args, **kwargs):
+        message = super().message(*args, **kwargs)
+        for part in message.walk():
+            for name, value in self.parameters.get(part.get_content_type(), {}).items():
+                part.set_param(name, value)
+        return message
+
+
+def _mime_type(text: str) -> tuple[str, dict[str, str]]:
+    """``text/calendar; method=REQUEST`` -> ("text/calendar", {"method": "REQUEST"})."""
+    mimetype, *parameters = (piece.strip() for piece in text.split(";"))
+    return mimetype, dict(piece.partition("=")[::2] for piece in parameters if piece)
+
+
+class EmailTransport(Transport):
     """Email through Django's EMAIL_BACKEND, one connection for a dispatch pass."""
 
-    can_look_up = False
     sender = "email"
 
     def __init__(self):
@@ -362,19 +426,30 @@ class EmailTransport:
         with contextlib.suppress(smtplib.SMTPException, OSError):
             self.connection.close()
 
-    def send(self, email: OutgoingEmail) -> Accepted:
+    def check(self, email: OutgoingEmail) -> None:
+        if "@" not in email.to:
+            raise PermanentError(f"{email.to!r} is not an email address.", code="invalid-address")
+
+    def deliver(self, email: OutgoingEmail) -> Accepted:
         message_id = make_msgid(
             domain=settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip("> ") or None
         )
-        message = EmailMultiAlternatives(
+        parameters = {}
+        message = ParameterisedEmail(
             subject=email.subject,
             body=email.text,
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[email.to],
-            headers={"Message-ID": message_id},
+            headers={"Message-ID": message_id, **dict(email.headers)},
             connection=self.connection,
+            parameters=parameters,
         )
         message.attach_alternative(email.html, "text/html")
+        for content, full_type in email.alternatives:
+            mimetype, parameters[mimetype] = _mime_type(full_type)
+            message.attach_alternative(content, mimetype)
+        for attachment in email.attachments:
+            message.attach(attachment.filename, attachment.content, attachment.mimetype)
         try:
             self.connection.open()
         except (smtplib.SMTPException, OSError) as error:
@@ -408,3 +483,10 @@ class EmailTransport:
             self.close()
             raise TransientError(f"Mail server error: {error}", code="smtp") from error
         return Accepted(message_id, Status.SENT)
+
+
+def transport_for(channel: str) -> Transport:
+    """The transport that sends ``channel``'s messages, as the settings say."""
+    if channel == Channel.SMS:
+        return sms_backend()
+    return EmailTransport()

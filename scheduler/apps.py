@@ -8,12 +8,9 @@ class SchedulerConfig(AppConfig):
 
     def ready(self):
         from scheduler.audit import record_visit_change
-        from scheduler.booking import visit_changed, visit_saved
+        from scheduler.booking import visit_saved
         from scheduler.external_calendars import ensure_schedule
-        from scheduler.invites import queue_invites
 
-        # Calendars hear of every committed change: invites go out from the worker.
-        visit_changed.connect(queue_invites, dispatch_uid="scheduler.invites.queue_invites")
         # Every booking change is in the audit trail, committed with the change.
         visit_saved.connect(record_visit_change, dispatch_uid="scheduler.audit.visit_change")
         # The 15-minute import of clinicians' own calendars exists wherever

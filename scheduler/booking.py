@@ -55,9 +55,10 @@ booking_checks: list[BookingCheck] = []
 
 # Two signals per change, both with ``visit`` (as stored) and ``change`` (a
 # VisitChange). ``visit_saved`` is sent inside the transaction that changed the
-# visit: a receiver's writes (the reminder outbox) commit or roll back with it.
-# ``visit_changed`` is sent after that transaction commits: the place to queue
-# background work (invites), so nothing is queued for a change rolled back.
+# visit: a receiver's writes (the outbox: reminders, notices, calendar invites)
+# commit or roll back with it. ``visit_changed`` is sent after that transaction
+# commits: the place to queue background work, so nothing is queued for a
+# change rolled back.
 visit_saved = Signal()
 visit_changed = Signal()
 

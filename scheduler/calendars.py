@@ -1,8 +1,8 @@
 """Visits as iCalendar (RFC 5545) events: the one place that decides what a calendar shows.
 
-Feeds (``scheduler.feeds``) and email invites (``scheduler.invites``) both build
-their calendars here, so the privacy wording and the RFC details cannot drift
-apart between the two.
+Feeds (``scheduler.feeds``) and email invites (``notifications.content``) both
+build their calendars here, so the privacy wording and the RFC details cannot
+drift apart between the two.
 
 What an entry says depends on who reads it and on the clinic's
 ``calendar_detail`` (docs/rules.md, messaging rules): a synced calendar can be seen

@@ -10,7 +10,7 @@ from django.utils import timezone
 from notifications import transports
 from notifications.demo import seed_reminder_policies
 from notifications.dispatch import PassResult, dispatch, next_due
-from notifications.models import Message
+from notifications.models import INVITE_PURPOSES, Message
 from scheduler import booking
 from scheduler.models import ConsentMethod, Patient, Visit
 from tests.conftest import SmallClinic
@@ -72,6 +72,26 @@ class ReminderClinic(SmallClinic):
             start=start,
             **extra,
         )
+
+
+def send_invites(traveller) -> None:
+    """Send the calendar invites planned so far, each when due, then empty the outboxes.
+
+    For tests about reminders: the invites a booking plans (tests/test_invites.py
+    is about those) are out of the way, and what the test sends next is its own.
+    """
+    invites = Message.objects.pending().filter(purpose__in=INVITE_PURPOSES)
+    for moment in sorted(set(invites.values_list("send_at", flat=True))):
+        traveller.move_to(moment)
+        dispatch()
+    assert not invites.exists()
+    transports.outbox.clear()
+    mail.outbox = []
+
+
+def reminder_emails() -> list:
+    """The emails sent through Django's outbox other than calendar invites (their .ics)."""
+    return [email for email in mail.outbox if not email.attachments]
 
 
 def messages_of(visit: Visit, **filters) -> list[Message]:

@@ -19,6 +19,8 @@ class SmtpServer:
     # When each message arrived (the test's clock, frozen or not).
     arrivals: list[datetime] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # addresses answered 550
+    # Addresses answered 451 (try again later), and how many more times.
+    defer: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.lock = threading.Lock()
@@ -26,6 +28,10 @@ class SmtpServer:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 No such user here"
+        with self.lock:
+            if self.defer.get(address):
+                self.defer[address] -= 1
+                return "451 4.3.0 Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -67,6 +73,7 @@ class SmtpServer:
             self.received.clear()
             self.arrivals.clear()
             self.refuse.clear()
+            self.defer.clear()
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:

@@ -1,9 +1,10 @@
 """Dispatch passes: due messages go once, checked again at send time; errors retry with
 backoff or fail visibly; a dispatcher that dies leaves nothing lost and nothing doubled
-(DESIGN.md invariants 5 and 6)."""
+(docs/architecture.md, invariants 5 and 6)."""
 
 import io
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -28,7 +29,9 @@ from tests.reminder_helpers import (  # noqa: F401 - fixtures
     ReminderClinic,
     messages_of,
     messaging_fixture,
+    reminder_emails,
     run_until,
+    send_invites,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
@@ -41,8 +44,10 @@ def clinic(db):
 
 
 @pytest.fixture
-def visit(clinic):
-    return clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+def visit(clinic, now):
+    visit = clinic.book(clinic.texting_patient(), clinic.screening, VISIT)
+    send_invites(now)
+    return visit
 
 
 class ScriptedSMSBackend(SMSBackend):
@@ -100,7 +105,7 @@ def test_the_whole_visit_gets_each_message_once_and_nothing_in_quiet_hours(clini
     run_until(now, VISIT + 24 * HOUR)
     sms_times = [sms.at.astimezone(clinic.clinic.tz) for sms in transports.outbox]
     assert [f"{t:%a %H:%M}" for t in sms_times] == ["Fri 08:00", "Sun 08:00", "Sun 20:45"]
-    assert len(mail.outbox) == 2
+    assert len(reminder_emails()) == 2 and len(mail.outbox) == 3  # and the calendar invite
     assert set(Message.objects.values_list("status", flat=True)) == {Status.SENT}
 
 
@@ -112,7 +117,9 @@ def test_a_cancelled_visit_gets_only_its_cancellation_notice(visit, now):
         "your visit with Test Clinic Am"
     ]
     assert "is cancelled" in transports.outbox[0].body
-    assert [m.subject for m in mail.outbox] == ["Your visit on Mon Jun 3 at 10:00 AM is cancelled"]
+    assert [m.subject for m in reminder_emails()] == [
+        "Your visit on Mon Jun 3 at 10:00 AM is cancelled"
+    ]
 
 
 def test_a_visit_that_moved_after_planning_is_caught_at_send_time(visit, now):
@@ -129,6 +136,7 @@ def test_no_text_without_recorded_consent_or_after_opt_out(clinic, now):
     stopped = clinic.book(clinic.texting_patient("Casey"), clinic.screening, at(MONDAY, "12:00"))
     stopped.patient.sms_opted_out_at = at(MONDAY, "10:00") - 100 * HOUR
     stopped.patient.save()
+    send_invites(now)
     now.move_to(at(MONDAY, "12:00") - 72 * HOUR)
     dispatch()
     assert transports.outbox == []
@@ -224,8 +232,8 @@ def test_permanent_errors_fail_at_once(visit, now, scripted):
 
 def test_a_dispatcher_killed_after_claiming_leaves_the_message_recoverable(visit, now):
     now.move_to(VISIT - 72 * HOUR)
-    claimed = Dispatcher().claim(10)  # ... and the process dies here
-    assert len(claimed) == 2
+    batch = Dispatcher().claim(10)  # ... and the process dies here
+    assert len(batch) == 2
     assert dispatch().sent == 0  # claimed: another pass keeps off it
     now.move_to(VISIT - 72 * HOUR + timedelta(seconds=299))
     assert dispatch().sent == 0  # the lease has not run out
@@ -235,12 +243,18 @@ def test_a_dispatcher_killed_after_claiming_leaves_the_message_recoverable(visit
     assert len(transports.outbox) == 1 and len(mail.outbox) == 1
 
 
+def marked_as_being_sent(dispatcher: Dispatcher, channel: str):
+    """Claim, prepare and mark a batch; its message for ``channel`` and what it would send."""
+    batch = dispatcher.claim(10)
+    batch.prepare()
+    batch.mark()
+    return next((m, outgoing) for m, outgoing in batch.sending if m.channel == channel)
+
+
 def test_a_dispatcher_killed_after_the_provider_took_the_text_does_not_send_it_again(visit, now):
     now.move_to(VISIT - 72 * HOUR)
     dying = Dispatcher()
-    message = next(m for m in dying.claim(10) if m.channel == Channel.SMS)
-    outgoing = dying.compose(message)
-    dying.mark_sending(message, outgoing)
+    message, outgoing = marked_as_being_sent(dying, Channel.SMS)
     taken = dying.transport(Channel.SMS).send(outgoing)  # ... and the process dies here
     now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
     dispatch()
@@ -251,9 +265,7 @@ def test_a_dispatcher_killed_after_the_provider_took_the_text_does_not_send_it_a
 
 def test_a_dispatcher_killed_just_before_the_provider_sends_once_on_recovery(visit, now):
     now.move_to(VISIT - 72 * HOUR)
-    dying = Dispatcher()
-    message = next(m for m in dying.claim(10) if m.channel == Channel.SMS)
-    dying.mark_sending(message, dying.compose(message))  # ... dies before the provider call
+    message, _ = marked_as_being_sent(Dispatcher(), Channel.SMS)  # ... dies before sending
     now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
     dispatch()
     message.refresh_from_db()
@@ -263,9 +275,7 @@ def test_a_dispatcher_killed_just_before_the_provider_sends_once_on_recovery(vis
 
 def test_an_email_that_may_have_gone_is_failed_visibly_not_sent_twice(visit, now):
     now.move_to(VISIT - 72 * HOUR)
-    dying = Dispatcher()
-    message = next(m for m in dying.claim(10) if m.channel == Channel.EMAIL)
-    dying.mark_sending(message, dying.compose(message))
+    message, _ = marked_as_being_sent(Dispatcher(), Channel.EMAIL)  # ... dies before sending
     now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
     dispatch()
     message.refresh_from_db()
@@ -276,10 +286,10 @@ def test_an_email_that_may_have_gone_is_failed_visibly_not_sent_twice(visit, now
 def test_a_slow_dispatcher_whose_claim_was_taken_over_sends_nothing(visit, now):
     now.move_to(VISIT - 72 * HOUR)
     slow = Dispatcher()
-    claimed = slow.claim(10)
+    batch = slow.claim(10)
     now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
     dispatch()  # recovers and sends both
-    slow.handle_batch(claimed)
+    slow.work(batch)
     assert len(transports.outbox) == 1 and len(mail.outbox) == 1
 
 
@@ -288,6 +298,7 @@ def test_queries_per_message_stay_bounded(clinic, now, settings, django_assert_m
     patients = [clinic.texting_patient(f"P{i}") for i in range(10)]
     for i, patient in enumerate(patients):
         clinic.book(patient, clinic.screening, at(MONDAY, f"{8 + i:02d}:00"))
+    send_invites(now)
     now.move_to(at(MONDAY, "17:00") - 72 * HOUR)
     due = Message.objects.due(at(MONDAY, "17:00") - 72 * HOUR).count()
     assert due == 20
@@ -302,19 +313,17 @@ def test_queries_per_message_stay_bounded(clinic, now, settings, django_assert_m
 
 
 def test_pacing_spaces_sends_per_sender():
-    clock, slept = [0.0], []
+    pacer = Pacer()
 
-    def sleep(seconds):
-        slept.append(round(seconds, 3))
-        clock[0] += seconds
+    def seconds_for(sender: str, rate: float, times: int = 1) -> float:
+        started = time.monotonic()
+        for _ in range(times):
+            pacer.wait(sender, rate)
+        return time.monotonic() - started
 
-    pacer = Pacer(clock=lambda: clock[0], sleep=sleep)
-    for _ in range(3):
-        pacer.wait("+15005550006", rate=2)
-    pacer.wait("email", rate=2)  # another sender is not held up
-    assert slept == [0.5, 0.5]
-    pacer.wait("+15005550006", rate=0)  # 0 = no pacing
-    assert slept == [0.5, 0.5]
+    assert 0.2 <= seconds_for("+15005550006", rate=10, times=3) < 0.5
+    assert seconds_for("email", rate=10) < 0.05  # another sender is not held up
+    assert seconds_for("+15005550006", rate=0, times=100) < 0.05  # 0 = no pacing
 
 
 def test_dispatch_reminders_runs_a_pass_at_the_given_moment(visit):

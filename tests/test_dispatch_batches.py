@@ -22,7 +22,7 @@ from notifications.models import (
     ReminderRule,
     Status,
 )
-from notifications.rules import text_limit_problem
+from notifications.rules import TextLedger
 from notifications.webhooks import handle_inbound, record_status
 from scheduler.models import AccessToken, Patient, TokenPurpose, Visit
 from scheduler.tokens import digest
@@ -128,7 +128,7 @@ def test_a_pass_over_400_texts_costs_at_most_one_query_per_20_messages(
     now.move_to(NOW)
 
     with CaptureQueriesContext(connection) as queries:
-        result = dispatch(pace=False)
+        result = dispatch()
 
     print(f"\n{len(queries)} queries for 400 messages: {len(queries) / 400:.3f} a message")
     assert len(queries) <= 0.05 * 400, "\n".join(q["sql"][:120] for q in queries.captured_queries)
@@ -182,7 +182,7 @@ def test_a_daily_cap_of_one_holds_for_three_reminders_in_one_batch(clinic, now):
     Message.objects.exclude(pk__in=[m.pk for m in reminders]).delete()
     now.move_to(NOW)
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     assert (result.sent, result.suppressed) == (1, 2)
     assert [sms.to for sms in transports.outbox] == [patient.mobile]
@@ -194,9 +194,9 @@ def test_a_daily_cap_of_one_holds_for_three_reminders_in_one_batch(clinic, now):
             "Daily text limit (1) reached: 1 sent today, "
             "0 preparation or change texts still due today."
         )
-        # The one-message check, made now, says the same.
+        # The ledger of that moment, for this message alone, says the same.
         message.status = Status.CLAIMED
-        assert text_limit_problem(message, NOW) == message.reason
+        assert TextLedger.load([patient], NOW).problem(message) == message.reason
 
 
 def test_an_essential_text_cancelled_earlier_in_the_batch_leaves_its_room_to_a_reminder(
@@ -214,7 +214,7 @@ def test_an_essential_text_cancelled_earlier_in_the_batch_leaves_its_room_to_a_r
     Visit.objects.filter(pk=preparation.visit_id).update(sequence=F("sequence") + 1)
     now.move_to(NOW)
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     # Counted as still to come when the batch began, the preparation text went
     # first and was cancelled: the reminder no longer has to leave room for it.
@@ -231,7 +231,7 @@ def test_two_preparation_texts_in_one_batch_each_carry_a_link_and_only_the_later
     due_texts(clinic, [patient] * 2, purposes=[Purpose.PREPARATION])
     now.move_to(NOW)
 
-    assert dispatch(pace=False).sent == 2
+    assert dispatch().sent == 2
 
     earlier, later = (LINK.search(sms.body).group(1) for sms in transports.outbox)
     assert earlier != later
@@ -251,7 +251,7 @@ class TakenOverAfterTheFirstText(transports.LocmemSMSBackend):
         if cls.traveller is not None:
             traveller, cls.traveller = cls.traveller, None
             traveller.move_to(NOW + timedelta(minutes=6))  # past the 5-minute lease
-            cls.other_pass = dispatch(pace=False)
+            cls.other_pass = dispatch()
         return accepted
 
 
@@ -265,7 +265,7 @@ def test_a_claim_lost_half_way_through_a_batch_sends_nothing_more_for_the_lost_r
     now.move_to(NOW)
     TakenOverAfterTheFirstText.traveller = now
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     other = TakenOverAfterTheFirstText.other_pass
     assert result.sent == 1
@@ -293,7 +293,7 @@ def test_an_opt_out_arriving_half_way_through_a_batch_stops_the_rest_of_its_text
     StopRepliedAfterTheFirstText.number = second.mobile
     now.move_to(NOW)
 
-    dispatch(pace=False)
+    dispatch()
 
     # Preparation texts go first, in visit order: the first patient's, then the
     # second's; the second patient replies STOP while the batch is being sent.
@@ -327,16 +327,17 @@ def test_a_dispatcher_that_dies_half_way_through_a_batch_leaves_each_text_to_go_
     settings.SMS_DAILY_CAP = settings.SMS_WEEKLY_CAP = 50
     due_texts(clinic, texting_patients(clinic, 2))
     now.move_to(NOW)
-    dying = Dispatcher(pace=False)
+    dying = Dispatcher()
     batch = dying.claim(500)
-    sending = [(message, dying.compose(message)) for message in batch]
-    assert dying.mark_batch_sending(sending) == {m.pk for m in batch}
-    for _, outgoing in sending[:3]:
+    batch.prepare()
+    batch.mark()
+    assert [m for m, _ in batch.sending] == batch.messages
+    for _, outgoing in batch.sending[:3]:
         dying.transport(Channel.SMS).send(outgoing)  # ... and the process dies here
     assert set(Message.objects.values_list("in_doubt", flat=True)) == {True}
 
     now.move_to(NOW + timedelta(minutes=6))
-    result = dispatch(pace=False)
+    result = dispatch()
 
     # Each text marked as being sent was looked up first: three were found.
     assert (result.recovered, result.sent) == (8, 8)
@@ -372,7 +373,7 @@ def test_a_bug_in_one_message_does_not_strand_the_rest_of_the_batch(clinic, now,
     FailsForOneNumber.number = unlucky.mobile
     now.move_to(NOW)
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     assert (result.sent, result.failed) == (8, 4)
     for patient in others:
@@ -402,7 +403,7 @@ def test_a_callback_ahead_of_the_batch_keeps_its_status_and_the_batch_records_th
     due_texts(clinic, texting_patients(clinic, 2))
     now.move_to(NOW)
 
-    assert dispatch(pace=False).sent == 8
+    assert dispatch().sent == 8
 
     by_sid = {sms.provider_id: sms for sms in transports.outbox}
     for message in Message.objects.all():
@@ -437,7 +438,7 @@ def test_a_batch_stops_sending_when_half_its_lease_is_gone_and_queues_the_rest_a
     due_texts(clinic, texting_patients(clinic, 1))
     now.move_to(NOW)
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     assert (result.retrying, result.deferred, result.sent) == (1, 3, 0)
     assert len(twilio.creates()) == 1
@@ -475,12 +476,12 @@ def test_a_number_corrected_half_way_through_a_batch_gets_the_rest_of_the_texts(
     NumberChangedAfterTheFirstText.change = (second.pk, "+16465559999")
     now.move_to(NOW)
 
-    result = dispatch(pace=False)
+    result = dispatch()
 
     # Only the first patient's preparation text went before the correction.
     assert (result.sent, result.deferred) == (4, 4)
     assert {sms.to for sms in transports.outbox} == {first.mobile}
-    result = dispatch(pace=False)  # the next pass composes them for the new number
+    result = dispatch()  # the next pass composes them for the new number
     assert result.sent == 4
     assert [sms.to for sms in transports.outbox[4:]] == ["+16465559999"] * 4
     assert statuses(second) == [Status.SENT] * 4

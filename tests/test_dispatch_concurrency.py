@@ -40,7 +40,7 @@ def test_dispatchers_running_at_once_send_each_message_exactly_once(
     )
     assert texts >= 30 and emails >= 20
 
-    outcomes = race([lambda: dispatch(pace=False)] * DISPATCHERS)
+    outcomes = race([dispatch] * DISPATCHERS)
 
     assert all(not isinstance(o, Exception) for o in outcomes), outcomes
     assert sum(o.sent for o in outcomes) == texts + emails

@@ -1,44 +1,44 @@
-"""Email invites: booked, moved and cancelled visits reach calendar apps through a real SMTP server."""
+"""Email invites: booked, moved and cancelled visits reach calendar apps through a real SMTP
+server. Each invite is an outbox row planned with the booking and sent by a dispatch pass,
+retried like any email, and visible to the front desk when it fails."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
-from django_q.conf import Conf
-from django_q.models import OrmQ, Task
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.urls import reverse
 from icalendar import Calendar
 
+from notifications.dispatch import dispatch
+from notifications.models import Message, Purpose, Status
+from notifications.planning import plan_for_visit
+from plans.care_plans import confirm, save_proposal
+from plans.generator import generate
+from plans.models import Anchor, Protocol, ProtocolStep
 from scheduler import booking
-from scheduler.invites import send_invites
-from scheduler.models import CalendarDetail, InvitePreference, Modality, VisitKind
+from scheduler.booking import VisitChange
+from scheduler.models import CalendarDetail, InvitePreference, Modality, Visit, VisitKind
 from tests.conftest import MONDAY, at
 from tests.ical_checks import assert_valid_ics, treatment_words, unfold
-from tests.servers import SmtpServer
+from tests.page_helpers import front_desk
+from tests.smtp_server import smtp_fixture, smtp_server_fixture  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
+TODAY = date(2030, 1, 2)  # the `now` fixture's day
+# Noon in New York (09:00 in Los Angeles): outside every test patient's quiet hours.
+DAYTIME = at(TODAY, "12:00")
+CLINICIAN_EMAIL = "alvarez@clinic.example.org"
 
 
 @pytest.fixture
-def mailbox(settings):
-    server = SmtpServer().start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+def mailbox(smtp, settings, now):
+    """The SMTP server's inbox; email goes there, texts to memory, unpaced."""
     settings.DEFAULT_FROM_EMAIL = "Riverside Clinic <appointments@clinic.example.org>"
-    yield server.mailbox
-    server.stop()
-
-
-@pytest.fixture
-def worker(monkeypatch, django_capture_on_commit_callbacks):
-    """Run what the booking queues: after commit, through django-q2's own sync worker path."""
-    monkeypatch.setattr(Conf, "SYNC", True)
-
-    def run(operation, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return operation(*args, **kwargs)
-
-    return run
+    settings.SMS_BACKEND = "locmem"
+    settings.SMS_SEND_RATE = settings.EMAIL_SEND_RATE = 0
+    now.move_to(DAYTIME)
+    return smtp
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def spravato(clinic):
     )
 
 
-def book(worker, clinic, visit_type=None, **kwargs):
+def book(clinic, visit_type=None, **kwargs) -> Visit:
     visit_type = visit_type or clinic.iv
     defaults = {
         "patient": clinic.patient(),
@@ -63,7 +63,21 @@ def book(worker, clinic, visit_type=None, **kwargs):
         "room": clinic.room1 if not visit_type.is_telehealth else None,
         "start": at(MONDAY, "10:00"),
     }
-    return worker(booking.book, visit_type=visit_type, **{**defaults, **kwargs})
+    return booking.book(visit_type=visit_type, **{**defaults, **kwargs})
+
+
+def clinician_takes_invites(clinic) -> None:
+    clinic.prescriber.user.email = CLINICIAN_EMAIL
+    clinic.prescriber.user.save()
+    InvitePreference.objects.create(clinician=clinic.prescriber, email_invites=True)
+
+
+def invites_of(visit: Visit, **filters) -> list[Message]:
+    return list(
+        Message.objects.filter(visit=visit, purpose__startswith="invite", **filters).order_by(
+            "visit_sequence", "pk"
+        )
+    )
 
 
 def calendar_parts(message):
@@ -93,11 +107,13 @@ def only_event(text: str):
     return event
 
 
-def test_booking_sends_a_request_that_calendar_apps_apply(worker, mailbox, clinic):
-    visit = book(worker, clinic)
-    (message,) = mailbox.messages
+def test_booking_sends_a_request_that_calendar_apps_apply(mailbox, clinic):
+    visit = book(clinic)
+    dispatch()
+    (message,) = mailbox.received
     assert message["To"] == visit.patient.email
     assert message["From"] == "Riverside Clinic <appointments@clinic.example.org>"
+    assert message["Auto-Submitted"] == "auto-generated"
     method, text = invite_ics(message)
     assert method == "REQUEST" and "METHOD:REQUEST\r\n" in text
     event = only_event(text)
@@ -116,10 +132,40 @@ def test_booking_sends_a_request_that_calendar_apps_apply(worker, mailbox, clini
     assert "is booked" in html and "<table>" in html
 
 
-def test_moving_sends_an_update_with_the_same_uid_and_a_higher_sequence(worker, mailbox, clinic):
-    visit = book(worker, clinic)
-    worker(booking.move, visit, start=at(MONDAY + timedelta(days=1), "13:00"))
-    booked, moved = mailbox.messages
+def test_an_invite_is_an_outbox_row_planned_with_the_booking_and_sent_by_a_pass(mailbox, clinic):
+    visit = book(clinic)
+    assert mailbox.received == []  # nothing is sent in the request
+    (row,) = invites_of(visit)
+    assert (row.purpose, row.channel, row.status) == (Purpose.INVITE, "email", Status.PENDING)
+    assert (row.recipient, row.send_at, row.clinician) == (visit.patient.email, DAYTIME, None)
+    result = dispatch()
+    assert result.sent == 1
+    row.refresh_from_db()
+    (message,) = mailbox.received
+    assert (row.status, row.sent_at, row.attempts) == (Status.SENT, DAYTIME, 1)
+    assert row.provider_id == message["Message-ID"] and row.body == message["Subject"]
+    assert dispatch().sent == 0 and len(mailbox.received) == 1  # once
+
+
+def test_the_outbox_holds_one_invite_per_recipient_and_change(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    visit = book(clinic)
+    to_patient, to_clinician = invites_of(visit)
+    assert (to_patient.clinician, to_clinician.clinician) == (None, clinic.prescriber)
+    assert to_clinician.recipient == CLINICIAN_EMAIL
+    assert plan_for_visit(visit, VisitChange.BOOKED) == []  # planning again adds nothing
+    for row in (to_patient, to_clinician):
+        row.pk = None
+        with pytest.raises(IntegrityError), transaction.atomic():
+            row.save()
+
+
+def test_moving_sends_an_update_with_the_same_uid_and_a_higher_sequence(mailbox, clinic):
+    visit = book(clinic)
+    dispatch()
+    booking.move(visit, start=at(MONDAY + timedelta(days=1), "13:00"))
+    dispatch()
+    booked, moved = mailbox.received
     assert moved["Subject"].startswith("Moved: ")
     method, text = invite_ics(moved)
     event = only_event(text)
@@ -130,12 +176,12 @@ def test_moving_sends_an_update_with_the_same_uid_and_a_higher_sequence(worker, 
     assert "DTSTART;TZID=America/New_York:20300604T130000" in unfold(text)
 
 
-def test_cancelling_sends_a_cancel_with_status_cancelled_and_a_higher_sequence(
-    worker, mailbox, clinic
-):
-    visit = book(worker, clinic)
-    worker(booking.cancel, visit, "patient asked")
-    _, cancelled = mailbox.messages
+def test_cancelling_sends_a_cancel_with_status_cancelled_and_a_higher_sequence(mailbox, clinic):
+    visit = book(clinic)
+    dispatch()
+    booking.cancel(visit, "patient asked")
+    dispatch()
+    _, cancelled = mailbox.received
     method, text = invite_ics(cancelled)
     assert method == "CANCEL" and "METHOD:CANCEL\r\n" in text
     event = only_event(text)
@@ -144,88 +190,179 @@ def test_cancelling_sends_a_cancel_with_status_cancelled_and_a_higher_sequence(
     assert "is cancelled" in cancelled.get_body(("plain",)).get_content()
 
 
-def test_changes_that_keep_time_and_place_send_nothing(worker, mailbox, clinic):
-    visit = book(worker, clinic)
-    worker(booking.confirm, visit)
-    worker(booking.arrange_ride_home, visit)
-    assert len(mailbox.messages) == 1
+def test_changes_that_keep_time_and_place_send_nothing(mailbox, clinic):
+    visit = book(clinic)
+    booking.confirm(visit)
+    booking.arrange_ride_home(visit)
+    dispatch()
+    assert len(mailbox.received) == 1
+    assert len(invites_of(visit)) == 1
 
 
-def test_invites_are_queued_for_the_worker_not_sent_in_the_request(
-    mailbox, clinic, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        visit = booking.book(
-            patient=clinic.patient(),
-            visit_type=clinic.iv,
-            clinician=clinic.prescriber,
-            room=clinic.room1,
-            start=at(MONDAY, "10:00"),
-        )
-    assert mailbox.messages == []
-    (queued,) = OrmQ.objects.all()
-    assert queued.func() == "scheduler.invites.send_invites"
-    assert queued.task["args"] == (visit.pk, 0, "booked")
-
-
-def test_the_worker_records_what_it_did(worker, mailbox, clinic):
-    book(worker, clinic)
-    (task,) = Task.objects.all()
-    assert task.success and task.result == "sent 1 REQUEST invite(s): patient"
-
-
-def test_a_task_for_a_visit_that_changed_again_sends_nothing(mailbox, clinic):
-    visit = booking.book(
-        patient=clinic.patient(),
-        visit_type=clinic.iv,
-        clinician=clinic.prescriber,
-        room=clinic.room1,
-        start=at(MONDAY, "10:00"),
-    )
+def test_a_visit_moved_twice_before_a_pass_sends_only_the_latest_request(mailbox, clinic):
+    visit = book(clinic)
     booking.move(visit, start=at(MONDAY, "13:00"))
-    assert send_invites(visit.pk, 0, "booked").startswith("skipped: the visit changed again")
+    booking.move(visit, start=at(MONDAY + timedelta(days=1), "09:00"))
+    dispatch()
+    (message,) = mailbox.received
+    method, text = invite_ics(message)
+    event = only_event(text)
+    assert method == "REQUEST" and event["SEQUENCE"] == 2
+    assert event.start == at(MONDAY + timedelta(days=1), "09:00")
+    assert [(m.visit_sequence, m.status) for m in invites_of(visit)] == [
+        (0, Status.CANCELLED),
+        (1, Status.CANCELLED),
+        (2, Status.SENT),
+    ]
+
+
+def test_a_cancel_goes_for_a_cancelled_visit_and_nothing_stale_goes_with_it(mailbox, clinic):
+    visit = book(clinic)
     booking.cancel(visit)
-    assert send_invites(visit.pk, 2, "moved").startswith("skipped: the visit is cancelled")
-    assert mailbox.messages == []
-    assert send_invites(visit.pk, 2, "cancelled").startswith("sent 1 CANCEL")
+    dispatch()
+    (message,) = mailbox.received
+    assert invite_ics(message)[0] == "CANCEL"
+    assert [(m.purpose, m.status) for m in invites_of(visit)] == [
+        (Purpose.INVITE, Status.CANCELLED),
+        (Purpose.INVITE_CANCEL, Status.SENT),
+    ]
+
+
+def test_an_invite_for_a_visit_that_changed_after_planning_is_caught_at_send_time(mailbox, clinic):
+    visit = book(clinic)
+    # As if the move committed between planning and sending, without re-planning.
+    Visit.objects.filter(pk=visit.pk).update(sequence=F("sequence") + 1)
+    assert dispatch().cancelled == 1
+    assert mailbox.received == []
+    (row,) = invites_of(visit)
+    assert row.reason == "The visit moved after this was planned."
+
+
+def test_nothing_is_sent_for_a_proposed_visit(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    protocol = Protocol.objects.create(clinic=clinic.clinic, name="Short", slug="short")
+    ProtocolStep.objects.create(
+        protocol=protocol, position=1, visit_type=clinic.screening, anchor=Anchor.START
+    )
+    plan = save_proposal(generate(clinic.patient(), protocol, MONDAY))
+    (proposed,) = [planned.visit for planned in plan.planned_visits.all()]
+    booking.move(proposed, start=proposed.start + timedelta(hours=1))
+    dispatch()
+    assert mailbox.received == [] and not Message.objects.exists()
+    confirm(plan)
+    dispatch()
+    assert sorted(m["To"] for m in mailbox.received) == sorted(
+        [proposed.patient.email, CLINICIAN_EMAIL]
+    )
 
 
 @pytest.mark.parametrize(
     "change", [{"email": ""}, {"contact_by_email": False}], ids=["no email", "declined email"]
 )
-def test_no_invite_to_a_patient_without_email_or_who_declined_it(worker, mailbox, clinic, change):
+def test_no_invite_to_a_patient_without_email_or_who_declined_it(mailbox, clinic, change):
     patient = clinic.patient()
     for name, value in change.items():
         setattr(patient, name, value)
     patient.save()
-    book(worker, clinic, patient=patient)
-    assert mailbox.messages == []
+    book(clinic, patient=patient)
+    dispatch()
+    assert mailbox.received == []
 
 
-def test_clinicians_get_invites_in_their_own_wording_only_when_they_ask(worker, mailbox, clinic):
-    clinic.prescriber.user.email = "alvarez@clinic.example.org"
+def test_clinicians_get_invites_in_their_own_wording_only_when_they_ask(mailbox, clinic):
+    clinic.prescriber.user.email = CLINICIAN_EMAIL
     clinic.prescriber.user.save()
-    book(worker, clinic)
-    assert [m["To"] for m in mailbox.messages] == ["avery.example@example.com"]
+    book(clinic)
+    dispatch()
+    assert [m["To"] for m in mailbox.received] == ["avery.example@example.com"]
     InvitePreference.objects.create(clinician=clinic.prescriber, email_invites=True)
-    visit = book(
-        worker, clinic, patient=clinic.patient("Blake", "Sample"), start=at(MONDAY, "13:00")
-    )
-    _, to_clinician = mailbox.messages[1:]
-    assert to_clinician["To"] == "alvarez@clinic.example.org"
+    visit = book(clinic, patient=clinic.patient("Blake", "Sample"), start=at(MONDAY, "13:00"))
+    dispatch()
+    _, to_clinician = mailbox.received[1:]
+    assert to_clinician["To"] == CLINICIAN_EMAIL
     _, text = invite_ics(to_clinician)
     event = only_event(text)
     assert str(event["SUMMARY"]) == "Session (BS)"
-    assert str(event["ATTENDEE"]) == "mailto:alvarez@clinic.example.org"
+    assert str(event["ATTENDEE"]) == f"mailto:{CLINICIAN_EMAIL}"
     assert str(event["UID"]) == visit.uid
+    row = Message.objects.get(visit=visit, clinician=clinic.prescriber)
+    assert (row.recipient, row.status, row.patient) == (CLINICIAN_EMAIL, Status.SENT, visit.patient)
+    assert str(row) == "Calendar invite by email to Dr. Alvarez"
 
 
-def test_patient_invites_are_in_the_patients_zone(worker, mailbox, clinic):
+def test_a_clinicians_invite_goes_at_night_and_whatever_the_patient_agreed_to(mailbox, clinic, now):
+    clinician_takes_invites(clinic)
+    now.move_to(at(TODAY, "22:30"))  # quiet hours for the patient
+    patient = clinic.patient(contact_by_email=False)
+    visit = book(clinic, patient=patient)
+    dispatch()
+    assert [m["To"] for m in mailbox.received] == [CLINICIAN_EMAIL]
+    assert invites_of(visit)[0].clinician == clinic.prescriber
+
+
+def test_a_clinician_who_turns_invites_off_before_the_pass_gets_none(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    visit = book(clinic)
+    InvitePreference.objects.filter(clinician=clinic.prescriber).update(email_invites=False)
+    dispatch()
+    assert [m["To"] for m in mailbox.received] == [visit.patient.email]
+    row = Message.objects.get(visit=visit, clinician=clinic.prescriber)
+    assert row.status == Status.SUPPRESSED and "turned calendar invites off" in row.reason
+
+
+def test_a_patient_invite_waits_for_the_end_of_their_quiet_hours(mailbox, clinic, now):
+    now.move_to(at(TODAY, "22:30"))
+    visit = book(clinic)
+    dispatch()
+    assert mailbox.received == []
+    (row,) = invites_of(visit)
+    assert row.send_at == at(TODAY + timedelta(days=1), "08:00")
+    now.move_to(row.send_at)
+    dispatch()
+    assert [m["To"] for m in mailbox.received] == [visit.patient.email]
+
+
+def test_an_invite_the_server_defers_is_sent_by_a_later_pass(mailbox, clinic, now):
+    visit = book(clinic)
+    mailbox.defer[visit.patient.email] = 1
+    assert dispatch().retrying == 1
+    assert mailbox.received == []
+    (row,) = invites_of(visit)
+    assert (row.status, row.error_code, row.attempts) == (Status.PENDING, "451", 1)
+    assert row.send_at == DAYTIME + timedelta(minutes=1)  # backing off
+    assert row not in Message.objects.needs_attention()
+    now.move_to(row.send_at)
+    assert dispatch().sent == 1
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (Status.SENT, 2)
+    (message,) = mailbox.received
+    assert invite_ics(message)[0] == "REQUEST"
+
+
+def test_an_invite_the_server_refuses_fails_visibly_on_the_desk(mailbox, clinic, client):
+    clinician_takes_invites(clinic)
+    mailbox.refuse.add(CLINICIAN_EMAIL)
+    visit = book(clinic)
+    assert dispatch().failed == 1
+    assert [m["To"] for m in mailbox.received] == [visit.patient.email]
+    failed = Message.objects.get(visit=visit, clinician=clinic.prescriber)
+    assert (failed.status, failed.error_code) == (Status.FAILED, "550")
+    assert list(Message.objects.needs_attention()) == [failed]
+    client.force_login(front_desk())
+    page = client.get(reverse("desk_messages")).text
+    assert f"Calendar invite by email to Dr. Alvarez ({CLINICIAN_EMAIL})" in page
+    assert "No such user here" in page
+    visit_page = client.get(reverse("desk_visit", args=[visit.pk])).text
+    assert "Calendar invite to the clinician" in visit_page
+
+
+def test_patient_invites_are_in_the_patients_zone(mailbox, clinic):
     patient = clinic.patient()
     patient.time_zone = "America/Los_Angeles"
     patient.save()
-    book(worker, clinic, patient=patient)
-    (message,) = mailbox.messages
+    book(clinic, patient=patient)
+    dispatch()
+    (message,) = mailbox.received
     _, text = invite_ics(message)
     assert "DTSTART;TZID=America/Los_Angeles:20300603T070000" in unfold(text)
     assert "7:00" in message["Subject"] or "07:00" in message["Subject"]
@@ -233,15 +370,16 @@ def test_patient_invites_are_in_the_patients_zone(worker, mailbox, clinic):
 
 
 @pytest.mark.parametrize("audience", ["patient", "clinician"])
-def test_the_calendar_part_never_names_the_treatment(worker, mailbox, clinic, spravato, audience):
-    InvitePreference.objects.create(clinician=clinic.prescriber)
-    clinic.prescriber.user.email = "alvarez@clinic.example.org"
-    clinic.prescriber.user.save()
-    visit = book(worker, clinic, spravato, room=clinic.room2)
-    worker(booking.move, visit, start=at(MONDAY, "14:00"))
-    worker(booking.cancel, visit)
+def test_the_calendar_part_never_names_the_treatment(mailbox, clinic, spravato, audience):
+    clinician_takes_invites(clinic)
+    visit = book(clinic, spravato, room=clinic.room2)
+    dispatch()
+    booking.move(visit, start=at(MONDAY, "14:00"))
+    dispatch()
+    booking.cancel(visit)
+    dispatch()
     messages = [
-        m for m in mailbox.messages if (m["To"] == visit.patient.email) == (audience == "patient")
+        m for m in mailbox.received if (m["To"] == visit.patient.email) == (audience == "patient")
     ]
     assert len(messages) == 3
     for message in messages:
@@ -250,9 +388,10 @@ def test_the_calendar_part_never_names_the_treatment(worker, mailbox, clinic, sp
         assert treatment_words(message["Subject"]) == []
 
 
-def test_full_detail_names_the_visit_type_in_invites_too(worker, mailbox, clinic):
+def test_full_detail_names_the_visit_type_in_invites_too(mailbox, clinic):
     clinic.clinic.calendar_detail = CalendarDetail.FULL
     clinic.clinic.save()
-    book(worker, clinic)
-    (message,) = mailbox.messages
+    book(clinic)
+    dispatch()
+    (message,) = mailbox.received
     assert str(only_event(invite_ics(message)[1])["SUMMARY"]).startswith("Iv Infusion at")

@@ -18,7 +18,7 @@ from icalendar import Calendar
 from notifications import transports
 from scheduler import tokens
 from scheduler.links import feed_url, patient_page_url
-from scheduler.models import TokenPurpose
+from scheduler.models import InvitePreference, TokenPurpose
 from tests.conftest import MONDAY, at
 from tests.reminder_helpers import HOUR, ReminderClinic, run_until
 
@@ -39,19 +39,28 @@ def answers(client: Client, link: str) -> int:
     return client.get(path_of(link)).status_code
 
 
-def feed_links(client: Client, url: str) -> set[str]:
-    response = client.get(path_of(url))
-    assert response.status_code == 200
+def calendar_links(ics: str | bytes) -> set[str]:
+    """The links a calendar app shows: each event's URL and those in its description."""
     links = set()
-    for event in Calendar.from_ical(response.content).walk("VEVENT"):
+    for event in Calendar.from_ical(ics).walk("VEVENT"):
         links |= our_links(str(event.get("URL", "")))
         links |= our_links(str(event.get("DESCRIPTION", "")))
     return links
 
 
+def feed_links(client: Client, url: str) -> set[str]:
+    response = client.get(path_of(url))
+    assert response.status_code == 200
+    return calendar_links(response.content)
+
+
 @pytest.fixture
 def booked(db, messaging, now):
     clinic = ReminderClinic()
+    # The prescriber takes invites by email, so their links are followed too.
+    clinic.prescriber.user.email = "dr.alvarez@clinic.example.org"
+    clinic.prescriber.user.save(update_fields=["email"])
+    InvitePreference.objects.create(clinician=clinic.prescriber, email_invites=True)
     patient = clinic.texting_patient()
     visits = [
         clinic.book(patient, clinic.iv, at(MONDAY, "10:00")),
@@ -92,27 +101,47 @@ def test_every_link_in_a_clinicians_feed_answers_for_the_clinician(booked, setti
     assert answers(Client(), link) == 302  # anyone else is sent to sign in
 
 
-def test_every_link_in_every_text_and_email_answers_when_it_arrives(booked, now):
+def email_texts(email) -> list[str]:
+    """Every part a reader or a calendar app sees: text, HTML, the invite and its attachment."""
+    parts = [email.body] + [content for content, _ in email.alternatives]
+    parts += [
+        content.decode() if isinstance(content, bytes) else content
+        for _, content, _ in email.attachments
+    ]
+    return parts
+
+
+def test_every_link_in_every_text_email_and_invite_answers_when_it_arrives(booked, now):
     """Run the reminder timeline; after each pass, follow the links it just sent.
 
     A newer private link revokes the older one (the patient page's rule), so
-    each link is followed when its message arrives, as the patient would.
+    each link is followed when its message arrives, as the patient would. The
+    clinician follows the links in their invites signed in, as they would.
     """
-    _, _, visits = booked
-    followed = 0
-    holder = Client()
+    clinic, _, visits = booked
+    patient_holder, clinician_holder = Client(), Client()
+    followed = {"patient": set(), "clinician": set()}
     moment, end = visits[0].start - 80 * HOUR, visits[1].end + 2 * HOUR
     while moment < end:
         run_until(now, moment)
-        sent = [sms.body for sms in transports.outbox]
+        sent = [("patient", sms.body) for sms in transports.outbox]
         for email in mail.outbox:
-            sent.append(email.body)
-            sent += [content for content, _ in email.alternatives]
+            who = "clinician" if clinic.prescriber.user.email in email.to else "patient"
+            sent += [(who, text) for text in email_texts(email)]
         transports.outbox.clear()
         mail.outbox = []
-        for text in sent:
-            for link in our_links(text):
-                assert answers(holder, link) == 200, link
-                followed += 1
+        # Days pass between invites and the staff session times out meanwhile:
+        # the clinician signs in when they open one.
+        clinician_holder.force_login(clinic.prescriber.user)
+        for who, text in sent:
+            holder = clinician_holder if who == "clinician" else patient_holder
+            is_calendar = text.startswith("BEGIN:VCALENDAR")
+            for link in calendar_links(text) if is_calendar else our_links(text):
+                assert answers(holder, link) == 200, (who, link)
+                followed[who].add(path_of(link).split("?")[0])
         moment += HOUR
-    assert followed >= 1  # at least the preparation text's private link
+    # The patient: the entrance (invites) and a private link (the preparation text).
+    assert "/p/" in followed["patient"]
+    assert any(len(path) > len("/p/") and path.startswith("/p/") for path in followed["patient"])
+    # The clinician: their calendar page, from the invite.
+    assert followed["clinician"] == {"/calendars/mine/"}

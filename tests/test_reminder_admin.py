@@ -18,7 +18,7 @@ from notifications.models import (
     ReminderRule,
     Status,
 )
-from notifications.transports import PermanentError
+from notifications.transports import PermanentError, SMSBackend
 from tests.conftest import MONDAY, at
 from tests.reminder_helpers import HOUR, ReminderClinic
 
@@ -158,14 +158,8 @@ def test_inbox_texts_can_be_marked_handled(clinic, staff):
     assert not InboundMessage.objects.inbox().exists()
 
 
-class RefusingBackend:
+class RefusingBackend(SMSBackend):
     """An SMS backend that refuses every number (for the retry test)."""
 
-    can_look_up = False
-    sender = "refusing"
-
-    def send(self, sms):
+    def deliver(self, sms):
         raise PermanentError("No such number.", code="21211")
-
-    def close(self):
-        pass

@@ -1,6 +1,6 @@
 """Booking, moving and cancelling a visit plans its messages in the outbox, in the same
 transaction: each rule at its time, out of quiet hours, short notice handled, stale ones
-cancelled and a change notice queued (DESIGN.md invariant 5)."""
+cancelled and a change notice queued (docs/architecture.md, invariant 5)."""
 
 from datetime import date, timedelta
 
@@ -42,6 +42,8 @@ def plan_of(visit) -> list[tuple[str, str, str, str]]:
 def test_booking_an_in_person_visit_plans_72_24_and_2_hour_reminders(clinic):
     visit = clinic.book(clinic.texting_patient(), clinic.screening, at(MONDAY, "10:00"))
     assert plan_of(visit) == [
+        # The calendar invite, at once: 07:00 is in quiet hours, so at 08:00.
+        ("invite", "email", "Wed 01-02 08:00", "pending"),
         ("reminder", "email", "Fri 05-31 10:00", "pending"),
         ("reminder", "sms", "Fri 05-31 10:00", "pending"),
         ("reminder", "email", "Sun 06-02 10:00", "pending"),
@@ -59,7 +61,7 @@ def test_a_dosing_visit_adds_preparation_48_hours_before_and_aftercare_when_it_e
     assert ("preparation", "email", "Sat 06-01 10:00", "pending") in planned
     assert ("aftercare", "email", "Mon 06-03 12:00", "pending") in planned
     assert not [p for p in planned if p[0] == "aftercare" and p[1] == "sms"]
-    assert len(planned) == 8
+    assert len(planned) == 9  # with the calendar invite
 
 
 def test_a_telehealth_visit_gets_its_video_link_an_hour_before(clinic):
@@ -132,7 +134,11 @@ def test_booked_20_hours_ahead_the_24_hour_reminder_goes_now_and_the_72_hour_one
     assert by_offset[24 * HOUR].send_at == at(MONDAY - timedelta(days=1), "14:00")
     assert by_offset[2 * HOUR].send_at == at(MONDAY, "08:00")
     due_now = Message.objects.due(at(MONDAY - timedelta(days=1), "14:00"))
-    assert sorted(due_now.values_list("channel", flat=True)) == ["email", "sms"]
+    assert sorted(due_now.values_list("purpose", "channel")) == [
+        ("invite", "email"),
+        ("reminder", "email"),
+        ("reminder", "sms"),
+    ]
 
 
 def test_booked_3_hours_ahead_only_the_2_hour_reminder_goes_by_text(clinic, now):
@@ -145,7 +151,10 @@ def test_booked_3_hours_ahead_only_the_2_hour_reminder_goes_by_text(clinic, now)
     assert any("covers it" in m.reason for m in skipped)
     # By email (no 2 h rule) one reminder still goes, at once.
     assert [
-        m.send_at for m in messages_of(visit, channel=Channel.EMAIL, status=Status.PENDING)
+        m.send_at
+        for m in messages_of(
+            visit, channel=Channel.EMAIL, status=Status.PENDING, purpose=Purpose.REMINDER
+        )
     ] == [at(MONDAY, "09:00")]
 
 
@@ -154,6 +163,7 @@ def test_a_dosing_visit_booked_late_gets_its_preparation_now_not_a_plain_reminde
     visit = clinic.book(clinic.texting_patient(), clinic.iv, at(MONDAY, "10:00"))
     due = Message.objects.due(at(MONDAY - timedelta(days=2), "16:00")).filter(visit=visit)
     assert sorted(due.values_list("purpose", "channel")) == [
+        ("invite", "email"),
         ("preparation", "email"),
         ("preparation", "sms"),
     ]
@@ -200,6 +210,7 @@ def test_cancelling_a_visit_cancels_its_messages_and_queues_a_cancellation_notic
     assert sorted((m.purpose, m.channel) for m in notices) == [
         ("cancelled", "email"),
         ("cancelled", "sms"),
+        ("invite_cancel", "email"),
     ]
 
 
@@ -224,7 +235,7 @@ def test_a_booking_rolled_back_leaves_no_messages(clinic):
     patient = clinic.texting_patient()
     with pytest.raises(RuntimeError), transaction.atomic():
         clinic.book(patient, clinic.screening, at(MONDAY, "10:00"))
-        assert Message.objects.count() == 5
+        assert Message.objects.count() == 6  # five reminders and the calendar invite
         raise RuntimeError("the caller gave up")
     assert Message.objects.count() == 0
 
@@ -240,7 +251,7 @@ def test_the_outbox_refuses_a_second_message_for_the_same_rule_channel_and_seque
 def test_planning_again_adds_nothing(clinic):
     visit = clinic.book(clinic.texting_patient(), clinic.screening, at(MONDAY, "10:00"))
     assert plan_upcoming() == 0
-    assert len(messages_of(visit)) == 5
+    assert len(messages_of(visit)) == 6
 
 
 def test_a_patient_without_mobile_or_email_preferences_gets_only_what_they_chose(clinic):
@@ -274,6 +285,7 @@ def test_a_visit_moved_to_short_notice_gets_the_move_notice_instead_of_missed_re
     fresh = messages_of(visit, visit_sequence=1)
     due_now = [m for m in fresh if m.status == Status.PENDING and m.send_at <= now_()]
     assert sorted((m.purpose, m.channel) for m in due_now) == [
+        ("invite_update", "email"),
         ("moved", "email"),
         ("moved", "sms"),
     ]

@@ -24,7 +24,7 @@ from plans.care_plans import confirm, save_proposal
 from plans.generator import generate
 from plans.models import CarePlan, Protocol
 from scheduler import booking
-from scheduler.models import Clinic, Patient
+from scheduler.models import Clinic, InvitePreference, Patient
 from scheduler.timezones import zone
 from tests.conftest import MONDAY, at
 from tests.reminder_helpers import (
@@ -52,7 +52,7 @@ def step_through(now, until: datetime, twilio, client, *, on=None) -> None:
         now.move_to(moment)
         if on:
             on(moment)
-        dispatch(pace=False)
+        dispatch()
         twilio.deliver_all(client=client)
         moment = next_due(moment)
     now.move_to(until)
@@ -103,11 +103,20 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
 
     mine = Message.objects.filter(patient=patient)
     assert set(Message.objects.values_list("status", flat=True)) <= FINAL
+    clinicians_emails = set(
+        InvitePreference.objects.filter(email_invites=True).values_list(
+            "clinician__user__email", flat=True
+        )
+    )
+    invited = len(messages_of(cancelled, purpose=Purpose.INVITE))  # the patient, the clinician?
     assert_texts_sent_once_in_allowed_hours_without_treatment_words(twilio)
     assert not mine.filter(channel=Channel.SMS, status=Status.QUEUED).exists()  # reports came back
     assert mine.filter(channel=Channel.SMS, status=Status.DELIVERED).exists()
     for arrived, email in zip(smtp.arrivals, smtp.received, strict=True):
-        recipient = Patient.objects.get(email=email["To"])
+        recipient = Patient.objects.filter(email=email["To"]).first()
+        if recipient is None:  # a clinician's calendar invite: no patient's quiet hours
+            assert email["To"] in clinicians_emails
+            continue
         assert not quiet(arrived, recipient.time_zone), (email["Subject"], arrived)
     # Every dosing visit still on had its instructions by email 48 h before, and by text.
     for visit in dosing:
@@ -125,14 +134,15 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
             visit.visit_type.preparation_instructions.splitlines()[0][2:]
             in emailed[0].get_body(("plain",)).get_content()
         )
-    # Nothing for the cancelled infusion but the notice that it was cancelled.
-    went = messages_of(cancelled).__iter__()
-    sent_for_cancelled = [m for m in went if m.sent_at]
-    assert sorted((m.purpose, m.channel) for m in sent_for_cancelled) == [
-        ("cancelled", "email"),
-        ("cancelled", "sms"),
+    # Nothing for the cancelled infusion but its calendar invites and, once
+    # cancelled, the notice and the invite's cancellation.
+    went = [m for m in messages_of(cancelled) if m.sent_at]
+    assert sorted((m.purpose, m.channel, m.sent_at >= cancelled_at) for m in went) == [
+        ("cancelled", "email", True),
+        ("cancelled", "sms", True),
+        *[("invite", "email", False)] * invited,
+        *[("invite_cancel", "email", True)] * invited,
     ]
-    assert all(m.sent_at >= cancelled_at for m in sent_for_cancelled)
     # Plain reminders kept to one text a day and three in any 7 days.
     texts = sorted(mine.filter(channel=Channel.SMS, sent_at__isnull=False), key=lambda m: m.sent_at)
     for message in texts:
@@ -177,8 +187,10 @@ def test_a_visit_moved_after_its_72_hour_reminder_is_reminded_again_for_its_new_
     ]
     subjects = [e["Subject"] for e in smtp.received]
     assert subjects == [
+        "Appointment at Test Clinic America/New_York: Mon Jun 3, 10:00",  # the calendar invite
         "Reminder: your visit on Mon Jun 3 at 10:00 AM",
         "Your visit has moved to Thu Jun 6 at 2:00 PM",
+        "Moved: Appointment at Test Clinic America/New_York, now Thu Jun 6, 14:00",
         "Reminder: your visit on Thu Jun 6 at 2:00 PM",
         "Reminder: your visit on Thu Jun 6 at 2:00 PM",
     ]

@@ -87,13 +87,15 @@ def test_a_report_that_arrives_before_our_own_record_of_the_sid_still_counts(
 ):
     now.move_to(DUE)
     dispatcher = Dispatcher()
-    message = next(m for m in dispatcher.claim(10) if m.channel == Channel.SMS)
-    outgoing = dispatcher.compose(message)
-    dispatcher.mark_sending(message, outgoing)
+    batch = dispatcher.claim(10)
+    batch.prepare()
+    batch.mark()
+    message, outgoing = next((m, o) for m, o in batch.sending if m.channel == Channel.SMS)
     accepted = dispatcher.transport(Channel.SMS).send(outgoing)
     # Twilio is quick: its "sent" lands before the dispatcher writes the SID down.
     assert twilio.callback(twilio.messages[0], "sent", client=client) == 204
-    dispatcher.accepted(message, accepted)
+    batch.accepted(message, accepted)
+    batch.record()
     message.refresh_from_db()
     assert (message.status, message.provider_id) == (Status.SENT, accepted.provider_id)
     assert message.sent_at == DUE
