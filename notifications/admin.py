@@ -14,7 +14,6 @@ from notifications.models import (
     MessagingPreferences,
     ReminderPolicy,
     ReminderRule,
-    Status,
 )
 from scheduler.admin import ClinicZoneMixin
 
@@ -97,10 +96,7 @@ class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
 
     @admin.action(description="Try again now (failed before the provider took them)")
     def retry(self, request, queryset):
-        now = timezone.now()
-        retried = queryset.filter(
-            status=Status.FAILED, provider_id="", in_doubt=False, expires_at__gt=now
-        ).update(status=Status.PENDING, send_at=now, attempts=0, updated_at=now)
+        retried = queryset.retry_now()
         messages.info(request, f"{retried} messages will go in the next pass.")
 
 

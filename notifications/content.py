@@ -16,18 +16,15 @@ privacy wording as the feeds; the email may say a little more (the
 clinician's name) but never names the treatment either.
 """
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
-import phonenumbers
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from notifications.models import INVITE_PURPOSES, Message, Purpose
-from notifications.patient_links import issue_patient_link
 from notifications.transports import Attachment
 from scheduler.calendars import (
     Audience,
@@ -38,6 +35,7 @@ from scheduler.calendars import (
 )
 from scheduler.links import patient_page_url
 from scheduler.models import Modality, Visit
+from scheduler.phones import format_for_display
 from scheduler.timezones import zone
 
 # Words an SMS must never contain (docs/rules.md, messaging rules): the treatment,
@@ -143,29 +141,6 @@ def is_gsm(text: str) -> bool:
     return set(text) <= GSM_ALPHABET
 
 
-def phone_for_display(phone: str) -> str:
-    """A clinic phone as patients dial it; free text that does not parse stays as typed."""
-    return _phone_for_display(phone, settings.PHONE_REGION)
-
-
-# Every text of a dispatch batch shows its clinic's phone; parsing it each time
-# cost as much as rendering the text.
-@functools.lru_cache(maxsize=256)
-def _phone_for_display(phone: str, region: str) -> str:
-    try:
-        number = phonenumbers.parse(phone, region)
-    except phonenumbers.NumberParseException:
-        return phone
-    if not phonenumbers.is_valid_number(number):
-        return phone
-    fmt = (
-        phonenumbers.PhoneNumberFormat.NATIONAL
-        if phonenumbers.region_code_for_number(number) == region
-        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    )
-    return phonenumbers.format_number(number, fmt)
-
-
 def sms_clinic_name(clinic) -> str:
     return settings.SMS_CLINIC_NAME or clinic.name
 
@@ -189,7 +164,7 @@ def _sms_context(visit: Visit) -> dict:
     return {
         "first_name": patient.first_name,
         "clinic": sms_clinic_name(clinic),
-        "phone": phone_for_display(clinic.phone),
+        "phone": format_for_display(clinic.phone),
         "when": when_text(visit.start, patient.time_zone, clinic.time_zone),
         "time": time_text(visit.start, patient.time_zone),
         "video_link": visit.clinician.telehealth_link if visit.visit_type.is_telehealth else "",
@@ -197,19 +172,19 @@ def _sms_context(visit: Visit) -> dict:
     }
 
 
-def sms_body(message: Message, *, link: str = "") -> str:
+def sms_body(message: Message, *, link: str) -> str:
     """The text of an SMS: one line, GSM characters only.
 
-    A preparation text carries a fresh private link: ``link`` when the caller
-    issued it already (a dispatch batch issues its links together), else one
-    issued here.
+    A preparation text carries ``link``, a fresh private link the caller
+    issued (a dispatch batch issues its links together); other texts carry
+    none, and ignore it.
     """
     context = _sms_context(message.visit)
     if message.purpose == Purpose.PREPARATION:
         # The instructions live behind the patient's private page, never in the
         # text. Issuing revokes the previous link, so only the newest text's
         # link works: a forwarded old text opens nothing.
-        context["link"] = link or issue_patient_link(message.visit.patient)
+        context["link"] = link
     text = render_to_string(f"notifications/sms/{message.purpose}.txt", context)
     return to_gsm(" ".join(text.split()))
 

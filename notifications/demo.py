@@ -1,4 +1,4 @@
-"""The demo clinic's reminder policies (DOMAIN.md's cadence), created idempotently."""
+"""The demo clinic's reminder policies (the cadence in docs/rules.md), created idempotently."""
 
 from datetime import timedelta
 

@@ -369,7 +369,7 @@ class Batch:
             with self.guard(message):
                 if not self.may_send(message, self.now()):
                     continue
-                if outgoing.to != self.address_of(message):
+                if outgoing.to != message.current_address:
                     # Composed for a number or address since changed: the
                     # next pass composes it again for the new one.
                     self.release(message, message.send_at, "The recipient's address changed.")
@@ -499,7 +499,7 @@ class Batch:
             # Staff: the patient's consent, text limits and quiet hours are not theirs.
             message.clinician.user.email = current["clinician__user__email"]
             if not (
-                current["clinician__invite_preference__email_invites"] and self.address_of(message)
+                current["clinician__invite_preference__email_invites"] and message.current_address
             ):
                 self.finish(
                     message,
@@ -550,13 +550,6 @@ class Batch:
             return "No recorded consent to texts, or no mobile number."
         return ""
 
-    @staticmethod
-    def address_of(message: Message) -> str:
-        if message.to_clinician:
-            return message.clinician.user.email
-        patient = message.patient
-        return patient.email if message.channel == Channel.EMAIL else patient.mobile
-
     # -- composing and sending -----------------------------------------------------------
 
     @staticmethod
@@ -584,7 +577,7 @@ class Batch:
         if message.channel == Channel.EMAIL:
             email = content.email_content(message)
             return OutgoingEmail(
-                self.address_of(message),
+                message.current_address,
                 email.subject,
                 email.text,
                 email.html,
@@ -607,7 +600,7 @@ class Batch:
             )
             return None
         callback = f"{self.dispatcher.status_callback}{message.pk}"
-        return OutgoingSMS(self.address_of(message), body, callback)
+        return OutgoingSMS(message.current_address, body, callback)
 
     def hand_over(self, message: Message, outgoing: Outgoing) -> None:
         transport = self.dispatcher.transport(message.channel)

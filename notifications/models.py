@@ -399,6 +399,15 @@ class Message(models.Model):
         return self.clinician_id is not None
 
     @property
+    def current_address(self) -> str:
+        """Where the message goes now: the clinician's email, or the patient's mobile or
+        email by channel. ``recipient`` keeps the address it was planned for; a change
+        in between makes the message stale rather than send it somewhere new."""
+        if self.to_clinician:
+            return self.clinician.user.email
+        return self.patient.mobile if self.channel == Channel.SMS else self.patient.email
+
+    @property
     def is_essential(self) -> bool:
         return self.purpose in ESSENTIAL_PURPOSES
 

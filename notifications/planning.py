@@ -84,10 +84,6 @@ def contact_channels(patient: Patient) -> list[str]:
     return channels
 
 
-def recipient_for(patient: Patient, channel: str) -> str:
-    return patient.mobile if channel == Channel.SMS else patient.email
-
-
 def on_visit_saved(sender, visit: Visit, change: VisitChange, **kwargs) -> None:
     plan_for_visit(visit, change)
 
@@ -176,18 +172,19 @@ def _patient_messages(
 
 
 def _row(visit: Visit, channel: str, purpose: str, send_at: datetime, expires_at, **extra):
-    return Message(
+    message = Message(
         visit=visit,
         patient=visit.patient,
         purpose=purpose,
         channel=channel,
         visit_sequence=visit.sequence,
-        recipient=recipient_for(visit.patient, channel),
         send_at=send_at,
         expires_at=expires_at,
         priority=PRIORITY[purpose],
         **extra,
     )
+    message.recipient = message.current_address
+    return message
 
 
 def _invites(visit: Visit, purpose: str, now: datetime, existing: set) -> list[Message]:

@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from notifications import consent
-from notifications.content import phone_for_display, sms_clinic_name, when_text
+from notifications.content import sms_clinic_name, when_text
 from notifications.models import (
     STATUS_RANK,
     Channel,
@@ -27,6 +27,7 @@ from notifications.models import (
 from notifications.transports import TWILIO_STATUSES
 from scheduler import booking
 from scheduler.models import Clinic, Patient, Visit, VisitStatus
+from scheduler.phones import format_for_display
 
 TWILIO_ERRORS = {
     "21211": "invalid number",
@@ -140,7 +141,7 @@ def classify(body: str) -> tuple[str, bool]:
 
 def help_text(clinic: Clinic | None) -> str:
     name = sms_clinic_name(clinic) if clinic else "Clinic"
-    phone = f" Help: {phone_for_display(clinic.phone)}." if clinic else ""
+    phone = f" Help: {format_for_display(clinic.phone)}." if clinic else ""
     return (
         f"{name} visit reminders.{phone} Msg frequency varies, up to "
         f"{settings.SMS_WEEKLY_CAP}/week. Msg&data rates may apply. Reply STOP to opt out."
@@ -191,7 +192,7 @@ def handle_inbound(
 
 def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: datetime) -> None:
     clinic = patients[0].clinic if patients else Clinic.objects.installation()
-    phone = phone_for_display(clinic.phone) if clinic else "the clinic"
+    phone = format_for_display(clinic.phone) if clinic else "the clinic"
     same_number = Patient.objects.filter(pk__in=[p.pk for p in patients])
     kind = inbound.kind
     if kind == InboundKind.HELP:

@@ -16,6 +16,7 @@ from notifications.content import (
 )
 from notifications.dispatch import dispatch
 from notifications.models import Channel, Message, Purpose, Status
+from notifications.patient_links import issue_patient_link
 from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
 from tests.conftest import MONDAY, at
 from tests.reminder_helpers import HOUR, ReminderClinic, messages_of, reminder_emails
@@ -56,7 +57,9 @@ def test_every_sms_template_for_every_visit_type_is_free_of_treatment_words(demo
             not visit_type.is_dosing
         )
         for purpose in SMS_PURPOSES:
-            body = sms_body(unsaved_message(visit_type, patient, purpose))
+            body = sms_body(
+                unsaved_message(visit_type, patient, purpose), link=issue_patient_link(patient)
+            )
             assert treatment_words(body) == [], (visit_type.slug, purpose, body)
             assert patient.first_name in body and demo.name in body
             assert "(212) 555-0100" in body
@@ -114,7 +117,7 @@ def test_a_text_shows_the_patients_own_zone_when_it_differs_from_the_clinics(db)
     visit = clinic.book(
         clinic.texting_patient(time_zone="America/Chicago"), clinic.screening, at(MONDAY, "10:00")
     )
-    body = sms_body(messages_of(visit, channel=Channel.SMS)[0])
+    body = sms_body(messages_of(visit, channel=Channel.SMS)[0], link="")
     assert "Mon Jun 3 at 9:00 AM CDT" in body
 
 
@@ -145,8 +148,12 @@ def test_a_preparation_text_carries_a_private_link_that_opens_only_the_newest(de
 
     patient = Patient.objects.filter(clinic=demo).first()
     dosing = VisitType.objects.get(clinic=demo, slug="iv-infusion")
-    first = sms_body(unsaved_message(dosing, patient, Purpose.PREPARATION))
-    second = sms_body(unsaved_message(dosing, patient, Purpose.PREPARATION))
+    first = sms_body(
+        unsaved_message(dosing, patient, Purpose.PREPARATION), link=issue_patient_link(patient)
+    )
+    second = sms_body(
+        unsaved_message(dosing, patient, Purpose.PREPARATION), link=issue_patient_link(patient)
+    )
     links = [
         re.search(r"https://clinic.example.org(/p/[A-Za-z0-9_-]{43}/)", body).group(1)
         for body in (first, second)
@@ -154,5 +161,5 @@ def test_a_preparation_text_carries_a_private_link_that_opens_only_the_newest(de
     assert treatment_words(second) == [] and len(second) <= 306
     assert client.get(links[1]).status_code == 200
     assert client.get(links[0]).status_code == 404  # revoked by the newer text
-    reminder = sms_body(unsaved_message(dosing, patient, Purpose.REMINDER))
+    reminder = sms_body(unsaved_message(dosing, patient, Purpose.REMINDER), link="")
     assert "/p/" not in reminder
