@@ -12,7 +12,8 @@ in ``booking_checks`` gets the visit about to be booked or confirmed and returns
 the reasons it may not be (``plans`` registers the screening gate there).
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -164,6 +165,20 @@ def _require_status(visit: Visit, allowed, action: str) -> None:
         raise InvalidTransition(f"A {visit.get_status_display().lower()} visit cannot be {action}.")
 
 
+@contextmanager
+def _changing(visit: Visit, allowed, action: str) -> Iterator[Visit]:
+    """The stored visit, locked in a transaction, if its status allows ``action``.
+
+    The caller changes, saves and announces it inside the block; ``visit``
+    itself is refreshed once the change has committed.
+    """
+    with transaction.atomic():
+        current = _locked(visit)
+        _require_status(current, allowed, action)
+        yield current
+    visit.refresh_from_db()
+
+
 def book(
     *,
     patient: Patient,
@@ -193,13 +208,10 @@ def book(
 
 def book_proposed(visit: Visit) -> Visit:
     """Turn a proposed visit (from a care plan) into a booked one."""
-    with transaction.atomic():
-        current = _locked(visit)
-        _require_status(current, {VisitStatus.PROPOSED}, "booked again")
+    with _changing(visit, {VisitStatus.PROPOSED}, "booked again") as current:
         current.status = VisitStatus.BOOKED
         _save_checked(current)
         _announce(current, VisitChange.BOOKED)
-    visit.refresh_from_db()
     return visit
 
 
@@ -217,9 +229,7 @@ def move(
     A confirmed visit goes back to booked: the patient confirms the new time.
     """
     start = require_aware(start, "start").astimezone(UTC)
-    with transaction.atomic():
-        current = _locked(visit)
-        _require_status(current, OPEN_STATUSES, "moved")
+    with _changing(visit, OPEN_STATUSES, "moved") as current:
         current.start = start
         current.end = start + current.visit_type.duration
         if clinician is not None:
@@ -231,7 +241,6 @@ def move(
         current.sequence += 1
         _save_checked(current)
         _announce(current, VisitChange.MOVED)
-    visit.refresh_from_db()
     return visit
 
 
@@ -247,9 +256,7 @@ def _transition(
     **changes,
 ) -> Visit:
     """Move the stored visit to status ``to``; ``guard`` checks the locked row first."""
-    with transaction.atomic():
-        current = _locked(visit)
-        _require_status(current, allowed, action)
+    with _changing(visit, allowed, action) as current:
         if guard is not None:
             guard(current)
         current.status = to
@@ -259,7 +266,6 @@ def _transition(
             current.sequence += 1
         current.save()
         _announce(current, change)
-    visit.refresh_from_db()
     return visit
 
 
@@ -340,11 +346,8 @@ def mark_no_show(visit: Visit, *, now: datetime | None = None) -> Visit:
 
 
 def arrange_ride_home(visit: Visit, arranged: bool = True) -> Visit:
-    with transaction.atomic():
-        current = _locked(visit)
-        _require_status(current, (*OPEN_STATUSES, VisitStatus.CHECKED_IN), "changed")
+    with _changing(visit, (*OPEN_STATUSES, VisitStatus.CHECKED_IN), "changed") as current:
         current.ride_home_arranged = arranged
         current.save(update_fields=["ride_home_arranged", "updated_at"])
         _announce(current, VisitChange.RIDE_HOME)
-    visit.refresh_from_db()
     return visit
