@@ -285,7 +285,6 @@ def build_calendar(
     clinic: Clinic,
     tz: ZoneInfo,
     name: str = "",
-    feed_uid: str = "",
     method: Method | None = None,
     attendee: Invitee | None = None,
     now: datetime | None = None,
@@ -299,11 +298,10 @@ def build_calendar(
     """
     detail = clinic.calendar_detail
     calendar = Calendar.new(prodid=PRODID, calscale="GREGORIAN", method=method)
-    if feed_uid:
-        calendar.uid = feed_uid
-    else:
-        # Calendar.new adds a random calendar UID (RFC 7986); an invite needs none.
-        calendar.pop("UID", None)
+    # Calendar.new adds a calendar-level UID (RFC 7986). Clients that split a
+    # feed into events by UID take it for every event's: vdirsyncer (and so
+    # khal) kept 1 event of a 24-event feed. Nothing needs it; events have theirs.
+    calendar.pop("UID", None)
     if name:
         calendar.calendar_name = name
     organizer = None

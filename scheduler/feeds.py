@@ -124,5 +124,4 @@ class Feed:
             clinic=self.clinic,
             tz=self.tz,
             name=self.name,
-            feed_uid=f"{self.audience}-{self.owner.pk}-feed@kap-scheduler",
         )
