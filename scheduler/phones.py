@@ -98,6 +98,19 @@ class MobileNumberField(models.CharField):
             return value
         return normalize_mobile(value)
 
+    def pre_save(self, model_instance, add):
+        # What is stored is always E.164, whether or not the caller cleaned it.
+        value = self.to_python(getattr(model_instance, self.attname))
+        setattr(model_instance, self.attname, value)
+        return value
+
+    def get_prep_value(self, value):
+        # A lookup compares with what is stored: a number no patient could
+        # have (a landline texting us, a short code) matches nothing. CharField
+        # would clean it, and refuse it with a ValidationError mid-query.
+        value = models.Field.get_prep_value(self, value)
+        return value if value is None else str(value)
+
     def formfield(self, **kwargs):
         # The form field must accept what people type, e.g. "(212) 555-0147".
         kwargs.setdefault("max_length", 40)

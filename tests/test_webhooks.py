@@ -315,3 +315,18 @@ def test_reports_and_texts_over_real_http_to_the_live_server(live_server, now, t
     status, twiml = twilio.text_from(visit.patient.mobile, "R")
     assert status == 200 and "We will call you" in twiml
     assert InboundMessage.objects.inbox().count() == 1
+
+
+@pytest.mark.parametrize("sender", ["+442079460000", "+15005550006", "12345", "Short code 7"])
+@pytest.mark.parametrize("body", ["Hello?", "STOP", "C"])
+def test_a_signed_text_from_a_number_no_patient_could_have_is_kept_and_answered(
+    clinic, twilio, client, sender, body
+):
+    """A landline, a test number or a short code: Twilio would retry a 5xx for hours."""
+    status, _ = twilio.text_from(sender, body, client=client)
+    assert status == 200
+    inbound = InboundMessage.objects.get()
+    assert inbound.patient is None and inbound.from_number == sender[:32]
+    assert inbound.outcome == "No patient has this number."
+    # The desk sees it, except an opt-out from a number we never text anyway.
+    assert inbound.needs_attention == (body != "STOP")
