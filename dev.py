@@ -56,12 +56,17 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def demo_environment() -> tuple[str, dict[str, str]]:
+    """Where the demo serves, and its environment: printed and mailed links open there."""
+    address = os.environ.get("DEMO_ADDRESS", "127.0.0.1:8000")
+    return address, environment(SITE_URL=os.environ.get("SITE_URL") or f"http://{address}")
+
+
 def demo() -> None:
-    env = environment()
+    address, env = demo_environment()
     manage = [PYTHON, "manage.py"]
     run(*manage, "migrate", "--no-input", env=env)
     run(*manage, "seed_demo", env=env)
-    address = env.get("DEMO_ADDRESS", "127.0.0.1:8000")
     worker = subprocess.Popen([str(a) for a in [*manage, "qcluster"]], cwd=ROOT, env=env)
     print(
         f"\nThe demo clinic is at http://{address}/ (worker pid {worker.pid}). Ctrl-C stops both.\n"

@@ -36,8 +36,8 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--json",
         type=Path,
-        default=ROOT / "var" / "benchmarks.json",
-        help="where to write the results (default: var/benchmarks.json)",
+        default=None,
+        help="where to write the results (default: benchmarks.json in VAR_DIR, var/ unless set)",
     )
     parser.add_argument("--load-seconds", type=float, default=None, help="per page under load")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.db import connection
 
     from benchmarks import clock, dataset, dispatch, feeds, pages, plans
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     original_name = connection.settings_dict["NAME"]
     # A name of its own: the test suite's smoke test runs this beside its own test database.
     connection.settings_dict["TEST"]["NAME"] = (
-        str(ROOT / "var" / f"benchmarks-{os.getpid()}.sqlite3")
+        str(settings.VAR_DIR / f"benchmarks-{os.getpid()}.sqlite3")
         if connection.vendor == "sqlite"
         else f"benchmarks_{os.getpid()}"
     )
@@ -162,6 +163,7 @@ def main(argv=None) -> int:
         if not options.keep:
             creation.destroy_test_db(original_name, verbosity=0)
     report.meta["total seconds"] = round(time.monotonic() - started, 1)
+    options.json = options.json or settings.VAR_DIR / "benchmarks.json"
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
     missed = report.missed

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic.base import RedirectView
 
 admin.site.site_header = "KAP scheduler"
 admin.site.site_title = "KAP scheduler"
@@ -7,6 +9,12 @@ admin.site.index_title = "Clinic administration"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Browsers ask for /favicon.ico whatever the page says; answer with ours, not a 404.
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("favicon.svg"), permanent=True),
+        name="favicon",
+    ),
     path("webhooks/twilio/", include("notifications.urls")),
     path("", include("scheduler.urls")),
     path("", include("desk.urls")),

@@ -34,6 +34,7 @@ SIGNED_IN_200 = dict.fromkeys(STAFF, 200)
 # (label, url name, arguments (from the world below), method, outcome per role)
 MATRIX = [
     ("home", "home", None, "get", {"anonymous": L, "link": L} | SIGNED_IN_302),
+    ("favicon", "favicon", None, "get", dict.fromkeys(ROLES, 301)),
     ("sign-in page", "login", None, "get", {"anonymous": 200, "link": 200} | SIGNED_IN_302),
     ("sign-out by GET", "logout", None, "get", NOBODY_405),
     # Every staff account may open the index; what it lists depends on permissions.

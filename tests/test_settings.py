@@ -108,3 +108,40 @@ def test_django_q_uses_the_orm_broker_unless_redis_is_configured():
         timeout=60,
     )
     assert result.stdout.strip() == "redis://127.0.0.1:6390/2", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("environment", "site_url"),
+    [
+        ({"DEMO_ADDRESS": "127.0.0.1:8123"}, "http://127.0.0.1:8123"),
+        ({}, "http://127.0.0.1:8000"),
+        ({"DEMO_ADDRESS": "0.0.0.0:9000", "SITE_URL": "https://demo.example.org"}, None),
+    ],
+)
+def test_the_demos_links_open_where_the_demo_runs(monkeypatch, environment, site_url):
+    import dev
+
+    monkeypatch.delenv("SITE_URL", raising=False)
+    monkeypatch.delenv("DEMO_ADDRESS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    _, demo_env = dev.demo_environment()
+    assert demo_env["SITE_URL"] == (site_url or environment["SITE_URL"])
+
+
+def test_mail_and_text_folders_come_from_the_environment(tmp_path):
+    mail, sms = tmp_path / "mail", tmp_path / "texts"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.EMAIL_FILE_PATH); print(settings.SMS_FILE_PATH)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "EMAIL_FILE_PATH": str(mail), "SMS_FILE_PATH": str(sms)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == [str(mail), str(sms)], result.stderr
