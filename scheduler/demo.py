@@ -298,7 +298,9 @@ def visit_types(phone: str) -> list[dict]:
             "name": "Intranasal dosing session",
             "kind": VisitKind.DOSING,
             "dosing_route": DosingRoute.INTRANASAL,
-            "duration_minutes": 120,
+            # Arrival, blood pressure and the devices (5 minutes apart) take about
+            # half an hour before the two hours of monitoring start.
+            "duration_minutes": 150,
             "monitoring_minutes": 120,
             "modality": Modality.IN_PERSON,
             "room_capability": "rems-certified",

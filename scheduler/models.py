@@ -400,6 +400,16 @@ class VisitType(models.Model):
             errors["room_capability"] = "Telehealth visits take no room."
         if self.duration_minutes is not None and self.monitoring_minutes > self.duration_minutes:
             errors["monitoring_minutes"] = "Monitoring cannot be longer than the whole visit."
+        elif (
+            self.kind == VisitKind.DOSING
+            and self.monitoring_minutes
+            and self.monitoring_minutes == self.duration_minutes
+        ):
+            # Monitoring starts with the dose: arrival, vitals and the dose itself come first.
+            errors["duration_minutes"] = (
+                "Leave time before the monitoring to give the dose: the visit must be longer "
+                "than its monitoring."
+            )
         if self.duration_minutes == 0:
             errors["duration_minutes"] = "A visit takes some time."
         if self.duration_minutes and self.duration_minutes > LONGEST_VISIT_MINUTES:

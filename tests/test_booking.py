@@ -352,3 +352,11 @@ def test_each_change_is_announced_once_after_commit_and_never_for_a_rollback(now
         (visit.pk, "confirmed", 1),
         (visit.pk, "cancelled", 2),
     ]
+
+
+def test_a_dosing_visit_type_leaves_time_to_give_the_dose_before_its_monitoring(clinic):
+    from django.core.exceptions import ValidationError
+
+    clinic.iv.monitoring_minutes = clinic.iv.duration_minutes
+    with pytest.raises(ValidationError, match="Leave time before the monitoring"):
+        clinic.iv.full_clean()

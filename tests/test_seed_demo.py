@@ -144,7 +144,9 @@ def test_every_visit_type_is_present_and_valid():
         120,
         60,
     )
+    # At least two hours of monitoring after the dose, and time to give it first.
     assert types["intranasal-dosing"].monitoring_minutes == 120
+    assert types["intranasal-dosing"].duration_minutes > 120
     assert types["intranasal-dosing"].room_capability.slug == "rems-certified"
     assert types["lozenge-dosing"].duration_minutes == 165
     assert types["lozenge-dosing"].clinician_role == "nurse"
