@@ -10,6 +10,7 @@ URL) to other sites. A wrong, revoked or expired link gets the same 404.
 """
 
 from django.contrib import messages
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -17,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
 from config.throttle import token_rate_limited
+from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import ask_to_reschedule, patient_for_link
 from scheduler import audit, booking
 from scheduler.calendars import Audience, build_calendar
@@ -76,10 +78,15 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
             ask_to_reschedule(patient, visit)
             messages.success(request, "Thank you: we will call you to find a new time.")
         return redirect("patient_page", token=token)
+    # A visit the patient asked to move waits for the desk's call, not for a confirmation.
+    open_request = InboundMessage.objects.inbox().filter(
+        visit=OuterRef("pk"), kind=InboundKind.RESCHEDULE
+    )
     visits = list(
         Visit.objects.for_patient(patient)
         .upcoming()
         .scheduled()
+        .annotate(asked_to_move=Exists(open_request))
         .select_related("visit_type", "clinician", "room")
         .order_by("start")
     )

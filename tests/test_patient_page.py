@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import issue_patient_link
@@ -175,3 +176,32 @@ def test_staff_can_issue_a_patient_link_in_the_admin_and_it_opens_the_page(clien
     path = re.search(r"http://localhost:8000(/p/\S+/)", shown).group(1)
     client.logout()
     assert "Hello Avery" in client.get(path).text
+
+
+def test_a_visit_the_patient_asked_to_move_no_longer_asks_for_confirmation(client, clinic, avery):
+    asked = _book(clinic, avery, "integration", "09:00", DAY - timedelta(days=1))
+    other = _book(clinic, avery, "integration", "11:00")
+    path = _path(issue_patient_link(avery))
+    client.post(path, {"action": "reschedule", "visit": asked.pk})
+    page = client.get(path).text
+    card = page[page.index(f'id="visit-{asked.pk}"') : page.index(f'id="visit-{other.pk}"')]
+    assert "you asked to change this visit" in card and "please confirm" not in card
+    assert "Confirm this visit" not in card
+    assert "please confirm" in page[page.index(f'id="visit-{other.pk}"') :]
+    # Once the desk has handled the request, the visit asks for confirmation again.
+    InboundMessage.objects.update(handled_at=timezone.now())
+    assert client.get(path).text.count("please confirm") == 2
+
+
+def test_the_next_three_visits_come_first_and_the_rest_fold_away(client, clinic, avery):
+    weekdays = [
+        DAY + timedelta(days=n) for n in range(7) if (DAY + timedelta(days=n)).weekday() < 5
+    ]
+    visits = [_book(clinic, avery, "integration", "09:00", day) for day in weekdays]
+    page = client.get(_path(issue_patient_link(avery))).text
+    folded = page[page.index("<details") : page.index("</details>")]
+    assert "2 later visits" in folded
+    for visit in visits[:3]:
+        assert f'id="visit-{visit.pk}"' in page and f'id="visit-{visit.pk}"' not in folded
+    for visit in visits[3:]:
+        assert f'id="visit-{visit.pk}"' in folded
