@@ -48,7 +48,8 @@ What makes it safe to run anywhere, any number of times at once:
   what it accepted) and recorded as sent if found, so it is never sent twice;
   a transport that cannot look up (SMTP) fails it visibly instead.
 - Every check is made again close to the send. The visit still on (or, for a
-  cancellation notice or invite, still cancelled) and at the same time
+  cancellation notice or invite, still cancelled; for the CANCEL to a
+  clinician the visit moved away from, still someone else's) and at the same time
   (sequence unchanged), its reminder rule still on, the patient's consent,
   opt-out and number, or for a clinician's calendar invite their wish for
   invites and their address: re-read for the whole batch when it starts and
@@ -109,6 +110,7 @@ CURRENT_FIELDS = (
     "rule__policy__is_active",
     "visit__status",
     "visit__sequence",
+    "visit__clinician_id",
     "patient__mobile",
     "patient__email",
     "patient__contact_by_sms",
@@ -479,8 +481,14 @@ class Batch:
             return False  # our claim lapsed and another dispatcher holds the message now
         if message.purpose in CANCELLATION_PURPOSES:
             if current["visit__status"] != VisitStatus.CANCELLED:
-                self.finish(message, Status.CANCELLED, "The visit is on again.")
-                return False
+                # A visit still on: only a clinician it moved away from still
+                # hears a CANCEL, while it is someone else's.
+                if not message.to_clinician:
+                    self.finish(message, Status.CANCELLED, "The visit is on again.")
+                    return False
+                if current["visit__clinician_id"] == message.clinician_id:
+                    self.finish(message, Status.CANCELLED, "The visit is on, with this clinician.")
+                    return False
         elif current["visit__status"] not in ACTIVE_STATUSES:
             self.finish(message, Status.CANCELLED, "The visit is no longer on.")
             return False
