@@ -246,7 +246,8 @@ def invite_email(message: Message) -> Email:
     """The invite, update or cancellation of the message's visit, for its patient or its clinician.
 
     Patients read it in their own zone, clinicians in the clinic's; it is
-    stamped (DTSTAMP) when it is composed, just before it goes.
+    stamped (DTSTAMP) when it is composed, just before it goes. A CANCEL to a
+    clinician the visit moved away from says who has it now.
     """
     visit = message.visit
     clinic = visit.patient.clinic
@@ -257,6 +258,9 @@ def invite_email(message: Message) -> Email:
         audience, tz = Audience.PATIENT, zone(visit.patient.time_zone)
         who = Invitee(visit.patient.first_name, visit.patient.email)
     method, change = INVITE_METHODS[message.purpose], INVITE_CHANGES[message.purpose]
+    if message.to_clinician and message.clinician_id != visit.clinician_id:
+        # A CANCEL to the clinician the visit moved away from: it goes on, with another.
+        change = "handed_over"
     ics = build_calendar(
         [visit],
         audience=audience,
@@ -266,7 +270,9 @@ def invite_email(message: Message) -> Email:
         attendee=who,
         now=timezone.now(),
     )
-    text = event_text(visit, audience, clinic, clinic.calendar_detail)
+    text = event_text(
+        visit, audience, clinic, clinic.calendar_detail, cancelled=method == Method.CANCEL
+    )
     start, end = visit.start.astimezone(tz), visit.end.astimezone(tz)
     context = {
         "audience": str(audience),
@@ -286,6 +292,7 @@ def invite_email(message: Message) -> Email:
         "booked": f"{text.summary}: {subject_when}",
         "moved": f"Moved: {text.summary}, now {subject_when}",
         "cancelled": f"{text.summary} on {subject_when}",
+        "handed_over": f"{text.summary} on {subject_when}, now with {visit.clinician.display_name}",
     }[change]
     return Email(
         subject=subject,

@@ -7,6 +7,7 @@ batch after another, each through the same pipeline::
     batch.prepare()                 # settle rows in doubt, re-read, check, compose
     batch.mark()                    # write what each is about to send, in_doubt
     batch.send()                    # hand each to its transport, paced, re-checked
+                                    # (an email is marked on its own, just before)
     batch.record()                  # write the outcomes, conditional on the claim
 
 Everything that lives for one batch (its rows as last re-read, the text
@@ -20,7 +21,8 @@ their visits and patients; one count of the texts that count against the
 patients' limits; its preparation texts' links, issued together; one statement
 marking the batch as being sent; and its outcomes, written together at the end
 of the batch and, while it sends, every ``DISPATCH_FLUSH_SECONDS`` or
-``DISPATCH_FLUSH_MESSAGES`` sends, so that statuses show up promptly.
+``DISPATCH_FLUSH_MESSAGES`` sends, so that statuses show up promptly. Emails
+add one statement each (see below).
 
 What makes it safe to run anywhere, any number of times at once:
 
@@ -35,7 +37,10 @@ What makes it safe to run anywhere, any number of times at once:
   ``in_doubt``, again conditional on still holding the claim; only the rows
   that statement reached are sent, so a dispatcher whose claim lapsed and was
   taken over sends nothing. A message marked but then not sent after all (a
-  check failed at the last moment, time ran out) has its mark undone.
+  check failed at the last moment, time ran out) has its mark undone. A
+  message whose provider cannot be asked what it took (email: SMTP) is marked
+  on its own instead, just before it is handed over, in a statement that also
+  writes the outcome of the one before (``Batch.marks_alone``).
 - A batch never sends on a claim older than half its lease: it is no larger
   than pacing lets it send in that time (nor in what is left of the pass), and
   whatever a slow provider leaves unsent when the time is up goes back to the
@@ -43,12 +48,15 @@ What makes it safe to run anywhere, any number of times at once:
   row no longer ours is not sent.
 - A claim older than the lease belongs to a dispatcher that died; the next
   pass returns it to the queue. If that dispatcher had marked the message as
-  being sent (``in_doubt``; after a death half-way through a batch, the rest of
-  the batch), the message is looked up at the provider first (Twilio lists
-  what it accepted) and recorded as sent if found, so it is never sent twice;
-  a transport that cannot look up (SMTP) fails it visibly instead.
+  being sent (``in_doubt``; after a death half-way through a batch of texts,
+  the rest of the batch), the message is looked up at the provider first
+  (Twilio lists what it accepted) and recorded as sent if found, so it is
+  never sent twice; a transport that cannot look up (SMTP) fails it visibly
+  instead, which is why such messages are marked one at a time: only the one
+  in the provider's hands when the dispatcher died is failed, the rest go.
 - Every check is made again close to the send. The visit still on (or, for a
-  cancellation notice or invite, still cancelled) and at the same time
+  cancellation notice or invite, still cancelled; for the CANCEL to a
+  clinician the visit moved away from, still someone else's) and at the same time
   (sequence unchanged), its reminder rule still on, the patient's consent,
   opt-out and number, or for a clinician's calendar invite their wish for
   invites and their address: re-read for the whole batch when it starts and
@@ -109,6 +117,7 @@ CURRENT_FIELDS = (
     "rule__policy__is_active",
     "visit__status",
     "visit__sequence",
+    "visit__clinician_id",
     "patient__mobile",
     "patient__email",
     "patient__contact_by_sms",
@@ -331,27 +340,59 @@ class Batch:
         """Write what each message is about to send and mark it ``in_doubt``; keep those still ours.
 
         One statement, together with the outcomes decided so far, conditional
-        on the claim: only the messages it reached may be sent.
+        on the claim: only the messages it reached may be sent. Messages whose
+        provider cannot be asked what it took are left to ``mark_alone``.
         """
-        if not self.sending:
-            return
         now = self.now()
         marks = {
-            message: {
-                "body": outgoing.body if isinstance(outgoing, OutgoingSMS) else outgoing.subject,
-                "recipient": outgoing.to,
-                "in_doubt": True,
-                "attempted_at": now,
-                "attempts": message.attempts + 1,
-            }
+            message: self.mark_of(message, outgoing, now)
             for message, outgoing in self.sending
+            if not self.marks_alone(message)
         }
+        if not marks:
+            return
         expected = len(marks) + len(self.outcomes)
         written = self.record(marks)
         self.marked.update(message.pk for message in marks)
         if written != expected:
             ours = self.reread([message for message, _ in self.sending])
             self.sending = [(m, outgoing) for m, outgoing in self.sending if m.pk in ours]
+
+    @staticmethod
+    def mark_of(message: Message, outgoing: Outgoing, now: datetime) -> dict[str, Any]:
+        """What marking ``message`` as being sent writes: what goes, to whom, the attempt."""
+        return {
+            "body": outgoing.body if isinstance(outgoing, OutgoingSMS) else outgoing.subject,
+            "recipient": outgoing.to,
+            "in_doubt": True,
+            "attempted_at": now,
+            "attempts": message.attempts + 1,
+        }
+
+    def marks_alone(self, message: Message) -> bool:
+        """Whether ``message`` is marked as being sent on its own, just before it goes.
+
+        A provider that can be asked what it took (Twilio) settles messages
+        left in doubt by looking each up, so a batch of them is marked at once.
+        One that cannot (SMTP) would have a dispatcher that dies half-way leave
+        every message of its batch failed as in doubt, most of them never
+        handed over; marked one at a time, only the message in the provider's
+        hands may be. A statement per message costs little beside an SMTP
+        conversation.
+        """
+        return not self.dispatcher.transport(message.channel).can_look_up
+
+    def mark_alone(self, message: Message, outgoing: Outgoing) -> bool:
+        """Mark ``message`` as being sent, with the outcomes noted so far; whether it is still ours.
+
+        One statement, conditional on the claim, as ``mark``; writing the
+        outcome of the message sent just before it in the same statement
+        leaves that one in doubt no longer.
+        """
+        expected = 1 + len(self.outcomes)
+        written = self.record({message: self.mark_of(message, outgoing, self.now())}, flush=False)
+        self.marked.add(message.pk)
+        return written == expected or message.pk in self.reread([message])
 
     def send(self) -> None:
         """Hand each marked message to its transport, checked again just before, paced."""
@@ -374,14 +415,23 @@ class Batch:
                     # next pass composes it again for the new one.
                     self.release(message, message.send_at, "The recipient's address changed.")
                     continue
+                if self.marks_alone(message) and not self.mark_alone(message, outgoing):
+                    continue  # our claim lapsed and another dispatcher holds it now
                 self.hand_over(message, outgoing)
 
-    def record(self, marks: dict[Message, dict[str, Any]] | None = None) -> int:
-        """Write the outcomes noted so far (and ``marks``); how many rows were still ours."""
+    def record(
+        self, marks: dict[Message, dict[str, Any]] | None = None, *, flush: bool = True
+    ) -> int:
+        """Write the outcomes noted so far (and ``marks``); how many rows were still ours.
+
+        ``flush=False``: a write on the way (``mark_alone``), which does not
+        stand for a flush: the rows are still re-read every flush interval.
+        """
         changes = {**self.outcomes, **(marks or {})}
         accepts = self.accepts
         self.outcomes, self.accepts = {}, {}
-        self.last_write, self.sent_since_write = time.monotonic(), 0
+        if flush:
+            self.last_write, self.sent_since_write = time.monotonic(), 0
         written = 0
         by_claim: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         for message, row in changes.items():
@@ -479,8 +529,14 @@ class Batch:
             return False  # our claim lapsed and another dispatcher holds the message now
         if message.purpose in CANCELLATION_PURPOSES:
             if current["visit__status"] != VisitStatus.CANCELLED:
-                self.finish(message, Status.CANCELLED, "The visit is on again.")
-                return False
+                # A visit still on: only a clinician it moved away from still
+                # hears a CANCEL, while it is someone else's.
+                if not message.to_clinician:
+                    self.finish(message, Status.CANCELLED, "The visit is on again.")
+                    return False
+                if current["visit__clinician_id"] == message.clinician_id:
+                    self.finish(message, Status.CANCELLED, "The visit is on, with this clinician.")
+                    return False
         elif current["visit__status"] not in ACTIVE_STATUSES:
             self.finish(message, Status.CANCELLED, "The visit is no longer on.")
             return False

@@ -25,6 +25,13 @@ Decisions made here, at planning time:
   hours end; to the visit's clinician if they asked for invites
   (``InvitePreference``), at once. A visit that changes again before they go
   cancels them like any stale row, so only the latest goes.
+- A visit handed to another clinician: the clinician it left gets a CANCEL
+  (``_former_clinicians``), so the entry leaves their calendar while the new
+  clinician gets the REQUEST. Only a clinician an invite of the visit may have
+  reached (not one whose invite was cancelled before it went) and whose last
+  word on it was not already a CANCEL; worked out from the outbox rather than
+  from the move, so a second move before the pass, which cancels the first
+  CANCEL as stale, plans it again at the new sequence.
 """
 
 from collections.abc import Iterable
@@ -137,6 +144,8 @@ def plan_for_visit(
             rows += _invites(visit, invite, now, existing)
     elif invite and visit.status in ACTIVE_STATUSES:
         rows += _invites(visit, invite, now, existing)
+    if invite or change is None:
+        rows += _former_clinicians(visit, now, existing)
     channels = contact_channels(visit.patient)
     if channels:
         rows += _patient_messages(visit, channels, notice if told else None, existing, now)
@@ -213,6 +222,51 @@ def _invites(visit: Visit, purpose: str, now: datetime, existing: set) -> list[M
     for message in rows:
         if message.send_at >= message.expires_at:
             _skip(message, "Too late: the visit is over before it could go.")
+    return rows
+
+
+# An invite row in one of these never went: nothing of it is in anyone's calendar.
+NOT_SENT = (Status.PENDING, Status.CANCELLED, Status.SKIPPED, Status.SUPPRESSED)
+
+
+def _former_clinicians(visit: Visit, now: datetime, existing: set) -> list[Message]:
+    """A CANCEL for each clinician who may hold the visit in their calendar but no longer has it.
+
+    They may hold it if an invite of it may have reached them (sent, being
+    sent, or failed in doubt) and their last such invite was not a CANCEL; they
+    get one only while they still take invites. It describes the visit as it
+    stands at its current SEQUENCE, as every other invite of that SEQUENCE
+    does: clients drop an event by UID whatever its time (RFC 5546 3.2.5).
+    """
+    last: dict[int, str] = {}
+    for clinician_id, purpose in (
+        Message.objects.for_visit(visit)
+        .filter(clinician__isnull=False, purpose__in=INVITE_PURPOSES)
+        .exclude(clinician_id=visit.clinician_id)
+        .exclude(status__in=NOT_SENT)
+        .order_by("visit_sequence", "pk")
+        .values_list("clinician_id", "purpose")
+    ):
+        last[clinician_id] = purpose
+    holding = [
+        clinician_id
+        for clinician_id, purpose in last.items()
+        if purpose != Purpose.INVITE_CANCEL
+        and (None, Purpose.INVITE_CANCEL, Channel.EMAIL, clinician_id) not in existing
+    ]
+    if not holding:
+        return []
+    rows = []
+    for clinician_id, address in (
+        Clinician.objects.filter(pk__in=holding, invite_preference__email_invites=True)
+        .exclude(user__email="")
+        .values_list("pk", "user__email")
+    ):
+        message = _row(visit, Channel.EMAIL, Purpose.INVITE_CANCEL, now, visit.end)
+        message.clinician_id, message.recipient = clinician_id, address
+        if message.send_at >= message.expires_at:
+            _skip(message, "Too late: the visit is over before it could go.")
+        rows.append(message)
     return rows
 
 

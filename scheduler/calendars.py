@@ -162,13 +162,19 @@ def _patient_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
     return EventText(summary=summary, location=place, description="\n".join(lines), url=page)
 
 
-def event_text(visit: Visit, audience: Audience, clinic: Clinic, detail: str) -> EventText:
-    """What the entry for ``visit`` says to ``audience`` at the clinic's detail level."""
+def event_text(
+    visit: Visit, audience: Audience, clinic: Clinic, detail: str, *, cancelled: bool = False
+) -> EventText:
+    """What the entry for ``visit`` says to ``audience`` at the clinic's detail level.
+
+    ``cancelled``: the entry is withdrawn for this reader (an iTIP CANCEL),
+    even if the visit itself goes on (it moved to another clinician).
+    """
     if audience == Audience.CLINICIAN:
         text = _clinician_text(visit, clinic, detail)
     else:
         text = _patient_text(visit, clinic, detail)
-    if visit.status == VisitStatus.CANCELLED:
+    if cancelled or visit.status == VisitStatus.CANCELLED:
         # Some clients show a cancelled event until they drop it; say so plainly.
         text = EventText(f"Cancelled: {text.summary}", text.location, text.description, text.url)
     return text
@@ -239,8 +245,10 @@ def visit_event(
     stamp: datetime,
     organizer: Invitee | None = None,
     attendee: Invitee | None = None,
+    cancelled: bool = False,
 ) -> bytes:
-    """One VEVENT, folded, with CRLF line ends."""
+    """One VEVENT, folded, with CRLF line ends; ``cancelled`` as in ``event_text``."""
+    cancelled = cancelled or visit.status == VisitStatus.CANCELLED
     lines = [
         "BEGIN:VEVENT",
         f"UID:{_text(visit.uid)}",
@@ -255,9 +263,9 @@ def visit_event(
     lines += [
         f"DESCRIPTION:{_text(text.description)}",
         f"URL:{text.url}",
-        f"STATUS:{STATUS.get(visit.status, 'TENTATIVE')}",
+        f"STATUS:{'CANCELLED' if cancelled else STATUS.get(visit.status, 'TENTATIVE')}",
         # A cancelled visit no longer makes anyone busy.
-        f"TRANSP:{'TRANSPARENT' if visit.status == VisitStatus.CANCELLED else 'OPAQUE'}",
+        f"TRANSP:{'TRANSPARENT' if cancelled else 'OPAQUE'}",
         f"CREATED:{_utc(visit.created_at)}",
         f"LAST-MODIFIED:{_utc(visit.updated_at)}",
     ]
@@ -294,9 +302,12 @@ def build_calendar(
     Without ``method`` it is a subscription feed: DTSTAMP is each visit's last
     change (RFC 5545 3.8.7.2 for calendars without METHOD), no ORGANIZER or
     attendees, and a suggested refresh interval. With ``method`` it is an iTIP
-    message (RFC 5546) for ``attendee``, stamped ``now``.
+    message (RFC 5546) for ``attendee``, stamped ``now``; with ``Method.CANCEL``
+    its events are CANCELLED whatever the visits' status (a visit that moved to
+    another clinician goes on, but not in the calendar this CANCEL is for).
     """
     detail = clinic.calendar_detail
+    cancelled = method == Method.CANCEL
     calendar = Calendar.new(prodid=PRODID, calscale="GREGORIAN", method=method)
     # Calendar.new adds a calendar-level UID (RFC 7986). Clients that split a
     # feed into events by UID take it for every event's: vdirsyncer (and so
@@ -315,10 +326,18 @@ def build_calendar(
     events = []
     first = last = None
     for visit in visits:
-        text = event_text(visit, audience, clinic, detail)
+        text = event_text(visit, audience, clinic, detail, cancelled=cancelled)
         stamp = visit.updated_at if method is None else now
         events.append(
-            visit_event(visit, text, tz, stamp=stamp, organizer=organizer, attendee=attendee)
+            visit_event(
+                visit,
+                text,
+                tz,
+                stamp=stamp,
+                organizer=organizer,
+                attendee=attendee,
+                cancelled=cancelled,
+            )
         )
         first = min(first or visit.start, visit.start)
         last = max(last or visit.end, visit.end)

@@ -1,5 +1,6 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, for email tests."""
 
+import asyncio
 import logging
 import socket
 import threading
@@ -21,6 +22,9 @@ class SmtpServer:
     refuse: set[str] = field(default_factory=set)  # addresses answered 550
     # Addresses answered 451 (try again later), and how many more times.
     defer: dict[str, int] = field(default_factory=dict)
+    # Seconds each message takes to be accepted once its data is in: a slow
+    # server, so that a sender can be caught (and killed) in the middle of a send.
+    delay: float = 0.0
 
     def __post_init__(self):
         self.lock = threading.Lock()
@@ -36,6 +40,8 @@ class SmtpServer:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
             self.received.append(message)
@@ -74,6 +80,7 @@ class SmtpServer:
             self.arrivals.clear()
             self.refuse.clear()
             self.defer.clear()
+            self.delay = 0.0
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:

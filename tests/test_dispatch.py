@@ -275,12 +275,28 @@ def test_a_dispatcher_killed_just_before_the_provider_sends_once_on_recovery(vis
 
 def test_an_email_that_may_have_gone_is_failed_visibly_not_sent_twice(visit, now):
     now.move_to(VISIT - 72 * HOUR)
-    message, _ = marked_as_being_sent(Dispatcher(), Channel.EMAIL)  # ... dies before sending
+    batch = Dispatcher().claim(10)
+    batch.prepare()
+    batch.mark()
+    message, outgoing = next((m, o) for m, o in batch.sending if m.channel == Channel.EMAIL)
+    assert batch.mark_alone(message, outgoing)  # ... and dies handing it to the server
     now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
     dispatch()
     message.refresh_from_db()
     assert message.status == Status.FAILED and message.error_code == "in-doubt"
     assert mail.outbox == []
+
+
+def test_an_email_its_dispatcher_died_before_handing_over_goes_on_recovery(visit, now):
+    now.move_to(VISIT - 72 * HOUR)
+    marked_as_being_sent(Dispatcher(), Channel.SMS)  # ... dies before sending anything
+    email = Message.objects.get(status=Status.CLAIMED, channel=Channel.EMAIL)
+    assert not email.in_doubt  # an email is marked on its own, as it goes
+    now.move_to(VISIT - 72 * HOUR + timedelta(minutes=6))
+    dispatch()
+    email.refresh_from_db()
+    assert (email.status, email.attempts) == (Status.SENT, 1)
+    assert len(mail.outbox) == 1
 
 
 def test_a_slow_dispatcher_whose_claim_was_taken_over_sends_nothing(visit, now):
@@ -300,16 +316,18 @@ def test_queries_per_message_stay_bounded(clinic, now, settings, django_assert_m
         clinic.book(patient, clinic.screening, at(MONDAY, f"{8 + i:02d}:00"))
     send_invites(now)
     now.move_to(at(MONDAY, "17:00") - 72 * HOUR)
-    due = Message.objects.due(at(MONDAY, "17:00") - 72 * HOUR).count()
-    assert due == 20
+    due = Message.objects.due(at(MONDAY, "17:00") - 72 * HOUR)
+    emails, due = due.filter(channel=Channel.EMAIL).count(), due.count()
+    assert (due, emails) == (20, 10)
     with CaptureQueriesContext(connection) as queries:
         result = dispatch()
     assert result.sent == 20
     per_message = len(queries) / due
     print(f"\n{len(queries)} queries for {due} messages: {per_message:.2f} a message")
     # One batch: claim and load, re-read, text limits, "about to send" and the
-    # outcomes, each once for the batch (tests/test_dispatch_batches.py: 400).
-    assert len(queries) <= 12, [q["sql"][:80] for q in queries.captured_queries]
+    # outcomes, each once for the batch (tests/test_dispatch_batches.py: 400);
+    # and each email's own "about to send", which carries the outcome before it.
+    assert len(queries) <= 12 + emails, [q["sql"][:80] for q in queries.captured_queries]
 
 
 def test_pacing_spaces_sends_per_sender():

@@ -190,6 +190,98 @@ def test_cancelling_sends_a_cancel_with_status_cancelled_and_a_higher_sequence(m
     assert "is cancelled" in cancelled.get_body(("plain",)).get_content()
 
 
+OTHER_EMAIL = "baker@clinic.example.org"
+
+
+def another_prescriber_who_takes_invites(clinic):
+    other = clinic.clinician("Dr. Baker", "prescriber")
+    other.user.email = OTHER_EMAIL
+    other.user.save()
+    InvitePreference.objects.create(clinician=other, email_invites=True)
+    return other
+
+
+def test_a_visit_moved_to_another_clinician_is_cancelled_in_the_old_clinicians_calendar(
+    mailbox, clinic
+):
+    clinician_takes_invites(clinic)
+    other = another_prescriber_who_takes_invites(clinic)
+    visit = book(clinic)
+    dispatch()
+    new_time = at(MONDAY + timedelta(days=1), "13:00")
+    booking.move(visit, start=new_time, clinician=other)
+    assert {(m.purpose, m.recipient) for m in invites_of(visit, visit_sequence=1)} == {
+        (Purpose.INVITE_UPDATE, visit.patient.email),
+        (Purpose.INVITE_UPDATE, OTHER_EMAIL),
+        (Purpose.INVITE_CANCEL, CLINICIAN_EMAIL),
+    }
+    assert dispatch().sent == 3
+    booked, cancelled = mailbox.to(CLINICIAN_EMAIL)
+    method, text = invite_ics(cancelled)
+    assert method == "CANCEL" and "METHOD:CANCEL\r\n" in text
+    event = only_event(text)
+    assert str(event["UID"]) == str(only_event(invite_ics(booked)[1])["UID"]) == visit.uid
+    assert str(event["STATUS"]) == "CANCELLED" and event["SEQUENCE"] == 1
+    assert str(event["ATTENDEE"]) == f"mailto:{CLINICIAN_EMAIL}"
+    # The event as it stands at this SEQUENCE: clients drop it by UID wherever it was.
+    assert event.start == new_time
+    assert "Dr. Baker" in cancelled.get_body(("plain",)).get_content()
+    (request,) = mailbox.to(OTHER_EMAIL)
+    method, text = invite_ics(request)
+    event = only_event(text)
+    assert method == "REQUEST" and str(event["STATUS"]) == "TENTATIVE"
+    assert (str(event["UID"]), event["SEQUENCE"], event.start) == (visit.uid, 1, new_time)
+    _, moved = mailbox.to(visit.patient.email)
+    assert invite_ics(moved)[0] == "REQUEST"
+    assert dispatch().sent == 0  # once
+
+
+def test_the_old_clinician_hears_once_however_often_the_visit_moves_before_a_pass(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    other = another_prescriber_who_takes_invites(clinic)
+    visit = book(clinic)
+    dispatch()
+    booking.move(visit, start=at(MONDAY, "13:00"), clinician=other)
+    booking.move(visit, start=at(MONDAY + timedelta(days=1), "09:00"))
+    dispatch()
+    _, cancelled = mailbox.to(CLINICIAN_EMAIL)
+    assert invite_ics(cancelled)[0] == "CANCEL"
+    assert only_event(invite_ics(cancelled)[1])["SEQUENCE"] == 2
+    booking.move(visit, start=at(MONDAY + timedelta(days=1), "14:00"))
+    dispatch()
+    assert len(mailbox.to(CLINICIAN_EMAIL)) == 2
+    assert len(mailbox.to(OTHER_EMAIL)) == 2  # the request, then the update
+
+
+def test_a_clinician_who_never_received_the_invite_gets_no_cancel_for_it(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    other = another_prescriber_who_takes_invites(clinic)
+    visit = book(clinic)
+    booking.move(visit, start=at(MONDAY, "13:00"), clinician=other)  # before any pass
+    dispatch()
+    assert mailbox.to(CLINICIAN_EMAIL) == []
+    booking.move(visit, start=at(MONDAY, "14:00"), clinician=clinic.prescriber)
+    dispatch()
+    (request,) = mailbox.to(CLINICIAN_EMAIL)
+    assert invite_ics(request)[0] == "REQUEST"
+    _, cancelled = mailbox.to(OTHER_EMAIL)
+    assert invite_ics(cancelled)[0] == "CANCEL"
+
+
+def test_a_cancel_to_the_old_clinician_is_not_sent_once_the_visit_is_theirs_again(mailbox, clinic):
+    clinician_takes_invites(clinic)
+    other = another_prescriber_who_takes_invites(clinic)
+    visit = book(clinic)
+    dispatch()
+    booking.move(visit, start=at(MONDAY, "13:00"), clinician=other)
+    # As if moved back between planning and sending, without re-planning.
+    Visit.objects.filter(pk=visit.pk).update(clinician=clinic.prescriber)
+    dispatch()
+    (row,) = invites_of(visit, purpose=Purpose.INVITE_CANCEL)
+    assert row.status == Status.CANCELLED and row.reason == "The visit is on, with this clinician."
+    assert len(mailbox.to(CLINICIAN_EMAIL)) == 1
+
+
 def test_changes_that_keep_time_and_place_send_nothing(mailbox, clinic):
     visit = book(clinic)
     booking.confirm(visit)
