@@ -9,7 +9,7 @@ visits on it (tests/test_frontdesk_pages.py asserts the bounds).
 
 import hashlib
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.contrib import messages
 from django.core.cache import cache
@@ -27,7 +27,7 @@ from desk.forms import CancelForm, MoveForm, PlanForm
 from notifications.models import InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from plans import care_plans
-from plans.generator import PlanInfeasible, generate
+from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, PlannedVisit, Screening
 from scheduler import audit, booking
 from scheduler.availability import free_slots
@@ -417,25 +417,47 @@ def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("desk_messages")
 
 
+def proposal_fingerprint(proposal: Proposal) -> str:
+    """A digest of what the new-plan page shows of ``proposal``: who, which protocol, every visit.
+
+    Confirming generates the plan again and books that; the form carries this
+    digest so that only the plan the user saw is booked. Any change (another
+    protocol, patient, date or preference in the form, or a booking since that
+    took one of its times) gives another digest.
+    """
+    parts = [proposal.patient.pk, proposal.protocol.pk, proposal.total_cost, proposal.currency]
+    parts += proposal.warnings
+    for visit in proposal.visits:
+        room = visit.room.pk if visit.room else ""
+        start, end = visit.start.astimezone(UTC), visit.end.astimezone(UTC)
+        parts += [visit.step.pk, visit.occurrence, visit.visit_type.pk, visit.clinician.pk, room]
+        parts += [start.isoformat(), end.isoformat()]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
 @require_http_methods(["GET", "POST"])
 @desk_only
 def new_plan(request: HttpRequest) -> HttpResponse:
-    """Propose a plan (nothing is saved), then confirm it: saved and booked in one go, or not at all."""
+    """Propose a plan (nothing is saved), then confirm it: saved and booked in one go, or not at all.
+
+    Only the plan on screen is booked: when the plan generated again on
+    confirming differs from the one shown, it is shown instead and nothing is booked.
+    """
     clinic = desk_clinic()
-    proposal, problems = None, []
+    proposal, problems, changed = None, [], False
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)
         if form.is_valid():
             data = form.cleaned_data
             try:
-                # The generator is deterministic: confirming regenerates the plan
-                # just reviewed, checked against everything booked since.
                 proposal = generate(
                     data["patient"], data["protocol"], data["start_date"], form.preferences()
                 )
             except PlanInfeasible as error:
                 problems = [str(error)]
-            if proposal is not None and request.POST.get("action") == "confirm":
+            confirming = proposal is not None and request.POST.get("action") == "confirm"
+            changed = confirming and request.POST.get("shown") != proposal_fingerprint(proposal)
+            if confirming and not changed:
                 try:
                     with transaction.atomic():
                         plan = care_plans.save_proposal(proposal)
@@ -460,6 +482,8 @@ def new_plan(request: HttpRequest) -> HttpResponse:
         "tz": clinic.tz,
         "form": form,
         "proposal": proposal,
+        "shown": proposal_fingerprint(proposal) if proposal else "",
+        "changed": changed,
         "problems": problems,
     }
     return render(request, "desk/new_plan.html", context)

@@ -1,5 +1,6 @@
 """The front desk's pages: who may open them, what they show, and what their forms do."""
 
+import re
 from datetime import date, timedelta
 from io import StringIO
 
@@ -335,13 +336,21 @@ def _plan_form(patient, protocol_slug="iv-induction", **extra):
     }
 
 
+def _shown(page) -> str:
+    """The fingerprint of the proposal on a new-plan page, as its form carries it."""
+    found = re.search(r'name="shown" value="([^"]*)"', page.text)
+    return found.group(1) if found else ""
+
+
 def test_new_plan_is_proposed_then_confirmed_and_booked(client, demo):
     patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
     page = client.post(reverse("desk_new_plan"), _plan_form(patient, action="propose"))
     assert "Proposed plan: IV" in page.text and "Estimated cost" in page.text
     assert "Confirm and book" in page.text
     assert not CarePlan.objects.exists()
-    done = client.post(reverse("desk_new_plan"), _plan_form(patient, action="confirm"))
+    done = client.post(
+        reverse("desk_new_plan"), _plan_form(patient, action="confirm", shown=_shown(page))
+    )
     assert done["Location"] == reverse("desk_patient", args=[patient.pk])
     plan = CarePlan.objects.get()
     assert plan.status == PlanStatus.ACTIVE
@@ -350,9 +359,60 @@ def test_new_plan_is_proposed_then_confirmed_and_booked(client, demo):
     )
 
 
+def test_confirming_a_plan_whose_times_were_taken_since_shows_the_new_plan_and_books_nothing(
+    client, demo
+):
+    patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
+    url = reverse("desk_new_plan")
+    shown = client.post(url, _plan_form(patient, action="propose"))
+    first = shown.context["proposal"].visits[0]
+    # Meanwhile another desk books the first visit's clinician and room then.
+    booking.book(
+        patient=Patient.objects.filter(clinic=demo).order_by("pk")[1],
+        visit_type=first.visit_type,
+        clinician=first.clinician,
+        room=first.room,
+        start=first.start,
+    )
+    visits = Visit.objects.count()
+    page = client.post(url, _plan_form(patient, action="confirm", shown=_shown(shown)))
+    assert page.status_code == 200
+    assert "Nothing was booked" in page.text
+    assert not CarePlan.objects.exists() and Visit.objects.count() == visits
+    new = page.context["proposal"]
+    assert new.visits[0].start != first.start
+    assert _shown(page) not in ("", _shown(shown))
+    # The new plan, once seen, is booked as shown.
+    done = client.post(url, _plan_form(patient, action="confirm", shown=_shown(page)))
+    assert done.status_code == 302
+    booked = CarePlan.objects.get().planned_visits.order_by("visit__start", "pk")
+    assert [(p.visit.start, p.visit.clinician_id) for p in booked] == [
+        (v.start, v.clinician.pk) for v in new.visits
+    ]
+
+
+def test_a_form_changed_after_the_proposal_books_nothing(client, demo):
+    patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
+    url = reverse("desk_new_plan")
+    shown = _shown(client.post(url, _plan_form(patient, action="propose")))
+    for change in (
+        {"protocol": Protocol.objects.get(slug="kap-lozenge").pk},
+        {"patient": Patient.objects.filter(clinic=demo).order_by("pk")[1].pk},
+        {"start_date": "2030-03-04"},
+        {"weekdays": ["1", "3"]},
+        {"shown": ""},
+    ):
+        page = client.post(url, _plan_form(patient, action="confirm", shown=shown) | change)
+        assert page.status_code == 200, change
+        assert "Nothing was booked" in page.text, change
+        assert not CarePlan.objects.exists(), change
+
+
 def test_a_plan_that_cannot_be_confirmed_says_why_and_saves_nothing(client, demo):
     unscreened = Patient.objects.filter(clinic=demo).order_by("pk")[15]
-    page = client.post(reverse("desk_new_plan"), _plan_form(unscreened, action="confirm"))
+    url = reverse("desk_new_plan")
+    shown = _shown(client.post(url, _plan_form(unscreened, action="propose")))
+    page = client.post(url, _plan_form(unscreened, action="confirm", shown=shown))
     assert "The plan was not booked" in page.text and "screening" in page.text.lower()
     assert not CarePlan.objects.exists()
 
