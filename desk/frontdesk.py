@@ -312,11 +312,11 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     visit = _visit_for_desk(pk, clinic)
     any_clinician = request.GET.get("with") == "anyone"
     slots = _move_slots(visit, clinic, any_clinician)
-    move_form, cancel_form = MoveForm(slots=slots), CancelForm()
+    move_form, cancel_form = MoveForm(slots=slots, visit=visit), CancelForm()
     if request.method == "POST":
         action = request.POST.get("action", "")
         if action == "move":
-            move_form = MoveForm(request.POST, slots=slots)
+            move_form = MoveForm(request.POST, slots=slots, visit=visit)
             if move_form.is_valid():
                 return _act(request, visit, lambda: _move(visit, move_form.chosen), "Moved.")
         elif action == "cancel":
@@ -368,8 +368,9 @@ def _act(request: HttpRequest, visit: Visit, operation, done: str) -> HttpRespon
             messages.error(request, str(problem))
     else:
         messages.success(request, done)
-    # Post/redirect/get: a reload must not move or cancel twice.
-    return redirect("desk_visit", pk=visit.pk)
+    # Post/redirect/get: a reload must not move or cancel twice. Back to the
+    # same address, so fresh times are offered with the same choices (whose).
+    return redirect(request.get_full_path())
 
 
 @require_safe

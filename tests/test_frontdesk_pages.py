@@ -14,7 +14,7 @@ from notifications.models import InboundKind, InboundMessage, Message, Status
 from plans.models import CarePlan, PlanStatus, Protocol
 from scheduler import booking
 from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
-from tests.conftest import at
+from tests.conftest import SmallClinic, at
 from tests.page_helpers import clinic_admin, crowd, failed_message, front_desk
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -248,16 +248,30 @@ def test_moves_keep_the_clinician_unless_the_desk_asks_for_anyone(desk, clinic):
     assert visit.clinician == second
 
 
-def test_a_stale_slot_is_refused_by_the_form(desk, clinic):
+def test_a_time_not_offered_is_refused_in_the_booking_rules_words(desk, clinic):
     visit = booking.book(
         patient=clinic.patient(),
         visit_type=clinic.integration,
         clinician=clinic.therapist,
         start=at(date(2030, 1, 4), "11:00"),
     )
-    bogus = f"{clinic.therapist.pk}::2030-01-05T03:00:00-05:00"
-    response = desk.post(reverse("desk_visit", args=[visit.pk]), {"action": "move", "slot": bogus})
-    assert "Select a valid choice" in response.text
+    url = reverse("desk_visit", args=[visit.pk])
+    saturday_night = f"{clinic.therapist.pk}::2030-01-05T03:00:00-05:00"
+    page = desk.post(url, {"action": "move", "slot": saturday_night}, follow=True).text
+    assert "The clinic is closed on Saturdays." in page
+    assert "Sam Rivers does not work on Saturdays." in page
+    other_clinic = SmallClinic()
+    for unreadable in (
+        "nonsense",
+        f"{clinic.therapist.pk}::2030-01-07",  # no offset: which instant?
+        f"{other_clinic.therapist.pk}::2030-01-07T10:00:00-05:00",
+        f"{clinic.therapist.pk}:{other_clinic.room1.pk}:2030-01-07T10:00:00-05:00",
+        f"{2**70}::2030-01-07T10:00:00-05:00",
+        f"{clinic.therapist.pk}::9999-12-31T23:59:00-05:00",
+    ):
+        page = desk.post(url, {"action": "move", "slot": unreadable})
+        assert page.status_code == 200, unreadable
+        assert "Choose one of the times offered." in page.text, unreadable
     visit.refresh_from_db()
     assert visit.sequence == 0
 
