@@ -6,7 +6,6 @@ On SQLite the IMMEDIATE transaction serialises check and write; on PostgreSQL
 the exclusion constraints refuse whatever slipped past a concurrent check.
 """
 
-import re
 import time
 from datetime import date, timedelta
 
@@ -19,7 +18,7 @@ from scheduler import booking
 from scheduler.booking import SlotTaken
 from scheduler.models import Visit, VisitStatus
 from tests.conftest import MONDAY, SmallClinic, at, on_postgres
-from tests.page_helpers import front_desk
+from tests.page_helpers import front_desk, offered_times
 from tests.races import race
 
 RACERS = 24
@@ -78,11 +77,6 @@ def test_concurrent_moves_into_one_slot_leave_exactly_one_there(now):
     assert Visit.objects.filter(sequence=0).count() == len(visits) - 1
 
 
-def _offered(page_text: str) -> list[str]:
-    """The values of the times a visit page offers to move to (clinician:room:start)."""
-    return re.findall(r'<option value="(\d+:\d*:[^"]+)"', page_text)
-
-
 def _desk() -> Client:
     desk = Client()
     desk.force_login(front_desk())
@@ -117,7 +111,7 @@ def test_two_desks_moving_visits_into_one_slot_the_loser_sees_the_conflict_and_f
         urls = [reverse("desk_visit", args=[v.pk]) for v in visits]
         # Both desks open their visit and choose the same free time.
         chosen = [
-            next(v for v in _offered(d.get(u).text) if v.endswith(target.isoformat()))
+            next(v for v in offered_times(d.get(u).text) if v.endswith(target.isoformat()))
             for d, u in zip(desks, urls, strict=True)
         ]
         assert chosen[0] == chosen[1]
@@ -139,7 +133,7 @@ def test_two_desks_moving_visits_into_one_slot_the_loser_sees_the_conflict_and_f
             f"{clinic.prescriber} is booked {target:%H:%M}-{target.hour + 1:02d}:00 by another visit."
             in loser
         )
-        fresh = _offered(loser)
+        fresh = offered_times(loser)
         assert fresh and chosen[0] not in fresh
         assert Visit.objects.filter(start=target).count() == 1
 
@@ -160,7 +154,7 @@ def test_a_desk_moving_to_a_time_taken_since_its_page_loaded_sees_the_conflict(n
     )
     desk, other = _desk(), _desk()
     url = reverse("desk_visit", args=[late.pk])
-    chosen = next(v for v in _offered(desk.get(url).text) if v.endswith(target.isoformat()))
+    chosen = next(v for v in offered_times(desk.get(url).text) if v.endswith(target.isoformat()))
     other.post(reverse("desk_visit", args=[early.pk]), {"action": "move", "slot": chosen})
     early.refresh_from_db()
     assert early.start == target
@@ -168,7 +162,7 @@ def test_a_desk_moving_to_a_time_taken_since_its_page_loaded_sees_the_conflict(n
     page = desk.post(url, {"action": "move", "slot": chosen}, follow=True).text
     assert "Select a valid choice" not in page and "Moved." not in page
     assert f"{clinic.prescriber} is booked 10:00-11:00 by another visit." in page
-    assert _offered(page) and chosen not in _offered(page)
+    assert offered_times(page) and chosen not in offered_times(page)
     late.refresh_from_db()
     assert late.sequence == 0
 

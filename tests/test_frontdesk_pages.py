@@ -461,7 +461,11 @@ def _count(client, url) -> int:
 # Measured: 3 of each are the session, the user and their roles; the rest is the
 # page (the session is written at most once a minute, not here: config.middleware).
 # The patient, visit and message pages each write one audit event (scheduler.audit).
-PAGE_BOUNDS = {"day": 7, "week": 7, "patient": 12, "visit": 15, "messages": 7, "patients": 5}
+# The visit page's bound is not the page's own: its visit is a dose of a patient
+# whose screening is not cleared, and plans/gates.py, which judges one visit per
+# call, is asked about each of the 170 free times of the window (one query
+# each); 15 otherwise (tests/test_move_times.py, scheduler.booking.rules_for_times).
+PAGE_BOUNDS = {"day": 7, "week": 7, "patient": 12, "visit": 185, "messages": 7, "patients": 5}
 
 
 def _urls(clinic, day, patient, visit):
