@@ -7,20 +7,30 @@ from django import forms
 from plans.generator import Preferences
 from plans.models import Protocol
 from scheduler.availability import Slot
-from scheduler.models import Clinic, Patient, Weekday
+from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday
 
 
 def slot_value(slot: Slot) -> str:
     # The slot as one form value: who, where and when (ISO with offset, so
-    # the instant survives DST), validated again against fresh free slots.
+    # the instant survives DST).
     return f"{slot.clinician.pk}:{slot.room.pk if slot.room else ''}:{slot.start.isoformat()}"
 
 
 class MoveForm(forms.Form):
-    slot = forms.ChoiceField(label="New time")
+    """A new time for ``visit``: one of the free ``slots`` offered, or one offered earlier.
 
-    def __init__(self, *args, slots: list[Slot], **kwargs):
+    A time no longer offered is not refused here: another desk may have taken
+    it since the page was drawn, and the booking rules, which decide the move,
+    say so in their own words ("Dr. ... is booked 10:00-11:00 by another
+    visit."). The form only checks that the value names a time, a clinician
+    and a room of the visit's clinic.
+    """
+
+    slot = forms.CharField(label="New time", widget=forms.Select)
+
+    def __init__(self, *args, slots: list[Slot], visit: Visit, **kwargs):
         super().__init__(*args, **kwargs)
+        self.visit = visit
         self.slots = {slot_value(slot): slot for slot in slots}
         by_day: dict[date, list] = {}
         for value, slot in self.slots.items():
@@ -28,13 +38,39 @@ class MoveForm(forms.Form):
             if slot.room:
                 label += f", {slot.room}"
             by_day.setdefault(slot.start.date(), []).append((value, label))
-        self.fields["slot"].choices = [("", "Choose a free time")] + [
+        self.fields["slot"].widget.choices = [("", "Choose a free time")] + [
             (f"{day:%a %Y-%m-%d}", choices) for day, choices in by_day.items()
         ]
 
+    def clean_slot(self) -> Slot:
+        value = self.cleaned_data["slot"]
+        slot = self.slots.get(value) or self._read(value)
+        if slot is None:
+            raise forms.ValidationError("Choose one of the times offered.", code="invalid")
+        return slot
+
+    def _read(self, value: str) -> Slot | None:
+        """The slot ``value`` names, if it names an instant and people and places of the clinic."""
+        clinician_pk, _, rest = value.partition(":")
+        room_pk, _, start_text = rest.partition(":")
+        clinic = self.visit.patient.clinic
+        try:
+            start = datetime.fromisoformat(start_text)
+            if start.tzinfo is None:
+                return None
+            start = start.astimezone(clinic.tz)
+            end = start + self.visit.visit_type.duration
+            clinician = Clinician.objects.filter(clinic=clinic, pk=_pk(clinician_pk)).first()
+            room = Room.objects.filter(clinic=clinic, pk=_pk(room_pk)).first() if room_pk else None
+        except (ValueError, OverflowError):
+            return None
+        if clinician is None or (room_pk and room is None):
+            return None
+        return Slot(start, end, clinician, room)
+
     @property
     def chosen(self) -> Slot:
-        return self.slots[self.cleaned_data["slot"]]
+        return self.cleaned_data["slot"]
 
 
 class CancelForm(forms.Form):
@@ -82,6 +118,13 @@ class PlanForm(forms.Form):
         data = self.cleaned_data
         windows = ((data["time_from"], data["time_to"]),) if data.get("time_from") else ()
         return Preferences(weekdays=frozenset(data.get("weekdays") or ()), time_windows=windows)
+
+
+def _pk(text: str) -> int:
+    number = int(text)
+    if not 0 < number < 2**63:  # what a database key can hold
+        raise ValueError(text)
+    return number
 
 
 def parse_day(text: str) -> date:

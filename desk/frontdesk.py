@@ -1,15 +1,17 @@
 """The front desk's pages: the day and week, patients, a visit's actions, messages, new plans.
 
-They live in ``notifications`` because they show messages and care plans
-(scheduler <- plans <- notifications). Views stay thin: the booking rules are
-``scheduler.booking`` and ``plans.care_plans``, whose refusals are shown as they
-are worded. Every page runs a fixed number of queries whatever the number of
-visits on it (tests/test_frontdesk_pages.py asserts the bounds).
+Views stay thin: the booking rules are ``scheduler.booking`` and
+``plans.care_plans``, whose refusals are shown as they are worded, and the times
+a visit may move to are ``desk.moves``. Every page runs a fixed number of
+queries whatever the number of visits on it (tests/test_frontdesk_pages.py
+asserts the bounds; the visit page's also counts what the booking rules ask
+about the times it offers).
 """
 
 import hashlib
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.cache import cache
@@ -24,19 +26,17 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from desk.forms import CancelForm, MoveForm, PlanForm
+from desk.moves import move_times, planned_visit
 from notifications.models import InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from plans import care_plans
-from plans.generator import PlanInfeasible, generate
-from plans.models import CarePlan, PlannedVisit, Screening
+from plans.generator import PlanInfeasible, Proposal, generate
+from plans.models import CarePlan, Screening
 from scheduler import audit, booking
-from scheduler.availability import free_slots
 from scheduler.booking import BookingError
 from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus
 from scheduler.roles import DESK_ROLES, role_required
 
-MOVE_DAYS = 14
-MOVE_SLOT_LIMIT = 80
 SEARCH_LIMIT = 50
 SCHEDULE_CACHE_SECONDS = 60
 QUEUE_LIMIT = 200
@@ -269,40 +269,21 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
 def _visit_for_desk(pk: int, clinic: Clinic) -> Visit:
     return get_object_or_404(
         Visit.objects.select_related(
-            "patient__clinic", "visit_type__clinic", "clinician", "room", "planned"
+            "patient__clinic",
+            "visit_type__clinic",
+            "clinician",
+            "room",
+            # A visit of a care plan: its step and what it follows bound its
+            # moves, and the booking rules read the plan's protocol for every
+            # time the page considers.
+            "planned__step__visit_type",
+            "planned__follows__visit",
+            "planned__follows__step__visit_type",
+            "planned__care_plan__protocol",
         ),
         pk=pk,
         patient__clinic=clinic,
     )
-
-
-def _planned(visit: Visit) -> PlannedVisit | None:
-    try:
-        return visit.planned
-    except PlannedVisit.DoesNotExist:
-        return None
-
-
-def _move_slots(visit: Visit, clinic: Clinic, any_clinician: bool) -> list:
-    if not visit.is_open:
-        return []
-    first = timezone.localdate(timezone=clinic.tz)
-    # Patients keep their clinician unless the desk asks for anyone's times. A
-    # visit of a care plan always does: plans.care_plans.move_planned_visit
-    # keeps its clinician.
-    clinicians = None if any_clinician and not _planned(visit) else [visit.clinician]
-    slots = free_slots(
-        visit.visit_type,
-        first,
-        first + timedelta(days=MOVE_DAYS - 1),
-        clinicians=clinicians,
-        patient=visit.patient,
-        step=timedelta(minutes=30),
-        limit=MOVE_SLOT_LIMIT,
-    )
-    # Today's slots include hours already gone, which booking would refuse.
-    now = timezone.now()
-    return [slot for slot in slots if slot.start > now]
 
 
 @require_http_methods(["GET", "POST"])
@@ -311,12 +292,13 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     clinic = desk_clinic()
     visit = _visit_for_desk(pk, clinic)
     any_clinician = request.GET.get("with") == "anyone"
-    slots = _move_slots(visit, clinic, any_clinician)
-    move_form, cancel_form = MoveForm(slots=slots), CancelForm()
+    first = _day(request.GET["from"]) if "from" in request.GET else None
+    times = move_times(visit, clinic, any_clinician=any_clinician, first=first)
+    move_form, cancel_form = MoveForm(slots=times.slots, visit=visit), CancelForm()
     if request.method == "POST":
         action = request.POST.get("action", "")
         if action == "move":
-            move_form = MoveForm(request.POST, slots=slots)
+            move_form = MoveForm(request.POST, slots=times.slots, visit=visit)
             if move_form.is_valid():
                 return _act(request, visit, lambda: _move(visit, move_form.chosen), "Moved.")
         elif action == "cancel":
@@ -329,24 +311,37 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
             return _act(request, visit, lambda: operation(visit), done)
         else:
             messages.error(request, "Unknown action.")
+    here = reverse("desk_visit", args=[visit.pk])
+    whose = {"with": "anyone"} if any_clinician else {}
+    role = visit.visit_type.get_clinician_role_display().lower()
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "visit": visit,
-        "planned": _planned(visit),
+        "planned": planned_visit(visit),
         "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
         "move_form": move_form,
         "cancel_form": cancel_form,
-        "has_slots": bool(slots),
+        "times": times,
         "any_clinician": any_clinician,
+        "whose": f"with any {role}" if whose and not times.planned else f"with {visit.clinician}",
+        "earlier_url": _window_url(here, whose, times.earlier),
+        "later_url": _window_url(here, whose, times.later),
+        "own_clinician_url": _window_url(here, {}, times.first),
+        "any_clinician_url": _window_url(here, {"with": "anyone"}, times.first),
     }
     audit.record(request, AuditAction.VIEWED_VISIT, visit.patient, f"visit {visit.pk}")
     return render(request, "desk/visit.html", context)
 
 
+def _window_url(here: str, whose: dict, first: date | None) -> str:
+    """The visit page showing the window of times that opens on ``first``."""
+    return f"{here}?{urlencode(whose | {'from': first.isoformat()})}" if first else ""
+
+
 def _move(visit: Visit, slot) -> None:
-    if _planned(visit):
-        care_plans.move_planned_visit(visit, slot.start)
+    if planned_visit(visit):
+        care_plans.move_planned_visit(visit, slot.start, room=slot.room)
     else:
         booking.move(visit, start=slot.start, clinician=slot.clinician, room=slot.room)
 
@@ -368,8 +363,9 @@ def _act(request: HttpRequest, visit: Visit, operation, done: str) -> HttpRespon
             messages.error(request, str(problem))
     else:
         messages.success(request, done)
-    # Post/redirect/get: a reload must not move or cancel twice.
-    return redirect("desk_visit", pk=visit.pk)
+    # Post/redirect/get: a reload must not move or cancel twice. Back to the
+    # same address, so fresh times are offered with the same choices (whose).
+    return redirect(request.get_full_path())
 
 
 @require_safe
@@ -417,25 +413,47 @@ def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("desk_messages")
 
 
+def proposal_fingerprint(proposal: Proposal) -> str:
+    """A digest of what the new-plan page shows of ``proposal``: who, which protocol, every visit.
+
+    Confirming generates the plan again and books that; the form carries this
+    digest so that only the plan the user saw is booked. Any change (another
+    protocol, patient, date or preference in the form, or a booking since that
+    took one of its times) gives another digest.
+    """
+    parts = [proposal.patient.pk, proposal.protocol.pk, proposal.total_cost, proposal.currency]
+    parts += proposal.warnings
+    for visit in proposal.visits:
+        room = visit.room.pk if visit.room else ""
+        start, end = visit.start.astimezone(UTC), visit.end.astimezone(UTC)
+        parts += [visit.step.pk, visit.occurrence, visit.visit_type.pk, visit.clinician.pk, room]
+        parts += [start.isoformat(), end.isoformat()]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
 @require_http_methods(["GET", "POST"])
 @desk_only
 def new_plan(request: HttpRequest) -> HttpResponse:
-    """Propose a plan (nothing is saved), then confirm it: saved and booked in one go, or not at all."""
+    """Propose a plan (nothing is saved), then confirm it: saved and booked in one go, or not at all.
+
+    Only the plan on screen is booked: when the plan generated again on
+    confirming differs from the one shown, it is shown instead and nothing is booked.
+    """
     clinic = desk_clinic()
-    proposal, problems = None, []
+    proposal, problems, changed = None, [], False
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)
         if form.is_valid():
             data = form.cleaned_data
             try:
-                # The generator is deterministic: confirming regenerates the plan
-                # just reviewed, checked against everything booked since.
                 proposal = generate(
                     data["patient"], data["protocol"], data["start_date"], form.preferences()
                 )
             except PlanInfeasible as error:
                 problems = [str(error)]
-            if proposal is not None and request.POST.get("action") == "confirm":
+            confirming = proposal is not None and request.POST.get("action") == "confirm"
+            changed = confirming and request.POST.get("shown") != proposal_fingerprint(proposal)
+            if confirming and not changed:
                 try:
                     with transaction.atomic():
                         plan = care_plans.save_proposal(proposal)
@@ -460,6 +478,8 @@ def new_plan(request: HttpRequest) -> HttpResponse:
         "tz": clinic.tz,
         "form": form,
         "proposal": proposal,
+        "shown": proposal_fingerprint(proposal) if proposal else "",
+        "changed": changed,
         "problems": problems,
     }
     return render(request, "desk/new_plan.html", context)

@@ -1,5 +1,6 @@
 """Saving a proposed plan, confirming it (all visits or none), and moving one of its visits."""
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -9,7 +10,7 @@ from plans.generator import Proposal
 from plans.models import CarePlan, PlannedVisit, PlanStatus
 from scheduler import booking
 from scheduler.booking import BookingError
-from scheduler.models import Visit, VisitStatus
+from scheduler.models import Room, Visit, VisitStatus
 
 
 class PlanNotConfirmed(BookingError):
@@ -82,21 +83,25 @@ def confirm(plan: CarePlan) -> CarePlan:
     return plan
 
 
-def move_planned_visit(visit: Visit, start: datetime) -> list[Visit]:
+def move_planned_visit(
+    visit: Visit, start: datetime, *, room: Room | bool | None = False
+) -> list[Visit]:
     """Move a visit of a plan; visits timed from it move along when their window would break.
 
-    Returns every visit moved. Raises BookingError with the reason when the move
-    breaks the visit's own window or a follower cannot move with it; then
-    nothing moves.
+    ``room`` as in ``booking.move`` (False keeps the visit's room). Returns every
+    visit moved. Raises BookingError with the reason when the move breaks the
+    visit's own window or a follower cannot move with it; then nothing moves.
     """
-    planned = PlannedVisit.objects.select_related("step", "follows__visit").get(visit=visit)
+    planned = PlannedVisit.objects.select_related("step", "follows__visit", "follows__step").get(
+        visit=visit
+    )
     delta = start - visit.start
-    problems = _window_problems(planned, start, visit.patient.clinic.tz)
+    problems = window_rules(planned, visit.patient.clinic.tz)(start)
     if problems:
         raise BookingError(problems)
     moved = []
     with transaction.atomic():
-        moved.append(booking.move(visit, start=start))
+        moved.append(booking.move(visit, start=start, room=room))
         for follower in planned.followers.select_related("visit", "step"):
             gap = follower.visit.start - moved[0].end
             if gap >= follower.step.min_gap and (
@@ -115,42 +120,55 @@ def move_planned_visit(visit: Visit, start: datetime) -> list[Visit]:
     return moved
 
 
-def _window_problems(planned: PlannedVisit, start: datetime, tz) -> list[str]:
-    """Whether ``start`` keeps the visit inside its step's rules.
+def window_rules(planned: PlannedVisit, tz) -> Callable[[datetime], list[str]]:
+    """What the visit's step says against a new start: a judge of any number of starts.
 
     The first visit of a series is timed from its anchor (gap); later ones from
     the visit before them in the series, and they bound the one after (spacing).
+    ``planned`` should come with its step and what it follows (else they are
+    read); the series is read once, so judging every time a page might offer
+    costs one query.
     """
     step = planned.step
-    problems = []
-    if planned.follows and (planned.occurrence == 1 or step.recurrence):
-        anchor_end = planned.follows.visit.end
-        gap = start - anchor_end
-        if gap < step.min_gap or (
-            not step.recurrence and step.max_gap is not None and gap > step.max_gap
-        ):
-            problems.append(
-                f"{step} must start {step.gap_text} after {planned.follows.step} "
-                f"(which ends {timezone.localtime(anchor_end, tz):%a %Y-%m-%d %H:%M})."
+    anchor = (
+        planned.follows
+        if planned.follows and (planned.occurrence == 1 or step.recurrence)
+        else None
+    )
+    neighbours = []
+    if not step.recurrence:
+        series = PlannedVisit.objects.filter(
+            care_plan_id=planned.care_plan_id, step=step, follows_id=planned.follows_id
+        ).select_related("visit")
+        by_occurrence = {s.occurrence: s.visit for s in series}
+        neighbours = [
+            (other, which)
+            for other, which in (
+                (by_occurrence.get(planned.occurrence - 1), "previous"),
+                (by_occurrence.get(planned.occurrence + 1), "next"),
             )
-    if step.recurrence:
-        return problems
-    siblings = PlannedVisit.objects.filter(
-        care_plan=planned.care_plan, step=step, follows=planned.follows
-    ).select_related("visit")
-    by_occurrence = {s.occurrence: s.visit for s in siblings}
+            if other is not None
+        ]
     low, high = timedelta(hours=step.min_spacing_hours), step.max_spacing_hours
-    for before, after, which in (
-        (by_occurrence.get(planned.occurrence - 1), None, "previous"),
-        (None, by_occurrence.get(planned.occurrence + 1), "next"),
-    ):
-        other = before or after
-        if other is None:
-            continue
-        spacing = start - other.start if before else other.start - start
-        if spacing < low or (high is not None and spacing > timedelta(hours=high)):
-            problems.append(
-                f"{step} visits must be {step.spacing_text} apart; the {which} one is "
-                f"{timezone.localtime(other.start, tz):%a %Y-%m-%d %H:%M}."
-            )
+
+    def problems(start: datetime) -> list[str]:
+        found = []
+        if anchor is not None:
+            gap = start - anchor.visit.end
+            if gap < step.min_gap or (
+                not step.recurrence and step.max_gap is not None and gap > step.max_gap
+            ):
+                found.append(
+                    f"{step} must start {step.gap_text} after {anchor.step} "
+                    f"(which ends {timezone.localtime(anchor.visit.end, tz):%a %Y-%m-%d %H:%M})."
+                )
+        for other, which in neighbours:
+            spacing = start - other.start if which == "previous" else other.start - start
+            if spacing < low or (high is not None and spacing > timedelta(hours=high)):
+                found.append(
+                    f"{step} visits must be {step.spacing_text} apart; the {which} one is "
+                    f"{timezone.localtime(other.start, tz):%a %Y-%m-%d %H:%M}."
+                )
+        return found
+
     return problems

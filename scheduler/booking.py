@@ -9,7 +9,8 @@ had seen the winner).
 
 Higher layers add their own rules without this app importing them: a callable
 in ``booking_checks`` gets the visit about to be booked or confirmed and returns
-the reasons it may not be (``plans`` registers the screening gate there).
+the reasons it may not be (``plans`` registers the screening gate there). Pages
+that offer many times judge them through ``rules_for_times``.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -94,6 +95,33 @@ def rule_problems(visit: Visit) -> list[str]:
     if visit.status == VisitStatus.PROPOSED:
         return []
     return [problem for check in booking_checks for problem in check(visit)]
+
+
+def rules_for_times(visit: Visit, start: datetime, end: datetime) -> Callable[[Visit], list[str]]:
+    """The registered rules, ready to judge ``visit`` moved to many times between start and end.
+
+    For pages that offer times rather than book one (the desk's move page): the
+    returned function takes a copy of the visit moved to one candidate time
+    and answers what the first check to object says, or nothing. A check may
+    carry ``for_times(visit, start, end)``, which reads once what the check
+    needs for the whole span and returns such a function that asks the
+    database nothing more; any other check is asked about each copy in turn,
+    with its own queries each time.
+    """
+    if visit.status == VisitStatus.PROPOSED:
+        return lambda moved: []
+    judges = [
+        check.for_times(visit, start, end) if hasattr(check, "for_times") else check
+        for check in booking_checks
+    ]
+
+    def first_objection(moved: Visit) -> list[str]:
+        for judge in judges:
+            if problems := list(judge(moved)):
+                return problems
+        return []
+
+    return first_objection
 
 
 def _availability_for(visit: Visit) -> Availability:

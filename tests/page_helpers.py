@@ -1,5 +1,6 @@
-"""Signed-in users per role, and synthetic days full of visits for the page tests."""
+"""Signed-in users per role, synthetic days full of visits, and what pages offer, for the page tests."""
 
+import re
 from datetime import date, datetime, time, timedelta
 from itertools import count
 
@@ -83,3 +84,8 @@ def failed_message(visit: Visit, status: str = Status.FAILED, *, sequence: int =
         status=status,
         last_error="Unreachable" if status == Status.FAILED else "",
     )
+
+
+def offered_times(page_text: str) -> list[str]:
+    """The times a visit page offers to move to, as their form values (clinician:room:start)."""
+    return re.findall(r'<option value="(\d+:\d*:[^"]+)"', page_text)

@@ -7,12 +7,15 @@ skipped, saying why, when either is missing. .ci/run installs chromium.
 import os
 import shutil
 from datetime import date, datetime, time, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from notifications.patient_links import issue_patient_link
-from scheduler.models import Visit, VisitStatus
+from plans.models import CarePlan
+from scheduler.models import Clinic, Patient, Visit, VisitStatus
 from tests.conftest import SmallClinic
 from tests.page_helpers import front_desk
 
@@ -170,3 +173,53 @@ def test_keyboard_only_sign_in(page, live_server, transactional_db):
     # The skip link is the first stop and jumps to the content.
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent.trim()") == "Skip to content"
+
+
+def _proposal_rows(page) -> list[list[str]]:
+    rows = page.get_by_role("region", name="Proposed plan", exact=False).locator("tbody tr")
+    return [[cell.strip() for cell in row.locator("td").all_inner_texts()] for row in rows.all()]
+
+
+def test_confirm_books_the_plan_on_screen_and_a_plan_changed_since_is_shown_first(
+    page, live_server, transactional_db
+):
+    call_command("seed_demo", stdout=StringIO())
+    clinic = Clinic.objects.get(slug="riverside")
+    patient = Patient.objects.filter(clinic=clinic).order_by("pk")[0]  # screening cleared
+    visits_before = Visit.objects.count()
+    user = front_desk(password=PASSWORD)
+    _sign_in(page, live_server, user.username)
+
+    page.goto(f"{live_server.url}/desk/plans/new/?patient={patient.pk}")
+    page.get_by_label("Protocol").select_option(label="KAP with lozenges")
+    page.get_by_role("button", name="Propose plan").click()
+    proposal = page.get_by_role("heading", name="Proposed plan", exact=False)
+    assert proposal.inner_text() == f"Proposed plan: KAP with lozenges for {patient}"
+
+    # The user picks another protocol and confirms without proposing again.
+    page.get_by_label("Protocol").select_option(label="IV induction series")
+    page.get_by_role("button", name="Confirm and book").click()
+    assert "Nothing was booked" in page.get_by_role("alert").inner_text()
+    assert proposal.inner_text() == f"Proposed plan: IV induction series for {patient}"
+    assert not CarePlan.objects.exists()
+    assert Visit.objects.count() == visits_before
+    shown = _proposal_rows(page)
+
+    page.get_by_role("button", name="Confirm and book").click()
+    page.wait_for_url(f"**/desk/patients/{patient.pk}/")
+    plan = CarePlan.objects.get()
+    assert plan.protocol.slug == "iv-induction"
+    booked = [
+        [
+            str(item.step),
+            f"{item.visit.start.astimezone(clinic.tz):%a %Y-%m-%d}",
+            f"{item.visit.start.astimezone(clinic.tz):%H:%M}-{item.visit.end.astimezone(clinic.tz):%H:%M}",
+            str(item.visit.visit_type),
+            str(item.visit.clinician),
+            str(item.visit.room or "Telehealth"),
+        ]
+        for item in plan.planned_visits.select_related(
+            "step", "visit__visit_type", "visit__clinician", "visit__room"
+        ).order_by("visit__start", "pk")
+    ]
+    assert booked == shown

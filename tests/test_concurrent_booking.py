@@ -1,17 +1,24 @@
-"""Many front desks booking one slot at once: exactly one wins (docs/architecture.md invariant 1).
+"""Many front desks booking one slot at once: exactly one wins (docs/architecture.md invariant 1),
+and a desk that loses is told why in the booking rules' words.
 
 Each thread has its own database connection, as separate web processes would.
 On SQLite the IMMEDIATE transaction serialises check and write; on PostgreSQL
 the exclusion constraints refuse whatever slipped past a concurrent check.
 """
 
+import time
+from datetime import date, timedelta
+
 import pytest
 from django.db import IntegrityError, transaction
+from django.test import Client
+from django.urls import reverse
 
 from scheduler import booking
 from scheduler.booking import SlotTaken
 from scheduler.models import Visit, VisitStatus
 from tests.conftest import MONDAY, SmallClinic, at, on_postgres
+from tests.page_helpers import front_desk, offered_times
 from tests.races import race
 
 RACERS = 24
@@ -68,6 +75,96 @@ def test_concurrent_moves_into_one_slot_leave_exactly_one_there(now):
     assert at_ten.count() == 1
     assert at_ten.get().sequence == 1
     assert Visit.objects.filter(sequence=0).count() == len(visits) - 1
+
+
+def _desk() -> Client:
+    desk = Client()
+    desk.force_login(front_desk())
+    return desk
+
+
+def _move(desk: Client, url: str, slot: str, pause: float) -> str:
+    time.sleep(pause)
+    return desk.post(url, {"action": "move", "slot": slot}, follow=True).text
+
+
+# The Monday after the `now` fixture's day (Wednesday 2 January 2030).
+RACE_DAY = date(2030, 1, 7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_desks_moving_visits_into_one_slot_the_loser_sees_the_conflict_and_fresh_slots(now):
+    clinic = SmallClinic()
+    desks = [_desk(), _desk()]
+    for round_ in range(8):
+        target = at(RACE_DAY, f"{10 + round_:02d}:00")
+        visits = [
+            booking.book(
+                patient=clinic.patient(f"Mover{round_}{i}", "Example"),
+                visit_type=clinic.screening,
+                clinician=clinic.prescriber,
+                room=clinic.room3,
+                start=at(RACE_DAY + timedelta(days=1 + i), f"{10 + round_:02d}:00"),
+            )
+            for i in range(2)
+        ]
+        urls = [reverse("desk_visit", args=[v.pk]) for v in visits]
+        # Both desks open their visit and choose the same free time.
+        chosen = [
+            next(v for v in offered_times(d.get(u).text) if v.endswith(target.isoformat()))
+            for d, u in zip(desks, urls, strict=True)
+        ]
+        assert chosen[0] == chosen[1]
+
+        # Desks are never exactly together: the second presses a little later
+        # each round, from the same instant to after the first move is done,
+        # so the loser meets the winner at every step of a move.
+        pages = race(
+            [
+                lambda d=d, u=u, c=c, pause=i * round_ * 0.01: _move(d, u, c, pause)
+                for i, (d, u, c) in enumerate(zip(desks, urls, chosen, strict=True))
+            ]
+        )
+
+        assert sum("Moved." in page for page in pages) == 1, pages
+        [loser] = [page for page in pages if "Moved." not in page]
+        assert "Select a valid choice" not in loser
+        assert (
+            f"{clinic.prescriber} is booked {target:%H:%M}-{target.hour + 1:02d}:00 by another visit."
+            in loser
+        )
+        fresh = offered_times(loser)
+        assert fresh and chosen[0] not in fresh
+        assert Visit.objects.filter(start=target).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_desk_moving_to_a_time_taken_since_its_page_loaded_sees_the_conflict(now):
+    clinic = SmallClinic()
+    target = at(RACE_DAY, "10:00")
+    late, early = (
+        booking.book(
+            patient=clinic.patient(f"Mover{i}", "Example"),
+            visit_type=clinic.screening,
+            clinician=clinic.prescriber,
+            room=clinic.room3,
+            start=at(RACE_DAY + timedelta(days=1 + i), "10:00"),
+        )
+        for i in range(2)
+    )
+    desk, other = _desk(), _desk()
+    url = reverse("desk_visit", args=[late.pk])
+    chosen = next(v for v in offered_times(desk.get(url).text) if v.endswith(target.isoformat()))
+    other.post(reverse("desk_visit", args=[early.pk]), {"action": "move", "slot": chosen})
+    early.refresh_from_db()
+    assert early.start == target
+
+    page = desk.post(url, {"action": "move", "slot": chosen}, follow=True).text
+    assert "Select a valid choice" not in page and "Moved." not in page
+    assert f"{clinic.prescriber} is booked 10:00-11:00 by another visit." in page
+    assert offered_times(page) and chosen not in offered_times(page)
+    late.refresh_from_db()
+    assert late.sequence == 0
 
 
 @pytest.mark.django_db

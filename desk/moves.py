@@ -1,0 +1,151 @@
+"""The times a visit may move to: free, around its own date, and kept by every rule a move checks.
+
+A visit's page offers one window of days at a time, by default from a week
+before the visit's date (never before today) for two weeks, with the windows
+before and after it a link away. A time is offered only if the move would be
+accepted as things stand: free for the clinician, the room and the patient
+(``scheduler.availability``), within the booking horizon, inside the visit's
+care-plan window (``plans.care_plans.window_rules``) and allowed by the
+registered booking rules (``scheduler.booking.rules_for_times``: screening,
+dose spacing and whatever else is registered). A move still goes through
+those same checks; this only keeps the desk from being offered what they refuse.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from plans import care_plans
+from plans.models import PlannedVisit
+from scheduler import booking
+from scheduler.availability import Availability, Slot
+from scheduler.models import Clinic, Visit
+
+WINDOW_DAYS = 14
+DAYS_BEFORE = 7  # how far before the visit's own date a window opens
+STEP = timedelta(minutes=30)
+# A page offers at most this many times, those nearest the visit's own time,
+# so that the days around its date are shown when a window holds more.
+SLOT_LIMIT = 80
+REASONS_SHOWN = 3
+
+
+@dataclass
+class MoveTimes:
+    """The times offered in one window of days (local dates, both included)."""
+
+    first: date
+    last: date
+    earlier: date | None  # the first day of the window before, if any
+    later: date | None  # the first day of the window after, if any
+    planned: PlannedVisit | None  # the visit's place in a care plan: it keeps its clinician
+    slots: list[Slot] = field(default_factory=list)
+    more: bool = False  # more times in the window than offered
+    # When no time is offered although some were free: why, in the rules' words.
+    refusals: list[str] = field(default_factory=list)
+
+
+def planned_visit(visit: Visit) -> PlannedVisit | None:
+    try:
+        return visit.planned
+    except PlannedVisit.DoesNotExist:
+        return None
+
+
+def move_times(
+    visit: Visit, clinic: Clinic, *, any_clinician: bool = False, first: date | None = None
+) -> MoveTimes:
+    """Times ``visit`` may move to in the window opening on ``first`` (default: around its date).
+
+    A fixed number of queries for the window, plus what the registered booking
+    rules ask about each time they judge, unless they judge a whole window at
+    once (``scheduler.booking.rules_for_times``). The plans app's gates, as
+    they are, ask nothing about a visit that is not a dose and a query or two
+    per time about a dose.
+    """
+    tz = clinic.tz
+    now = timezone.now()
+    today = timezone.localdate(now, timezone=tz)
+    latest = now + timedelta(days=settings.BOOKING_HORIZON_DAYS)
+    last_bookable_day = timezone.localdate(latest, timezone=tz)
+    if first is None:
+        first = timezone.localtime(visit.start, tz).date() - timedelta(days=DAYS_BEFORE)
+    first = min(max(first, today), last_bookable_day)
+    last = min(first + timedelta(days=WINDOW_DAYS - 1), last_bookable_day)
+    earlier = max(today, first - timedelta(days=WINDOW_DAYS)) if first > today else None
+    later = last + timedelta(days=1) if last < last_bookable_day else None
+    planned = planned_visit(visit)
+    times = MoveTimes(first, last, earlier, later, planned)
+    if not visit.is_open:
+        return times
+
+    # Patients keep their clinician unless the desk asks for anyone's times. A
+    # visit of a care plan always does: plans.care_plans.move_planned_visit
+    # keeps its clinician.
+    clinicians = None if any_clinician and not planned else [visit.clinician]
+    window_start = datetime.combine(first, time(0), tzinfo=tz)
+    window_end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=tz)
+    availability = Availability(
+        clinic,
+        window_start,
+        window_end,
+        clinicians=clinicians,
+        patients=[visit.patient],
+        ignore_visits=[visit.pk],  # the visit does not stand in its own way
+    )
+    free = [
+        slot
+        for slot in availability.free_slots(
+            visit.visit_type, first, last, clinicians=clinicians, patient=visit.patient, step=STEP
+        )
+        # Today's hours already gone, and times past the horizon, booking refuses.
+        if now < slot.start <= latest and not _where_it_is(visit, slot)
+    ]
+    free.sort(key=lambda slot: (abs(slot.start - visit.start), slot.start))
+    step_rules = care_plans.window_rules(planned, tz) if planned else lambda start: []
+    booking_rules = booking.rules_for_times(visit, window_start, window_end)
+    refusals: dict[str, None] = {}  # ordered and distinct
+    for slot in free:
+        if len(times.slots) == SLOT_LIMIT:
+            times.more = True  # the rest, farther from the visit's time, are not judged
+            break
+        problems = step_rules(slot.start) or booking_rules(_moved(visit, slot))
+        if problems:
+            refusals.update(dict.fromkeys(problems))
+        else:
+            times.slots.append(slot)
+    times.slots.sort(key=lambda slot: (slot.start, slot.clinician.display_name))
+    if not times.slots:
+        times.refusals = list(refusals)[:REASONS_SHOWN]
+    elif times.more:
+        # The times offered are every good time within some distance of the
+        # visit's: the window is the days they cover, and the windows either
+        # side start from its edges (whose days may hold more times).
+        times.first = times.slots[0].start.date()
+        times.last = times.slots[-1].start.date()
+        times.earlier = (
+            max(today, times.first - timedelta(days=WINDOW_DAYS - 1))
+            if times.first > today
+            else None
+        )
+        times.later = times.last if times.last < last_bookable_day else None
+    return times
+
+
+def _where_it_is(visit: Visit, slot: Slot) -> bool:
+    return (slot.start, slot.clinician.pk, slot.room) == (
+        visit.start,
+        visit.clinician_id,
+        visit.room,
+    )
+
+
+def _moved(visit: Visit, slot: Slot) -> Visit:
+    """The visit as a move to ``slot`` would save it, for the booking rules to judge."""
+    moved = copy.copy(visit)  # keeps what was loaded with it (its plan, type, patient)
+    moved.start, moved.end = slot.start, slot.end
+    moved.clinician, moved.room = slot.clinician, slot.room
+    return moved
