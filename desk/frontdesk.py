@@ -27,7 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from desk.forms import CancelForm, MoveForm, PlanForm
 from desk.moves import move_times, planned_visit
-from notifications.models import InboundMessage, Message
+from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from plans import care_plans
 from plans.generator import PlanInfeasible, Proposal, generate
@@ -75,8 +75,12 @@ def _visits(clinic: Clinic):
     )
 
 
+def _open_reschedule_requests():
+    return InboundMessage.objects.inbox().filter(kind=InboundKind.RESCHEDULE)
+
+
 def flag_visits(visits: list[Visit]) -> list[Visit]:
-    """Set ``visit.flags``: what the front desk must act on. Two queries for any number of visits."""
+    """Set ``visit.flags``: what the front desk must act on. Three queries for any number of visits."""
     open_dosing_patients = {v.patient_id for v in visits if v.visit_type.is_dosing and v.is_open}
     cleared = set(
         Screening.objects.filter(patient__in=open_dosing_patients, cleared=True).values_list(
@@ -88,9 +92,16 @@ def flag_visits(visits: list[Visit]) -> list[Visit]:
         .filter(visit__in=[v.pk for v in visits])
         .values_list("visit_id", flat=True)
     )
+    asked_to_move = set(
+        _open_reschedule_requests()
+        .filter(visit__in=[v.pk for v in visits])
+        .values_list("visit_id", flat=True)
+    )
     for visit in visits:
         flags = []
-        if visit.status == VisitStatus.BOOKED:
+        if visit.pk in asked_to_move:
+            flags.append("Asked to reschedule")
+        if visit.status == VisitStatus.BOOKED and visit.pk not in asked_to_move:
             flags.append("Not confirmed")
         if visit.lacks_ride_home:
             flags.append("No ride home")
@@ -105,10 +116,10 @@ def flag_visits(visits: list[Visit]) -> list[Visit]:
 def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
     """A digest of everything a day or week schedule shows between start and end.
 
-    Three aggregate queries, whatever the number of visits: the visits (count,
+    Four aggregate queries, whatever the number of visits: the visits (count,
     latest change, sum of sequences: a move, a cancellation, a check-in or a
-    ride home all change one), their failed messages and their patients'
-    screenings (the flags).
+    ride home all change one), their failed messages, their open reschedule
+    requests and their patients' screenings (the flags).
     """
     visits = _visits(clinic).overlapping(start, end)
     shown = visits.aggregate(count=Count("pk"), latest=Max("updated_at"), moves=Sum("sequence"))
@@ -117,10 +128,16 @@ def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
         .filter(visit__in=visits.values("pk"))
         .aggregate(count=Count("pk"), latest=Max("updated_at"))
     )
+    requests = (
+        _open_reschedule_requests()
+        .filter(visit__in=visits.values("pk"))
+        .aggregate(count=Count("pk"), latest=Max("pk"))
+    )
     screenings = Screening.objects.filter(patient__in=visits.values("patient_id")).aggregate(
         count=Count("pk"), cleared=Count("pk", filter=Q(cleared=True)), latest=Max("pk")
     )
-    parts = [start, end, *shown.values(), *failing.values(), *screenings.values()]
+    parts = [start, end, *shown.values(), *failing.values(), *requests.values()]
+    parts += screenings.values()
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 

@@ -9,12 +9,14 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from notifications.models import InboundKind, InboundMessage, Message, Status
+from notifications.patient_links import ask_to_reschedule
 from plans.models import CarePlan, PlanStatus, Protocol
 from scheduler import booking
 from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
-from tests.conftest import SmallClinic, at
+from tests.conftest import MONDAY, SmallClinic, at
 from tests.page_helpers import clinic_admin, crowd, failed_message, front_desk
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -467,7 +469,7 @@ def _count(client, url) -> int:
 # whose screening is not cleared, and plans/gates.py, which judges one visit per
 # call, is asked about each of the 170 free times of the window (one query
 # each); 15 otherwise (tests/test_move_times.py, scheduler.booking.rules_for_times).
-PAGE_BOUNDS = {"day": 7, "week": 7, "patient": 12, "visit": 185, "messages": 7, "patients": 5}
+PAGE_BOUNDS = {"day": 8, "week": 8, "patient": 12, "visit": 185, "messages": 7, "patients": 5}
 
 
 def _urls(clinic, day, patient, visit):
@@ -503,3 +505,21 @@ def test_each_desk_page_runs_a_fixed_number_of_queries(
             desk.get(urls[page])
     assert counts[0] == counts[1], f"{page}: {counts}"
     print(f"{page}: {counts[0]} queries")
+
+
+def test_a_reschedule_request_shows_under_needs_attention_until_handled(desk, clinic):
+    patient = clinic.patient("Avery", "Applewood")
+    visit = booking.book(
+        patient=patient,
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(MONDAY, "10:00"),
+    )
+    booking.confirm(visit)
+    day = reverse("desk_day", args=[MONDAY.isoformat()])
+    assert "Needs attention (0)" in desk.get(day).text
+    ask_to_reschedule(patient, visit)
+    page = desk.get(day).text
+    assert "Needs attention (1)" in page and "Asked to reschedule" in page
+    InboundMessage.objects.update(handled_at=timezone.now())
+    assert "Needs attention (0)" in desk.get(day).text
