@@ -51,6 +51,10 @@ def range_text(low: int, high: int | None, *, none_if_zero: str = "") -> str:
     return f"at least {hours_text(low)}"
 
 
+def doses_text(count: int) -> str:
+    return f"{count} dose{'s' if count != 1 else ''}"
+
+
 def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int | None) -> bool:
     """Whether adding ``candidate`` keeps every 7-day window at ``limit`` starts or fewer."""
     if limit is None:
@@ -63,6 +67,52 @@ def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int 
         if in_window > limit and first + WEEK > candidate:
             return False
     return True
+
+
+def route_dose_problems(
+    visit_type: VisitType, start: datetime, others: list[tuple[datetime, VisitType]]
+) -> list[str]:
+    """Every rule a dose of ``visit_type`` at ``start`` breaks when no protocol decides.
+
+    Each dose brings its own type's rule (``VisitType.dose_rule``: the type's
+    numbers or its route's), so the order doses are booked in does not matter:
+    two doses keep the longer of their spacings, and any 7 days hold no more
+    doses than the smallest weekly maximum among them. ``others`` are the
+    patient's other doses with their visit types.
+    """
+    rule = visit_type.dose_rule
+    problems = []
+    near = [
+        (abs(start - other), max((visit_type, other_type), key=lambda t: t.dose_rule.min_hours))
+        for other, other_type in others
+        if abs(start - other) < timedelta(hours=max(rule.min_hours, other_type.dose_rule.min_hours))
+    ]
+    if near:
+        gap, stricter = min(near, key=lambda pair: pair[0])
+        problems.append(
+            f"Without a care plan, doses of {stricter} must be at least "
+            f"{hours_text(stricter.dose_rule.min_hours)} apart; another dose is {gap} away."
+        )
+    week = sorted(
+        [(other, other_type) for other, other_type in others if abs(other - start) < WEEK]
+        + [(start, visit_type)],
+        key=lambda pair: pair[0],
+    )
+    for index, (first, _) in enumerate(week):
+        if first > start:
+            break
+        if first + WEEK <= start:
+            continue  # these 7 days end before the new dose
+        window = [t for when, t in week[index:] if when - first < WEEK]
+        strictest = min(window, key=lambda t: t.dose_rule.max_per_week)
+        limit = strictest.dose_rule.max_per_week
+        if len(window) > limit:
+            problems.append(
+                f"Without a care plan, {strictest} allows at most {doses_text(limit)} "
+                "in any 7 days."
+            )
+            break
+    return problems
 
 
 class Protocol(models.Model):
@@ -118,7 +168,9 @@ class Protocol(models.Model):
                 f"({self}); another dose is {abs(near - start)} away."
             )
         if not within_weekly_limit(doses, start, self.max_doses_per_week):
-            problems.append(f"{self} allows at most {self.max_doses_per_week} doses in any 7 days.")
+            problems.append(
+                f"{self} allows at most {doses_text(self.max_doses_per_week)} in any 7 days."
+            )
         return problems
 
     def clean(self):

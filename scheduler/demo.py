@@ -242,6 +242,8 @@ def visit_types(phone: str) -> list[dict]:
             "name": "IV infusion session",
             "kind": VisitKind.DOSING,
             "dosing_route": DosingRoute.IV,
+            "min_hours_between_doses": 24,
+            "max_doses_per_week": 3,
             "duration_minutes": 120,
             "monitoring_minutes": 60,
             "modality": Modality.IN_PERSON,
@@ -260,6 +262,8 @@ def visit_types(phone: str) -> list[dict]:
             "name": "IM dosing session",
             "kind": VisitKind.DOSING,
             "dosing_route": DosingRoute.IM,
+            "min_hours_between_doses": 24,
+            "max_doses_per_week": 3,
             "duration_minutes": 105,
             "monitoring_minutes": 60,
             "modality": Modality.IN_PERSON,
@@ -280,6 +284,8 @@ def visit_types(phone: str) -> list[dict]:
             "name": "Lozenge dosing session",
             "kind": VisitKind.DOSING,
             "dosing_route": DosingRoute.LOZENGE,
+            "min_hours_between_doses": 24,
+            "max_doses_per_week": 3,
             "duration_minutes": 165,
             "monitoring_minutes": 120,
             "modality": Modality.IN_PERSON,
@@ -298,6 +304,8 @@ def visit_types(phone: str) -> list[dict]:
             "name": "Intranasal dosing session",
             "kind": VisitKind.DOSING,
             "dosing_route": DosingRoute.INTRANASAL,
+            "min_hours_between_doses": 48,
+            "max_doses_per_week": 2,
             # Arrival, blood pressure and the devices (5 minutes apart) take about
             # half an hour before the two hours of monitoring start.
             "duration_minutes": 150,
@@ -491,6 +499,8 @@ def seed_visit_types(clinic: Clinic) -> dict[str, VisitType]:
     for spec in visit_types(clinic.phone):
         values = {
             "dosing_route": "",
+            "min_hours_between_doses": None,
+            "max_doses_per_week": None,
             "monitoring_minutes": 0,
             "aftercare_instructions": "",
             **spec,

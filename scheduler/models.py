@@ -8,6 +8,7 @@ clinic's zone.
 
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -322,6 +323,34 @@ class DosingRoute(models.TextChoices):
     INTRANASAL = "intranasal", "Intranasal"
 
 
+class DoseRule(NamedTuple):
+    """Doses at least ``min_hours`` apart and at most ``max_per_week`` in any 7 days."""
+
+    min_hours: int
+    max_per_week: int
+
+
+# docs/rules.md, dose spacing: the rule for a dose no care plan's protocol
+# decides, by route, where the visit type sets no numbers of its own. Spravato's
+# induction is twice a week; the other routes are dosed at most daily.
+ROUTE_DOSE_RULES = {
+    DosingRoute.IV: DoseRule(24, 3),
+    DosingRoute.IM: DoseRule(24, 3),
+    DosingRoute.LOZENGE: DoseRule(24, 3),
+    DosingRoute.INTRANASAL: DoseRule(48, 2),
+}
+
+
+def _route_defaults(what: str) -> str:
+    """The routes' defaults in words, for the admin's help text: "IV infusion 24 h, ..."."""
+    return ", ".join(
+        f"{route.label} {rule.min_hours} h"
+        if what == "hours"
+        else f"{route.label} {rule.max_per_week}"
+        for route, rule in ROUTE_DOSE_RULES.items()
+    )
+
+
 class Modality(models.TextChoices):
     IN_PERSON = "in_person", "In person"
     TELEHEALTH = "telehealth", "Telehealth"
@@ -362,6 +391,18 @@ class VisitType(models.Model):
         blank=True, help_text="Sent by email and shown on the patient's page before the visit."
     )
     aftercare_instructions = models.TextField(blank=True)
+    min_hours_between_doses = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Dosing only, for a patient whose care plan does not decide: no two doses "
+        f"closer than this. Empty: the route's default ({_route_defaults('hours')}).",
+    )
+    max_doses_per_week = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Dosing only, for a patient whose care plan does not decide: at most this many "
+        f"doses in any 7 days. Empty: the route's default ({_route_defaults('per week')}).",
+    )
 
     class Meta:
         ordering = ["clinic", "kind", "name"]
@@ -388,12 +429,33 @@ class VisitType(models.Model):
     def needs_ride_home(self) -> bool:
         return self.is_dosing
 
+    @property
+    def dose_rule(self) -> DoseRule | None:
+        """How this type's doses are spaced when no protocol decides; None for other visits."""
+        if not self.is_dosing:
+            return None
+        # clean() refuses a dosing type without a route; a row made without it
+        # still gets the rule most routes share rather than none.
+        default = ROUTE_DOSE_RULES.get(self.dosing_route, ROUTE_DOSE_RULES[DosingRoute.IV])
+        return DoseRule(
+            default.min_hours
+            if self.min_hours_between_doses is None
+            else self.min_hours_between_doses,
+            default.max_per_week if self.max_doses_per_week is None else self.max_doses_per_week,
+        )
+
     def clean(self):
         errors = {}
         if self.kind == VisitKind.DOSING and not self.dosing_route:
             errors["dosing_route"] = "A dosing visit type needs its route."
         if self.kind != VisitKind.DOSING and self.dosing_route:
             errors["dosing_route"] = "Only dosing visit types have a route."
+        if self.kind != VisitKind.DOSING:
+            for name in ("min_hours_between_doses", "max_doses_per_week"):
+                if getattr(self, name) is not None:
+                    errors[name] = "Only dosing visit types have dose spacing."
+        if self.max_doses_per_week == 0:
+            errors["max_doses_per_week"] = "A dosing visit type allows at least one a week."
         if self.kind == VisitKind.DOSING and self.modality == Modality.TELEHEALTH:
             errors["modality"] = "Dosing happens on site, never by telehealth."
         if self.modality == Modality.TELEHEALTH and self.room_capability_id:

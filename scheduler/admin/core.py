@@ -287,5 +287,9 @@ class VisitTypeAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Dose spacing without a care plan (dosing only; empty: the route's default)",
+            {"fields": (("min_hours_between_doses", "max_doses_per_week"),)},
+        ),
         ("Instructions", {"fields": ("preparation_instructions", "aftercare_instructions")}),
     )
