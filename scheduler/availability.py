@@ -72,6 +72,12 @@ class Timeline:
         self.starts.insert(index, busy.start)
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
 
+    def remove(self, busy: Busy) -> None:
+        """Take out one interval equal to ``busy`` (one that ``add`` put in)."""
+        index = self.intervals.index(busy, bisect_left(self.starts, busy.start))
+        del self.intervals[index], self.starts[index]
+        self.max_ends = list(accumulate((b.end for b in self.intervals), max))
+
 
 class Conflict(str):
     """A problem that is an overlap with another visit (as opposed to hours, roles, rooms)."""
@@ -472,6 +478,15 @@ class Availability:
             self.room_visits[room.pk].add(busy)
         if patient is not None:
             self.patient_visits[patient.pk].add(busy)
+
+    def release(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+        """Undo ``reserve``: a planned visit given up no longer holds its slot."""
+        busy = Busy(start, end)
+        self.clinician_visits[clinician.pk].remove(busy)
+        if room is not None:
+            self.room_visits[room.pk].remove(busy)
+        if patient is not None:
+            self.patient_visits[patient.pk].remove(busy)
 
     # -- searching ---------------------------------------------------------
 

@@ -284,7 +284,17 @@ def test_plan_command_prints_the_documented_json(demo):
     assert set(data) == {"patient", "protocol", "visits", "total_cost", "currency", "warnings"}
     assert data["protocol"] == "iv-induction" and data["currency"] == "USD"
     first = data["visits"][0]
-    assert set(first) == {"step", "kind", "start", "end", "clinician", "room", "modality"}
+    assert set(first) == {
+        "step",
+        "kind",
+        "start",
+        "end",
+        "clinician",
+        "room",
+        "modality",
+        "existing_visit",
+    }
+    assert first["existing_visit"] is None
     assert first["start"].endswith(("-05:00", "-04:00"))
     assert len(data["visits"]) == 1 + 1 + 6 + 6 + 3
 

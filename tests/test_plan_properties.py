@@ -369,7 +369,12 @@ def worlds(draw, roomy: bool = False):
                         own_patient=st.booleans(),
                         status=st.sampled_from(
                             [VisitStatus.BOOKED] * 3
-                            + [VisitStatus.CONFIRMED, VisitStatus.CANCELLED, VisitStatus.PROPOSED]
+                            + [
+                                VisitStatus.CONFIRMED,
+                                VisitStatus.COMPLETED,
+                                VisitStatus.CANCELLED,
+                                VisitStatus.PROPOSED,
+                            ]
                         ),
                     ),
                     max_size=8,
@@ -557,7 +562,8 @@ def attempt(built: Built) -> Proposal | PlanInfeasible:
 def fingerprint(outcome: Proposal | PlanInfeasible):
     if isinstance(outcome, PlanInfeasible):
         return ("infeasible", outcome.step.pk, outcome.constraint, outcome.nearest)
-    index = {id(v): i for i, v in enumerate(outcome.visits)}
+    everything = outcome.visits + outcome.satisfied
+    index = {id(v): i for i, v in enumerate(everything)}
     return (
         "plan",
         [
@@ -569,8 +575,9 @@ def fingerprint(outcome: Proposal | PlanInfeasible):
                 v.clinician.pk,
                 v.room.pk if v.room else None,
                 index.get(id(v.follows)),
+                v.existing.pk if v.existing else None,
             )
-            for v in outcome.visits
+            for v in everything
         ],
         outcome.warnings,
         outcome.total_cost,
@@ -600,10 +607,15 @@ def hours_violations(built: Built, proposal: Proposal) -> list[str]:
 
 
 def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
-    """Each visit is timed from the visit its step's anchor names; recurrences keep their dates."""
+    """Each visit is timed from the visit its step's anchor names; recurrences keep their dates.
+
+    Visits already done count too.
+    """
     broken = []
+    everything = proposal.visits + proposal.satisfied
+    start = built.earliest().astimezone(UTC)
     visits_of = {
-        step.pk: sorted((v for v in proposal.visits if v.step.pk == step.pk), key=lambda v: v.start)
+        step.pk: sorted((v for v in everything if v.step.pk == step.pk), key=lambda v: v.start)
         for step in built.steps
     }
     for index, step in enumerate(built.steps):
@@ -621,7 +633,7 @@ def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
         for anchor in anchors:
             series = [v for v in mine if v.follows is anchor]
             if step.recurrence:
-                base = anchor.end if anchor else built.earliest().astimezone(UTC)
+                base = anchor.end if anchor else start
                 first = (base + step.min_gap).astimezone(built.tz)
                 dates = list(rrulestr(step.recurrence, dtstart=first))
                 if len(series) != len(dates):
@@ -674,7 +686,9 @@ def check_plan(built: Built, proposal: Proposal) -> None:
     assert dose_violations(built, proposal) == []
     earliest = built.earliest()
     assert all(visit.start >= earliest for visit in proposal.visits)
-    assert all(visit.visit_type == visit.step.visit_type for visit in proposal.visits)
+    assert all(
+        visit.visit_type == visit.step.visit_type for visit in proposal.visits + proposal.satisfied
+    )
     assert proposal.total_cost == sum(
         (built.price_of[visit.visit_type.pk] for visit in proposal.visits), Decimal(0)
     )
@@ -752,6 +766,14 @@ DOSE_ALREADY_BOOKED = World(
     existing=(Existing(0, 0, 0, day=0, half_hour=16, own_patient=True, status="booked"),),
 )
 
+# The patient already has the only visit the protocol asks for: the plan books
+# nothing, and confirming it has nothing for anyone to take.
+ALREADY_BOOKED = World(
+    visit_types=(SCREENING,),
+    steps=(StepSpec(anchor=Anchor.START),),
+    existing=(Existing(0, 0, 0, day=0, half_hour=14, own_patient=True, status="booked"),),
+)
+
 
 # -- the properties -------------------------------------------------------------
 
@@ -796,6 +818,7 @@ def test_a_roomy_clinic_always_gets_a_plan_when_no_window_has_an_upper_bound(now
 @given(world=worlds(roomy=True), conflict=st.one_of(st.none(), st.integers(0, 200)))
 @example(world=DOSE_ALREADY_BOOKED, conflict=None)
 @example(world=WEEKLY_DOSES, conflict=5)
+@example(world=ALREADY_BOOKED, conflict=0)
 def test_confirming_a_plan_books_exactly_its_visits_or_leaves_all_of_them_proposed(
     now, world, conflict
 ):
@@ -808,6 +831,8 @@ def test_confirming_a_plan_books_exactly_its_visits_or_leaves_all_of_them_propos
         plan = save_proposal(outcome)
         ids = set(plan.planned_visits.values_list("visit_id", flat=True))
         assert len(ids) == len(outcome.visits)
+        if not ids:  # every step is a visit the patient already has: nothing to take
+            conflict = None
         if conflict is not None:
             # Someone else took one of the plan's slots since it was proposed.
             taken = sorted(outcome.visits, key=lambda v: v.start)[conflict % len(ids)]
