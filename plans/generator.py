@@ -18,8 +18,13 @@ timed from it. Such a visit counts only if the rest of the plan can follow it:
 when a window timed from it (directly or through visits timed from those) has
 no room, the plan is made again without it.
 
-When a visit finds no slot, ``PlanInfeasible`` names the step, the rule and
-the nearest free slot found outside the rule.
+The start date is the earliest the plan may start. When no plan fits from it,
+the generator tries each following day, up to ``LATER_START_DAYS``, so that a
+step with no room in its window (every therapist away) moves the steps before
+it later instead of failing; the plan then says which day it starts from.
+
+When no plan fits, ``PlanInfeasible`` names the step, the rule and the nearest
+free slot found outside the rule, as seen from the date asked for.
 """
 
 from dataclasses import dataclass, field
@@ -36,6 +41,8 @@ from scheduler.models import Clinician, Patient, Room, Visit, VisitKind, VisitTy
 SEARCH_STEP = timedelta(minutes=30)
 # How far past a rule's window to look for "the nearest alternative".
 ALTERNATIVE_DAYS = 28
+# How many days after the date asked for a plan may start when none fits from it.
+LATER_START_DAYS = 28
 # Before any visit: an existing visit for a step timed from the plan's start may
 # be this old (the steps timed from it decide whether it can count).
 LONG_AGO = datetime(1900, 1, 1, tzinfo=UTC)
@@ -93,7 +100,11 @@ class ProposedVisit:
 
 @dataclass
 class Proposal:
-    """A plan to book: ``visits`` are the new ones, ``satisfied`` the steps' visits already there."""
+    """A plan to book: ``visits`` are the new ones, ``satisfied`` the steps' visits already there.
+
+    ``start_date`` is the day the plan counts from: the date asked for, or the
+    first later day from which a plan fits (a warning says so).
+    """
 
     patient: Patient
     protocol: Protocol
@@ -171,24 +182,45 @@ class Generator:
             .order_by("start", "pk")
         ):
             self.existing.setdefault(visit.visit_type_id, []).append(visit)
-        self.start = self._start_of(start_date)
+        self.start = self.earliest = self._start_of(start_date)
         self.visits: list[ProposedVisit] = []
+        self.searched: dict[tuple, tuple | None] = {}
+        self.liked: dict[tuple, list[datetime]] = {}
         self.horizon = self.start
         self._load_until(plan_horizon(self.steps, self.start))
 
     # -- the plan ----------------------------------------------------------
 
     def generate(self) -> Proposal:
-        return self._plan_from(self.start_date)
+        """The plan from the start date, or from the first later day one fits from."""
+        refusal = None
+        for day in self._start_days():
+            try:
+                return self._plan_from(day, explain=refusal is None)
+            except PlanInfeasible as failure:
+                refusal = refusal or failure
+        raise refusal
 
     def _start_of(self, day: date) -> datetime:
         return max(datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC), self.now)
 
-    def _plan_from(self, day: date) -> Proposal:
-        """The plan from ``day``, counting what the patient already has where the plan can follow it."""
+    def _start_days(self):
+        """The start date, then each later day whose plan could differ (past days all start now)."""
+        yield self.start_date
+        day = max(self.start_date, self.now.astimezone(self.tz).date())
+        for _ in range(LATER_START_DAYS):
+            day += timedelta(days=1)
+            yield day
+
+    def _plan_from(self, day: date, *, explain: bool) -> Proposal:
+        """The plan from ``day``, counting what the patient already has where the plan can follow it.
+
+        ``explain``: look for the nearest free slot when a step fails (only the
+        failure from the date asked for is shown).
+        """
         not_counted: set[int] = set()
         while True:
-            self._begin(self._start_of(day), not_counted)
+            self._begin(self._start_of(day), not_counted, explain)
             try:
                 self._place_steps()
             except PlanInfeasible:
@@ -199,7 +231,7 @@ class Generator:
             else:
                 return self._proposal(day)
 
-    def _begin(self, start: datetime, not_counted: set[int]) -> None:
+    def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
         for visit in self.visits:  # the last attempt's visits no longer hold their slots
             self.availability.release(
                 visit.clinician, visit.room, self.patient, visit.start, visit.end
@@ -208,12 +240,15 @@ class Generator:
         self.first_horizon = plan_horizon(self.steps, start)
         self._load_until(self.first_horizon)
         self.not_counted = not_counted
+        self.explain = explain
         self.visits, self.satisfied = [], []
         self.counted: set[int] = set()
         self.warnings: list[str] = []
         self.by_step: dict[int, list[ProposedVisit]] = {}
         self.continuity: dict[str, Clinician] = {}
         self.failed_after: ProposedVisit | None = None
+        # Everything a search depends on besides its window: the visits placed or counted so far.
+        self.placed: tuple = ()
 
     def _place_steps(self) -> None:
         for index, step in enumerate(self.steps):
@@ -229,6 +264,11 @@ class Generator:
         self.visits.sort(key=lambda v: v.start)
         self.satisfied.sort(key=lambda v: v.start)
         warnings = []
+        if day != self.start_date:
+            warnings.append(
+                f"No plan fits from {self.start_date:%a %Y-%m-%d}: this one starts from "
+                f"{day:%a %Y-%m-%d}, the first later day from which every rule can be kept."
+            )
         if self.satisfied:
             warnings.append(
                 "Already booked or done, so not booked again: "
@@ -356,6 +396,7 @@ class Generator:
             self.counted.add(existing.pk)
             self.continuity.setdefault(step.visit_type.clinician_role, existing.clinician)
             self.satisfied.append(visit)
+            self.placed += ((step.pk, existing.pk),)
             return visit
         # New visits are never booked before the plan's start (or now).
         window = Window(max(window.earliest, self.start), window.latest, window.rule)
@@ -402,7 +443,7 @@ class Generator:
                 break
         else:
             nearest_text = None
-            nearest = self._search(
+            nearest = self.explain and self._search(
                 step,
                 visit_type,
                 window.earliest,
@@ -425,6 +466,7 @@ class Generator:
             )
         self.continuity.setdefault(visit_type.clinician_role, clinician)
         self.availability.reserve(clinician, room, self.patient, start, end)
+        self.placed += ((step.pk, clinician.pk, room.pk if room else None, start),)
         visit = ProposedVisit(
             step, occurrence, visit_type, clinician, room, start, end, follows=anchor
         )
@@ -432,12 +474,17 @@ class Generator:
         return visit
 
     def _load_until(self, horizon: datetime) -> None:
-        """Load what decides slots up to ``horizon`` (once, or again when it moves out)."""
+        """Load what decides slots up to ``horizon`` (once, or again when it moves out).
+
+        From the earliest start any attempt uses, so that trying a later start
+        reads nothing again.
+        """
         if horizon <= self.horizon:
             return
-        self.horizon = horizon
+        # With room to spare: an attempt from a later start looks that much further.
+        self.horizon = max(horizon, self.horizon + timedelta(days=LATER_START_DAYS))
         self.availability = Availability(
-            self.clinic, self.start, self.horizon, patients=[self.patient], lazy=True
+            self.clinic, self.earliest, self.horizon, patients=[self.patient], lazy=True
         )
         for visit in self.visits:
             self.availability.reserve(
@@ -450,7 +497,7 @@ class Generator:
             Visit.objects.blocking()
             .for_patient(self.patient)
             .filter(visit_type__kind=VisitKind.DOSING)
-            .filter(start__gt=self.start - reach, start__lt=self.horizon + reach)
+            .filter(start__gt=self.earliest - reach, start__lt=self.horizon + reach)
             .values_list("start", flat=True)
         )
 
@@ -469,11 +516,29 @@ class Generator:
         return first + [c for c in everyone if c not in first]
 
     def _search(self, step, visit_type, earliest, latest, relax):
-        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows."""
+        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows.
+
+        Remembered for the plan's visits so far (``self.placed``): an attempt
+        from a later start that places the same visits first asks the same
+        questions, and a search over weeks is the costly part of an attempt.
+        """
+        clinicians = tuple(self._clinicians(visit_type.clinician_role, relax))
+        prefer_times = relax != "everything" and bool(
+            self.preferences.weekdays or self.preferences.time_windows
+        )
+        last = min(latest, self.horizon)
+        key = (step.pk, clinicians, prefer_times, earliest, latest, last, self.placed)
+        if key not in self.searched:
+            self.searched[key] = self._search_days(
+                step, visit_type, earliest, latest, clinicians, prefer_times
+            )
+        return self.searched[key]
+
+    def _search_days(self, step, visit_type, earliest, latest, clinicians, prefer_times):
         rooms = self.availability.rooms_for(visit_type)
-        clinicians = self._clinicians(visit_type.clinician_role, relax)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
+        duration = visit_type.duration
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
@@ -482,14 +547,12 @@ class Generator:
             # Everyone this day's search may look at, in one query (or none).
             self.availability.load(clinicians, rooms, midnight, midnight + timedelta(days=1))
             for clinician in clinicians:
-                for start in self.availability.candidate_starts(clinician, day, SEARCH_STEP):
+                if self.availability.away_all_day(clinician, day):
+                    continue
+                for start in self._starts(clinician, day, duration, prefer_times):
                     if start < earliest or start > latest or (best and start >= best[2]):
                         continue
-                    end = start + visit_type.duration
-                    if relax != "everything" and not self.preferences.likes_time(
-                        start.astimezone(self.tz), end.astimezone(self.tz)
-                    ):
-                        continue
+                    end = start + duration
                     if not within_weekly_limit(same_step, start, step.max_per_week):
                         continue
                     if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
@@ -504,6 +567,22 @@ class Generator:
                 return best
             day += timedelta(days=1)
         return None
+
+    def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):
+        """The clinician's candidate starts on ``day``; with ``prefer_times``, the preferred ones."""
+        starts = self.availability.candidate_starts(clinician, day, SEARCH_STEP)
+        if not prefer_times:
+            return starts
+        key = (clinician.pk, day, duration)
+        if key not in self.liked:  # asked again by every later visit and attempt
+            self.liked[key] = [
+                start
+                for start in starts
+                if self.preferences.likes_time(
+                    start.astimezone(self.tz), (start + duration).astimezone(self.tz)
+                )
+            ]
+        return self.liked[key]
 
     # -- wording -----------------------------------------------------------
 

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from plans.care_plans import PlanNotConfirmed, confirm, save_proposal
-from plans.generator import PlanInfeasible, Preferences, Proposal, generate
+from plans.generator import LATER_START_DAYS, PlanInfeasible, Preferences, Proposal, generate
 from plans.models import Anchor, PlanStatus, Protocol, ProtocolStep
 from scheduler.models import (
     BLOCKING_STATUSES,
@@ -408,8 +408,9 @@ class Built:
     def tz(self):
         return self.builder.clinic.tz
 
-    def earliest(self) -> datetime:
-        midnight = datetime.combine(self.world.start_date, time(0), tzinfo=self.tz)
+    def earliest(self, day: date | None = None) -> datetime:
+        """When a plan counting from ``day`` (the world's start date) starts: its midnight, or now."""
+        midnight = datetime.combine(day or self.world.start_date, time(0), tzinfo=self.tz)
         return max(midnight, timezone.now())
 
 
@@ -552,9 +553,12 @@ def build(world: World) -> Built:
     )
 
 
-def attempt(built: Built) -> Proposal | PlanInfeasible:
+def attempt(built: Built, start: date | None = None) -> Proposal | PlanInfeasible:
+    """The plan from ``start`` (the world's start date), or why there is none."""
     try:
-        return generate(built.patient, built.protocol, built.world.start_date, built.preferences)
+        return generate(
+            built.patient, built.protocol, start or built.world.start_date, built.preferences
+        )
     except PlanInfeasible as failure:
         return failure
 
@@ -566,6 +570,7 @@ def fingerprint(outcome: Proposal | PlanInfeasible):
     index = {id(v): i for i, v in enumerate(everything)}
     return (
         "plan",
+        outcome.start_date,
         [
             (
                 v.step.pk,
@@ -609,11 +614,12 @@ def hours_violations(built: Built, proposal: Proposal) -> list[str]:
 def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
     """Each visit is timed from the visit its step's anchor names; recurrences keep their dates.
 
-    Visits already done count too.
+    Visits already done count too; steps timed from the plan's start count from
+    the day the plan says it starts from.
     """
     broken = []
     everything = proposal.visits + proposal.satisfied
-    start = built.earliest().astimezone(UTC)
+    start = built.earliest(proposal.start_date).astimezone(UTC)
     visits_of = {
         step.pk: sorted((v for v in everything if v.step.pk == step.pk), key=lambda v: v.start)
         for step in built.steps
@@ -649,6 +655,12 @@ def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
                         broken.append(f"{step} #{visit.occurrence}: not within its recurrence.")
             elif len(series) != step.count:
                 broken.append(f"{step}: {len(series)} visits after {anchor}, not {step.count}.")
+            elif anchor is None:  # timed from the plan's start
+                first = min(series, key=lambda v: v.occurrence)
+                if first.existing is None and first.start < start + step.min_gap:
+                    broken.append(f"{step} #1: before its minimum gap after the start.")
+                if step.max_gap is not None and first.start > start + step.max_gap:
+                    broken.append(f"{step} #1: after its maximum gap after the start.")
         followed = {id(a) for a in anchors}
         stray = [v for v in mine if id(v.follows) not in followed]
         if stray:
@@ -684,7 +696,10 @@ def check_plan(built: Built, proposal: Proposal) -> None:
     assert hours_violations(built, proposal) == []
     assert anchor_violations(built, proposal) == []
     assert dose_violations(built, proposal) == []
-    earliest = built.earliest()
+    assert proposal.start_date >= built.world.start_date
+    moved = any("No plan fits from" in w for w in proposal.warnings)
+    assert moved == (proposal.start_date != built.world.start_date)
+    earliest = built.earliest(proposal.start_date)
     assert all(visit.start >= earliest for visit in proposal.visits)
     assert all(
         visit.visit_type == visit.step.visit_type for visit in proposal.visits + proposal.satisfied
@@ -772,6 +787,14 @@ ALREADY_BOOKED = World(
     visit_types=(SCREENING,),
     steps=(StepSpec(anchor=Anchor.START),),
     existing=(Existing(0, 0, 0, day=0, half_hour=14, own_patient=True, status="booked"),),
+)
+# The therapist is away for the two weeks after the start: a check-in 1-2 days
+# after the screening has no room from the start date, but has from two weeks
+# later, and such a plan is also a plan from the start date.
+THERAPIST_AWAY = World(
+    visit_types=(SCREENING, CHECK_IN),
+    steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1, min_gap=24, max_gap=48)),
+    time_off=(Interval(who=1, offset_hours=24, hours=14 * 24),),
 )
 
 
@@ -891,3 +914,35 @@ def test_a_recurrence_that_gives_no_date_is_refused(clinic):
     )
     with pytest.raises(ValidationError, match="COUNT=0 gives no visit"):
         step.full_clean()
+
+
+@pytest.mark.django_db
+@properties(examples=40)
+@given(world=worlds(), later=st.integers(1, 21))
+@example(world=THERAPIST_AWAY, later=14)
+def test_a_plan_found_from_a_later_start_means_one_is_found_from_an_earlier_one(now, world, later):
+    """Whenever a plan exists from a later start, one is found from the earlier start.
+
+    A start date is the earliest a plan may start, so a plan from a later day is
+    also a plan from an earlier one. The generator tries each day up to
+    ``LATER_START_DAYS`` after the date asked for (or after today, for a date
+    already past), so the property holds for plans counting from those days.
+    """
+    with transaction.atomic():
+        built = build(world)
+        from_later = attempt(built, world.start_date + timedelta(days=later))
+        if isinstance(from_later, PlanInfeasible):
+            event("no plan from the later start")
+            transaction.set_rollback(True)
+            return
+        today = timezone.localdate(timezone=built.tz)
+        if from_later.start_date > max(world.start_date, today) + timedelta(days=LATER_START_DAYS):
+            event("the later plan starts past the days tried")
+            transaction.set_rollback(True)
+            return
+        outcome = attempt(built)
+        assert not isinstance(outcome, PlanInfeasible), str(outcome)
+        event("moved later" if outcome.start_date != world.start_date else "from the start")
+        assert outcome.start_date <= from_later.start_date
+        check_plan(built, outcome)
+        transaction.set_rollback(True)

@@ -155,6 +155,7 @@ class Command(BaseCommand):
                     {
                         "patient": str(proposal.patient),
                         "protocol": proposal.protocol.slug,
+                        "start_date": proposal.start_date.isoformat(),
                         "visits": visits,
                         "total_cost": str(proposal.total_cost),
                         "currency": proposal.currency,
