@@ -18,7 +18,27 @@ class PlanNotConfirmed(BookingError):
 
 
 def save_proposal(proposal: Proposal) -> CarePlan:
-    """Store a proposal as a care plan of proposed visits (which hold no slot yet)."""
+    """Store a proposal as a care plan of proposed visits (which hold no slot yet).
+
+    Visits the plan counts as already done stay as they are; a new visit timed
+    from one follows it through that visit's own place in a plan, if it has one.
+    """
+    already_planned = {
+        planned.visit_id: planned
+        for planned in PlannedVisit.objects.filter(
+            visit__in=[proposed.existing for proposed in proposal.satisfied]
+        )
+    }
+    saved: dict[int, PlannedVisit] = {}
+
+    def followed(proposed) -> PlannedVisit | None:
+        anchor = proposed.follows
+        if anchor is None:
+            return None
+        if anchor.existing is not None:
+            return already_planned.get(anchor.existing.pk)
+        return saved.get(id(anchor))
+
     with transaction.atomic():
         plan = CarePlan.objects.create(
             patient=proposal.patient,
@@ -29,7 +49,6 @@ def save_proposal(proposal: Proposal) -> CarePlan:
             total_cost=proposal.total_cost,
             currency=proposal.currency,
         )
-        saved = {}
         for proposed in sorted(proposal.visits, key=lambda v: v.start):
             visit = Visit.objects.create(
                 patient=proposal.patient,
@@ -45,7 +64,7 @@ def save_proposal(proposal: Proposal) -> CarePlan:
                 visit=visit,
                 step=proposed.step,
                 occurrence=proposed.occurrence,
-                follows=saved.get(id(proposed.follows)) if proposed.follows else None,
+                follows=followed(proposed),
             )
     return plan
 

@@ -11,8 +11,20 @@ queries does not depend on how many visits exist). Patient preferences
 (weekdays, times of day, clinicians) are honoured where a slot allows and
 reported as warnings where none does. The same inputs give the same plan.
 
-When a visit finds no slot, ``PlanInfeasible`` names the step, the rule and
-the nearest free slot found outside the rule.
+What is already done is not planned again: a visit the patient has booked or
+completed, of a step's visit type and inside that step's window, counts as
+that step's visit (``Proposal.satisfied``), and the steps timed from it are
+timed from it. Such a visit counts only if the rest of the plan can follow it:
+when a window timed from it (directly or through visits timed from those) has
+no room, the plan is made again without it.
+
+The start date is the earliest the plan may start. When no plan fits from it,
+the generator tries each following day, up to ``LATER_START_DAYS``, so that a
+step with no room in its window (every therapist away) moves the steps before
+it later instead of failing; the plan then says which day it starts from.
+
+When no plan fits, ``PlanInfeasible`` names the step, the rule and the nearest
+free slot found outside the rule, as seen from the date asked for.
 """
 
 from dataclasses import dataclass, field
@@ -29,6 +41,11 @@ from scheduler.models import Clinician, Patient, Room, Visit, VisitKind, VisitTy
 SEARCH_STEP = timedelta(minutes=30)
 # How far past a rule's window to look for "the nearest alternative".
 ALTERNATIVE_DAYS = 28
+# How many days after the date asked for a plan may start when none fits from it.
+LATER_START_DAYS = 28
+# Before any visit: an existing visit for a step timed from the plan's start may
+# be this old (the steps timed from it decide whether it can count).
+LONG_AGO = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,7 @@ class Preferences:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class ProposedVisit:
     step: ProtocolStep
     occurrence: int
@@ -73,11 +90,22 @@ class ProposedVisit:
     room: Room | None
     start: datetime  # UTC
     end: datetime
-    follows: "ProposedVisit | None" = None
+    follows: "ProposedVisit | None" = None  # the anchor visit of its series
+    # The visit the patient already has that does for this one (booked or
+    # completed): the plan counts it and books nothing for it.
+    existing: Visit | None = None
+    # What its window was counted from: the anchor, or the visit before it in its series.
+    timed_from: "ProposedVisit | None" = None
 
 
 @dataclass
 class Proposal:
+    """A plan to book: ``visits`` are the new ones, ``satisfied`` the steps' visits already there.
+
+    ``start_date`` is the day the plan counts from: the date asked for, or the
+    first later day from which a plan fits (a warning says so).
+    """
+
     patient: Patient
     protocol: Protocol
     start_date: date
@@ -86,6 +114,7 @@ class Proposal:
     warnings: list[str]
     total_cost: Decimal
     currency: str
+    satisfied: list[ProposedVisit] = field(default_factory=list)
 
 
 class PlanInfeasible(Exception):
@@ -101,9 +130,11 @@ class PlanInfeasible(Exception):
 
 @dataclass
 class Window:
-    earliest: datetime
+    earliest: datetime  # as the rule says; new visits also wait for the plan's start
     latest: datetime | None  # None: the rule sets no upper bound
     rule: str
+    # From when a visit already booked or done counts for it (default: earliest).
+    counts_from: datetime | None = None
 
 
 def plan_horizon(protocol_steps: list[ProtocolStep], start: datetime) -> datetime:
@@ -134,37 +165,125 @@ class Generator:
         self.clinic = protocol.clinic
         self.tz = self.clinic.tz
         self.preferences = preferences or Preferences()
-        now = now or timezone.now()
-        self.start = max(datetime.combine(start_date, time(0), tzinfo=self.tz).astimezone(UTC), now)
+        self.now = now or timezone.now()
         self.start_date = start_date
         self.steps = list(
             protocol.steps.select_related("visit_type__room_capability", "after_step").order_by(
                 "position"
             )
         )
-        self.first_horizon = plan_horizon(self.steps, self.start)
+        # Visits the patient already has that may do for a step, earliest first.
+        self.existing: dict[int, list[Visit]] = {}
+        for visit in (
+            Visit.objects.blocking()
+            .for_patient(patient)
+            .filter(visit_type__in={step.visit_type_id for step in self.steps})
+            .select_related("clinician", "room")
+            .order_by("start", "pk")
+        ):
+            self.existing.setdefault(visit.visit_type_id, []).append(visit)
+        self.start = self.earliest = self._start_of(start_date)
         self.visits: list[ProposedVisit] = []
+        self.searched: dict[tuple, tuple | None] = {}
+        self.liked: dict[tuple, list[datetime]] = {}
         self.horizon = self.start
-        self._load_until(self.first_horizon)
-        self.warnings: list[str] = []
-        self.by_step: dict[int, list[ProposedVisit]] = {}
-        self.continuity: dict[str, Clinician] = {}
+        self._load_until(plan_horizon(self.steps, self.start))
 
     # -- the plan ----------------------------------------------------------
 
     def generate(self) -> Proposal:
+        """The plan from the start date, or from the first later day one fits from."""
+        refusal = None
+        for day in self._start_days():
+            try:
+                return self._plan_from(day, explain=refusal is None)
+            except PlanInfeasible as failure:
+                refusal = refusal or failure
+        raise refusal
+
+    def _start_of(self, day: date) -> datetime:
+        return max(datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC), self.now)
+
+    def _start_days(self):
+        """The start date, then each later day whose plan could differ (past days all start now)."""
+        yield self.start_date
+        day = max(self.start_date, self.now.astimezone(self.tz).date())
+        for _ in range(LATER_START_DAYS):
+            day += timedelta(days=1)
+            yield day
+
+    def _plan_from(self, day: date, *, explain: bool) -> Proposal:
+        """The plan from ``day``, counting what the patient already has where the plan can follow it.
+
+        ``explain``: look for the nearest free slot when a step fails (only the
+        failure from the date asked for is shown).
+        """
+        not_counted: set[int] = set()
+        while True:
+            self._begin(self._start_of(day), not_counted, explain)
+            try:
+                self._place_steps()
+            except PlanInfeasible:
+                done = self._existing_behind(self.failed_after)
+                if done is None:
+                    raise
+                not_counted.add(done.pk)  # and plan again without it
+            else:
+                return self._proposal(day)
+
+    def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
+        for visit in self.visits:  # the last attempt's visits no longer hold their slots
+            self.availability.release(
+                visit.clinician, visit.room, self.patient, visit.start, visit.end
+            )
+        self.start = start
+        self.first_horizon = plan_horizon(self.steps, start)
+        self._load_until(self.first_horizon)
+        self.not_counted = not_counted
+        self.explain = explain
+        self.visits, self.satisfied = [], []
+        self.counted: set[int] = set()
+        self.warnings: list[str] = []
+        self.by_step: dict[int, list[ProposedVisit]] = {}
+        self.continuity: dict[str, Clinician] = {}
+        self.failed_after: ProposedVisit | None = None
+        # Everything a search depends on besides its window: the visits placed or counted so far.
+        self.placed: tuple = ()
+
+    def _place_steps(self) -> None:
         for index, step in enumerate(self.steps):
             previous = self.steps[index - 1] if index else None
             self.by_step[step.pk] = []
             for anchor, base, rule in self._anchors(step, previous):
-                for occurrence, window in self._windows(step, base, rule):
-                    visit = self._place(step, occurrence, window, anchor)
+                self.failed_after = anchor  # a recurrence with no date left fails here
+                for occurrence, window in self._windows(step, anchor, base, rule):
+                    visit = self._visit(step, occurrence, window, anchor)
                     self.by_step[step.pk].append(visit)
+
+    def _proposal(self, day: date) -> Proposal:
         self.visits.sort(key=lambda v: v.start)
+        self.satisfied.sort(key=lambda v: v.start)
+        warnings = []
+        if day != self.start_date:
+            warnings.append(
+                f"No plan fits from {self.start_date:%a %Y-%m-%d}: this one starts from "
+                f"{day:%a %Y-%m-%d}, the first later day from which every rule can be kept."
+            )
+        if self.satisfied:
+            warnings.append(
+                "Already booked or done, so not booked again: "
+                + "; ".join(
+                    f"{v.step} #{v.occurrence} ({self._local_span(v)}, "
+                    f"{v.existing.get_status_display().lower()})"
+                    for v in self.satisfied
+                )
+                + "."
+            )
+        warnings += self.warnings
         if any(v.visit_type.is_dosing for v in self.visits):
-            self.warnings.append("Every dosing visit needs a ride home arranged before check-in.")
+            warnings.append("Every dosing visit needs a ride home arranged before check-in.")
             if not Screening.is_cleared_for(self.patient):
-                self.warnings.append(
+                warnings.append(
                     "Screening is not cleared yet: the plan can be proposed, "
                     "but it cannot be confirmed until a prescriber clears it."
                 )
@@ -172,12 +291,13 @@ class Generator:
         return Proposal(
             patient=self.patient,
             protocol=self.protocol,
-            start_date=self.start_date,
+            start_date=day,
             preferences=self.preferences,
             visits=self.visits,
-            warnings=self.warnings,
+            warnings=warnings,
             total_cost=total,
             currency=settings.CURRENCY,
+            satisfied=self.satisfied,
         )
 
     def _anchors(self, step: ProtocolStep, previous: ProtocolStep | None):
@@ -197,7 +317,7 @@ class Generator:
             last = earlier_visits[-1]
             yield last, last.end, f"after the last {earlier} on {self._local_span(last)}"
 
-    def _windows(self, step: ProtocolStep, base: datetime, rule: str):
+    def _windows(self, step: ProtocolStep, anchor: ProposedVisit | None, base: datetime, rule: str):
         """(occurrence, first window) for each visit of one series; later windows follow spacing."""
         gap_rule = step.gap_text
         if step.recurrence:
@@ -221,16 +341,21 @@ class Generator:
                 )
             return
         latest = base + step.max_gap if step.max_gap is not None else None
-        yield 1, Window(max(base + step.min_gap, self.start), latest, f"{gap_rule} {rule}")
+        # A visit already done counts for a step timed from the plan's start
+        # however long ago; the steps timed from it decide (see _plan_from).
+        counts_from = LONG_AGO if anchor is None else None
+        yield 1, Window(base + step.min_gap, latest, f"{gap_rule} {rule}", counts_from)
         for occurrence in range(2, step.count + 1):
             yield occurrence, None  # placed by spacing from the previous visit of the series
 
     # -- one visit ---------------------------------------------------------
 
-    def _place(self, step, occurrence, window, anchor) -> ProposedVisit:
+    def _visit(self, step, occurrence, window, anchor) -> ProposedVisit:
+        """The visit for one occurrence: one the patient already has in its window, or a new one."""
         series = [v for v in self.by_step[step.pk] if v.follows is anchor]
+        timed_from = anchor
         if window is None:  # a later visit of a series: spacing from the one before
-            before = series[-1]
+            timed_from = before = series[-1]
             latest = (
                 before.start + timedelta(hours=step.max_spacing_hours)
                 if step.max_spacing_hours is not None
@@ -245,8 +370,71 @@ class Generator:
             # Look as far past the plan so far as its first visit looks past the
             # start: weekly limits, dose spacing and preferences can push later
             # visits beyond the end estimated for the whole plan.
-            since = max([window.earliest, *(v.end for v in self.visits)])
-            window = Window(window.earliest, since + (self.first_horizon - self.start), window.rule)
+            since = max(
+                [window.earliest, self.start, *(v.end for v in self.visits + self.satisfied)]
+            )
+            window = Window(
+                window.earliest,
+                since + (self.first_horizon - self.start),
+                window.rule,
+                window.counts_from,
+            )
+        existing = self._existing_in(step, window)
+        if existing is not None:
+            visit = ProposedVisit(
+                step,
+                occurrence,
+                step.visit_type,
+                existing.clinician,
+                existing.room,
+                existing.start,
+                existing.end,
+                follows=anchor,
+                existing=existing,
+                timed_from=timed_from,
+            )
+            self.counted.add(existing.pk)
+            self.continuity.setdefault(step.visit_type.clinician_role, existing.clinician)
+            self.satisfied.append(visit)
+            self.placed += ((step.pk, existing.pk),)
+            return visit
+        # New visits are never booked before the plan's start (or now).
+        window = Window(max(window.earliest, self.start), window.latest, window.rule)
+        try:
+            visit = self._place(step, occurrence, window, anchor)
+        except PlanInfeasible:
+            self.failed_after = timed_from
+            raise
+        visit.timed_from = timed_from
+        return visit
+
+    def _existing_in(self, step, window: Window) -> Visit | None:
+        """The first visit of the step's type the patient already has in ``window`` and not yet counted."""
+        counts_from = window.counts_from or window.earliest
+        for visit in self.existing.get(step.visit_type_id, ()):
+            if visit.start > window.latest:
+                break
+            if (
+                visit.start >= counts_from
+                and visit.pk not in self.counted
+                and visit.pk not in self.not_counted
+                and within_weekly_limit(
+                    [v.start for v in self.by_step[step.pk]], visit.start, step.max_per_week
+                )
+            ):
+                return visit
+        return None
+
+    @staticmethod
+    def _existing_behind(visit: ProposedVisit | None) -> Visit | None:
+        """The nearest visit already booked or done that ``visit``'s window was counted from."""
+        while visit is not None:
+            if visit.existing is not None:
+                return visit.existing
+            visit = visit.timed_from
+        return None
+
+    def _place(self, step, occurrence, window, anchor) -> ProposedVisit:
         self._load_until(window.latest)
         visit_type = step.visit_type
         for relax in ("nothing", "clinician", "everything"):
@@ -254,14 +442,14 @@ class Generator:
             if found:
                 break
         else:
-            nearest = self._search(
+            nearest_text = None
+            nearest = self.explain and self._search(
                 step,
                 visit_type,
                 window.earliest,
                 window.latest + timedelta(days=ALTERNATIVE_DAYS),
                 "everything",
             )
-            nearest_text = None
             if nearest:
                 clinician, room, start, end = nearest
                 nearest_text = f"{self._local_text(start, end)} with {clinician}" + (
@@ -278,6 +466,7 @@ class Generator:
             )
         self.continuity.setdefault(visit_type.clinician_role, clinician)
         self.availability.reserve(clinician, room, self.patient, start, end)
+        self.placed += ((step.pk, clinician.pk, room.pk if room else None, start),)
         visit = ProposedVisit(
             step, occurrence, visit_type, clinician, room, start, end, follows=anchor
         )
@@ -285,12 +474,17 @@ class Generator:
         return visit
 
     def _load_until(self, horizon: datetime) -> None:
-        """Load what decides slots up to ``horizon`` (once, or again when it moves out)."""
+        """Load what decides slots up to ``horizon`` (once, or again when it moves out).
+
+        From the earliest start any attempt uses, so that trying a later start
+        reads nothing again.
+        """
         if horizon <= self.horizon:
             return
-        self.horizon = horizon
+        # With room to spare: an attempt from a later start looks that much further.
+        self.horizon = max(horizon, self.horizon + timedelta(days=LATER_START_DAYS))
         self.availability = Availability(
-            self.clinic, self.start, self.horizon, patients=[self.patient], lazy=True
+            self.clinic, self.earliest, self.horizon, patients=[self.patient], lazy=True
         )
         for visit in self.visits:
             self.availability.reserve(
@@ -303,7 +497,7 @@ class Generator:
             Visit.objects.blocking()
             .for_patient(self.patient)
             .filter(visit_type__kind=VisitKind.DOSING)
-            .filter(start__gt=self.start - reach, start__lt=self.horizon + reach)
+            .filter(start__gt=self.earliest - reach, start__lt=self.horizon + reach)
             .values_list("start", flat=True)
         )
 
@@ -322,11 +516,29 @@ class Generator:
         return first + [c for c in everyone if c not in first]
 
     def _search(self, step, visit_type, earliest, latest, relax):
-        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows."""
+        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows.
+
+        Remembered for the plan's visits so far (``self.placed``): an attempt
+        from a later start that places the same visits first asks the same
+        questions, and a search over weeks is the costly part of an attempt.
+        """
+        clinicians = tuple(self._clinicians(visit_type.clinician_role, relax))
+        prefer_times = relax != "everything" and bool(
+            self.preferences.weekdays or self.preferences.time_windows
+        )
+        last = min(latest, self.horizon)
+        key = (step.pk, clinicians, prefer_times, earliest, latest, last, self.placed)
+        if key not in self.searched:
+            self.searched[key] = self._search_days(
+                step, visit_type, earliest, latest, clinicians, prefer_times
+            )
+        return self.searched[key]
+
+    def _search_days(self, step, visit_type, earliest, latest, clinicians, prefer_times):
         rooms = self.availability.rooms_for(visit_type)
-        clinicians = self._clinicians(visit_type.clinician_role, relax)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
+        duration = visit_type.duration
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
@@ -335,14 +547,12 @@ class Generator:
             # Everyone this day's search may look at, in one query (or none).
             self.availability.load(clinicians, rooms, midnight, midnight + timedelta(days=1))
             for clinician in clinicians:
-                for start in self.availability.candidate_starts(clinician, day, SEARCH_STEP):
+                if self.availability.away_all_day(clinician, day):
+                    continue
+                for start in self._starts(clinician, day, duration, prefer_times):
                     if start < earliest or start > latest or (best and start >= best[2]):
                         continue
-                    end = start + visit_type.duration
-                    if relax != "everything" and not self.preferences.likes_time(
-                        start.astimezone(self.tz), end.astimezone(self.tz)
-                    ):
-                        continue
+                    end = start + duration
                     if not within_weekly_limit(same_step, start, step.max_per_week):
                         continue
                     if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
@@ -357,6 +567,22 @@ class Generator:
                 return best
             day += timedelta(days=1)
         return None
+
+    def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):
+        """The clinician's candidate starts on ``day``; with ``prefer_times``, the preferred ones."""
+        starts = self.availability.candidate_starts(clinician, day, SEARCH_STEP)
+        if not prefer_times:
+            return starts
+        key = (clinician.pk, day, duration)
+        if key not in self.liked:  # asked again by every later visit and attempt
+            self.liked[key] = [
+                start
+                for start in starts
+                if self.preferences.likes_time(
+                    start.astimezone(self.tz), (start + duration).astimezone(self.tz)
+                )
+            ]
+        return self.liked[key]
 
     # -- wording -----------------------------------------------------------
 

@@ -66,10 +66,20 @@ class Timeline:
     def first_overlap(self, start: datetime, end: datetime) -> Busy | None:
         return next(self.overlapping(start, end), None)
 
+    def covers(self, start: datetime, end: datetime) -> bool:
+        """Whether one interval holds all of [start, end)."""
+        return any(busy.start <= start and end <= busy.end for busy in self.overlapping(start, end))
+
     def add(self, busy: Busy) -> None:
         index = bisect_left(self.starts, busy.start)
         self.intervals.insert(index, busy)
         self.starts.insert(index, busy.start)
+        self.max_ends = list(accumulate((b.end for b in self.intervals), max))
+
+    def remove(self, busy: Busy) -> None:
+        """Take out one interval equal to ``busy`` (one that ``add`` put in)."""
+        index = self.intervals.index(busy, bisect_left(self.starts, busy.start))
+        del self.intervals[index], self.starts[index]
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
 
 
@@ -473,7 +483,27 @@ class Availability:
         if patient is not None:
             self.patient_visits[patient.pk].add(busy)
 
+    def release(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+        """Undo ``reserve``: a planned visit given up no longer holds its slot."""
+        busy = Busy(start, end)
+        self.clinician_visits[clinician.pk].remove(busy)
+        if room is not None:
+            self.room_visits[room.pk].remove(busy)
+        if patient is not None:
+            self.patient_visits[patient.pk].remove(busy)
+
     # -- searching ---------------------------------------------------------
+
+    def away_all_day(self, clinician: Clinician, day: date) -> bool:
+        """Whether a closure or the clinician's time off takes the whole local ``day``.
+
+        A search over weeks skips such days at once instead of refusing each
+        candidate time (a clinic closed for the holidays, a therapist away).
+        """
+        midnight = datetime.combine(day, time(0), tzinfo=self.tz)
+        start, end = midnight.astimezone(UTC), (midnight + DAY).astimezone(UTC)
+        off = self.time_off.get(clinician.pk)
+        return self.closures.covers(start, end) or (off is not None and off.covers(start, end))
 
     def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
         if visit_type.modality == Modality.TELEHEALTH:

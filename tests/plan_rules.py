@@ -6,19 +6,38 @@ from datetime import timedelta
 from plans.generator import Proposal
 from plans.models import Anchor
 from scheduler.availability import Availability
+from scheduler.models import BLOCKING_STATUSES
 
 
 def rule_violations(proposal: Proposal) -> list[str]:
-    """Every rule the proposal breaks; empty when the plan is sound."""
+    """Every rule the proposal breaks; empty when the plan is sound.
+
+    New visits must fit; visits the plan counts as already done
+    (``proposal.satisfied``) must be the patient's own booked or completed
+    visits of the step's type; every step's rules hold over both.
+    """
     broken = []
     visits = sorted(proposal.visits, key=lambda v: v.start)
+    everything = sorted(proposal.visits + proposal.satisfied, key=lambda v: v.start)
     protocol = proposal.protocol
     clinic = protocol.clinic
-    if not visits:
+    if not everything:
         return ["The plan has no visits."]
-    availability = Availability(
-        clinic, visits[0].start, visits[-1].end, patients=[proposal.patient]
-    )
+    for visit in proposal.satisfied:
+        existing = visit.existing
+        if (
+            existing.patient_id != proposal.patient.pk
+            or existing.visit_type_id != visit.step.visit_type_id
+            or existing.status not in BLOCKING_STATUSES
+            or (existing.start, existing.end) != (visit.start, visit.end)
+        ):
+            broken.append(f"{visit.step} #{visit.occurrence} counts a visit that does not do.")
+    if len({v.existing.pk for v in proposal.satisfied}) != len(proposal.satisfied):
+        broken.append("One visit counts for two of the plan's visits.")
+    if visits:
+        availability = Availability(
+            clinic, visits[0].start, visits[-1].end, patients=[proposal.patient]
+        )
     for visit in visits:
         for problem in availability.problems(
             visit.visit_type, visit.clinician, visit.room, proposal.patient, visit.start, visit.end
@@ -30,10 +49,10 @@ def rule_violations(proposal: Proposal) -> list[str]:
 
     steps = list(protocol.steps.order_by("position"))
     for step in steps:
-        mine = sorted((v for v in visits if v.step.pk == step.pk), key=lambda v: v.start)
+        mine = sorted((v for v in everything if v.step.pk == step.pk), key=lambda v: v.start)
         expected = step.count
         if step.anchor == Anchor.AFTER_EACH:
-            expected = step.count * sum(1 for v in visits if v.step.pk == step.after_step_id)
+            expected = step.count * sum(1 for v in everything if v.step.pk == step.after_step_id)
         if not step.recurrence and len(mine) != expected:
             broken.append(f"{step}: {len(mine)} visits, expected {expected}.")
         for visit in mine:
@@ -68,18 +87,21 @@ def rule_violations(proposal: Proposal) -> list[str]:
         if step.max_per_week:
             broken += _weekly(mine, step.max_per_week, str(step))
 
-    doses = [v for v in visits if v.visit_type.is_dosing]
+    # Doses already there may be as close as they were booked; the plan's own keep the rule.
+    doses = [v for v in everything if v.visit_type.is_dosing]
     for before, after in itertools.pairwise(doses):
-        if after.start - before.start < timedelta(hours=protocol.min_hours_between_doses):
+        new = before.existing is None or after.existing is None
+        if new and after.start - before.start < timedelta(hours=protocol.min_hours_between_doses):
             broken.append(f"Doses on {before.start} and {after.start} are too close.")
     broken += _weekly(doses, protocol.max_doses_per_week, "doses")
     return broken
 
 
 def _weekly(visits, limit, what) -> list[str]:
-    starts = sorted(v.start for v in visits)
-    for index, first in enumerate(starts):
-        in_week = [s for s in starts[index:] if s - first < timedelta(days=7)]
-        if len(in_week) > limit:
-            return [f"{len(in_week)} {what} in the 7 days from {first}, over {limit}."]
+    """Any 7 days holding one of the plan's new visits hold at most ``limit`` of ``visits``."""
+    visits = sorted(visits, key=lambda v: v.start)
+    for index, first in enumerate(visits):
+        in_week = [v for v in visits[index:] if v.start - first.start < timedelta(days=7)]
+        if len(in_week) > limit and any(v.existing is None for v in in_week):
+            return [f"{len(in_week)} {what} in the 7 days from {first.start}, over {limit}."]
     return []

@@ -15,7 +15,7 @@ from plans.models import CONTRAINDICATIONS, Anchor, PlanStatus, Protocol, Protoc
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.booking import BookingError
-from scheduler.models import Clinic, Closure, Patient, TimeOff, Visit, VisitStatus
+from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
 from tests.conftest import at
 from tests.plan_rules import rule_violations
 
@@ -126,12 +126,10 @@ def test_a_fully_closed_clinic_fails_naming_the_step_and_rule(demo):
 
 
 def test_an_integration_window_that_cannot_be_met_names_the_rule_and_the_nearest_slot(demo):
+    # Therapists see patients on Mondays only: an integration 1-3 days after an
+    # infusion (on a Tuesday at the earliest) never reaches one, from any start.
     for therapist in demo.clinicians.filter(is_therapist=True):
-        TimeOff.objects.create(
-            clinician=therapist,
-            start=at(START + timedelta(days=3), "00:00"),
-            end=at(START + timedelta(days=30), "00:00"),
-        )
+        therapist.working_hours.exclude(weekday=0).delete()
     with pytest.raises(PlanInfeasible) as failed:
         generate(patient(demo), protocol(demo, "iv-induction"), START)
     message = str(failed.value)
@@ -281,10 +279,29 @@ def test_plan_command_prints_the_documented_json(demo):
         stdout=out,
     )
     data = json.loads(out.getvalue())
-    assert set(data) == {"patient", "protocol", "visits", "total_cost", "currency", "warnings"}
+    assert set(data) == {
+        "patient",
+        "protocol",
+        "start_date",
+        "visits",
+        "total_cost",
+        "currency",
+        "warnings",
+    }
     assert data["protocol"] == "iv-induction" and data["currency"] == "USD"
+    assert data["start_date"] == START.isoformat()
     first = data["visits"][0]
-    assert set(first) == {"step", "kind", "start", "end", "clinician", "room", "modality"}
+    assert set(first) == {
+        "step",
+        "kind",
+        "start",
+        "end",
+        "clinician",
+        "room",
+        "modality",
+        "existing_visit",
+    }
+    assert first["existing_visit"] is None
     assert first["start"].endswith(("-05:00", "-04:00"))
     assert len(data["visits"]) == 1 + 1 + 6 + 6 + 3
 

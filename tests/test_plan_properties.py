@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from plans.care_plans import PlanNotConfirmed, confirm, save_proposal
-from plans.generator import PlanInfeasible, Preferences, Proposal, generate
+from plans.generator import LATER_START_DAYS, PlanInfeasible, Preferences, Proposal, generate
 from plans.models import Anchor, PlanStatus, Protocol, ProtocolStep
 from scheduler.models import (
     BLOCKING_STATUSES,
@@ -369,7 +369,12 @@ def worlds(draw, roomy: bool = False):
                         own_patient=st.booleans(),
                         status=st.sampled_from(
                             [VisitStatus.BOOKED] * 3
-                            + [VisitStatus.CONFIRMED, VisitStatus.CANCELLED, VisitStatus.PROPOSED]
+                            + [
+                                VisitStatus.CONFIRMED,
+                                VisitStatus.COMPLETED,
+                                VisitStatus.CANCELLED,
+                                VisitStatus.PROPOSED,
+                            ]
                         ),
                     ),
                     max_size=8,
@@ -403,8 +408,9 @@ class Built:
     def tz(self):
         return self.builder.clinic.tz
 
-    def earliest(self) -> datetime:
-        midnight = datetime.combine(self.world.start_date, time(0), tzinfo=self.tz)
+    def earliest(self, day: date | None = None) -> datetime:
+        """When a plan counting from ``day`` (the world's start date) starts: its midnight, or now."""
+        midnight = datetime.combine(day or self.world.start_date, time(0), tzinfo=self.tz)
         return max(midnight, timezone.now())
 
 
@@ -547,9 +553,12 @@ def build(world: World) -> Built:
     )
 
 
-def attempt(built: Built) -> Proposal | PlanInfeasible:
+def attempt(built: Built, start: date | None = None) -> Proposal | PlanInfeasible:
+    """The plan from ``start`` (the world's start date), or why there is none."""
     try:
-        return generate(built.patient, built.protocol, built.world.start_date, built.preferences)
+        return generate(
+            built.patient, built.protocol, start or built.world.start_date, built.preferences
+        )
     except PlanInfeasible as failure:
         return failure
 
@@ -557,9 +566,11 @@ def attempt(built: Built) -> Proposal | PlanInfeasible:
 def fingerprint(outcome: Proposal | PlanInfeasible):
     if isinstance(outcome, PlanInfeasible):
         return ("infeasible", outcome.step.pk, outcome.constraint, outcome.nearest)
-    index = {id(v): i for i, v in enumerate(outcome.visits)}
+    everything = outcome.visits + outcome.satisfied
+    index = {id(v): i for i, v in enumerate(everything)}
     return (
         "plan",
+        outcome.start_date,
         [
             (
                 v.step.pk,
@@ -569,8 +580,9 @@ def fingerprint(outcome: Proposal | PlanInfeasible):
                 v.clinician.pk,
                 v.room.pk if v.room else None,
                 index.get(id(v.follows)),
+                v.existing.pk if v.existing else None,
             )
-            for v in outcome.visits
+            for v in everything
         ],
         outcome.warnings,
         outcome.total_cost,
@@ -600,10 +612,16 @@ def hours_violations(built: Built, proposal: Proposal) -> list[str]:
 
 
 def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
-    """Each visit is timed from the visit its step's anchor names; recurrences keep their dates."""
+    """Each visit is timed from the visit its step's anchor names; recurrences keep their dates.
+
+    Visits already done count too; steps timed from the plan's start count from
+    the day the plan says it starts from.
+    """
     broken = []
+    everything = proposal.visits + proposal.satisfied
+    start = built.earliest(proposal.start_date).astimezone(UTC)
     visits_of = {
-        step.pk: sorted((v for v in proposal.visits if v.step.pk == step.pk), key=lambda v: v.start)
+        step.pk: sorted((v for v in everything if v.step.pk == step.pk), key=lambda v: v.start)
         for step in built.steps
     }
     for index, step in enumerate(built.steps):
@@ -621,7 +639,7 @@ def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
         for anchor in anchors:
             series = [v for v in mine if v.follows is anchor]
             if step.recurrence:
-                base = anchor.end if anchor else built.earliest().astimezone(UTC)
+                base = anchor.end if anchor else start
                 first = (base + step.min_gap).astimezone(built.tz)
                 dates = list(rrulestr(step.recurrence, dtstart=first))
                 if len(series) != len(dates):
@@ -637,6 +655,12 @@ def anchor_violations(built: Built, proposal: Proposal) -> list[str]:
                         broken.append(f"{step} #{visit.occurrence}: not within its recurrence.")
             elif len(series) != step.count:
                 broken.append(f"{step}: {len(series)} visits after {anchor}, not {step.count}.")
+            elif anchor is None:  # timed from the plan's start
+                first = min(series, key=lambda v: v.occurrence)
+                if first.existing is None and first.start < start + step.min_gap:
+                    broken.append(f"{step} #1: before its minimum gap after the start.")
+                if step.max_gap is not None and first.start > start + step.max_gap:
+                    broken.append(f"{step} #1: after its maximum gap after the start.")
         followed = {id(a) for a in anchors}
         stray = [v for v in mine if id(v.follows) not in followed]
         if stray:
@@ -672,9 +696,14 @@ def check_plan(built: Built, proposal: Proposal) -> None:
     assert hours_violations(built, proposal) == []
     assert anchor_violations(built, proposal) == []
     assert dose_violations(built, proposal) == []
-    earliest = built.earliest()
+    assert proposal.start_date >= built.world.start_date
+    moved = any("No plan fits from" in w for w in proposal.warnings)
+    assert moved == (proposal.start_date != built.world.start_date)
+    earliest = built.earliest(proposal.start_date)
     assert all(visit.start >= earliest for visit in proposal.visits)
-    assert all(visit.visit_type == visit.step.visit_type for visit in proposal.visits)
+    assert all(
+        visit.visit_type == visit.step.visit_type for visit in proposal.visits + proposal.satisfied
+    )
     assert proposal.total_cost == sum(
         (built.price_of[visit.visit_type.pk] for visit in proposal.visits), Decimal(0)
     )
@@ -752,6 +781,22 @@ DOSE_ALREADY_BOOKED = World(
     existing=(Existing(0, 0, 0, day=0, half_hour=16, own_patient=True, status="booked"),),
 )
 
+# The patient already has the only visit the protocol asks for: the plan books
+# nothing, and confirming it has nothing for anyone to take.
+ALREADY_BOOKED = World(
+    visit_types=(SCREENING,),
+    steps=(StepSpec(anchor=Anchor.START),),
+    existing=(Existing(0, 0, 0, day=0, half_hour=14, own_patient=True, status="booked"),),
+)
+# The therapist is away for the two weeks after the start: a check-in 1-2 days
+# after the screening has no room from the start date, but has from two weeks
+# later, and such a plan is also a plan from the start date.
+THERAPIST_AWAY = World(
+    visit_types=(SCREENING, CHECK_IN),
+    steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1, min_gap=24, max_gap=48)),
+    time_off=(Interval(who=1, offset_hours=24, hours=14 * 24),),
+)
+
 
 # -- the properties -------------------------------------------------------------
 
@@ -796,6 +841,7 @@ def test_a_roomy_clinic_always_gets_a_plan_when_no_window_has_an_upper_bound(now
 @given(world=worlds(roomy=True), conflict=st.one_of(st.none(), st.integers(0, 200)))
 @example(world=DOSE_ALREADY_BOOKED, conflict=None)
 @example(world=WEEKLY_DOSES, conflict=5)
+@example(world=ALREADY_BOOKED, conflict=0)
 def test_confirming_a_plan_books_exactly_its_visits_or_leaves_all_of_them_proposed(
     now, world, conflict
 ):
@@ -808,6 +854,8 @@ def test_confirming_a_plan_books_exactly_its_visits_or_leaves_all_of_them_propos
         plan = save_proposal(outcome)
         ids = set(plan.planned_visits.values_list("visit_id", flat=True))
         assert len(ids) == len(outcome.visits)
+        if not ids:  # every step is a visit the patient already has: nothing to take
+            conflict = None
         if conflict is not None:
             # Someone else took one of the plan's slots since it was proposed.
             taken = sorted(outcome.visits, key=lambda v: v.start)[conflict % len(ids)]
@@ -866,3 +914,35 @@ def test_a_recurrence_that_gives_no_date_is_refused(clinic):
     )
     with pytest.raises(ValidationError, match="COUNT=0 gives no visit"):
         step.full_clean()
+
+
+@pytest.mark.django_db
+@properties(examples=40)
+@given(world=worlds(), later=st.integers(1, 21))
+@example(world=THERAPIST_AWAY, later=14)
+def test_a_plan_found_from_a_later_start_means_one_is_found_from_an_earlier_one(now, world, later):
+    """Whenever a plan exists from a later start, one is found from the earlier start.
+
+    A start date is the earliest a plan may start, so a plan from a later day is
+    also a plan from an earlier one. The generator tries each day up to
+    ``LATER_START_DAYS`` after the date asked for (or after today, for a date
+    already past), so the property holds for plans counting from those days.
+    """
+    with transaction.atomic():
+        built = build(world)
+        from_later = attempt(built, world.start_date + timedelta(days=later))
+        if isinstance(from_later, PlanInfeasible):
+            event("no plan from the later start")
+            transaction.set_rollback(True)
+            return
+        today = timezone.localdate(timezone=built.tz)
+        if from_later.start_date > max(world.start_date, today) + timedelta(days=LATER_START_DAYS):
+            event("the later plan starts past the days tried")
+            transaction.set_rollback(True)
+            return
+        outcome = attempt(built)
+        assert not isinstance(outcome, PlanInfeasible), str(outcome)
+        event("moved later" if outcome.start_date != world.start_date else "from the start")
+        assert outcome.start_date <= from_later.start_date
+        check_plan(built, outcome)
+        transaction.set_rollback(True)

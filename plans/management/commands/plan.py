@@ -5,6 +5,8 @@
         --weekdays mon,wed,fri --times 09:00-13:00 --confirm
 
 Infeasible plans exit with status 2 and, with --json, {"error", "step", "constraint"}.
+Visits the patient already has that do for a step are listed with their
+``existing_visit`` (id and status) and are not booked again.
 """
 
 import json
@@ -130,6 +132,7 @@ class Command(BaseCommand):
 
     def _print(self, proposal, options):
         tz = proposal.protocol.clinic.tz
+        everything = sorted(proposal.visits + proposal.satisfied, key=lambda v: v.start)
         visits = [
             {
                 "step": str(v.step),
@@ -139,8 +142,12 @@ class Command(BaseCommand):
                 "clinician": v.clinician.display_name,
                 "room": v.room.name if v.room else None,
                 "modality": v.visit_type.modality,
+                # Already booked or done: counted by the plan, not booked again.
+                "existing_visit": (
+                    {"id": v.existing.pk, "status": v.existing.status} if v.existing else None
+                ),
             }
-            for v in proposal.visits
+            for v in everything
         ]
         if options["json"]:
             self.stdout.write(
@@ -148,6 +155,7 @@ class Command(BaseCommand):
                     {
                         "patient": str(proposal.patient),
                         "protocol": proposal.protocol.slug,
+                        "start_date": proposal.start_date.isoformat(),
                         "visits": visits,
                         "total_cost": str(proposal.total_cost),
                         "currency": proposal.currency,
@@ -160,11 +168,17 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{proposal.protocol} for {proposal.patient}, from {proposal.start_date}:"
         )
-        for v in proposal.visits:
+        for v in everything:
             start = v.start.astimezone(tz)
             where = v.room.name if v.room else "telehealth"
+            already = (
+                f"  (already {v.existing.get_status_display().lower()}, not booked again)"
+                if v.existing
+                else ""
+            )
             self.stdout.write(
                 f"  {start:%a %Y-%m-%d %H:%M}  {v.step} ({v.visit_type})  {v.clinician}  {where}"
+                f"{already}"
             )
         self.stdout.write(f"Estimated total: {proposal.total_cost} {proposal.currency}")
         for warning in proposal.warnings:
