@@ -329,21 +329,24 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.error(request, "Unknown action.")
     here = reverse("desk_visit", args=[visit.pk])
-    whose = {"with": "anyone"} if any_clinician else {}
-    role = visit.visit_type.get_clinician_role_display().lower()
+    choice = {"with": "anyone"} if any_clinician else {}
+    if any_clinician and not times.planned:
+        whose = f"with any {visit.visit_type.get_clinician_role_display().lower()}"
+    else:
+        whose = f"with {visit.clinician}"
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "visit": visit,
-        "planned": planned_visit(visit),
+        "planned": times.planned,
         "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
         "move_form": move_form,
         "cancel_form": cancel_form,
         "times": times,
         "any_clinician": any_clinician,
-        "whose": f"with any {role}" if whose and not times.planned else f"with {visit.clinician}",
-        "earlier_url": _window_url(here, whose, times.earlier),
-        "later_url": _window_url(here, whose, times.later),
+        "whose": whose,
+        "earlier_url": _window_url(here, choice, times.earlier),
+        "later_url": _window_url(here, choice, times.later),
         "own_clinician_url": _window_url(here, {}, times.first),
         "any_clinician_url": _window_url(here, {"with": "anyone"}, times.first),
     }
@@ -351,9 +354,9 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "desk/visit.html", context)
 
 
-def _window_url(here: str, whose: dict, first: date | None) -> str:
+def _window_url(here: str, choice: dict, first: date | None) -> str:
     """The visit page showing the window of times that opens on ``first``."""
-    return f"{here}?{urlencode(whose | {'from': first.isoformat()})}" if first else ""
+    return f"{here}?{urlencode(choice | {'from': first.isoformat()})}" if first else ""
 
 
 def _move(visit: Visit, slot) -> None:
