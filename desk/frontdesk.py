@@ -436,13 +436,16 @@ def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
 def proposal_fingerprint(proposal: Proposal) -> str:
     """A digest of what the new-plan page shows of ``proposal``: who, which protocol, every visit.
 
+    The visits already there that the plan counts (``satisfied``) are part of it.
+
     Confirming generates the plan again and books that; the form carries this
     digest so that only the plan the user saw is booked. Any change (another
     protocol, patient, date or preference in the form, or a booking since that
     took one of its times) gives another digest.
     """
-    parts = [proposal.patient.pk, proposal.protocol.pk, proposal.total_cost, proposal.currency]
-    parts += proposal.warnings
+    parts = [proposal.patient.pk, proposal.protocol.pk, proposal.start_date]
+    parts += [proposal.total_cost, proposal.currency, *proposal.warnings]
+    parts += [visit.existing.pk for visit in proposal.satisfied]
     for visit in proposal.visits:
         room = visit.room.pk if visit.room else ""
         start, end = visit.start.astimezone(UTC), visit.end.astimezone(UTC)

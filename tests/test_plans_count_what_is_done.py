@@ -7,20 +7,23 @@ from it; one too old for the rest of the plan to follow is not counted.
 """
 
 import json
+import re
 from datetime import date, datetime, timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from plans.care_plans import confirm, save_proposal
 from plans.generator import generate
-from plans.models import Protocol
+from plans.models import CarePlan, Protocol
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.models import Clinic, Patient, Visit, VisitKind, VisitStatus, VisitType
 from scheduler.timezones import zone
 from tests.conftest import at
+from tests.page_helpers import front_desk
 from tests.plan_rules import rule_violations
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -161,3 +164,30 @@ def test_the_plan_command_marks_the_visits_already_there(demo, patient, screened
     lines = text.getvalue().splitlines()
     assert "already completed, not booked again" in lines[1]
     assert "already booked, not booked again" in lines[2]
+
+
+def test_the_desk_shows_the_visits_already_there_and_books_only_the_new_ones(
+    client, demo, patient, screened_and_prepared
+):
+    screening, preparation = screened_and_prepared
+    client.force_login(front_desk())
+    form = {
+        "patient": patient.pk,
+        "protocol": protocol(demo, "iv-induction").pk,
+        "start_date": PLAN_START.isoformat(),
+        "time_from": "08:00",
+        "time_to": "18:00",
+        "weekdays": [str(day) for day in range(7)],
+    }
+    page = client.post(reverse("desk_new_plan"), {**form, "action": "propose"})
+    rows = re.findall(r"<td>(Already [a-z]+), not booked again</td>", page.text)
+    assert rows == ["Already completed", "Already booked"]
+    shown = re.search(r'name="shown" value="([^"]*)"', page.text).group(1)
+    new = len(page.context["proposal"].visits)
+
+    client.post(reverse("desk_new_plan"), {**form, "action": "confirm", "shown": shown})
+    plan = CarePlan.objects.get(patient=patient)
+    assert plan.planned_visits.filter(visit__status=VisitStatus.BOOKED).count() == new
+    assert Visit.objects.filter(patient=patient).count() == 2 + new
+    kept = Visit.objects.filter(pk__in=[screening.pk, preparation.pk])
+    assert sorted(kept.values_list("status", flat=True)) == ["booked", "completed"]
