@@ -4,19 +4,28 @@ Registered in ``scheduler.booking.booking_checks`` (see PlansConfig.ready), so
 they hold whichever way a visit is booked: a confirmed plan, the admin, a move.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from plans.models import WEEK, CarePlan, PlanStatus, Screening, route_dose_problems
 from scheduler.models import BLOCKING_STATUSES, Visit, VisitKind, VisitType
 
 
 def screening_cleared(visit: Visit) -> list[str]:
+    return screening_cleared.for_times(visit, visit.start, visit.end)(visit)
+
+
+def _screening_for_times(visit: Visit, start: datetime, end: datetime):
+    """The screening gate for ``visit`` at any time: whether it is cleared does not depend on when."""
     if not visit.visit_type.is_dosing or Screening.is_cleared_for(visit.patient):
-        return []
-    return [
+        return lambda moved: []
+    problem = (
         f"{visit.patient}'s screening has not been cleared by a prescriber; "
         "dosing visits cannot be booked or confirmed until it is."
-    ]
+    )
+    return lambda moved: [problem]
+
+
+screening_cleared.for_times = _screening_for_times
 
 
 def _protocol_for(visit: Visit):
@@ -32,16 +41,18 @@ def _protocol_for(visit: Visit):
     return plan.protocol if plan else None
 
 
-def _other_doses(visit: Visit, reach: timedelta):
-    return (
+def _doses_near(visit: Visit, start: datetime, end: datetime, reach: timedelta) -> list[Visit]:
+    """The patient's other doses that could bear on ``visit`` placed anywhere from start to end."""
+    return list(
         Visit.objects.filter(
             patient=visit.patient,
             visit_type__kind=VisitKind.DOSING,
             status__in=BLOCKING_STATUSES,
-            start__gt=visit.start - reach,
-            start__lt=visit.start + reach,
+            start__gt=start - reach,
+            start__lt=end + reach,
         )
         .exclude(pk=visit.pk)
+        .select_related("visit_type")
         .order_by("start")
     )
 
@@ -52,20 +63,41 @@ def dose_spacing(visit: Visit) -> list[str]:
     The protocol of the visit's care plan (or of the patient's latest active
     plan) decides; without one, the visit types' own rules do (docs/rules.md).
     """
+    return dose_spacing.for_times(visit, visit.start, visit.start)(visit)
+
+
+def _dose_spacing_for_times(visit: Visit, start: datetime, end: datetime):
+    """Dose spacing for ``visit`` moved to any time from start to end, with one read of the doses."""
     if not visit.visit_type.is_dosing:
-        return []
+        return lambda moved: []
     protocol = _protocol_for(visit)
     if protocol is not None:
-        other_doses = _other_doses(visit, protocol.dose_reach).values_list("start", flat=True)
-        return protocol.dose_problems(list(other_doses), visit.start)
-    # Another type's spacing can reach further than this one's: look as far as the longest.
-    dosing_types = VisitType.objects.filter(
-        clinic_id=visit.visit_type.clinic_id, kind=VisitKind.DOSING
-    )
-    reach = max(
-        [WEEK, *(timedelta(hours=t.dose_rule.min_hours) for t in [visit.visit_type, *dosing_types])]
-    )
-    others = _other_doses(visit, reach).select_related("visit_type")
-    return route_dose_problems(
-        visit.visit_type, visit.start, [(v.start, v.visit_type) for v in others]
-    )
+        reach = protocol.dose_reach
+    else:
+        # Another type's spacing can reach further than this one's: look as far as the longest.
+        dosing_types = VisitType.objects.filter(
+            clinic_id=visit.visit_type.clinic_id, kind=VisitKind.DOSING
+        )
+        reach = max(
+            [
+                WEEK,
+                *(
+                    timedelta(hours=t.dose_rule.min_hours)
+                    for t in [visit.visit_type, *dosing_types]
+                ),
+            ]
+        )
+    doses = _doses_near(visit, start, end, reach)
+
+    def judge(moved: Visit) -> list[str]:
+        near = [d for d in doses if moved.start - reach < d.start < moved.start + reach]
+        if protocol is not None:
+            return protocol.dose_problems([d.start for d in near], moved.start)
+        return route_dose_problems(
+            moved.visit_type, moved.start, [(d.start, d.visit_type) for d in near]
+        )
+
+    return judge
+
+
+dose_spacing.for_times = _dose_spacing_for_times
