@@ -13,7 +13,7 @@ those same checks; this only keeps the desk from being offered what they refuse.
 
 import copy
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -62,9 +62,7 @@ def move_times(
 
     A fixed number of queries for the window, plus what the registered booking
     rules ask about each time they judge, unless they judge a whole window at
-    once (``scheduler.booking.rules_for_times``). The plans app's gates, as
-    they are, ask nothing about a visit that is not a dose and a query or two
-    per time about a dose.
+    once (``scheduler.booking.rules_for_times``), as the plans app's gates do.
     """
     tz = clinic.tz
     now = timezone.now()
@@ -86,12 +84,10 @@ def move_times(
     # visit of a care plan always does: plans.care_plans.move_planned_visit
     # keeps its clinician.
     clinicians = None if any_clinician and not planned else [visit.clinician]
-    window_start = datetime.combine(first, time(0), tzinfo=tz)
-    window_end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=tz)
-    availability = Availability(
+    availability = Availability.for_days(
         clinic,
-        window_start,
-        window_end,
+        first,
+        last,
         clinicians=clinicians,
         patients=[visit.patient],
         ignore_visits=[visit.pk],  # the visit does not stand in its own way
@@ -106,7 +102,8 @@ def move_times(
     ]
     free.sort(key=lambda slot: (abs(slot.start - visit.start), slot.start))
     step_rules = care_plans.window_rules(planned, tz) if planned else lambda start: []
-    booking_rules = booking.rules_for_times(visit, window_start, window_end)
+    starts = [slot.start for slot in free] or [visit.start]
+    booking_rules = booking.rules_for_times(visit, min(starts), max(starts))
     refusals: dict[str, None] = {}  # ordered and distinct
     for slot in free:
         if len(times.slots) == SLOT_LIMIT:

@@ -272,6 +272,14 @@ class Availability:
 
     # -- loading visits ----------------------------------------------------
 
+    @classmethod
+    def for_days(cls, clinic: Clinic, first_day: date, last_day: date, **options):
+        """What decides visits on the clinic's local days first_day to last_day (inclusive)."""
+        tz = clinic.tz
+        start = datetime.combine(first_day, time(0), tzinfo=tz)
+        end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=tz)
+        return cls(clinic, start, end, **options)
+
     def load(
         self,
         clinicians: Iterable[Clinician],
@@ -610,14 +618,10 @@ def free_slots(
     Loads what those days hold, then answers as ``Availability.free_slots``
     (``step``, ``limit`` and the rest go to it).
     """
-    clinic = visit_type.clinic
-    tz = clinic.tz
-    window_start = datetime.combine(first_day, time(0), tzinfo=tz)
-    window_end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=tz)
-    availability = Availability(
-        clinic,
-        window_start,
-        window_end,
+    availability = Availability.for_days(
+        visit_type.clinic,
+        first_day,
+        last_day,
         clinicians=clinicians,
         patients=[patient] if patient else (),
     )
