@@ -1,6 +1,6 @@
 """A small synthetic clinic for tests, built directly from the models."""
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from itertools import count
 
 import pytest
@@ -16,6 +16,7 @@ from scheduler.models import (
     OpeningHours,
     Patient,
     Room,
+    Visit,
     VisitKind,
     VisitType,
     WorkingHours,
@@ -164,6 +165,25 @@ class SmallClinic(ClinicBuilder):
         )
         self.integration = self.visit_type(
             "integration", VisitKind.INTEGRATION, 50, "therapist", Modality.TELEHEALTH
+        )
+
+    def doses_one_after_another(self, patients, first: datetime) -> list[Visit]:
+        """An IV dose for each patient, from ``first`` on, three hours apart, in one insert.
+
+        They follow any visit the prescriber already has from ``first`` on, so that
+        no two overlap (PostgreSQL refuses overlaps).
+        """
+        taken = Visit.objects.filter(clinician=self.prescriber, start__gte=first).count()
+        return Visit.objects.bulk_create(
+            Visit(
+                patient=patient,
+                visit_type=self.iv,
+                clinician=self.prescriber,
+                room=self.room1,
+                start=first + timedelta(hours=3 * i),
+                end=first + timedelta(hours=3 * i) + self.iv.duration,
+            )
+            for i, patient in enumerate(patients, start=taken)
         )
 
 

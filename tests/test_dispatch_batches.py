@@ -64,21 +64,7 @@ def due_texts(
             policy__visit_type=clinic.iv, by_sms=True, purpose__in=purposes
         ).order_by("-offset")
     )
-    first = at(MONDAY + timedelta(days=7), "08:00")
-    # After any visits an earlier call made: PostgreSQL refuses overlaps.
-    taken = Visit.objects.filter(clinician=clinic.prescriber, start__gte=first).count()
-    visits = Visit.objects.bulk_create(
-        Visit(
-            patient=patient,
-            visit_type=clinic.iv,
-            clinician=clinic.prescriber,
-            room=clinic.room1,
-            # Three hours apart: no two visits overlap (PostgreSQL refuses overlaps).
-            start=first + timedelta(hours=3 * i),
-            end=first + timedelta(hours=3 * i) + clinic.iv.duration,
-        )
-        for i, patient in enumerate(patients, start=taken)
-    )
+    visits = clinic.doses_one_after_another(patients, at(MONDAY + timedelta(days=7), "08:00"))
     return Message.objects.bulk_create(
         Message(
             visit=visit,

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from notifications.models import PRIORITY, Channel, Message, Purpose, Status
-from scheduler.models import Visit
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.smtp_server import smtp_fixture, smtp_server_fixture  # noqa: F401 - fixtures
 from tests.test_worker import worker_environment
@@ -35,19 +34,7 @@ def due_emails(count: int) -> list[Message]:
     """A calendar invite by email for each of ``count`` patients, all due at NOW."""
     clinic = SmallClinic()
     patients = [clinic.patient(f"P{i}", "Example", screened=False) for i in range(count)]
-    first = at(MONDAY + timedelta(days=7), "08:00")
-    visits = Visit.objects.bulk_create(
-        Visit(
-            patient=patient,
-            visit_type=clinic.iv,
-            clinician=clinic.prescriber,
-            room=clinic.room1,
-            # Three hours apart: no two visits overlap (PostgreSQL refuses overlaps).
-            start=first + timedelta(hours=3 * i),
-            end=first + timedelta(hours=3 * i) + clinic.iv.duration,
-        )
-        for i, patient in enumerate(patients)
-    )
+    visits = clinic.doses_one_after_another(patients, at(MONDAY + timedelta(days=7), "08:00"))
     return Message.objects.bulk_create(
         Message(
             visit=visit,
