@@ -1,8 +1,31 @@
-"""Response headers Django does not set itself (Django 5.2 has no CSP support)."""
+"""Response headers Django does not set by default: Cache-Control, CSP (5.2 has none)."""
 
 import time
 
 from django.conf import settings
+from django.utils.cache import add_never_cache_headers
+
+
+class NeverCacheMiddleware:
+    """No response is kept by a browser's or a proxy's cache unless its view says it may be.
+
+    Nearly every page shows patient data (the desk, a clinician's calendar, the
+    patient page, feeds, the admin, even a 404 names what was asked for), and
+    a page left out of caching rules is a page of PHI on a shared computer's
+    disk. Django writes the headers (``add_never_cache_headers``: no-store,
+    private, what ``never_cache`` and the admin use) but only on the views
+    decorated; here they are the default. A response that may be cached (the
+    favicon's redirect) carries its own Cache-Control and is left alone.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response
 
 
 class ContentSecurityPolicyMiddleware:

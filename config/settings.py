@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that every answer gets it: refusals, redirects and 500s included.
+    "config.middleware.NeverCacheMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -242,14 +244,30 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Clinic <appointments@localhost>")
 
+# Every handler carries RedactTokens: a token URL (/p/<token>/, /calendars/<token>.ics)
+# is the credential itself and never reaches a log (config/logs.py). Django's own
+# handlers on "django" (a console in DEBUG, mail to ADMINS) and "django.server"
+# (runserver's request lines) would not, so those loggers hand their records to
+# the root handler instead.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"refusal_without_traceback": {"()": "config.logs.RefusalWithoutTraceback"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "redact_tokens": {"()": "config.logs.RedactTokens"},
+        "refusal_without_traceback": {"()": "config.logs.RefusalWithoutTraceback"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_tokens"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
         "django.request": {"filters": ["refusal_without_traceback"]},
         # The SDK logs every request at INFO, phone numbers in lookups included.

@@ -2,7 +2,7 @@
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
-from django.utils.cache import get_conditional_response
+from django.utils.cache import add_never_cache_headers, get_conditional_response
 from django.utils.http import http_date
 from django.views.decorators.http import require_safe
 
@@ -24,9 +24,11 @@ def calendar_feed(request: HttpRequest, token: str) -> HttpResponse:
     response = HttpResponse(content_type="text/calendar; charset=utf-8")
     response["ETag"] = etag
     response["Last-Modified"] = http_date(last_modified.timestamp())
-    # The URL is the secret: no shared cache may keep a copy, and clients
-    # revalidate (cheaply, with the ETag) rather than trust their own.
-    response["Cache-Control"] = "private, no-cache"
+    # The URL is the secret and the feed holds patient data: no cache, shared or
+    # the browser's, keeps a copy (no-store, private). Calendar apps keep the
+    # events and the ETag in their own store, not an HTTP cache, so their
+    # conditional polls still get the cheap 304.
+    add_never_cache_headers(response)
     response["Content-Disposition"] = 'inline; filename="appointments.ics"'
     response["X-Robots-Tag"] = "noindex, nofollow"
     conditional = get_conditional_response(

@@ -21,24 +21,28 @@ from tests.page_helpers import front_desk
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def production(*command: str) -> subprocess.CompletedProcess:
+def production_environment() -> dict[str, str]:
+    """This process's environment as a production deployment sets it: DEBUG off, a real key."""
     key = "".join(
         secrets.choice(string.ascii_letters + string.digits + "!@#%^&*") for _ in range(50)
     )
     base = {
         k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
     }
-    environment = {
+    return {
         **base,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "0",
         "SECRET_KEY": key,
         "ALLOWED_HOSTS": "clinic.example.org",
     }
+
+
+def production(*command: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
-        env=environment,
+        env=production_environment(),
         capture_output=True,
         text=True,
         timeout=120,

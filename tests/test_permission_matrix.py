@@ -3,6 +3,7 @@
 Outcomes: 200, "login" (302 to a sign-in page), 302 (any other redirect), 403,
 404, 405. Token URLs answer on the token alone (the link is the credential),
 so they are the same for every role; a wrong token is a 404 for everyone.
+The same table proves that no answer, to any role, may be kept by a cache.
 """
 
 import pytest
@@ -161,6 +162,16 @@ def world(clinic):
     return {"args": args, "users": users, "avery": avery, "blake": blake, "link": link}
 
 
+def client_as(world, role: str) -> Client:
+    client = Client()
+    if role in world["users"]:
+        client.force_login(world["users"][role])
+    elif role == "link":
+        # A patient who opened their own link earlier: no session, only the link.
+        client.get(reverse("patient_page", args=[world["link"]]))
+    return client
+
+
 def outcome(response) -> int | str:
     if response.status_code == 302:
         location = response["Location"]
@@ -172,16 +183,28 @@ def outcome(response) -> int | str:
 def test_permission_matrix(world, row):
     label, name, arg_key, method, expected = row
     url = reverse(name, args=world["args"][arg_key] if arg_key else None)
-    got = {}
-    for role in ROLES:
-        client = Client()
-        if role in world["users"]:
-            client.force_login(world["users"][role])
-        elif role == "link":
-            # A patient who opened their own link earlier: no session, only the link.
-            client.get(reverse("patient_page", args=[world["link"]]))
-        got[role] = outcome(getattr(client, method)(url))
+    got = {role: outcome(getattr(client_as(world, role), method)(url)) for role in ROLES}
     assert got == expected, f"{label} ({url})"
+
+
+# The one answer a cache may keep: a redirect to a static file.
+CACHEABLE = {"favicon"}
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=[row[0] for row in MATRIX])
+def test_no_answer_of_the_project_may_be_kept_by_a_cache(world, row):
+    """Every URL, as every role: pages, refusals, redirects and 404s alike are no-store, private."""
+    label, name, arg_key, method, _ = row
+    url = reverse(name, args=world["args"][arg_key] if arg_key else None)
+    kept = {}
+    for role in ROLES:
+        header = getattr(client_as(world, role), method)(url).get("Cache-Control", "")
+        directives = {d.strip() for d in header.split(",")}
+        if name in CACHEABLE:
+            assert "public" in directives, f"{label} ({url}) as {role}: {header!r}"
+        elif not {"no-store", "private"} <= directives:
+            kept[role] = header
+    assert kept == {}, f"{label} ({url}) may be cached"
 
 
 def test_a_patient_link_shows_only_that_patients_data(client, world):
