@@ -160,7 +160,13 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
 @admin.register(MessagingPreferences)
 class MessagingPreferencesAdmin(admin.ModelAdmin):
-    list_display = ("patient", "sms_per_day", "sms_per_week", "more_texts_agreed_at")
+    list_display = (
+        "patient",
+        "sms_per_day",
+        "sms_per_week",
+        "quiet_hours_start",
+        "quiet_hours_end",
+    )
     list_select_related = ("patient",)
     autocomplete_fields = ("patient",)
     search_fields = ("patient__first_name", "patient__last_name", "patient__mobile")

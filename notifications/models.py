@@ -417,21 +417,28 @@ class Message(models.Model):
 
 
 class MessagingPreferences(models.Model):
-    """What a patient agreed to beyond the clinic's defaults (settings.SMS_*_CAP, QUIET_HOURS_*)."""
+    """What a patient asked for: fewer texts than the clinic allows, other quiet hours.
+
+    More texts than the clinic's limits (settings.SMS_*_CAP) need no number
+    here but the patient's express consent (``Patient.sms_express_consent_at``),
+    with which those limits do not bind at all.
+    """
 
     patient = models.OneToOneField(
         Patient, on_delete=models.CASCADE, related_name="messaging_preferences"
     )
     sms_per_day = models.PositiveSmallIntegerField(
-        "texts per day", null=True, blank=True, help_text="Empty: the clinic's default."
-    )
-    sms_per_week = models.PositiveSmallIntegerField(
-        "texts per week", null=True, blank=True, help_text="Empty: the clinic's default."
-    )
-    more_texts_agreed_at = models.DateTimeField(
+        "texts per day",
         null=True,
         blank=True,
-        help_text="When the patient agreed to more texts than the default limits.",
+        help_text="At most, at the patient's request. Empty: the clinic's limit, or none with "
+        "express consent.",
+    )
+    sms_per_week = models.PositiveSmallIntegerField(
+        "texts per week",
+        null=True,
+        blank=True,
+        help_text="In any 7 days, as above.",
     )
     quiet_hours_start = models.TimeField(null=True, blank=True)
     quiet_hours_end = models.TimeField(null=True, blank=True)
@@ -447,12 +454,10 @@ class MessagingPreferences(models.Model):
         above_default = (self.sms_per_day or 0) > settings.SMS_DAILY_CAP or (
             self.sms_per_week or 0
         ) > settings.SMS_WEEKLY_CAP
-        if above_default and not self.more_texts_agreed_at:
+        if above_default and self.patient_id and not self.patient.has_express_sms_consent:
             raise ValidationError(
-                {
-                    "more_texts_agreed_at": "More texts than the default limits need the "
-                    "patient's agreement: record when they gave it."
-                }
+                "More texts than the clinic's limits need the patient's express consent: "
+                "record it on the patient (then the limits do not apply)."
             )
         if (self.quiet_hours_start is None) != (self.quiet_hours_end is None):
             raise ValidationError("Give both ends of the quiet hours, or neither.")

@@ -16,7 +16,6 @@ from notifications.models import (
     ESSENTIAL_PURPOSES,
     Channel,
     Message,
-    MessagingPreferences,
     Purpose,
     Status,
 )
@@ -157,13 +156,11 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
 
 
 def test_a_visit_moved_after_its_72_hour_reminder_is_reminded_again_for_its_new_time(
-    now, twilio, smtp, client
+    now, twilio, smtp, client, settings
 ):
+    settings.SMS_DAILY_CAP, settings.SMS_WEEKLY_CAP = 3, 10  # a clinic may set its own
     clinic = ReminderClinic()
     patient = clinic.texting_patient()
-    MessagingPreferences.objects.create(
-        patient=patient, sms_per_day=3, sms_per_week=10, more_texts_agreed_at=timezone.now()
-    )
     visit = clinic.book(patient, clinic.screening, at(MONDAY, "10:00"))
     step_through(now, at(MONDAY, "10:00") - 60 * HOUR, twilio, client)
     assert [m["body"][:60] for m in twilio.messages] == [
