@@ -42,10 +42,13 @@ RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpo
 INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
 # Go only while the visit is cancelled; every other message only while it is on.
 CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
-# Change notices and preparation instructions go even when the patient's text
-# limit is reached, and plain reminders leave room for those still to come:
-# a missed fasting instruction or a missed move costs more than a reminder.
-ESSENTIAL_PURPOSES = (Purpose.MOVED, Purpose.CANCELLED, Purpose.PREPARATION)
+# Texts that lose their point if they wait or are dropped: the video link just
+# before a video visit, a visit moved or cancelled.
+TIME_CRITICAL_PURPOSES = (Purpose.VIDEO_LINK, Purpose.MOVED, Purpose.CANCELLED)
+# These and preparation instructions go even when the patient's text limit is
+# reached, and plain reminders leave room for those still to come: a missed
+# video link, fasting instruction or move costs more than a reminder.
+ESSENTIAL_PURPOSES = (*TIME_CRITICAL_PURPOSES, Purpose.PREPARATION)
 PRIORITY = {
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,

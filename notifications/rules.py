@@ -163,9 +163,9 @@ class TextLedger:
     """How many texts count against each patient's limits at ``now``.
 
     Counts texts the provider accepted in the patient's local day and in the
-    past 7 days, plus essential texts (changes, preparation) still to come in
-    the rest of the day and the next 7 days: those take priority, so a plain
-    reminder leaves room for them.
+    past 7 days, plus essential texts (video links, changes, preparation)
+    still to come in the rest of the day and the next 7 days: those always go,
+    so a plain reminder leaves room for them.
 
     ``load`` counts for any number of patients in one query (the database
     counts: a patient may have had many texts). A dispatch batch then
@@ -255,7 +255,7 @@ class TextLedger:
         ):
             return (
                 f"Daily text limit ({limits.per_day}) reached: {counts.sent_today} sent today, "
-                f"{counts.coming_today} preparation or change texts still due today."
+                f"{counts.coming_today} texts that always go still due today."
             )
         if (
             limits.per_week is not None
@@ -263,6 +263,6 @@ class TextLedger:
         ):
             return (
                 f"Weekly text limit ({limits.per_week}) reached: {counts.sent_week} sent in the "
-                f"past 7 days, {counts.coming_week} preparation or change texts due in the next 7."
+                f"past 7 days, {counts.coming_week} texts that always go due in the next 7."
             )
         return ""

@@ -8,7 +8,6 @@ an inbound text is recorded once per MessageSid, answered the same each time.
 import re
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -143,8 +142,10 @@ def help_text(clinic: Clinic | None) -> str:
     name = sms_clinic_name(clinic) if clinic else "Clinic"
     phone = f" Help: {format_for_display(clinic.phone)}." if clinic else ""
     return (
-        f"{name} visit reminders.{phone} Msg frequency varies, up to "
-        f"{settings.SMS_WEEKLY_CAP}/week. Msg&data rates may apply. Reply STOP to opt out."
+        # No number a week: video links and changes always go, and with express
+        # consent there is no limit at all.
+        f"{name} visit reminders.{phone} Msg frequency varies with your visits. "
+        "Msg&data rates may apply. Reply STOP to opt out."
     )
 
 

@@ -11,7 +11,6 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from notifications.content import treatment_words
-from notifications.dispatch import dispatch, next_due
 from notifications.models import (
     ESSENTIAL_PURPOSES,
     Channel,
@@ -30,6 +29,7 @@ from tests.reminder_helpers import (
     HOUR,
     ReminderClinic,
     messages_of,
+    step_through,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging", "twilio", "smtp")]
@@ -42,19 +42,6 @@ def demo(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("seed_demo", stdout=io.StringIO())
     return Clinic.objects.get(slug="riverside")
-
-
-def step_through(now, until: datetime, twilio, client, *, on=None) -> None:
-    """Each moment something is due: a pass, then Twilio's delivery reports; ``on`` may act."""
-    moment = timezone.now()
-    while moment is not None and moment <= until:
-        now.move_to(moment)
-        if on:
-            on(moment)
-        dispatch()
-        twilio.deliver_all(client=client)
-        moment = next_due(moment)
-    now.move_to(until)
 
 
 def quiet(moment: datetime, tz_name: str) -> bool:
