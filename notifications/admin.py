@@ -92,7 +92,11 @@ class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
 
     @admin.display(description="Reason or error")
     def why(self, obj):
-        return obj.last_error if obj.needs_attention else obj.reason
+        why = obj.last_error if obj.needs_attention else obj.reason
+        if obj.combined_into_id:
+            # One text for the patient's messages of a day: its status is this one's.
+            return f"In the text of message {obj.combined_into_id}. {why}".strip()
+        return why
 
     @admin.action(description="Try again now (failed before the provider took them)")
     def retry(self, request, queryset):

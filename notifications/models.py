@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connections, models, transaction
-from django.db.models import Expression, Q
+from django.db.models import Exists, Expression, OuterRef, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -49,6 +49,9 @@ TIME_CRITICAL_PURPOSES = (Purpose.VIDEO_LINK, Purpose.MOVED, Purpose.CANCELLED)
 # reached, and plain reminders leave room for those still to come: a missed
 # video link, fasting instruction or move costs more than a reminder.
 ESSENTIAL_PURPOSES = (*TIME_CRITICAL_PURPOSES, Purpose.PREPARATION)
+# Texts that can wait a few hours or come a few hours early: for a patient with
+# express consent, those of one local day go as one text (docs/rules.md).
+COMBINED_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE)
 PRIORITY = {
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
@@ -165,6 +168,8 @@ STATUS_RANK = {
     Status.UNDELIVERED: 5,
     Status.FAILED: 5,
 }
+# Still to go (claimed: a dispatcher is on it).
+WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
 # Accepted by the provider: these count against a patient's text limits.
 ACCEPTED_STATUSES = (
     Status.QUEUED,
@@ -210,7 +215,11 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(status=Status.PENDING)
 
     def due(self, now):
-        return self.filter(status=Status.PENDING, send_at__lte=now)
+        """Pending and due, unless it went in a text still in doubt (wait for that one's lookup)."""
+        waiting_text = Message.objects.filter(
+            pk=OuterRef("combined_into"), status__in=WAITING_STATUSES
+        )
+        return self.filter(status=Status.PENDING, send_at__lte=now).exclude(Exists(waiting_text))
 
     def lapsed_claims(self, now):
         lease = timedelta(seconds=settings.MESSAGE_CLAIM_LEASE_SECONDS)
@@ -232,25 +241,31 @@ class MessageQuerySet(models.QuerySet):
         return self.order_by(*DISPATCH_ORDER)
 
     def claim(self, now: datetime, size: int) -> "MessageQuerySet":
-        """Claim up to ``size`` of these messages that are due, most urgent first; the claimed rows.
+        """Claim up to ``size`` of these messages that are due, most urgent first; the claimed rows."""
+        return self.due(now).take(now, size)
 
-        A conditional update (``pending -> claimed`` with a fresh claim token)
-        inside a transaction that on PostgreSQL first takes the rows with
-        ``SELECT ... FOR UPDATE SKIP LOCKED``: two dispatchers never claim the
-        same message, and on SQLite the IMMEDIATE transaction plus the
-        condition do the same. The rows come back as a query, not yet run.
+    def take(self, now: datetime, size: int | None = None, token: str = "") -> "MessageQuerySet":
+        """Claim up to ``size`` of these pending messages, most urgent first; the claimed rows.
+
+        A conditional update (``pending -> claimed`` with a fresh claim token,
+        or ``token``) inside a transaction that on PostgreSQL first takes the
+        rows with ``SELECT ... FOR UPDATE SKIP LOCKED``: two dispatchers never
+        claim the same message, and on SQLite the IMMEDIATE transaction plus
+        the condition do the same. The rows come back as a query, not yet run.
         """
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         with transaction.atomic(using=self.db):
-            due = self.due(now).in_dispatch_order()
+            pending = self.pending().in_dispatch_order()
             if connections[self.db].features.has_select_for_update_skip_locked:
-                due = due.select_for_update(skip_locked=True)
-            ids = list(due.values_list("pk", flat=True)[:size])
+                # Only the messages: a join (a rule, say) must not lock its rows.
+                pending = pending.select_for_update(skip_locked=True, of=("self",))
+            ids = list(pending.values_list("pk", flat=True)[:size])
             if ids:
-                self.filter(pk__in=ids, status=Status.PENDING).update(
+                self.model.objects.using(self.db).filter(pk__in=ids, status=Status.PENDING).update(
                     status=Status.CLAIMED, claimed_at=now, claim_token=token, updated_at=now
                 )
-        return self.filter(pk__in=ids, claim_token=token).in_dispatch_order()
+        claimed = self.model.objects.using(self.db).filter(pk__in=ids, claim_token=token)
+        return claimed.in_dispatch_order()
 
     def recover(self, now: datetime) -> int:
         """Return these claimed messages to the queue (``lapsed_claims``: their dispatcher died).
@@ -307,9 +322,10 @@ class MessageQuerySet(models.QuerySet):
         might have, could text the patient twice.
         """
         now = now or timezone.now()
+        # One that failed in a text with others goes again as its own (or in a new one).
         return self.filter(
             status=Status.FAILED, provider_id="", in_doubt=False, expires_at__gt=now
-        ).update(status=Status.PENDING, send_at=now, attempts=0, updated_at=now)
+        ).update(status=Status.PENDING, send_at=now, attempts=0, combined_into=None, updated_at=now)
 
 
 class Message(models.Model):
@@ -353,6 +369,15 @@ class Message(models.Model):
     )
     provider_id = models.CharField(max_length=64, blank=True)
     body = models.TextField(blank=True, help_text="The text as sent (for email: the subject).")
+    combined_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="combined",
+        help_text="Went in this message's text, one text for the patient's messages of a day; "
+        "its delivery reports are this one's too.",
+    )
     error_code = models.CharField(max_length=16, blank=True)
     last_error = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)

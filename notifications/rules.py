@@ -21,10 +21,10 @@ from django.db.models import Count, Q
 from notifications.models import (
     ACCEPTED_STATUSES,
     ESSENTIAL_PURPOSES,
+    WAITING_STATUSES,
     Channel,
     Message,
     MessagingPreferences,
-    Status,
 )
 from scheduler.models import Patient
 from scheduler.timezones import zone
@@ -132,9 +132,6 @@ def text_limits_for(patient: Patient) -> TextLimits:
     return TextLimits(min(per_day, own_day or per_day), min(per_week, own_week or per_week))
 
 
-WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
-
-
 class TextCounts(NamedTuple):
     """A patient's texts that count against their limits (a tuple: a batch adds thousands)."""
 
@@ -195,7 +192,8 @@ class TextLedger:
         accepted = Q(status__in=ACCEPTED_STATUSES)
         waiting = Q(status__in=WAITING_STATUSES, purpose__in=ESSENTIAL_PURPOSES)
         rows = (
-            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS)
+            # A message that went in another's text is not a text of its own.
+            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS, combined_into=None)
             .values("patient_id")
             .order_by()
             .annotate(
@@ -212,6 +210,8 @@ class TextLedger:
 
     def counted(self, message: Message, status: str, sent_at, send_at) -> TextCounts:
         """What ``message`` adds to its patient's counts in this state: ``load``'s filters, in memory."""
+        if message.combined_into_id is not None:
+            return TextCounts()
         if status in ACCEPTED_STATUSES and sent_at is not None:
             day_start, day_end = local_day(self.now, message.patient.time_zone)
             return TextCounts(
