@@ -1,7 +1,8 @@
-"""Texts that matter are not silenced: the clinic's daily and weekly text limits hold only
+"""Texts that matter are not silenced. The clinic's daily and weekly text limits hold only
 for patients without express consent to care texts, and even then never stop a
-time-critical text (a video link, a change). Run over a daily course against the
-Twilio-compatible server on loopback, delivery reports included."""
+time-critical text (a video link, a change); with express consent nothing is dropped,
+and a patient's texts of a day that can wait go as one. Over a daily course of video
+visits, against the Twilio-compatible server on loopback, delivery reports included."""
 
 from collections import Counter, defaultdict
 from datetime import date, timedelta
@@ -44,7 +45,7 @@ def clinic(db, settings):
 
 
 def daily_course(clinic: ReminderClinic, patient: Patient, days: int = COURSE_DAYS) -> list[Visit]:
-    """An induction course of a video visit every day, Monday on, for 12 days.
+    """An induction course of a video visit every day, Monday on, for ``days`` days.
 
     At 09:00, 11:00 or 14:00 by turns, so that each day's reminders (72 h
     before one visit, 24 h before the next) fall due at different hours.
