@@ -29,6 +29,7 @@ from desk.forms import CancelForm, MoveForm, PlanForm
 from desk.moves import move_times, planned_visit
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
+from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, Screening
@@ -256,10 +257,6 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         # Shown once, now: only its hash is kept (scheduler.tokens).
         new_link = issue_patient_link(person, created_by=request.user)
         audit.record(request, AuditAction.ISSUED_LINK, person)
-    try:
-        preferences = person.messaging_preferences
-    except Patient.messaging_preferences.RelatedObjectDoesNotExist:
-        preferences = None
     visits = list(
         Visit.objects.for_patient(person)
         .select_related("visit_type", "clinician", "room", "planned__care_plan__protocol")
@@ -271,7 +268,8 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "clinic": clinic,
         "tz": clinic.tz,
         "patient": person,
-        "preferences": preferences,
+        "preferences": preferences_of(person),
+        "text_limits": text_limits_for(person),
         "screening": Screening.objects.filter(patient=person).order_by("-pk").first(),
         "care_plans": list(CarePlan.objects.filter(patient=person).select_related("protocol")),
         "past": [v for v in visits if v.start < now],

@@ -92,7 +92,11 @@ class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
 
     @admin.display(description="Reason or error")
     def why(self, obj):
-        return obj.last_error if obj.needs_attention else obj.reason
+        why = obj.last_error if obj.needs_attention else obj.reason
+        if obj.combined_into_id:
+            # One text for the patient's messages of a day: its status is this one's.
+            return f"In the text of message {obj.combined_into_id}. {why}".strip()
+        return why
 
     @admin.action(description="Try again now (failed before the provider took them)")
     def retry(self, request, queryset):
@@ -160,7 +164,13 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
 @admin.register(MessagingPreferences)
 class MessagingPreferencesAdmin(admin.ModelAdmin):
-    list_display = ("patient", "sms_per_day", "sms_per_week", "more_texts_agreed_at")
+    list_display = (
+        "patient",
+        "sms_per_day",
+        "sms_per_week",
+        "quiet_hours_start",
+        "quiet_hours_end",
+    )
     list_select_related = ("patient",)
     autocomplete_fields = ("patient",)
     search_fields = ("patient__first_name", "patient__last_name", "patient__mobile")

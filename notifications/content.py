@@ -131,6 +131,23 @@ def treatment_words(text: str) -> list[str]:
     return sorted(_TREATMENT_WORDS.intersection(words))
 
 
+# A text longer than one segment goes in parts of 153 GSM-7 characters (67 in
+# UCS-2), each billed as a text. A combined text replaces texts of up to two
+# segments each, and stays short enough to read at a glance: at most three
+# (459 GSM-7 characters; a name outside GSM-7 leaves 201).
+COMBINED_MAX_SEGMENTS = 3
+
+
+def segments(text: str) -> int:
+    """How many SMS segments ``text`` takes: 160 GSM-7 characters alone, 153 a part once split;
+    70 and 67 in UCS-2 (counted in UTF-16 units), which any character outside GSM-7 forces."""
+    if is_gsm(text):
+        single, part, length = 160, 153, len(text)
+    else:
+        single, part, length = 70, 67, len(text.encode("utf-16-le")) // 2
+    return 1 if length <= single else -(-length // part)
+
+
 def to_gsm(text: str) -> str:
     for character, replacement in GSM_REPLACEMENTS.items():
         text = text.replace(character, replacement)
@@ -187,6 +204,35 @@ def sms_body(message: Message, *, link: str) -> str:
         context["link"] = link
     text = render_to_string(f"notifications/sms/{message.purpose}.txt", context)
     return to_gsm(" ".join(text.split()))
+
+
+def combined_sms_body(messages: list[Message], *, link: str) -> str:
+    """One text for several of a patient's messages of one day, the first of them leading.
+
+    It says what each would have, once: the dates and times of the visits
+    reminded of or prepared for, a thank-you for a visit today (aftercare),
+    and ``link`` when one of them is a preparation text; nothing about what
+    the visits are. Like ``sms_body``, one line of GSM characters.
+    """
+    context = _sms_context(messages[0].visit)
+    patient, clinic = messages[0].patient, messages[0].patient.clinic
+    upcoming = sorted(
+        {m.visit for m in messages if m.purpose != Purpose.AFTERCARE}, key=lambda v: v.start
+    )
+    context["visits"] = _in_words(
+        [when_text(visit.start, patient.time_zone, clinic.time_zone) for visit in upcoming]
+    )
+    context["visit_count"] = len(upcoming)
+    context["thanks"] = any(m.purpose == Purpose.AFTERCARE for m in messages)
+    if any(m.purpose == Purpose.PREPARATION for m in messages):
+        context["link"] = link
+    text = render_to_string("notifications/sms/combined.txt", context)
+    return to_gsm(" ".join(text.split()))
+
+
+def _in_words(items: list[str]) -> str:
+    """The items as a sentence lists them: a; a and b; a, b and c."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
 
 
 @dataclass(frozen=True)

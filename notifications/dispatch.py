@@ -4,7 +4,7 @@ A pass (``Dispatcher.run``) returns lapsed claims to the queue, then works one
 batch after another, each through the same pipeline::
 
     batch = dispatcher.claim(size)  # the due rows, claimed; a Batch holds them
-    batch.prepare()                 # settle rows in doubt, re-read, check, compose
+    batch.prepare()                 # settle rows in doubt, re-read, check, combine, compose
     batch.mark()                    # write what each is about to send, in_doubt
     batch.send()                    # hand each to its transport, paced, re-checked
                                     # (an email is marked on its own, just before)
@@ -18,7 +18,9 @@ open transports and the counts.
 A batch (up to ``DISPATCH_BATCH_SIZE`` messages) costs a fixed handful of
 queries whatever its size: the claim and one load; one re-read of its rows with
 their visits and patients; one count of the texts that count against the
-patients' limits; its preparation texts' links, issued together; one statement
+patients' limits; when some patients' texts of a day go as one, one claim,
+load and re-read of the rest of their day's texts; its preparation texts'
+links, issued together; one statement
 marking the batch as being sent; and its outcomes, written together at the end
 of the batch and, while it sends, every ``DISPATCH_FLUSH_SECONDS`` or
 ``DISPATCH_FLUSH_MESSAGES`` sends, so that statuses show up promptly. Emails
@@ -71,27 +73,48 @@ What makes it safe to run anywhere, any number of times at once:
   provider's id and the time sent.
 - A bug in one message does not strand the rest of the batch: that message is
   retried, or failed visibly if the provider may have it.
+- A patient's texts of a day that go as one (express consent,
+  ``COMBINED_PURPOSES``; docs/rules.md) are one text but stay one row each: the
+  first that may go leads, and the rest of that day's are claimed with the
+  batch's token to join it (``join_the_days_texts``). Each is marked with the
+  text (``combined_into``) and in doubt with it, and follows its outcome
+  (``follow``): sent, failed or in doubt with it, or back to its own time if
+  the text did not go. While the text is in doubt they wait for its lookup
+  (``MessageQuerySet.due``), which settles them with it (``settle_combined``),
+  and its delivery reports are theirs (``webhooks.record_status``).
 """
 
 import logging
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, reduce
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from notifications import consent, content
-from notifications.models import CANCELLATION_PURPOSES, Channel, Message, Purpose, Status
+from notifications.models import (
+    ACCEPTED_STATUSES,
+    CANCELLATION_PURPOSES,
+    COMBINED_PURPOSES,
+    Channel,
+    Message,
+    MessageQuerySet,
+    Purpose,
+    Status,
+    Timing,
+)
 from notifications.patient_links import issue_patient_links
 from notifications.planning import ACTIVE_STATUSES
-from notifications.rules import TextLedger, quiet_hours_for
+from notifications.rules import TextLedger, local_day, quiet_hours_for
 from notifications.transports import (
     Accepted,
     Outgoing,
@@ -123,6 +146,7 @@ CURRENT_FIELDS = (
     "patient__contact_by_sms",
     "patient__contact_by_email",
     "patient__sms_consent_at",
+    "patient__sms_express_consent_at",
     "patient__sms_opted_out_at",
     "clinician__user__email",
     "clinician__invite_preference__email_invites",
@@ -132,6 +156,7 @@ CURRENT_FIELDS = (
 @dataclass
 class PassResult:
     sent: int = 0
+    combined: int = 0  # went in another message's text (a patient's texts of a day, as one)
     retrying: int = 0
     failed: int = 0
     suppressed: int = 0
@@ -248,19 +273,7 @@ class Dispatcher:
         # Measured on this machine's own clock, so that clocks that disagree
         # eat into the margin (the other half of the lease), not the claim.
         hand_over_until = time.monotonic() + settings.MESSAGE_CLAIM_LEASE_SECONDS / 2
-        messages = list(
-            claimed.select_related(
-                "patient__clinic",
-                "patient__messaging_preferences",
-                "visit__visit_type",
-                "visit__clinician",
-                "visit__room",
-                "clinician__user",
-            )
-        )
-        for message in messages:
-            message.visit.patient = message.patient  # one object, loaded once
-        return Batch(self, messages, hand_over_until)
+        return Batch(self, loaded(claimed), hand_over_until)
 
     def work(self, batch: "Batch") -> None:
         """Check, send and record the outcome of a claimed batch (see the module docstring)."""
@@ -270,6 +283,23 @@ class Dispatcher:
             batch.send()
         finally:
             batch.record()
+
+
+def loaded(claimed: MessageQuerySet) -> list[Message]:
+    """The claimed rows with everything a batch reads of them, in one query."""
+    messages = list(
+        claimed.select_related(
+            "patient__clinic",
+            "patient__messaging_preferences",
+            "visit__visit_type",
+            "visit__clinician",
+            "visit__room",
+            "clinician__user",
+        )
+    )
+    for message in messages:
+        message.visit.patient = message.patient  # one object, loaded once
+    return messages
 
 
 class Batch:
@@ -282,6 +312,10 @@ class Batch:
         self.current: dict[int, dict[str, Any]] = {}  # rows still ours, as last re-read
         self.ledger: TextLedger | None = None  # the text limits, while prepare decides them
         self.links: dict[int, str] = {}  # each preparation text's fresh link
+        # A patient's texts of the day that go as one (express consent): by patient
+        # id, the message whose text they go in; by its id, the messages they are.
+        self.leaders: dict[int, Message] = {}
+        self.combined: dict[int, list[Message]] = {}
         self.sending: list[tuple[Message, Outgoing]] = []  # composed; after mark, still ours
         self.marked: set[int] = set()  # marked as being sent
         self.handed_over: set[int] = set()  # given to the provider, which may have them
@@ -311,7 +345,10 @@ class Batch:
 
         Messages an earlier attempt may have delivered are settled first; the
         rest are checked in priority order, so that the text limits leave
-        room as they should; preparation texts get their links together.
+        room as they should. For a patient whose texts of a day go as one, the
+        first that may go leads: the others due go in its text, and so do
+        those due later that day (``join_the_days_texts``). Preparation texts
+        get their links together.
         """
         now = self.now()
         unsettled = self.settle_in_doubt()
@@ -322,10 +359,20 @@ class Batch:
         going = []
         for message in unsettled:
             with self.guard(message):
-                if self.may_send(message, now) and self.within_text_limits(message):
+                if not self.may_send(message, now):
+                    continue
+                combines = self.combines(message)
+                leader = self.leaders.get(message.patient_id) if combines else None
+                if leader is not None:
+                    self.combined[leader.pk].append(message)  # not a text of its own
+                elif self.within_text_limits(message):
                     going.append(message)
                     self.ledger.note(message, status=Status.QUEUED, sent_at=now)
+                    if combines:
+                        self.leaders[message.patient_id] = message
+                        self.combined[message.pk] = []
         self.ledger = None  # the limits are decided
+        self.join_the_days_texts(now)
         linked = [m for m in going if self.needs_link(m)]
         self.links = self.issue_links(linked)
         for message in going:
@@ -349,6 +396,15 @@ class Batch:
             for message, outgoing in self.sending
             if not self.marks_alone(message)
         }
+        for leader, outgoing in self.sending:
+            for message in self.combined.get(leader.pk, ()):
+                # In doubt with its text: after a crash, the lookup of that text settles it.
+                marks[message] = {
+                    "body": outgoing.body,
+                    "recipient": outgoing.to,
+                    "in_doubt": True,
+                    "combined_into": leader.pk,
+                }
         if not marks:
             return
         expected = len(marks) + len(self.outcomes)
@@ -505,22 +561,60 @@ class Batch:
                 settled.discard(message)
         if found:
             # Reminders 72 h and 24 h before read the same; a text already on
-            # record as another message (or taken by one just now) is not this one.
-            taken: dict[str, set[int]] = defaultdict(set)
+            # record as another message (or taken by one just now) is not this
+            # one, unless that message went in the same combined text.
+            taken: dict[str, list[tuple[int, int | None]]] = defaultdict(list)
             candidates = {sid for sids in found.values() for sid in sids}
-            for pk, sid in Message.objects.filter(provider_id__in=candidates).values_list(
-                "pk", "provider_id"
-            ):
-                taken[sid].add(pk)
+            for pk, sid, leader_id in Message.objects.filter(
+                provider_id__in=candidates
+            ).values_list("pk", "provider_id", "combined_into_id"):
+                taken[sid].append((pk, leader_id))
             for message, sids in found.items():
-                provider_id = next((sid for sid in sids if not taken[sid] - {message.pk}), None)
+                text = {message.pk, message.combined_into_id} - {None}
+                provider_id = next(
+                    (
+                        sid
+                        for sid in sids
+                        if all(pk in text or leader_id in text for pk, leader_id in taken[sid])
+                    ),
+                    None,
+                )
                 if provider_id:
-                    taken[provider_id].add(message.pk)
+                    taken[provider_id].append((message.pk, message.combined_into_id))
                     settled.add(message)
                     self.accepted(
                         message, Accepted(provider_id, Status.QUEUED), when=message.attempted_at
                     )
+            self.settle_combined(found)
         return [message for message in self.messages if message not in settled]
+
+    def settle_combined(self, looked_up: dict[Message, list[str]]) -> None:
+        """The messages that went in a text left in doubt follow its lookup.
+
+        Held back while that text was in doubt (``MessageQuerySet.due``), they
+        are recorded as sent with it if the provider has it, or else free to
+        go again, each at its own time. Not claimed, but nobody else takes
+        them: their text is claimed by this batch.
+        """
+        combined = Message.objects.filter(
+            combined_into__in=[m.pk for m in looked_up], status=Status.PENDING
+        )
+        accepted = {message.pk: done for message, done in self.accepts.items()}
+        went, back = {}, []
+        for pk, leader_id in combined.values_list("pk", "combined_into_id"):
+            done = accepted.get(leader_id)
+            if done:
+                went[pk] = {"status": Status.QUEUED, "error_code": "", "last_error": "", **done}
+            else:
+                back.append(pk)
+        now = self.now()
+        if went:
+            combined.update_each(went, updated_at=now)
+            self.result.combined += len(went)
+        if back:
+            combined.filter(pk__in=back).update(
+                combined_into=None, in_doubt=False, body="", updated_at=now
+            )
 
     def may_send(self, message: Message, now: datetime) -> bool:
         """Whether ``message`` may go at ``now``, as its row was last re-read; if not, notes why."""
@@ -583,6 +677,52 @@ class Batch:
             return False
         return True
 
+    @staticmethod
+    def combines(message: Message) -> bool:
+        """Whether ``message`` goes in one text with the patient's others of its day.
+
+        Texts that can wait, to a patient with express consent (as re-read):
+        without it, the text limits decide instead. Time-critical texts (video
+        link, changes) always go on their own, when due.
+        """
+        return (
+            message.channel == Channel.SMS
+            and message.purpose in COMBINED_PURPOSES
+            and not message.to_clinician
+            and message.patient.has_express_sms_consent
+        )
+
+    def join_the_days_texts(self, now: datetime) -> None:
+        """Claim the rest of each leading text's patient's texts of the day, to go in it.
+
+        The rest of the day: due before the patient's local midnight, so
+        within the day's allowed hours, which quiet hours bound. A text may
+        come a few hours early if it is about a visit still to come; one
+        timed after a visit (aftercare) joins only once due. They are claimed
+        with this batch's token and checked like the batch's own.
+        """
+        if not self.leaders:
+            return
+        zones: dict[str, list[int]] = defaultdict(list)
+        for leader in self.leaders.values():
+            zones[leader.patient.time_zone].append(leader.patient_id)
+        today = reduce(
+            operator.or_,
+            (Q(patient_id__in=ids, send_at__lt=local_day(now, tz)[1]) for tz, ids in zones.items()),
+        )
+        later = (
+            Message.objects.sms()
+            .filter(today, purpose__in=COMBINED_PURPOSES, clinician=None, combined_into=None)
+            .filter(Q(rule__timing=Timing.BEFORE_START) | Q(send_at__lte=now))
+        )
+        token = next(iter(self.leaders.values())).claim_token
+        joining = loaded(later.take(now, token=token))
+        self.current.update(self.reread(joining))
+        for message in sorted(joining, key=lambda m: (m.send_at, m.pk)):
+            with self.guard(message):
+                if self.may_send(message, now):
+                    self.combined[self.leaders[message.patient_id].pk].append(message)
+
     def within_text_limits(self, message: Message) -> bool:
         if message.channel != Channel.SMS or message.is_essential:
             return True
@@ -608,9 +748,12 @@ class Batch:
 
     # -- composing and sending -----------------------------------------------------------
 
-    @staticmethod
-    def needs_link(message: Message) -> bool:
-        return message.channel == Channel.SMS and message.purpose == Purpose.PREPARATION
+    def needs_link(self, message: Message) -> bool:
+        """A preparation text, or a text with one combined into it, carries a fresh link."""
+        texts = [message, *self.combined.get(message.pk, ())]
+        return message.channel == Channel.SMS and any(
+            m.purpose == Purpose.PREPARATION for m in texts
+        )
 
     def issue_links(self, messages: list[Message]) -> dict[int, str]:
         """A fresh private link for each preparation text, issued together; by message id.
@@ -641,7 +784,7 @@ class Batch:
                 attachments=email.attachments,
                 headers=email.headers,
             )
-        body = content.sms_body(message, link=self.links.get(message.pk, ""))
+        body = self.sms_body(message, self.links.get(message.pk, ""))
         words = content.treatment_words(body)
         if words:
             # Never sent: a text naming the treatment can be read by anyone
@@ -657,6 +800,23 @@ class Batch:
             return None
         callback = f"{self.dispatcher.status_callback}{message.pk}"
         return OutgoingSMS(message.current_address, body, callback)
+
+    def sms_body(self, message: Message, link: str) -> str:
+        """The text of ``message``, and of the messages combined into it, as many as fit.
+
+        A combined text keeps to ``content.COMBINED_MAX_SEGMENTS``; the
+        messages planned latest are left out first, back in the queue for
+        their own time.
+        """
+        combined = self.combined.get(message.pk, [])
+        combined.sort(key=lambda m: (m.send_at, m.pk))
+        while combined:
+            body = content.combined_sms_body([message, *combined], link=link)
+            if content.segments(body) <= content.COMBINED_MAX_SEGMENTS:
+                return body
+            left_out = combined.pop()
+            self.release(left_out, left_out.send_at, "Left out of a combined text: too long.")
+        return content.sms_body(message, link=link)
 
     def hand_over(self, message: Message, outgoing: Outgoing) -> None:
         transport = self.dispatcher.transport(message.channel)
@@ -712,6 +872,33 @@ class Batch:
         self.outcomes.setdefault(message, {}).update(changes)
         if self.ledger is not None:
             self.ledger.note(message, **changes)
+        for combined in self.combined.get(message.pk, ()):
+            self.note(combined, **self.follow(message, combined, changes))
+
+    @staticmethod
+    def follow(leader: Message, message: Message, changes: dict[str, Any]) -> dict[str, Any]:
+        """What becomes of ``message``, combined into ``leader``'s text, when ``changes`` do of it.
+
+        If the text went, failed, or may have gone, so did the message, as part
+        of it: the same outcome, and which text it was. If it did not go (not
+        sent after all, held back, to be retried), the message waits for its
+        own time again, no sooner than the leader, to be combined anew.
+        """
+        if (
+            changes["status"] in (*ACCEPTED_STATUSES, Status.FAILED)
+            or changes.get("in_doubt") is True
+        ):
+            own = ("attempts", "attempted_at", "send_at")
+            went = {name: value for name, value in changes.items() if name not in own}
+            return {**went, "combined_into": leader.pk}
+        return {
+            "status": Status.PENDING,
+            "send_at": max(message.send_at, changes.get("send_at", message.send_at)),
+            "combined_into": None,
+            "body": "",
+            "in_doubt": False,
+            "claim_token": "",
+        }
 
     def accepted(self, message: Message, accepted: Accepted, when: datetime | None = None) -> None:
         done = {
@@ -722,6 +909,9 @@ class Batch:
         self.handed_over.add(message.pk)
         self.accepts[message] = done
         self.result.sent += 1
+        for combined in self.combined.get(message.pk, ()):
+            self.accepts[combined] = {**done, "combined_into": message.pk}
+            self.result.combined += 1
         self.note(
             message, status=accepted.status, claim_token="", error_code="", last_error="", **done
         )

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connections, models, transaction
-from django.db.models import Expression, Q
+from django.db.models import Exists, Expression, OuterRef, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -42,10 +42,16 @@ RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpo
 INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
 # Go only while the visit is cancelled; every other message only while it is on.
 CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
-# Change notices and preparation instructions go even when the patient's text
-# limit is reached, and plain reminders leave room for those still to come:
-# a missed fasting instruction or a missed move costs more than a reminder.
-ESSENTIAL_PURPOSES = (Purpose.MOVED, Purpose.CANCELLED, Purpose.PREPARATION)
+# Texts that lose their point if they wait or are dropped: the video link just
+# before a video visit, a visit moved or cancelled.
+TIME_CRITICAL_PURPOSES = (Purpose.VIDEO_LINK, Purpose.MOVED, Purpose.CANCELLED)
+# These and preparation instructions go even when the patient's text limit is
+# reached, and plain reminders leave room for those still to come: a missed
+# video link, fasting instruction or move costs more than a reminder.
+ESSENTIAL_PURPOSES = (*TIME_CRITICAL_PURPOSES, Purpose.PREPARATION)
+# Texts that can wait a few hours or come a few hours early: for a patient with
+# express consent, those of one local day go as one text (docs/rules.md).
+COMBINED_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE)
 PRIORITY = {
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
@@ -162,6 +168,8 @@ STATUS_RANK = {
     Status.UNDELIVERED: 5,
     Status.FAILED: 5,
 }
+# Still to go (claimed: a dispatcher is on it).
+WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
 # Accepted by the provider: these count against a patient's text limits.
 ACCEPTED_STATUSES = (
     Status.QUEUED,
@@ -207,7 +215,11 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(status=Status.PENDING)
 
     def due(self, now):
-        return self.filter(status=Status.PENDING, send_at__lte=now)
+        """Pending and due, unless it went in a text still in doubt (wait for that one's lookup)."""
+        waiting_text = Message.objects.filter(
+            pk=OuterRef("combined_into"), status__in=WAITING_STATUSES
+        )
+        return self.filter(status=Status.PENDING, send_at__lte=now).exclude(Exists(waiting_text))
 
     def lapsed_claims(self, now):
         lease = timedelta(seconds=settings.MESSAGE_CLAIM_LEASE_SECONDS)
@@ -229,25 +241,31 @@ class MessageQuerySet(models.QuerySet):
         return self.order_by(*DISPATCH_ORDER)
 
     def claim(self, now: datetime, size: int) -> "MessageQuerySet":
-        """Claim up to ``size`` of these messages that are due, most urgent first; the claimed rows.
+        """Claim up to ``size`` of these messages that are due, most urgent first; the claimed rows."""
+        return self.due(now).take(now, size)
 
-        A conditional update (``pending -> claimed`` with a fresh claim token)
-        inside a transaction that on PostgreSQL first takes the rows with
-        ``SELECT ... FOR UPDATE SKIP LOCKED``: two dispatchers never claim the
-        same message, and on SQLite the IMMEDIATE transaction plus the
-        condition do the same. The rows come back as a query, not yet run.
+    def take(self, now: datetime, size: int | None = None, token: str = "") -> "MessageQuerySet":
+        """Claim up to ``size`` of these pending messages, most urgent first; the claimed rows.
+
+        A conditional update (``pending -> claimed`` with a fresh claim token,
+        or ``token``) inside a transaction that on PostgreSQL first takes the
+        rows with ``SELECT ... FOR UPDATE SKIP LOCKED``: two dispatchers never
+        claim the same message, and on SQLite the IMMEDIATE transaction plus
+        the condition do the same. The rows come back as a query, not yet run.
         """
-        token = uuid.uuid4().hex
+        token = token or uuid.uuid4().hex
         with transaction.atomic(using=self.db):
-            due = self.due(now).in_dispatch_order()
+            pending = self.pending().in_dispatch_order()
             if connections[self.db].features.has_select_for_update_skip_locked:
-                due = due.select_for_update(skip_locked=True)
-            ids = list(due.values_list("pk", flat=True)[:size])
+                # Only the messages: a join (a rule, say) must not lock its rows.
+                pending = pending.select_for_update(skip_locked=True, of=("self",))
+            ids = list(pending.values_list("pk", flat=True)[:size])
             if ids:
-                self.filter(pk__in=ids, status=Status.PENDING).update(
+                self.model.objects.using(self.db).filter(pk__in=ids, status=Status.PENDING).update(
                     status=Status.CLAIMED, claimed_at=now, claim_token=token, updated_at=now
                 )
-        return self.filter(pk__in=ids, claim_token=token).in_dispatch_order()
+        claimed = self.model.objects.using(self.db).filter(pk__in=ids, claim_token=token)
+        return claimed.in_dispatch_order()
 
     def recover(self, now: datetime) -> int:
         """Return these claimed messages to the queue (``lapsed_claims``: their dispatcher died).
@@ -304,9 +322,10 @@ class MessageQuerySet(models.QuerySet):
         might have, could text the patient twice.
         """
         now = now or timezone.now()
+        # One that failed in a text with others goes again as its own (or in a new one).
         return self.filter(
             status=Status.FAILED, provider_id="", in_doubt=False, expires_at__gt=now
-        ).update(status=Status.PENDING, send_at=now, attempts=0, updated_at=now)
+        ).update(status=Status.PENDING, send_at=now, attempts=0, combined_into=None, updated_at=now)
 
 
 class Message(models.Model):
@@ -350,6 +369,15 @@ class Message(models.Model):
     )
     provider_id = models.CharField(max_length=64, blank=True)
     body = models.TextField(blank=True, help_text="The text as sent (for email: the subject).")
+    combined_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="combined",
+        help_text="Went in this message's text, one text for the patient's messages of a day; "
+        "its delivery reports are this one's too.",
+    )
     error_code = models.CharField(max_length=16, blank=True)
     last_error = models.TextField(blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -417,21 +445,28 @@ class Message(models.Model):
 
 
 class MessagingPreferences(models.Model):
-    """What a patient agreed to beyond the clinic's defaults (settings.SMS_*_CAP, QUIET_HOURS_*)."""
+    """What a patient asked for: fewer texts than the clinic allows, other quiet hours.
+
+    More texts than the clinic's limits (settings.SMS_*_CAP) need no number
+    here but the patient's express consent (``Patient.sms_express_consent_at``),
+    with which those limits do not bind at all.
+    """
 
     patient = models.OneToOneField(
         Patient, on_delete=models.CASCADE, related_name="messaging_preferences"
     )
     sms_per_day = models.PositiveSmallIntegerField(
-        "texts per day", null=True, blank=True, help_text="Empty: the clinic's default."
-    )
-    sms_per_week = models.PositiveSmallIntegerField(
-        "texts per week", null=True, blank=True, help_text="Empty: the clinic's default."
-    )
-    more_texts_agreed_at = models.DateTimeField(
+        "texts per day",
         null=True,
         blank=True,
-        help_text="When the patient agreed to more texts than the default limits.",
+        help_text="At most, at the patient's request. Empty: the clinic's limit, or none with "
+        "express consent.",
+    )
+    sms_per_week = models.PositiveSmallIntegerField(
+        "texts per week",
+        null=True,
+        blank=True,
+        help_text="In any 7 days, as above.",
     )
     quiet_hours_start = models.TimeField(null=True, blank=True)
     quiet_hours_end = models.TimeField(null=True, blank=True)
@@ -447,12 +482,10 @@ class MessagingPreferences(models.Model):
         above_default = (self.sms_per_day or 0) > settings.SMS_DAILY_CAP or (
             self.sms_per_week or 0
         ) > settings.SMS_WEEKLY_CAP
-        if above_default and not self.more_texts_agreed_at:
+        if above_default and self.patient_id and not self.patient.has_express_sms_consent:
             raise ValidationError(
-                {
-                    "more_texts_agreed_at": "More texts than the default limits need the "
-                    "patient's agreement: record when they gave it."
-                }
+                "More texts than the clinic's limits need the patient's express consent: "
+                "record it on the patient (then the limits do not apply)."
             )
         if (self.quiet_hours_start is None) != (self.quiet_hours_end is None):
             raise ValidationError("Give both ends of the quiet hours, or neither.")

@@ -1,8 +1,10 @@
 """When a patient may be messaged: quiet hours in their own zone and text limits.
 
-docs/rules.md: nothing between 21:00 and 08:00 in the patient's zone; at most one
-text a day and three a week unless the patient agreed to more. Both are
-settings, and MessagingPreferences can change them for one patient.
+docs/rules.md: nothing between 21:00 and 08:00 in the patient's zone; without
+the patient's express consent to care texts, at most one text a day and three
+a week (the FCC's conditions for healthcare texts sent without it). Both are
+settings; MessagingPreferences can change the quiet hours for one patient, or
+lower their limits at their request.
 """
 
 import operator
@@ -19,10 +21,10 @@ from django.db.models import Count, Q
 from notifications.models import (
     ACCEPTED_STATUSES,
     ESSENTIAL_PURPOSES,
+    WAITING_STATUSES,
     Channel,
     Message,
     MessagingPreferences,
-    Status,
 )
 from scheduler.models import Patient
 from scheduler.timezones import zone
@@ -108,24 +110,26 @@ def quiet_hours_for(patient: Patient) -> QuietHours:
 
 @dataclass(frozen=True)
 class TextLimits:
-    per_day: int
-    per_week: int
+    """The most texts a patient gets a day and in any 7 days; None: no limit."""
+
+    per_day: int | None
+    per_week: int | None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.per_day is None and self.per_week is None
 
 
 def text_limits_for(patient: Patient) -> TextLimits:
+    """The clinic's limits without express consent, none with it; and those the patient set."""
     preferences = preferences_of(patient)
+    own_day = preferences.sms_per_day if preferences else None
+    own_week = preferences.sms_per_week if preferences else None
+    if patient.has_express_sms_consent:
+        return TextLimits(own_day or None, own_week or None)
+    # Stricter limits the patient asked for apply with or without consent.
     per_day, per_week = settings.SMS_DAILY_CAP, settings.SMS_WEEKLY_CAP
-    if preferences and preferences.more_texts_agreed_at:
-        per_day = preferences.sms_per_day or per_day
-        per_week = preferences.sms_per_week or per_week
-    elif preferences:
-        # Stricter limits the patient asked for need no agreement to apply.
-        per_day = min(per_day, preferences.sms_per_day or per_day)
-        per_week = min(per_week, preferences.sms_per_week or per_week)
-    return TextLimits(per_day, per_week)
-
-
-WAITING_STATUSES = (Status.PENDING, Status.CLAIMED)
+    return TextLimits(min(per_day, own_day or per_day), min(per_week, own_week or per_week))
 
 
 class TextCounts(NamedTuple):
@@ -156,9 +160,9 @@ class TextLedger:
     """How many texts count against each patient's limits at ``now``.
 
     Counts texts the provider accepted in the patient's local day and in the
-    past 7 days, plus essential texts (changes, preparation) still to come in
-    the rest of the day and the next 7 days: those take priority, so a plain
-    reminder leaves room for them.
+    past 7 days, plus essential texts (video links, changes, preparation)
+    still to come in the rest of the day and the next 7 days: those always go,
+    so a plain reminder leaves room for them.
 
     ``load`` counts for any number of patients in one query (the database
     counts: a patient may have had many texts). A dispatch batch then
@@ -188,7 +192,8 @@ class TextLedger:
         accepted = Q(status__in=ACCEPTED_STATUSES)
         waiting = Q(status__in=WAITING_STATUSES, purpose__in=ESSENTIAL_PURPOSES)
         rows = (
-            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS)
+            # A message that went in another's text is not a text of its own.
+            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS, combined_into=None)
             .values("patient_id")
             .order_by()
             .annotate(
@@ -205,6 +210,8 @@ class TextLedger:
 
     def counted(self, message: Message, status: str, sent_at, send_at) -> TextCounts:
         """What ``message`` adds to its patient's counts in this state: ``load``'s filters, in memory."""
+        if message.combined_into_id is not None:
+            return TextCounts()
         if status in ACCEPTED_STATUSES and sent_at is not None:
             day_start, day_end = local_day(self.now, message.patient.time_zone)
             return TextCounts(
@@ -238,16 +245,24 @@ class TextLedger:
     def problem(self, message: Message) -> str:
         """Why sending this plain reminder now would exceed the patient's limits ("" if it would not)."""
         limits = text_limits_for(message.patient)
+        if limits.unlimited:
+            return ""
         # The text itself does not count against itself.
         counts = self.counts[message.patient_id] - self.counted(message, *self.state(message))
-        if counts.sent_today + counts.coming_today + 1 > limits.per_day:
+        if (
+            limits.per_day is not None
+            and counts.sent_today + counts.coming_today + 1 > limits.per_day
+        ):
             return (
                 f"Daily text limit ({limits.per_day}) reached: {counts.sent_today} sent today, "
-                f"{counts.coming_today} preparation or change texts still due today."
+                f"{counts.coming_today} texts that always go still due today."
             )
-        if counts.sent_week + counts.coming_week + 1 > limits.per_week:
+        if (
+            limits.per_week is not None
+            and counts.sent_week + counts.coming_week + 1 > limits.per_week
+        ):
             return (
                 f"Weekly text limit ({limits.per_week}) reached: {counts.sent_week} sent in the "
-                f"past 7 days, {counts.coming_week} preparation or change texts due in the next 7."
+                f"past 7 days, {counts.coming_week} texts that always go due in the next 7."
             )
         return ""

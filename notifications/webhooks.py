@@ -8,7 +8,6 @@ an inbound text is recorded once per MessageSid, answered the same each time.
 import re
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -44,7 +43,11 @@ TWILIO_ERRORS = {
 def record_status(
     sid: str, twilio_status: str, error_code: str = "", message_id: str = "", *, now=None
 ) -> bool:
-    """Move a message forward to Twilio's reported status; False when nothing changed."""
+    """Move a message forward to Twilio's reported status; False when nothing changed.
+
+    A combined text's report moves every message that went in it (they share
+    its SID, and its id is theirs ``combined_into``).
+    """
     now = now or timezone.now()
     new = TWILIO_STATUSES.get((twilio_status or "").lower())
     if new is None or not sid:
@@ -52,9 +55,10 @@ def record_status(
     earlier = [status for status, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
     messages = Message.objects.filter(channel=Channel.SMS, status__in=earlier)
     if message_id.isdigit():
-        # Our id in the callback URL finds the message even before our record
-        # of its SID is committed; the SID must then match or still be unknown.
-        messages = messages.filter(pk=int(message_id)).filter(
+        # Our id in the callback URL finds the message (and those that went in
+        # its text) even before our record of its SID is committed; the SID
+        # must then match or still be unknown.
+        messages = messages.filter(Q(pk=int(message_id)) | Q(combined_into=int(message_id))).filter(
             Q(provider_id=sid) | Q(provider_id="")
         )
     else:
@@ -143,8 +147,10 @@ def help_text(clinic: Clinic | None) -> str:
     name = sms_clinic_name(clinic) if clinic else "Clinic"
     phone = f" Help: {format_for_display(clinic.phone)}." if clinic else ""
     return (
-        f"{name} visit reminders.{phone} Msg frequency varies, up to "
-        f"{settings.SMS_WEEKLY_CAP}/week. Msg&data rates may apply. Reply STOP to opt out."
+        # No number a week: video links and changes always go, and with express
+        # consent there is no limit at all.
+        f"{name} visit reminders.{phone} Msg frequency varies with your visits. "
+        "Msg&data rates may apply. Reply STOP to opt out."
     )
 
 

@@ -272,6 +272,19 @@ class Patient(models.Model):
     sms_consent_method = models.CharField(
         "text consent given by", max_length=20, choices=ConsentMethod.choices, blank=True
     )
+    # The FCC's exemption for healthcare texts sent without prior express
+    # consent allows one a day and three a week (settings.SMS_DAILY_CAP,
+    # SMS_WEEKLY_CAP); with express consent recorded those limits do not bind.
+    sms_express_consent_at = models.DateTimeField(
+        "express consent to care texts given at",
+        null=True,
+        blank=True,
+        help_text="Prior express consent to healthcare texts: the clinic's daily and weekly "
+        "text limits then do not apply (a day's texts go as one).",
+    )
+    sms_express_consent_method = models.CharField(
+        "express consent given by", max_length=20, choices=ConsentMethod.choices, blank=True
+    )
     sms_opted_out_at = models.DateTimeField("opted out of texts at", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -299,9 +312,28 @@ class Patient(models.Model):
             return False
         return self.sms_opted_out_at is None or self.sms_opted_out_at < self.sms_consent_at
 
+    @property
+    def has_express_sms_consent(self) -> bool:
+        """Texts allowed, and express consent to care texts given since any opt-out.
+
+        A STOP revokes it with the rest; START afterwards renews consent to
+        texts, not this: the limits apply again until it is given anew.
+        """
+        if not (self.can_receive_sms and self.sms_express_consent_at):
+            return False
+        return self.sms_opted_out_at is None or self.sms_opted_out_at < self.sms_express_consent_at
+
     def clean(self):
         if self.sms_consent_at and not self.sms_consent_method:
             raise ValidationError({"sms_consent_method": "Record how the patient agreed to texts."})
+        if self.sms_express_consent_at and not self.sms_express_consent_method:
+            raise ValidationError(
+                {"sms_express_consent_method": "Record how the patient gave express consent."}
+            )
+        if self.sms_express_consent_at and not self.sms_consent_at:
+            raise ValidationError(
+                {"sms_consent_at": "Express consent to care texts is consent to texts: record it."}
+            )
         if self.sms_consent_at and not self.mobile:
             raise ValidationError({"mobile": "Text consent needs a mobile number."})
         if self.date_of_birth and self.date_of_birth > timezone.localdate():

@@ -112,4 +112,17 @@ def run_until(traveller, until: datetime, **dispatch_options) -> PassResult:
     return total
 
 
+def step_through(traveller, until: datetime, twilio, client, *, on=None) -> None:
+    """``run_until`` with the fake Twilio's delivery reports after each pass; ``on`` may act."""
+    moment = timezone.now()
+    while moment is not None and moment <= until:
+        traveller.move_to(moment)
+        if on:
+            on(moment)
+        dispatch()
+        twilio.deliver_all(client=client)
+        moment = next_due(moment)
+    traveller.move_to(until)
+
+
 HOUR = timedelta(hours=1)

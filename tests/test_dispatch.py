@@ -18,13 +18,14 @@ from django_q.models import Schedule
 
 from notifications import transports
 from notifications.dispatch import Dispatcher, Pacer, dispatch
-from notifications.models import Channel, Message, MessagingPreferences, Purpose, Status
+from notifications.models import Channel, Message, Purpose, Status
 from notifications.tasks import SCHEDULE_NAME, ensure_schedule
 from notifications.transports import Accepted, PermanentError, SMSBackend, TransientError
 from scheduler import booking
-from scheduler.models import Visit
+from scheduler.models import ConsentMethod, Visit
 from tests.conftest import MONDAY, at
 from tests.reminder_helpers import (  # noqa: F401 - fixtures
+    CONSENTED_AT,
     HOUR,
     ReminderClinic,
     messages_of,
@@ -94,14 +95,9 @@ def test_nothing_goes_before_its_time(visit, now):
     assert transports.outbox == [] and mail.outbox == []
 
 
-def test_the_whole_visit_gets_each_message_once_and_nothing_in_quiet_hours(clinic, now):
-    visit = clinic.book(clinic.texting_patient(), clinic.screening, at(MONDAY, "08:00"))
-    MessagingPreferences.objects.create(
-        patient=visit.patient,
-        sms_per_day=5,
-        sms_per_week=10,
-        more_texts_agreed_at=VISIT - 400 * HOUR,
-    )
+def test_the_whole_visit_gets_each_message_once_and_nothing_in_quiet_hours(clinic, now, settings):
+    settings.SMS_DAILY_CAP, settings.SMS_WEEKLY_CAP = 5, 10  # a clinic may set its own
+    clinic.book(clinic.texting_patient(), clinic.screening, at(MONDAY, "08:00"))
     run_until(now, VISIT + 24 * HOUR)
     sms_times = [sms.at.astimezone(clinic.clinic.tz) for sms in transports.outbox]
     assert [f"{t:%a %H:%M}" for t in sms_times] == ["Fri 08:00", "Sun 08:00", "Sun 20:45"]
@@ -167,10 +163,9 @@ def test_text_limits_suppress_plain_reminders_but_leave_room_for_preparation(cli
     assert screening and dosing
 
 
-def test_a_patient_who_agreed_to_more_texts_gets_them(clinic, now):
-    patient = clinic.texting_patient()
-    MessagingPreferences.objects.create(
-        patient=patient, sms_per_day=3, sms_per_week=10, more_texts_agreed_at=at(MONDAY, "09:00")
+def test_a_patient_with_express_consent_to_care_texts_is_not_held_to_the_limits(clinic, now):
+    patient = clinic.texting_patient(
+        sms_express_consent_at=CONSENTED_AT, sms_express_consent_method=ConsentMethod.PAPER_FORM
     )
     clinic.book(patient, clinic.screening, at(MONDAY, "09:00"))
     clinic.book(patient, clinic.iv, at(MONDAY + timedelta(days=2), "10:00"))

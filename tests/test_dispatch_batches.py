@@ -177,8 +177,7 @@ def test_a_daily_cap_of_one_holds_for_three_reminders_in_one_batch(clinic, now):
     for message in others:
         assert message.status == Status.SUPPRESSED
         assert message.reason == (
-            "Daily text limit (1) reached: 1 sent today, "
-            "0 preparation or change texts still due today."
+            "Daily text limit (1) reached: 1 sent today, 0 texts that always go still due today."
         )
         # The ledger of that moment, for this message alone, says the same.
         message.status = Status.CLAIMED

@@ -8,9 +8,12 @@ from django.core.management import call_command
 
 from notifications import transports
 from notifications.content import (
+    COMBINED_MAX_SEGMENTS,
     SMS_PURPOSES,
+    combined_sms_body,
     email_content,
     is_gsm,
+    segments,
     sms_body,
     treatment_words,
 )
@@ -31,14 +34,18 @@ def demo(settings):
     return Clinic.objects.get(slug="riverside")
 
 
-def unsaved_message(visit_type: VisitType, patient: Patient, purpose: str) -> Message:
+VISIT = at(MONDAY, "10:00")
+
+
+def unsaved_message(visit_type: VisitType, patient: Patient, purpose: str, start=VISIT) -> Message:
     clinician = Clinician.objects.filter(clinic=visit_type.clinic).first()
     visit = Visit(
+        pk=int(start.timestamp()),  # one visit, one id: a combined text lists it once
         patient=patient,
         visit_type=visit_type,
         clinician=clinician,
-        start=at(MONDAY, "10:00"),
-        end=at(MONDAY, "10:00") + visit_type.duration,
+        start=start,
+        end=start + visit_type.duration,
     )
     return Message(visit=visit, patient=patient, purpose=purpose, channel=Channel.SMS)
 
@@ -71,6 +78,41 @@ def test_every_sms_template_for_every_visit_type_is_free_of_treatment_words(demo
             assert "Mon Jun 3" in email.subject or "today" in email.subject
             rendered += 1
     assert rendered == len(visit_types) * len(SMS_PURPOSES)
+
+
+def test_a_combined_text_says_when_each_visit_is_and_nothing_of_what_they_are(demo):
+    patient = Patient.objects.filter(clinic=demo).first()
+    dosing = VisitType.objects.get(clinic=demo, slug="iv-infusion")
+    checkin = VisitType.objects.get(clinic=demo, kind="maintenance")
+    link = issue_patient_link(patient)
+    messages = [
+        unsaved_message(dosing, patient, Purpose.AFTERCARE, at(MONDAY, "09:00")),
+        unsaved_message(dosing, patient, Purpose.PREPARATION, at(MONDAY, "10:00") + 48 * HOUR),
+        unsaved_message(checkin, patient, Purpose.REMINDER, at(MONDAY, "15:00") + 24 * HOUR),
+        unsaved_message(checkin, patient, Purpose.REMINDER, at(MONDAY, "11:30") + 72 * HOUR),
+        unsaved_message(dosing, patient, Purpose.REMINDER, at(MONDAY, "10:00") + 48 * HOUR),
+    ]
+    body = combined_sms_body(messages, link=link)
+    assert body == (
+        f"Hi {patient.first_name}, thank you for your visit with {demo.name} today. Your notes "
+        "for the rest of the day are in your email. Coming up: Tue Jun 4 at 3:00 PM, Wed Jun 5 "
+        f"at 10:00 AM and Thu Jun 6 at 11:30 AM. How to prepare: {link} (also in your email) "
+        "Reply C to confirm your next visit or R to reschedule. Questions: (212) 555-0100. "
+        "Reply STOP to opt out."
+    )
+    assert treatment_words(body) == [] and is_gsm(body)
+    assert segments(body) <= COMBINED_MAX_SEGMENTS
+    reminders = combined_sms_body(messages[2:4], link=link)
+    assert reminders.startswith(
+        f"Hi {patient.first_name}, a reminder of your visits with {demo.name} on Tue Jun 4 at "
+        "3:00 PM and Thu Jun 6 at 11:30 AM. Reply C"
+    )
+    assert "/p/" not in reminders  # no preparation text among them: no link
+
+
+def test_segments_count_gsm_and_ucs2_as_carriers_do():
+    assert [segments("a" * n) for n in (160, 161, 306, 307, 459)] == [1, 2, 2, 3, 3]
+    assert [segments("ë" * n) for n in (70, 71, 134, 135)] == [1, 2, 2, 3]
 
 
 @pytest.mark.parametrize(

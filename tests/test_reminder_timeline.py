@@ -11,12 +11,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from notifications.content import treatment_words
-from notifications.dispatch import dispatch, next_due
 from notifications.models import (
     ESSENTIAL_PURPOSES,
     Channel,
     Message,
-    MessagingPreferences,
     Purpose,
     Status,
 )
@@ -31,6 +29,7 @@ from tests.reminder_helpers import (
     HOUR,
     ReminderClinic,
     messages_of,
+    step_through,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging", "twilio", "smtp")]
@@ -43,19 +42,6 @@ def demo(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("seed_demo", stdout=io.StringIO())
     return Clinic.objects.get(slug="riverside")
-
-
-def step_through(now, until: datetime, twilio, client, *, on=None) -> None:
-    """Each moment something is due: a pass, then Twilio's delivery reports; ``on`` may act."""
-    moment = timezone.now()
-    while moment is not None and moment <= until:
-        now.move_to(moment)
-        if on:
-            on(moment)
-        dispatch()
-        twilio.deliver_all(client=client)
-        moment = next_due(moment)
-    now.move_to(until)
 
 
 def quiet(moment: datetime, tz_name: str) -> bool:
@@ -157,13 +143,11 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
 
 
 def test_a_visit_moved_after_its_72_hour_reminder_is_reminded_again_for_its_new_time(
-    now, twilio, smtp, client
+    now, twilio, smtp, client, settings
 ):
+    settings.SMS_DAILY_CAP, settings.SMS_WEEKLY_CAP = 3, 10  # a clinic may set its own
     clinic = ReminderClinic()
     patient = clinic.texting_patient()
-    MessagingPreferences.objects.create(
-        patient=patient, sms_per_day=3, sms_per_week=10, more_texts_agreed_at=timezone.now()
-    )
     visit = clinic.book(patient, clinic.screening, at(MONDAY, "10:00"))
     step_through(now, at(MONDAY, "10:00") - 60 * HOUR, twilio, client)
     assert [m["body"][:60] for m in twilio.messages] == [

@@ -220,7 +220,7 @@ def test_help_answers_with_clinic_phone_frequency_and_how_to_stop(visit, twilio,
     answer = reply_of(twiml)
     assert "Test Clinic America/New_York" in answer
     assert "(212) 555-0100" in answer
-    assert "up to 3/week" in answer and "Reply STOP to opt out" in answer
+    assert "frequency varies" in answer and "Reply STOP to opt out" in answer
 
 
 def test_c_confirms_the_next_visit_and_a_retried_webhook_changes_nothing(

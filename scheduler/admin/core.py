@@ -174,6 +174,8 @@ class PatientAdminForm(forms.ModelForm):
             "contact_by_email",
             "sms_consent_at",
             "sms_consent_method",
+            "sms_express_consent_at",
+            "sms_express_consent_method",
             "sms_opted_out_at",
         )
 
@@ -201,6 +203,7 @@ class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
         "contact_by_sms",
         "contact_by_email",
         "sms_consent_method",
+        ("sms_express_consent_at", admin.EmptyFieldListFilter),
         ("sms_opted_out_at", admin.EmptyFieldListFilter),
     )
     list_select_related = ("clinic",)
@@ -216,6 +219,7 @@ class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
                 "fields": (
                     ("contact_by_sms", "contact_by_email"),
                     ("sms_consent_at", "sms_consent_method"),
+                    ("sms_express_consent_at", "sms_express_consent_method"),
                     "sms_opted_out_at",
                     "created_at",
                 )
