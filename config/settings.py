@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
     "scheduler",
     "plans",
     "notifications",
@@ -62,6 +63,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
     "scheduler.audit.AuditMiddleware",
+    # Last, as axes asks: turns a sign-in refused by the lockout into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -111,6 +114,13 @@ else:
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# axes first: a locked account or address is refused before any password is
+# checked, whichever page signs in (config/signin_lock.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -302,6 +312,24 @@ CACHES = {
 }
 # Requests a minute from one address to /calendars/<token>.ics and /p/<token>/.
 TOKEN_RATE_LIMIT = env_int("TOKEN_RATE_LIMIT", 30)
-# Failed sign-ins per account and per address before sign-in is refused for a while.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+
+# The sign-in lockout (config/signin_lock.py, django-axes), counted in the
+# database so that every web process shares it: failed sign-ins (a wrong
+# password, or a wrong second-factor code) per account and per address, within
+# LOGIN_LOCKOUT_SECONDS of each other, lock for LOGIN_LOCKOUT_SECONDS after the
+# last. The address's limit is higher: one office behind NAT is one address.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60)
+AXES_HANDLER = "config.signin_lock.SignInLockHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # SignInLockHandler reads them in this order
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = "config.signin_lock.lockout_time"  # LOGIN_LOCKOUT_SECONDS
+# Tries while locked are refused without counting: the lock ends when the page says.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_USERNAME_CALLABLE = "config.signin_lock.account_name"
+# The same address as every other limit: REMOTE_ADDR, set by a trusted proxy.
+AXES_CLIENT_IP_CALLABLE = "config.throttle.client_address"
+AXES_LOCKOUT_CALLABLE = "desk.signin.locked_out"
+# Kept out of axes' log lines and its record of attempts' form data.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]

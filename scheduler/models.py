@@ -797,6 +797,7 @@ class AuditAction(models.TextChoices):
     ISSUED_LINK = "issued_link", "issued patient link"
     VIEWED_PATIENT_LINK = "viewed_patient_link", "viewed patient link page"
     EXPORTED = "exported", "exported patient data"
+    SIGN_IN_LOCKED = "sign_in_locked", "sign-in locked out"
 
 
 class AuditEventQuerySet(models.QuerySet):
