@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from desk import calendar_page, frontdesk, patient_page, signin
+from desk import calendar_page, frontdesk, patient_page, second_factor, signin
 
 frontdesk_urls = [
     path("", frontdesk.today, name="desk_today"),
@@ -31,6 +31,8 @@ patient_urls = [
 
 urlpatterns = [
     path("login/", signin.login, name="login"),
+    path("login/code/", second_factor.verify, name="second_factor_verify"),
+    path("account/second-factor/", second_factor.setup, name="second_factor_setup"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("desk/", include(frontdesk_urls)),
     path("p/", include(patient_urls)),

@@ -223,3 +223,59 @@ def test_confirm_books_the_plan_on_screen_and_a_plan_changed_since_is_shown_firs
         ).order_by("visit__start", "pk")
     ]
     assert booked == shown
+
+
+def test_a_clinician_sets_up_an_authenticator_app_signs_in_with_a_code_and_a_recovery_code_once(
+    page, live_server, transactional_db
+):
+    from base64 import b32decode
+
+    from django_otp.oath import totp
+
+    clinic = SmallClinic()
+    user = clinic.therapist.user
+    user.set_password(PASSWORD)
+    user.save()
+    refused = []  # anything the Content-Security-Policy blocked on these pages
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/account/second-factor/**")
+    qr = page.locator("figure.qr svg")
+    box = qr.bounding_box()
+    assert box and box["width"] >= 150 and box["height"] >= 150  # drawn, not blocked
+    # The person scans the code or types the key; the app computes codes from it.
+    key = b32decode(page.locator("#secret").inner_text().replace(" ", ""))
+    page.get_by_label("Code the app shows now").fill(f"{totp(key):06d}")
+    page.get_by_role("button", name="Turn on").click()
+    codes = page.get_by_role("list", name="Recovery codes").locator("code").all_inner_texts()
+    assert len(codes) == 10
+    page.get_by_role("link", name="I have saved them: continue").click()
+    page.wait_for_url("**/calendars/mine/")
+
+    def sign_in_with(code: str) -> None:
+        page.get_by_role("button", name=f"Sign out {user.username}").click()
+        _sign_in(page, live_server, user.username)
+        page.wait_for_url("**/login/code/**")
+        page.get_by_label("Code").fill(code)
+        page.get_by_role("button", name="Verify").click()
+
+    # The set-up code is spent; the app's next one (within the allowed drift) signs in.
+    sign_in_with(f"{totp(key, drift=1):06d}")
+    page.wait_for_url("**/calendars/mine/")
+    assert page.get_by_role("heading", level=1).inner_text()
+
+    sign_in_with(codes[0])
+    page.wait_for_url("**/calendars/mine/")
+
+    sign_in_with(codes[0])  # a recovery code works once
+    assert "That code did not work" in page.get_by_role("alert").inner_text()
+    assert "/login/code/" in page.url
+    page.goto(live_server.url + "/calendars/mine/")
+    assert "/login/code/" in page.url
+    assert refused == []

@@ -5,12 +5,13 @@ import logging
 from django.test import Client
 
 from tests.conftest import SmallClinic
+from tests.page_helpers import sign_in_verified
 
 
 def test_a_refused_page_is_one_line_in_the_log_without_a_traceback(db, caplog):
     clinic = SmallClinic()
     client = Client()
-    client.force_login(clinic.therapist.user)  # a clinician on a desk page: 403
+    sign_in_verified(client, clinic.therapist.user)  # a clinician on a desk page: 403
     with caplog.at_level(logging.INFO):
         response = client.get("/desk/")
     assert response.status_code == 403
