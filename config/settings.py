@@ -7,6 +7,7 @@ then ``SECRET_KEY`` and ``ALLOWED_HOSTS`` are required.
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    "django_otp_webauthn",
     "scheduler",
     "plans",
     "notifications",
@@ -133,6 +135,13 @@ AUTHENTICATION_BACKENDS = [
 # beside the account, and no keys or recovery codes shown in the admin.
 OTP_TOTP_ISSUER = env("SECOND_FACTOR_ISSUER", "KAP scheduler")
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# Passkeys (django-otp-webauthn) as a second factor only, never instead of the
+# password (that would skip the lockout's per-account count), for this site's
+# own address: SITE_URL names the relying party and the one allowed origin.
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_RP_ID = urlsplit(SITE_URL).hostname
+OTP_WEBAUTHN_RP_NAME = OTP_TOTP_ISSUER
+OTP_WEBAUTHN_ALLOWED_ORIGINS = [SITE_URL]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

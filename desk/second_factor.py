@@ -1,8 +1,9 @@
 """The second factor for staff: a code from an authenticator app, or a one-time recovery code.
 
 Built on django-otp: a ``TOTPDevice`` (RFC 6238, 30-second codes, replay and
-drift handled by the library) and a ``StaticDevice`` holding the recovery
-codes, each accepted once. A session is *verified* once ``django_otp.login``
+drift handled by the library), a ``StaticDevice`` holding the recovery
+codes, each accepted once, and passkeys (django-otp-webauthn's
+``WebAuthnCredential``), which someone past the second step may add. A session is *verified* once ``django_otp.login``
 has recorded the device that checked the code in it; ``OTPMiddleware`` reads
 it back on every request.
 
@@ -13,9 +14,10 @@ to set-up when they have no authenticator yet: whichever page the password was
 typed on (the desk's sign-in, the admin's), nothing past it opens without the
 second step.
 
-Wrong codes count in the sign-in lockout (config/signin_lock.py) like wrong
-passwords: they are reported with Django's ``user_login_failed`` signal, which
-django-axes counts. Set-up, wrong codes and recovery codes are audit events.
+Wrong codes and failed passkey checks count in the sign-in lockout
+(config/signin_lock.py) like wrong passwords: they are reported with Django's
+``user_login_failed`` signal, which django-axes counts. Set-up, wrong codes,
+passkeys and recovery codes are audit events.
 """
 
 import re
@@ -32,12 +34,19 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp_webauthn.exceptions import NotVerified, OTPWebAuthnApiError
+from django_otp_webauthn.models import WebAuthnCredential
+from django_otp_webauthn.views import (
+    BeginCredentialRegistrationView,
+    CompleteCredentialAuthenticationView,
+    CompleteCredentialRegistrationView,
+)
 
 from desk.signin import locked_out
 from scheduler import audit
@@ -58,6 +67,10 @@ OPEN_PAGES = {
     "logout",
     "second_factor_verify",
     "second_factor_setup",
+    # Checking a passkey is the second step too (adding one is not: only past it).
+    "otp_webauthn:credential-authentication-begin",
+    "otp_webauthn:credential-authentication-complete",
+    "otp_webauthn:js-i18n-catalog",
     "admin:login",
     "admin:logout",
     "favicon",
@@ -84,7 +97,7 @@ class SecondFactorMiddleware:
             return None
         if request.resolver_match.view_name in OPEN_PAGES:
             return None
-        step = "second_factor_verify" if _app(user) else "second_factor_setup"
+        step = "second_factor_verify" if django_otp.user_has_device(user) else "second_factor_setup"
         return redirect_to_login(request.get_full_path(), reverse(step))
 
 
@@ -117,11 +130,11 @@ def _credentials(request: HttpRequest) -> dict:
     return {"username": request.user.get_username()}
 
 
-def _refuse_while_locked(request: HttpRequest) -> HttpResponse | None:
-    """The lockout page, signed out, when the account or the address is locked."""
+def _locked(request: HttpRequest) -> bool:
+    """Whether the account or the address is locked; if so, the session is signed out."""
     credentials = _credentials(request)
     if AxesProxyHandler.is_allowed(request, credentials):
-        return None
+        return False
     user_locked_out.send(
         "axes",
         request=request,
@@ -129,7 +142,17 @@ def _refuse_while_locked(request: HttpRequest) -> HttpResponse | None:
         ip_address=request.axes_ip_address,
     )
     logout(request)
-    return locked_out(request)
+    return True
+
+
+def _failed(request: HttpRequest, detail: str = "") -> bool:
+    """Record a wrong code or a failed passkey; whether that failure locked (then signed out)."""
+    audit.record(request, AuditAction.SECOND_FACTOR_FAILED, detail=detail)
+    user_login_failed.send(sender=__name__, credentials=_credentials(request), request=request)
+    if request.axes_locked_out:
+        logout(request)
+        return True
+    return False
 
 
 def _verified(request: HttpRequest, device) -> HttpResponse:
@@ -144,7 +167,7 @@ def verify(request: HttpRequest) -> HttpResponse:
     """The second step of signing in: a code from the app, or a recovery code."""
     user = request.user
     app = _app(user)
-    if app is None:
+    if not django_otp.user_has_device(user):
         # Nothing to check a code against: set an app up first, where one is needed.
         if needs_second_factor(user):
             return redirect_to_login(_next(request), reverse("second_factor_setup"))
@@ -154,9 +177,8 @@ def verify(request: HttpRequest) -> HttpResponse:
     form = CodeForm(request.POST or None)
     problem = ""
     if request.method == "POST":
-        refused = _refuse_while_locked(request)
-        if refused:
-            return refused
+        if _locked(request):
+            return locked_out(request)
         if form.is_valid():
             code = form.cleaned_data["code"]
             # Six digits are the app's; anything else can only be a recovery code.
@@ -178,17 +200,17 @@ def verify(request: HttpRequest) -> HttpResponse:
                 return _verified(request, device)
             else:
                 problem = "That code did not work. Codes change every 30 seconds; recovery codes work once."
-                audit.record(request, AuditAction.SECOND_FACTOR_FAILED)
-                user_login_failed.send(
-                    sender=__name__, credentials=_credentials(request), request=request
-                )
-                if request.axes_locked_out:  # that failure locked the account or address
-                    logout(request)
+                if _failed(request):
                     return locked_out(request)
     return render(
         request,
         "registration/second_factor_verify.html",
-        {"form": form, "problem": problem, "next": _next(request)},
+        {
+            "form": form,
+            "problem": problem,
+            "next": _next(request),
+            "passkey": WebAuthnCredential.objects.filter(user=user, confirmed=True).exists(),
+        },
         status=400 if problem else 200,
     )
 
@@ -205,7 +227,7 @@ def setup(request: HttpRequest) -> HttpResponse:
     replaces their app and their recovery codes (a new phone).
     """
     user = request.user
-    if _app(user) and not user.is_verified():
+    if django_otp.user_has_device(user) and not user.is_verified():
         return redirect_to_login(_next(request), reverse("second_factor_verify"))
     # The same secret until it is confirmed, so that reloading the page does
     # not invalidate what the app has just scanned.
@@ -241,6 +263,12 @@ def setup(request: HttpRequest) -> HttpResponse:
             "secret": secret,
             "qr_code": _qr_svg(device.config_url),
             "next": _next(request),
+            # Passkeys are added past the second step, beside the app (its codes stay the fallback).
+            "passkeys": (
+                WebAuthnCredential.objects.filter(user=user, confirmed=True).count()
+                if user.is_verified()
+                else None
+            ),
         },
         status=400 if problem else 200,
     )
@@ -264,3 +292,52 @@ def _qr_svg(uri: str) -> str:
     return segno.make(uri, error="m").svg_inline(
         scale=5, title="QR code for your authenticator app", svgclass="qr-code"
     )
+
+
+# -- passkeys: django-otp-webauthn's ceremony views, in the audit trail and the lockout --------
+
+
+class PastSecondStepOnly:
+    """Passkeys are added only in a session past the second step.
+
+    django-otp-webauthn lets someone with no device yet add one with the
+    password alone; here a passkey is something added beside the app, so
+    that everyone who has one has set up the app and its recovery codes too.
+    """
+
+    def check_can_register(self):
+        super().check_can_register()
+        if not self.request.user.is_verified():
+            raise NotVerified(detail="Set up your authenticator app first, then add a passkey.")
+
+
+class PasskeyAddBegins(PastSecondStepOnly, BeginCredentialRegistrationView):
+    pass
+
+
+class PasskeyAdded(PastSecondStepOnly, CompleteCredentialRegistrationView):
+    """Adding a passkey, audited."""
+
+    def post(self, *args, **kwargs):
+        response = super().post(*args, **kwargs)
+        audit.record(self.request, AuditAction.SECOND_FACTOR_ENROLLED, detail="passkey")
+        return response
+
+
+class PasskeyChecked(CompleteCredentialAuthenticationView):
+    """The second step with a passkey: refused while locked, a failure counted, a success audited."""
+
+    def post(self, *args, **kwargs):
+        request = self.request
+        if _locked(request):
+            return JsonResponse(
+                {"detail": "Too many failed sign-ins. Try again later."}, status=429
+            )
+        try:
+            response = super().post(*args, **kwargs)
+        except OTPWebAuthnApiError:
+            _failed(request, "passkey")
+            raise
+        audit.record(request, AuditAction.SECOND_FACTOR_VERIFIED, detail="passkey")
+        request.session.cycle_key()
+        return response

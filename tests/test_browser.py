@@ -279,3 +279,73 @@ def test_a_clinician_sets_up_an_authenticator_app_signs_in_with_a_code_and_a_rec
     page.goto(live_server.url + "/calendars/mine/")
     assert "/login/code/" in page.url
     assert refused == []
+
+
+def test_a_clinician_adds_a_passkey_and_passes_the_second_step_with_it(
+    page, live_server, transactional_db, settings
+):
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from django_otp_webauthn.models import WebAuthnCredential
+
+    from scheduler.models import AuditAction, AuditEvent
+
+    # The relying party is the site's own address: here the live server's.
+    settings.OTP_WEBAUTHN_RP_ID = "localhost"
+    settings.OTP_WEBAUTHN_ALLOWED_ORIGINS = [live_server.url]
+    clinic = SmallClinic()
+    user = clinic.prescriber.user
+    user.set_password(PASSWORD)
+    user.save()
+    app = TOTPDevice.objects.create(user=user, name="Phone", confirmed=True)
+    refused = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    # Chromium's virtual authenticator stands in for the phone's screen lock.
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+            }
+        },
+    )
+
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/login/code/**")
+    assert page.get_by_role("button", name="Use your passkey").count() == 0  # none yet
+    page.get_by_label("Code").fill(f"{totp(app.bin_key):06d}")
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/calendars/mine/")
+
+    page.goto(live_server.url + "/account/second-factor/")
+    page.get_by_role("button", name="Add a passkey").click()
+    page.get_by_text("Registration successful!").wait_for()
+    assert WebAuthnCredential.objects.filter(user=user, confirmed=True).count() == 1
+
+    page.goto(live_server.url + "/calendars/mine/")
+    page.get_by_role("button", name=f"Sign out {user.username}").click()
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/login/code/**")
+    page.get_by_role("button", name="Use your passkey").click()
+    page.wait_for_url("**/calendars/mine/")
+    assert refused == []
+    assert [
+        (event.get_action_display(), event.detail)
+        for event in AuditEvent.objects.filter(actor=user).order_by("pk")
+        if event.action != AuditAction.VIEWED_PATIENT
+    ] == [
+        ("signed in with a second factor", "authenticator app"),
+        ("set up a second factor", "passkey"),
+        ("signed in with a second factor", "passkey"),
+    ]

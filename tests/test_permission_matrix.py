@@ -71,6 +71,39 @@ MATRIX = [
     ),
     ("sign-out by GET", "logout", None, "get", NOBODY_405),
     # Every staff account may open the index; what it lists depends on permissions.
+    # Passkeys (django-otp-webauthn's JSON API): added only past the second step...
+    (
+        "passkey: add, begin",
+        "otp_webauthn:credential-registration-begin",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "desk": 403, "unverified": TWO}
+        | dict.fromkeys((*CLINICIANS, "admin"), 200),
+    ),
+    (
+        "passkey: add, complete (nothing begun)",
+        "otp_webauthn:credential-registration-complete",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "desk": 403, "unverified": TWO}
+        | dict.fromkeys((*CLINICIANS, "admin"), 400),
+    ),
+    # ... and checked at the second step (never instead of the password).
+    (
+        "passkey: check, begin",
+        "otp_webauthn:credential-authentication-begin",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "unverified": 200} | SIGNED_IN_200,
+    ),
+    (
+        "passkey: check, complete (nothing begun)",
+        "otp_webauthn:credential-authentication-complete",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "unverified": 400} | dict.fromkeys(STAFF, 400),
+    ),
+    ("passkey scripts' texts", "otp_webauthn:js-i18n-catalog", None, "get", EVERYONE),
     (
         "admin index",
         "admin:index",

@@ -237,3 +237,15 @@ def set_up_again(client) -> tuple[bytes, list[str]]:
 def test_the_test_helper_signs_in_through_django_otp(client, clinic):
     sign_in_verified(client, clinic.prescriber.user)
     assert client.get(reverse("my_calendar")).status_code == 200
+
+
+def test_a_failed_passkey_check_counts_in_the_lockout_and_the_audit_trail(client, therapist, clock):
+    TOTPDevice.objects.create(user=therapist, name="Phone", confirmed=True)
+    sign_in(client, therapist)
+    url = reverse("otp_webauthn:credential-authentication-complete")
+    # Nothing begun (or a replayed answer): django-otp-webauthn refuses, and it counts.
+    statuses = [client.post(url, REMOTE_ADDR=ADDRESS).status_code for _ in range(10)]
+    assert statuses == [400] * 9 + [429]
+    assert "_auth_user_id" not in client.session
+    assert sign_in(client, therapist).status_code == 429
+    assert audited(AuditAction.SECOND_FACTOR_FAILED) == ["passkey"] * 10
