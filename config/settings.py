@@ -350,7 +350,7 @@ AXES_COOLOFF_TIME = "config.signin_lock.lockout_time"  # LOGIN_LOCKOUT_SECONDS
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_USERNAME_CALLABLE = "config.signin_lock.account_name"
 # The same address as every other limit: REMOTE_ADDR, set by a trusted proxy.
-AXES_CLIENT_IP_CALLABLE = "config.throttle.client_address"
+AXES_CLIENT_IP_CALLABLE = "config.signin_lock.client_address"
 AXES_LOCKOUT_CALLABLE = "desk.signin.locked_out"
 # Kept out of axes' log lines and its record of attempts' form data.
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]

@@ -22,12 +22,26 @@ Axes compares the largest of its counts with one limit (AXES_FAILURE_LIMIT,
 the account's); ``SignInLockHandler`` gives the address its own.
 """
 
+import ipaddress
 from datetime import timedelta
 
 from axes.handlers.database import AxesDatabaseHandler
 from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The address the lock counts: REMOTE_ADDR, as every other limit (config.throttle).
+
+    None when there is none or it is not an address (a test's forced login, a
+    Unix socket): axes stores it in an address column, which PostgreSQL checks.
+    """
+    address = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def account_name(request: HttpRequest, credentials: dict | None) -> str | None:
