@@ -15,6 +15,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from scheduler.models import Clinic
 
 FRONT_DESK_GROUP = "Front desk"
 CLINIC_ADMINS_GROUP = "Clinic admins"
@@ -50,10 +53,6 @@ def access_of(user) -> Access:
     cached = getattr(user, "_clinic_access", None)
     if cached is not None:
         return cached
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    from scheduler.models import Clinic
-
     # Groups and the clinician row (both left-joined on the user), the
     # installation's clinic's rule for the desk and any authenticator app, in one query.
     rows = list(
