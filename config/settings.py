@@ -7,6 +7,7 @@ then ``SECRET_KEY`` and ``ALLOWED_HOSTS`` are required.
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -45,6 +46,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "django_otp_webauthn",
     "scheduler",
     "plans",
     "notifications",
@@ -59,11 +65,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Whether the session passed the second step (django-otp), and no staff
+    # page without it for those who need one (desk/second_factor.py).
+    "django_otp.middleware.OTPMiddleware",
+    "desk.second_factor.SecondFactorMiddleware",
     "config.middleware.SessionRefreshMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.ContentSecurityPolicyMiddleware",
     "scheduler.audit.AuditMiddleware",
+    # Last, as axes asks: turns a sign-in refused by the lockout into its page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -113,6 +125,25 @@ else:
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# axes first: a locked account or address is refused before any password is
+# checked, whichever page signs in (config/signin_lock.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# The second factor (desk/second_factor.py): the name authenticator apps show
+# beside the account, and no keys or recovery codes shown in the admin.
+OTP_TOTP_ISSUER = env("SECOND_FACTOR_ISSUER", "KAP scheduler")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# Passkeys (django-otp-webauthn) as a second factor only, never instead of the
+# password (that would skip the lockout's per-account count), for this site's
+# own address: SITE_URL names the relying party and the one allowed origin.
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+OTP_WEBAUTHN_RP_ID = urlsplit(SITE_URL).hostname
+OTP_WEBAUTHN_RP_NAME = OTP_TOTP_ISSUER
+OTP_WEBAUTHN_ALLOWED_ORIGINS = [SITE_URL]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -320,6 +351,24 @@ CACHES = {
 }
 # Requests a minute from one address to /calendars/<token>.ics and /p/<token>/.
 TOKEN_RATE_LIMIT = env_int("TOKEN_RATE_LIMIT", 30)
-# Failed sign-ins per account and per address before sign-in is refused for a while.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+
+# The sign-in lockout (config/signin_lock.py, django-axes), counted in the
+# database so that every web process shares it: failed sign-ins (a wrong
+# password, or a wrong second-factor code) per account and per address, within
+# LOGIN_LOCKOUT_SECONDS of each other, lock for LOGIN_LOCKOUT_SECONDS after the
+# last. The address's limit is higher: one office behind NAT is one address.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 50)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60)
+AXES_HANDLER = "config.signin_lock.SignInLockHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # SignInLockHandler reads them in this order
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = "config.signin_lock.lockout_time"  # LOGIN_LOCKOUT_SECONDS
+# Tries while locked are refused without counting: the lock ends when the page says.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_USERNAME_CALLABLE = "config.signin_lock.account_name"
+# The same address as every other limit: REMOTE_ADDR, set by a trusted proxy.
+AXES_CLIENT_IP_CALLABLE = "config.signin_lock.client_address"
+AXES_LOCKOUT_CALLABLE = "desk.signin.locked_out"
+# Kept out of axes' log lines and its record of attempts' form data.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]

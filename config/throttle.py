@@ -1,9 +1,10 @@
-"""Rate limits kept in Django's cache: token URLs per address, failed sign-ins.
+"""Rate limits kept in Django's cache: token URLs per address.
 
 A fixed window per key (``cache.add`` starts it, ``cache.incr`` counts), which
 is plenty for telling a calendar app's polling from someone guessing tokens.
 The default LocMemCache counts per process; with several web processes set
-CACHE_URL (Redis) so that they share the counts.
+CACHE_URL (Redis) so that they share the counts. Failed sign-ins are not
+counted here but in the database, by django-axes (config/signin_lock.py).
 """
 
 from collections.abc import Callable
@@ -24,10 +25,6 @@ def _key(scope: str, who: str) -> str:
     return f"throttle:{scope}:{who}"
 
 
-def count(scope: str, who: str) -> int:
-    return cache.get(_key(scope, who), 0)
-
-
 def hit(scope: str, who: str, window: int) -> int:
     """Count one more event for ``who`` in the current window; the count so far."""
     key = _key(scope, who)
@@ -38,10 +35,6 @@ def hit(scope: str, who: str, window: int) -> int:
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=window)
         return 1
-
-
-def reset(scope: str, who: str) -> None:
-    cache.delete(_key(scope, who))
 
 
 def token_rate_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -61,24 +54,3 @@ def token_rate_limited(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-# -- sign-in --------------------------------------------------------------------
-
-
-def _login_scopes(request: HttpRequest, username: str) -> list[tuple[str, str]]:
-    return [("login-user", (username or "").strip().lower()), ("login-ip", client_address(request))]
-
-
-def login_locked(request: HttpRequest, username: str) -> bool:
-    return any(
-        count(scope, who) >= settings.LOGIN_FAILURE_LIMIT
-        for scope, who in _login_scopes(request, username)
-    )
-
-
-def login_failed(request: HttpRequest, username: str) -> None:
-    for scope, who in _login_scopes(request, username):
-        if hit(scope, who, settings.LOGIN_LOCKOUT_SECONDS) >= settings.LOGIN_FAILURE_LIMIT:
-            # The lockout runs its full time from the failure that caused it.
-            cache.touch(_key(scope, who), settings.LOGIN_LOCKOUT_SECONDS)

@@ -1,14 +1,29 @@
-"""The web app's layer of the demo clinic: what each sign-in group may do in the admin.
+"""The web app's layer of the demo clinic: what each sign-in group may do in the admin,
+and the demo staff's authenticator apps.
 
 The groups themselves (and who is in them) come with the staff in
 ``scheduler.demo``; their permissions reach into every app, so they are set
 here, last.
+
+Clinic admins and clinicians sign in with a second factor (desk/second_factor.py).
+Each demo account that needs one gets an authenticator key made from its
+username, as its password is: published by construction, so that anyone
+trying the demo can add it to an app, or print the current code with
+``manage.py demo_code NAME``. Never on a real installation.
 """
 
-from django.apps import apps
-from django.contrib.auth.models import Group, Permission
+import hashlib
+from base64 import b32encode
 
-from scheduler.demo import CLINIC_ADMINS, CLINICIANS, FRONT_DESK
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from scheduler.demo import CLINIC_ADMINS, CLINICIANS, FRONT_DESK, STAFF
+from scheduler.roles import needs_second_factor
+
+DEMO_DEVICE_NAME = "Demo authenticator (seed_demo)"
 
 # The apps whose models the demo groups get permissions on.
 DEMO_APPS = ("scheduler", "plans", "notifications")
@@ -66,3 +81,37 @@ def seed() -> dict[str, Group]:
         )
         groups[name] = group
     return groups
+
+
+def demo_key(username: str) -> str:
+    """The demo account's TOTP key, as django-otp stores it (40 hex digits = 160 bits)."""
+    return hashlib.sha1(f"demo-{username}-2026-second-factor".encode()).hexdigest()
+
+
+def readable_key(hex_key: str) -> str:
+    """The key as authenticator apps take it when typed: base32, in groups of four."""
+    text = b32encode(bytes.fromhex(hex_key)).decode()
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def seed_second_factors() -> dict[str, str]:
+    """An authenticator app for each demo account that needs one; their keys by username."""
+    keys = {}
+    users = get_user_model().objects.filter(username__in=[member.username for member in STAFF])
+    for user in users.order_by("pk"):
+        if not needs_second_factor(user):
+            continue
+        TOTPDevice.objects.update_or_create(
+            user=user,
+            name=DEMO_DEVICE_NAME,
+            defaults={"key": demo_key(user.username), "confirmed": True},
+        )
+        keys[user.username] = readable_key(demo_key(user.username))
+    return keys
+
+
+def demo_device(username: str) -> TOTPDevice | None:
+    """The account's demo authenticator, if it is one seed_demo made (its key is the demo's)."""
+    return TOTPDevice.objects.filter(
+        user__username=username, name=DEMO_DEVICE_NAME, key=demo_key(username), confirmed=True
+    ).first()

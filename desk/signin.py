@@ -1,14 +1,17 @@
-"""The home page (each signed-in role goes to its own page) and the throttled sign-in."""
+"""The home page (each signed-in role goes to its own page), sign-in, and the lockout page.
+
+Signing in is Django's LoginView; the lockout (config/signin_lock.py) is
+django-axes' backend and handler, which the admin's login goes through too.
+"""
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 
-from config import throttle
 from scheduler.roles import DESK_ROLES, Role, roles_of
 
 
@@ -24,30 +27,24 @@ def home(request: HttpRequest) -> HttpResponse:
     raise PermissionDenied("Your account has no role in the clinic yet.")
 
 
-class SignInForm(AuthenticationForm):
-    """The sign-in form, refusing further tries after repeated failures (config.throttle).
+login = auth_views.LoginView.as_view(redirect_authenticated_user=True)
 
-    Failures count per account and per address: a guesser spreading tries over
-    many accounts is stopped by the second, one aiming at one account from many
-    addresses by the first.
+
+def locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials=None
+) -> HttpResponse:
+    """The page for a sign-in refused by the lockout (axes' AXES_LOCKOUT_CALLABLE).
+
+    429 with words and Retry-After, whichever page the sign-in came from. It
+    does not say whether the account or the address is locked: that would tell
+    a guesser which of the two to change.
     """
-
-    def clean(self):
-        username = self.cleaned_data.get("username") or ""
-        if throttle.login_locked(self.request, username):
-            minutes = max(1, settings.LOGIN_LOCKOUT_SECONDS // 60)
-            raise ValidationError(
-                f"Too many failed sign-ins. Try again in {minutes} minutes, or ask a "
-                "clinic admin to reset your password.",
-                code="throttled",
-            )
-        try:
-            return super().clean()
-        except ValidationError:
-            throttle.login_failed(self.request, username)
-            raise
-
-
-login = auth_views.LoginView.as_view(
-    authentication_form=SignInForm, redirect_authenticated_user=True
-)
+    seconds = settings.LOGIN_LOCKOUT_SECONDS
+    response = TemplateResponse(
+        request,
+        "registration/locked_out.html",
+        {"minutes": max(1, round(seconds / 60))},
+        status=429,
+    )
+    response["Retry-After"] = str(seconds)
+    return response.render()

@@ -2,8 +2,10 @@
 
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
+from django_otp_webauthn import views as passkey_views
 
-from desk import calendar_page, frontdesk, patient_page, signin
+from desk import calendar_page, frontdesk, patient_page, second_factor, signin
 
 frontdesk_urls = [
     path("", frontdesk.today, name="desk_today"),
@@ -29,8 +31,44 @@ patient_urls = [
     path("<str:token>/visits/<int:pk>.ics", patient_page.visit_ics, name="patient_visit_ics"),
 ]
 
+# django-otp-webauthn's API under its own names (its scripts reverse them), with
+# the two views that finish a ceremony in the audit trail and the lockout.
+passkey_urls = (
+    [
+        path(
+            "registration/begin/",
+            second_factor.PasskeyAddBegins.as_view(),
+            name="credential-registration-begin",
+        ),
+        path(
+            "registration/complete/",
+            second_factor.PasskeyAdded.as_view(),
+            name="credential-registration-complete",
+        ),
+        path(
+            "authentication/begin/",
+            passkey_views.BeginCredentialAuthenticationView.as_view(),
+            name="credential-authentication-begin",
+        ),
+        path(
+            "authentication/complete/",
+            second_factor.PasskeyChecked.as_view(),
+            name="credential-authentication-complete",
+        ),
+        path(
+            "jsi18n/",
+            JavaScriptCatalog.as_view(packages=["django_otp_webauthn"]),
+            name="js-i18n-catalog",
+        ),
+    ],
+    "otp_webauthn",
+)
+
 urlpatterns = [
     path("login/", signin.login, name="login"),
+    path("login/code/", second_factor.verify, name="second_factor_verify"),
+    path("account/second-factor/", second_factor.setup, name="second_factor_setup"),
+    path("account/passkeys/", include(passkey_urls)),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("desk/", include(frontdesk_urls)),
     path("p/", include(patient_urls)),

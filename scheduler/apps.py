@@ -7,12 +7,16 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Scheduling"
 
     def ready(self):
-        from scheduler.audit import record_visit_change
+        from axes.signals import user_locked_out
+
+        from scheduler.audit import record_lockout, record_visit_change
         from scheduler.booking import visit_saved
         from scheduler.external_calendars import ensure_schedule
 
         # Every booking change is in the audit trail, committed with the change.
         visit_saved.connect(record_visit_change, dispatch_uid="scheduler.audit.visit_change")
+        # So are sign-in lockouts, from whichever page (config/signin_lock.py).
+        user_locked_out.connect(record_lockout, dispatch_uid="scheduler.audit.lockout")
         # The 15-minute import of clinicians' own calendars exists wherever
         # the database does (created once, idempotently, after migrate).
         post_migrate.connect(

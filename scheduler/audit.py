@@ -74,3 +74,16 @@ def record(
 
 def record_visit_change(sender, visit, change, **kwargs) -> None:
     record(None, AuditAction.CHANGED_VISIT, visit.patient_id, f"visit {visit.pk}: {change}")
+
+
+def record_lockout(sender, request, username, ip_address, **kwargs) -> None:
+    """axes' ``user_locked_out``: the failure that locked, or a try refused while locked.
+
+    "Who" is whoever is signed in (someone at the second-factor step) or
+    "anonymous"; the account the try named goes in the detail.
+    """
+    if getattr(request, "axes_failures_since_start", None) is not None:
+        what = f"locked after {request.axes_failures_since_start} failed sign-ins"
+    else:
+        what = "sign-in refused while locked"
+    record(request, AuditAction.SIGN_IN_LOCKED, detail=f"{what}; account {username or '-'!r}")

@@ -108,6 +108,13 @@ class Clinic(models.Model):
         help_text="What calendar feeds and invites show. Synced calendars can be seen by "
         "others; only Full names the visit type.",
     )
+    front_desk_needs_second_factor = models.BooleanField(
+        "front desk signs in with a second factor",
+        default=False,
+        help_text="Clinic admins and clinicians always sign in with a code from an "
+        "authenticator app (or a recovery code) after their password. Tick this to ask "
+        "the same of the front desk, who see every patient of the clinic.",
+    )
 
     objects = ClinicQuerySet.as_manager()
 
@@ -829,6 +836,11 @@ class AuditAction(models.TextChoices):
     ISSUED_LINK = "issued_link", "issued patient link"
     VIEWED_PATIENT_LINK = "viewed_patient_link", "viewed patient link page"
     EXPORTED = "exported", "exported patient data"
+    SIGN_IN_LOCKED = "sign_in_locked", "sign-in locked out"
+    SECOND_FACTOR_ENROLLED = "second_factor_enrolled", "set up a second factor"
+    SECOND_FACTOR_VERIFIED = "second_factor_verified", "signed in with a second factor"
+    SECOND_FACTOR_FAILED = "second_factor_failed", "wrong second-factor code"
+    RECOVERY_CODE_USED = "recovery_code_used", "signed in with a recovery code"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -4,8 +4,11 @@ import re
 from datetime import date, datetime, time, timedelta
 from itertools import count
 
+import django_otp
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.http import HttpRequest
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.models import Channel, Message, Purpose, Status
 from scheduler.models import Patient, Visit, VisitStatus
@@ -29,6 +32,26 @@ def front_desk(password: str = ""):
 
 def clinic_admin():
     return staff_user(CLINIC_ADMINS_GROUP)
+
+
+def sign_in_verified(client, user) -> None:
+    """Sign ``user`` in on the test ``client`` with the second step passed.
+
+    As ``force_login`` stands for the password, this stands for the code page:
+    the user gets an authenticator app (django-otp's TOTPDevice) if they have
+    none, and the session records it through ``django_otp.login``, the call
+    desk/second_factor.py makes after a right code. Needed for clinic admins,
+    clinicians and any staff account that must use a second factor.
+    """
+    client.force_login(user)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="Test app", confirmed=True)
+    request = HttpRequest()
+    request.session = client.session
+    request.user = user
+    django_otp.login(request, device)
+    request.session.save()
 
 
 def crowd(

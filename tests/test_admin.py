@@ -28,6 +28,7 @@ from scheduler.models import (
     VisitType,
 )
 from tests.conftest import MONDAY, SmallClinic, at
+from tests.page_helpers import sign_in_verified
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
 
@@ -53,7 +54,7 @@ def demo(settings):
 
 @pytest.fixture
 def staff(client, demo):
-    client.force_login(get_user_model().objects.get(username="admin"))
+    sign_in_verified(client, get_user_model().objects.get(username="admin"))
     return client
 
 
@@ -419,7 +420,7 @@ def test_front_desk_can_book_but_not_run_the_clinic(client, demo):
     assert client.get(VISIT_ADD).status_code == 200
     assert client.get(reverse("admin:scheduler_patient_add")).status_code == 200
     assert client.get(reverse("admin:scheduler_clinic_add")).status_code == 403
-    client.force_login(get_user_model().objects.get(username="fenwick"))
+    sign_in_verified(client, get_user_model().objects.get(username="fenwick"))
     assert client.get(VISIT_LIST).status_code == 200
     assert client.get(VISIT_ADD).status_code == 403
 

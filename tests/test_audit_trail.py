@@ -13,7 +13,7 @@ from scheduler import booking
 from scheduler.models import AuditAction, AuditEvent
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
-from tests.page_helpers import front_desk, staff_user
+from tests.page_helpers import front_desk, sign_in_verified, staff_user
 
 pytestmark = pytest.mark.usefixtures("now")
 BROWSER = {"REMOTE_ADDR": "203.0.113.7", "HTTP_USER_AGENT": "Firefox/" + "x" * 500}
@@ -132,7 +132,7 @@ def test_clinic_admins_read_and_filter_the_trail_in_the_admin_but_nobody_edits_i
     desk.get(reverse("desk_patient", args=[avery.pk]))
     event = only(AuditAction.VIEWED_PATIENT)
     admin = staff_user(CLINIC_ADMINS_GROUP, is_staff=True)
-    client.force_login(admin)
+    sign_in_verified(client, admin)
     changelist = reverse("admin:scheduler_auditevent_changelist")
     page = client.get(changelist, {"action": "viewed_patient"})
     assert page.status_code == 200 and desk.user.username in page.text
@@ -150,13 +150,13 @@ def test_clinic_admins_read_and_filter_the_trail_in_the_admin_but_nobody_edits_i
     desk_staff.is_staff = True
     desk_staff.save()
     desk_staff.groups.add(Group.objects.get_or_create(name="Clinicians")[0])
-    client.force_login(desk_staff)
+    sign_in_verified(client, desk_staff)
     assert client.get(changelist).status_code == 403
 
 
 def test_clinic_admins_export_a_patient_from_the_admin_and_it_is_audited(client, avery):
     admin = staff_user(CLINIC_ADMINS_GROUP, is_staff=True, is_superuser=True)
-    client.force_login(admin)
+    sign_in_verified(client, admin)
     response = client.post(
         reverse("admin:scheduler_patient_changelist"),
         {"action": "export_patient_data", "_selected_action": [avery.pk]},
@@ -168,7 +168,7 @@ def test_clinic_admins_export_a_patient_from_the_admin_and_it_is_audited(client,
 
 def test_opening_a_patient_in_the_admin_is_recorded(client, avery):
     admin = staff_user(CLINIC_ADMINS_GROUP, is_staff=True, is_superuser=True)
-    client.force_login(admin)
+    sign_in_verified(client, admin)
     url = reverse("admin:scheduler_patient_change", args=[avery.pk])
     assert client.get(url).status_code == 200
     event = only(AuditAction.VIEWED_PATIENT)

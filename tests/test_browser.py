@@ -226,3 +226,129 @@ def test_confirm_books_the_plan_on_screen_and_a_plan_changed_since_is_shown_firs
         ).order_by("visit__start", "pk")
     ]
     assert booked == shown
+
+
+def test_a_clinician_sets_up_an_authenticator_app_signs_in_with_a_code_and_a_recovery_code_once(
+    page, live_server, transactional_db
+):
+    from base64 import b32decode
+
+    from django_otp.oath import totp
+
+    clinic = SmallClinic()
+    user = clinic.therapist.user
+    user.set_password(PASSWORD)
+    user.save()
+    refused = []  # anything the Content-Security-Policy blocked on these pages
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/account/second-factor/**")
+    qr = page.locator("figure.qr svg")
+    box = qr.bounding_box()
+    assert box and box["width"] >= 150 and box["height"] >= 150  # drawn, not blocked
+    # The person scans the code or types the key; the app computes codes from it.
+    key = b32decode(page.locator("#secret").inner_text().replace(" ", ""))
+    page.get_by_label("Code the app shows now").fill(f"{totp(key):06d}")
+    page.get_by_role("button", name="Turn on").click()
+    codes = page.get_by_role("list", name="Recovery codes").locator("code").all_inner_texts()
+    assert len(codes) == 10
+    page.get_by_role("link", name="I have saved them: continue").click()
+    page.wait_for_url("**/calendars/mine/")
+
+    def sign_in_with(code: str) -> None:
+        page.get_by_role("button", name=f"Sign out {user.username}").click()
+        _sign_in(page, live_server, user.username)
+        page.wait_for_url("**/login/code/**")
+        page.get_by_label("Code").fill(code)
+        page.get_by_role("button", name="Verify").click()
+
+    # The set-up code is spent; the app's next one (within the allowed drift) signs in.
+    sign_in_with(f"{totp(key, drift=1):06d}")
+    page.wait_for_url("**/calendars/mine/")
+    assert page.get_by_role("heading", level=1).inner_text()
+
+    sign_in_with(codes[0])
+    page.wait_for_url("**/calendars/mine/")
+
+    sign_in_with(codes[0])  # a recovery code works once
+    assert "That code did not work" in page.get_by_role("alert").inner_text()
+    assert "/login/code/" in page.url
+    page.goto(live_server.url + "/calendars/mine/")
+    assert "/login/code/" in page.url
+    assert refused == []
+
+
+def test_a_clinician_adds_a_passkey_and_passes_the_second_step_with_it(
+    page, live_server, transactional_db, settings
+):
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+    from django_otp_webauthn.models import WebAuthnCredential
+
+    from scheduler.models import AuditAction, AuditEvent
+
+    # The relying party is the site's own address: here the live server's.
+    settings.OTP_WEBAUTHN_RP_ID = "localhost"
+    settings.OTP_WEBAUTHN_ALLOWED_ORIGINS = [live_server.url]
+    clinic = SmallClinic()
+    user = clinic.prescriber.user
+    user.set_password(PASSWORD)
+    user.save()
+    app = TOTPDevice.objects.create(user=user, name="Phone", confirmed=True)
+    refused = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    # Chromium's virtual authenticator stands in for the phone's screen lock.
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+            }
+        },
+    )
+
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/login/code/**")
+    assert page.get_by_role("button", name="Use your passkey").count() == 0  # none yet
+    page.get_by_label("Code").fill(f"{totp(app.bin_key):06d}")
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/calendars/mine/")
+
+    page.goto(live_server.url + "/account/second-factor/")
+    page.get_by_role("button", name="Add a passkey").click()
+    page.get_by_text("Registration successful!").wait_for()
+    assert WebAuthnCredential.objects.filter(user=user, confirmed=True).count() == 1
+
+    page.goto(live_server.url + "/calendars/mine/")
+    page.get_by_role("button", name=f"Sign out {user.username}").click()
+    _sign_in(page, live_server, user.username)
+    page.wait_for_url("**/login/code/**")
+    page.get_by_role("button", name="Use your passkey").click()
+    page.wait_for_url("**/calendars/mine/")
+    assert refused == []
+    assert [
+        (event.get_action_display(), event.detail)
+        for event in AuditEvent.objects.filter(actor=user).order_by("pk")
+        if event.action != AuditAction.VIEWED_PATIENT
+    ] == [
+        ("signed in with a second factor", "authenticator app"),
+        ("set up a second factor", "passkey"),
+        ("signed in with a second factor", "passkey"),
+    ]

@@ -28,6 +28,7 @@ from scheduler.models import (
 from scheduler.timezones import zone
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.ical_checks import assert_valid_ics, treatment_words, unfold
+from tests.page_helpers import sign_in_verified
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
 
@@ -487,7 +488,7 @@ def test_feed_queries_do_not_grow_with_the_number_of_visits(
 
 
 def test_a_clinician_issues_and_revokes_their_own_feed(client, clinic):
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     page = client.post(reverse("my_calendar"), {"action": "issue"})
     url = re.search(r'value="(http://localhost:8000/calendars/[^"]+)"', page.text).group(1)
     path = url.removeprefix("http://localhost:8000")
@@ -501,7 +502,7 @@ def test_a_clinician_issues_and_revokes_their_own_feed(client, clinic):
 def test_only_clinicians_have_the_page_and_staff_issue_in_the_admin(client, clinic):
     assert client.get(reverse("my_calendar")).status_code == 302  # to the login
     staff = get_user_model().objects.create_superuser("boss", password=None)
-    client.force_login(staff)
+    sign_in_verified(client, staff)
     assert client.get(reverse("my_calendar")).status_code == 404
     response = client.post(
         reverse("admin:scheduler_accesstoken_add"),

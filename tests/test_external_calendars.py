@@ -25,6 +25,7 @@ from scheduler.external_calendars import (
 from scheduler.models import AccessToken, BusyBlock, ExternalCalendar, InvitePreference
 from scheduler.timezones import zone
 from tests.conftest import MONDAY, at
+from tests.page_helpers import sign_in_verified
 from tests.servers import IcsServer, Route, free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
@@ -234,7 +235,7 @@ def test_a_malformed_feed_keeps_the_last_good_blocks_and_records_why(
     calendar = failing_read(read_once)
     assert calendar.last_error.startswith("The address did not return a valid iCalendar file")
     staff = get_user_model().objects.create_superuser("boss", password=None)
-    client.force_login(staff)
+    sign_in_verified(client, staff)
     page = client.get(reverse("admin:scheduler_externalcalendar_changelist"))
     assert "Failing: The address did not return a valid iCalendar file" in page.text
 
@@ -320,7 +321,7 @@ def test_the_15_minute_schedule_exists_once_and_queues_one_task_per_calendar(
 def test_a_clinician_registers_and_removes_their_own_calendar(
     client, clinic, server, django_capture_on_commit_callbacks
 ):
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     refused = client.post(
         reverse("my_calendar"), {"action": "add_calendar", "url": "file:///etc/passwd"}
     )

@@ -17,7 +17,13 @@ from plans.models import CarePlan, PlanStatus, Protocol
 from scheduler import booking
 from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
 from tests.conftest import MONDAY, SmallClinic, at
-from tests.page_helpers import clinic_admin, crowd, failed_message, front_desk
+from tests.page_helpers import (
+    clinic_admin,
+    crowd,
+    failed_message,
+    front_desk,
+    sign_in_verified,
+)
 
 pytestmark = pytest.mark.usefixtures("now")
 TODAY = date(2030, 1, 2)  # the `now` fixture's day in New York (a Wednesday)
@@ -44,14 +50,14 @@ def test_anonymous_users_go_to_sign_in_and_clinicians_get_403_on_desk_pages(clie
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith("/login/?next=")
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     for url in DESK_PAGES:
         assert client.get(url).status_code == 403, url
 
 
 @pytest.mark.parametrize("user", [front_desk, clinic_admin])
 def test_front_desk_and_clinic_admins_open_every_desk_page(client, clinic, user):
-    client.force_login(user())
+    sign_in_verified(client, user())
     for url in DESK_PAGES:
         assert client.get(url).status_code == 200, url
 
@@ -60,7 +66,7 @@ def test_home_sends_each_role_to_its_page(client, clinic):
     assert client.get("/")["Location"].startswith("/login/")
     client.force_login(front_desk())
     assert client.get("/")["Location"] == reverse("desk_today")
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     assert client.get("/")["Location"] == reverse("my_calendar")
 
 

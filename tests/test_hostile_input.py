@@ -16,7 +16,7 @@ from scheduler.external_calendars import FetchError, busy_intervals
 from scheduler.models import CalendarDetail, Patient, Visit
 from tests.conftest import MONDAY, at
 from tests.ical_checks import assert_valid_ics
-from tests.page_helpers import front_desk
+from tests.page_helpers import front_desk, sign_in_verified
 
 pytestmark = pytest.mark.usefixtures("now")
 
@@ -198,7 +198,7 @@ def test_days_far_away_or_invalid_get_404_not_a_server_error(desk, clinic, day):
 
 @pytest.mark.parametrize("week", ["0001-01-01", "9999-12-31", "garbage"])
 def test_a_clinicians_calendar_falls_back_to_this_week_for_absurd_weeks(client, clinic, week):
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     assert client.get(reverse("my_calendar"), {"week": week}).status_code == 200
 
 

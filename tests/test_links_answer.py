@@ -20,6 +20,7 @@ from scheduler import tokens
 from scheduler.links import feed_url, patient_page_url
 from scheduler.models import InvitePreference, TokenPurpose
 from tests.conftest import MONDAY, at
+from tests.page_helpers import sign_in_verified
 from tests.reminder_helpers import HOUR, ReminderClinic, run_until
 
 SITE = "https://clinic.example.org"
@@ -94,7 +95,7 @@ def test_every_link_in_a_clinicians_feed_answers_for_the_clinician(booked, setti
     (link,) = links
     assert f"#visit-{visits[0].pk}" in link
     clinician = Client()
-    clinician.force_login(clinic.prescriber.user)
+    sign_in_verified(clinician, clinic.prescriber.user)
     response = clinician.get(path_of(link))
     assert response.status_code == 200
     assert f'id="visit-{visits[0].pk}"'.encode() in response.content
@@ -132,7 +133,7 @@ def test_every_link_in_every_text_email_and_invite_answers_when_it_arrives(booke
         mail.outbox = []
         # Days pass between invites and the staff session times out meanwhile:
         # the clinician signs in when they open one.
-        clinician_holder.force_login(clinic.prescriber.user)
+        sign_in_verified(clinician_holder, clinic.prescriber.user)
         for who, text in sent:
             holder = clinician_holder if who == "clinician" else patient_holder
             is_calendar = text.startswith("BEGIN:VCALENDAR")

@@ -28,6 +28,7 @@ from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import AuditEvent, Visit
 from tests.conftest import MONDAY, SmallClinic, at
+from tests.page_helpers import sign_in_verified
 from tests.test_deployment import production, production_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ TOKEN = "Zx9_live-TOKEN-0123456789abcdefghijklmnopq"  # token_urlsafe(32)'s shap
 def test_a_refused_page_is_one_line_in_the_log_without_a_traceback(db, caplog):
     clinic = SmallClinic()
     client = Client()
-    client.force_login(clinic.therapist.user)  # a clinician on a desk page: 403
+    sign_in_verified(client, clinic.therapist.user)  # a clinician on a desk page: 403
     with caplog.at_level(logging.INFO):
         response = client.get("/desk/")
     assert response.status_code == 403

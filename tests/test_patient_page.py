@@ -14,7 +14,7 @@ from notifications.patient_links import issue_patient_link
 from scheduler import booking, tokens
 from scheduler.models import AccessToken, TokenPurpose, VisitStatus
 from tests.conftest import at
-from tests.page_helpers import crowd
+from tests.page_helpers import crowd, sign_in_verified
 
 pytestmark = pytest.mark.usefixtures("now")
 DAY = date(2030, 1, 4)
@@ -142,7 +142,7 @@ def test_my_calendar_shows_the_clinicians_week_with_initials_and_fixed_queries(
     client, clinic, avery, django_assert_max_num_queries
 ):
     visit = _book(clinic, avery, "integration", "14:00")
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     page = client.get(reverse("my_calendar"), {"week": "2030-01-02"}).text
     assert "Week of Monday 31 December 2029" in page
     assert "14:00-14:50" in page and "(AA)" in page and "Applewood" not in page
@@ -165,7 +165,7 @@ def test_my_calendar_shows_the_clinicians_week_with_initials_and_fixed_queries(
 def test_staff_can_issue_a_patient_link_in_the_admin_and_it_opens_the_page(client, clinic, avery):
     from django.contrib.auth import get_user_model
 
-    client.force_login(get_user_model().objects.create_superuser("root", password=None))
+    sign_in_verified(client, get_user_model().objects.create_superuser("root", password=None))
     response = client.post(
         reverse("admin:scheduler_accesstoken_add"),
         {"purpose": "patient_link", "patient": avery.pk, "_save": "Save"},

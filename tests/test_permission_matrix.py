@@ -1,27 +1,36 @@
 """Who may open what: every URL of the project against every role, in one table.
 
-Outcomes: 200, "login" (302 to a sign-in page), 302 (any other redirect), 403,
-404, 405. Token URLs answer on the token alone (the link is the credential),
-so they are the same for every role; a wrong token is a 404 for everyone.
-The same table proves that no answer, to any role, may be kept by a cache.
+Outcomes: 200, "login" (302 to a sign-in page), "2nd" (302 to the second step
+of signing in: the code page or setting up an authenticator app), 302 (any
+other redirect), 403, 404, 405. Token URLs answer on the token alone (the link
+is the credential), so they are the same for every role; a wrong token is a
+404 for everyone. The same table proves that no answer, to any role, may be
+kept by a cache.
+
+Staff who need a second factor (clinic admins, clinicians) are signed in with
+it passed; "unverified" is a clinic admin whose password was right but who
+has not typed the code yet: nothing but the second step and the token URLs.
 """
 
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import Visit, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
-from tests.page_helpers import failed_message, front_desk
+from tests.page_helpers import failed_message, front_desk, sign_in_verified
 
-ROLES = ("anonymous", "link", "desk", "therapist", "prescriber", "nurse", "admin")
+ROLES = ("anonymous", "link", "desk", "therapist", "prescriber", "nurse", "admin", "unverified")
 L = "login"
-DESK = {"anonymous": L, "link": L, "desk": 200, "admin": 200} | dict.fromkeys(
-    ("therapist", "prescriber", "nurse"), 403
+TWO = "2nd"
+CLINICIANS = ("therapist", "prescriber", "nurse")
+DESK = {"anonymous": L, "link": L, "desk": 200, "admin": 200, "unverified": TWO} | dict.fromkeys(
+    CLINICIANS, 403
 )
 DESK_POST = DESK | {"desk": 302, "admin": 302}
 EVERYONE = dict.fromkeys(ROLES, 200)
@@ -31,15 +40,78 @@ NOBODY_404 = dict.fromkeys(ROLES, 404)
 STAFF = ("desk", "therapist", "prescriber", "nurse", "admin")
 SIGNED_IN_302 = dict.fromkeys(STAFF, 302)
 SIGNED_IN_200 = dict.fromkeys(STAFF, 200)
+# A page behind the second step that refuses the method: the step comes first.
+STAFF_405 = NOBODY_405 | {"unverified": TWO}
 
 # (label, url name, arguments (from the world below), method, outcome per role)
 MATRIX = [
-    ("home", "home", None, "get", {"anonymous": L, "link": L} | SIGNED_IN_302),
+    ("home", "home", None, "get", {"anonymous": L, "link": L, "unverified": TWO} | SIGNED_IN_302),
     ("favicon", "favicon", None, "get", dict.fromkeys(ROLES, 301)),
-    ("sign-in page", "login", None, "get", {"anonymous": 200, "link": 200} | SIGNED_IN_302),
+    (
+        "sign-in page",
+        "login",
+        None,
+        "get",
+        {"anonymous": 200, "link": 200, "unverified": 302} | SIGNED_IN_302,
+    ),
+    # The second step: the code page for whoever has an app and has not passed it yet...
+    (
+        "second-factor code page",
+        "second_factor_verify",
+        None,
+        "get",
+        {"anonymous": L, "link": L, "unverified": 200} | SIGNED_IN_302,
+    ),
+    # ... and setting up an app, open to anyone signed in; one who has an app passes the code first.
+    (
+        "second-factor set-up",
+        "second_factor_setup",
+        None,
+        "get",
+        {"anonymous": L, "link": L, "unverified": TWO} | SIGNED_IN_200,
+    ),
     ("sign-out by GET", "logout", None, "get", NOBODY_405),
     # Every staff account may open the index; what it lists depends on permissions.
-    ("admin index", "admin:index", None, "get", {"anonymous": L, "link": L} | SIGNED_IN_200),
+    # Passkeys (django-otp-webauthn's JSON API): added only past the second step...
+    (
+        "passkey: add, begin",
+        "otp_webauthn:credential-registration-begin",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "desk": 403, "unverified": TWO}
+        | dict.fromkeys((*CLINICIANS, "admin"), 200),
+    ),
+    (
+        "passkey: add, complete (nothing begun)",
+        "otp_webauthn:credential-registration-complete",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "desk": 403, "unverified": TWO}
+        | dict.fromkeys((*CLINICIANS, "admin"), 400),
+    ),
+    # ... and checked at the second step (never instead of the password).
+    (
+        "passkey: check, begin",
+        "otp_webauthn:credential-authentication-begin",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "unverified": 200} | SIGNED_IN_200,
+    ),
+    (
+        "passkey: check, complete (nothing begun)",
+        "otp_webauthn:credential-authentication-complete",
+        None,
+        "post",
+        {"anonymous": 403, "link": 403, "unverified": 400} | dict.fromkeys(STAFF, 400),
+    ),
+    ("passkey scripts' texts", "otp_webauthn:js-i18n-catalog", None, "get", EVERYONE),
+    (
+        "admin index",
+        "admin:index",
+        None,
+        "get",
+        {"anonymous": L, "link": L, "unverified": TWO} | SIGNED_IN_200,
+    ),
     ("status webhook by GET", "twilio-status", None, "get", NOBODY_405),
     ("status webhook unsigned", "twilio-status", None, "post", NOBODY_403),
     ("inbound webhook by GET", "twilio-inbound", None, "get", NOBODY_405),
@@ -53,9 +125,9 @@ MATRIX = [
     ("desk patient, not therapist's", "desk_patient", "other_patient", "get", DESK),
     ("desk visit", "desk_visit", "own_visit", "get", DESK),
     ("desk message queue", "desk_messages", None, "get", DESK),
-    ("desk resend by GET", "desk_resend", "message", "get", NOBODY_405),
+    ("desk resend by GET", "desk_resend", "message", "get", STAFF_405),
     ("desk resend", "desk_resend", "message", "post", DESK_POST),
-    ("desk mark handled by GET", "desk_handled", "message", "get", NOBODY_405),
+    ("desk mark handled by GET", "desk_handled", "message", "get", STAFF_405),
     ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
     ("patient page entrance, no link", "patient_page", None, "get", EVERYONE),
@@ -76,8 +148,8 @@ MATRIX = [
         "my_calendar",
         None,
         "get",
-        {"anonymous": L, "link": L, "desk": 404, "admin": 404}
-        | dict.fromkeys(("therapist", "prescriber", "nurse"), 200),
+        {"anonymous": L, "link": L, "desk": 404, "admin": 404, "unverified": TWO}
+        | dict.fromkeys(CLINICIANS, 200),
     ),
 ]
 
@@ -149,9 +221,13 @@ def world(clinic):
     desk = front_desk()
     admin = front_desk()
     admin.groups.set([Group.objects.get_or_create(name=CLINIC_ADMINS_GROUP)[0]])
+    unverified = front_desk()
+    unverified.groups.set([Group.objects.get_or_create(name=CLINIC_ADMINS_GROUP)[0]])
+    TOTPDevice.objects.create(user=unverified, name="Phone", confirmed=True)
     users = {
         "desk": desk,
         "admin": admin,
+        "unverified": unverified,
         "therapist": clinic.therapist.user,
         "prescriber": clinic.prescriber.user,
         "nurse": clinic.nurse.user,
@@ -164,8 +240,11 @@ def world(clinic):
 
 def client_as(world, role: str) -> Client:
     client = Client()
-    if role in world["users"]:
+    if role in ("desk", "unverified"):
+        # The front desk of a clinic that asks no second factor; an admin at the second step.
         client.force_login(world["users"][role])
+    elif role in world["users"]:
+        sign_in_verified(client, world["users"][role])
     elif role == "link":
         # A patient who opened their own link earlier: no session, only the link.
         client.get(reverse("patient_page", args=[world["link"]]))
@@ -175,6 +254,8 @@ def client_as(world, role: str) -> Client:
 def outcome(response) -> int | str:
     if response.status_code == 302:
         location = response["Location"]
+        if location.startswith((reverse("second_factor_verify"), reverse("second_factor_setup"))):
+            return TWO
         return L if location.startswith(("/login/", "/admin/login/")) else 302
     return response.status_code
 
@@ -214,7 +295,7 @@ def test_a_patient_link_shows_only_that_patients_data(client, world):
 
 
 def test_clinicians_see_only_their_own_visits_and_other_patients_not_at_all(client, clinic, world):
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     page = client.get(reverse("my_calendar"), {"week": MONDAY.isoformat()}).text
     assert "(AA)" in page and "Applewood" not in page
     assert "Blake" not in page and "(BB)" not in page
@@ -232,7 +313,7 @@ def test_in_the_admin_a_clinician_sees_only_their_own_patients_and_visits(client
     therapist = world["users"]["therapist"]
     # Broader than seed_demo's "Clinicians" group: view permission on every model.
     therapist.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
-    client.force_login(therapist)
+    sign_in_verified(client, therapist)
     patients = client.get(reverse("admin:scheduler_patient_changelist")).text
     assert "Applewood" in patients and "Birchwood" not in patients
     blake = reverse("admin:scheduler_patient_change", args=[world["blake"].pk])

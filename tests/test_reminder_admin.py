@@ -20,6 +20,7 @@ from notifications.models import (
 )
 from notifications.transports import PermanentError, SMSBackend
 from tests.conftest import MONDAY, at
+from tests.page_helpers import sign_in_verified
 from tests.reminder_helpers import HOUR, ReminderClinic
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
@@ -35,7 +36,7 @@ def clinic(db):
 def staff(client, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     user = get_user_model().objects.create_superuser("keeper", "keeper@example.com", "pw")
-    client.force_login(user)
+    sign_in_verified(client, user)
     return client
 
 
@@ -125,7 +126,9 @@ def test_failed_messages_are_listed_for_attention_and_can_be_retried(clinic, sta
     now.move_to(at(MONDAY, "08:00") - 72 * HOUR)
     settings.SMS_BACKEND = "tests.test_reminder_admin.RefusingBackend"
     dispatch()
-    staff.force_login(get_user_model().objects.get(username="keeper"))  # the session idled out
+    sign_in_verified(
+        staff, get_user_model().objects.get(username="keeper")
+    )  # the session idled out
     failed = Message.objects.get(status=Status.FAILED)
     url = reverse("admin:notifications_message_changelist")
     listing = staff.get(url, {"attention": "yes"})

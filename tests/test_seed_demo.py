@@ -9,7 +9,8 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import Group
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 from django.utils import timezone
 
 from scheduler import booking
@@ -213,8 +214,31 @@ def test_printed_logins_work_and_the_admin_url_is_shown():
     output = seed()
     for username, password in LOGINS.items():
         assert re.search(rf"^\s+{username}\s+{re.escape(password)}\s+\S", output, re.MULTILINE)
-        assert authenticate(username=username, password=password) is not None
+        # Through the sign-in lockout, which needs the request (config/signin_lock.py).
+        signing_in = RequestFactory().post("/login/")
+        assert authenticate(signing_in, username=username, password=password) is not None
     assert f"{settings.SITE_URL}/admin/" in output
+
+
+def test_demo_clinicians_and_admins_get_a_printed_authenticator_key_and_demo_code_prints_codes():
+    from base64 import b32decode
+
+    from django_otp.oath import totp
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    pattern = re.compile(r"^  (\w+)\s+((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})$", re.MULTILINE)
+    keys = dict(pattern.findall(seed()))
+    assert dict(pattern.findall(seed())) == keys  # the same keys every run
+    assert set(keys) == set(LOGINS) - {"frontdesk"}
+    for username, key in keys.items():
+        device = TOTPDevice.objects.get(user__username=username)
+        expected = f"{totp(b32decode(key.replace(' ', ''))):06d}"
+        printed = io.StringIO()
+        call_command("demo_code", username, stdout=printed)
+        assert printed.getvalue().strip() == expected
+        assert device.verify_token(expected)
+    with pytest.raises(CommandError, match="no demo authenticator"):
+        call_command("demo_code", "frontdesk")
 
 
 def test_the_clinicians_group_cannot_browse_messages_replies_screenings_or_plans():

@@ -1,17 +1,16 @@
-"""Tokens (entropy, hashing, constant-time check, revocation, expiry) and rate limits."""
+"""Tokens (entropy, hashing, constant-time check, revocation, expiry) and their rate limit.
+
+The sign-in lockout has its own module, test_signin_lockout.py.
+"""
 
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import AccessToken, TokenPurpose
-from tests.page_helpers import front_desk
-
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
@@ -104,56 +103,3 @@ def test_the_token_limit_is_per_minute(client, clinic, settings):
         assert [client.get(url).status_code for _ in range(3)] == [200, 200, 429]
         clock.shift(61)
         assert client.get(url).status_code == 200
-
-
-# -- sign-in ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def user(db, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return front_desk(password=PASSWORD)
-
-
-def sign_in(client, username, password, address="192.0.2.10"):
-    return client.post(
-        reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address
-    )
-
-
-def test_five_failed_sign_ins_lock_the_account_for_15_minutes_with_a_clear_message(client, user):
-    import time_machine
-
-    with time_machine.travel("2030-01-02 12:00:00Z", tick=False) as clock:
-        for n in range(5):
-            # From different addresses: the account's own count locks it.
-            assert sign_in(client, user.username, "wrong", f"192.0.2.{n}").status_code == 200
-        refused = sign_in(client, user.username, PASSWORD, "192.0.2.99")
-        assert refused.status_code == 200
-        assert "Too many failed sign-ins. Try again in 15 minutes" in refused.text
-        assert "_auth_user_id" not in client.session
-        clock.shift(14 * 60)
-        assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.99").text
-        clock.shift(2 * 60)
-        assert sign_in(client, user.username, PASSWORD, "192.0.2.99").status_code == 302
-
-
-def test_failures_from_one_address_across_accounts_lock_that_address(client, user):
-    for n in range(5):
-        sign_in(client, f"guess{n}", "wrong", "192.0.2.50")
-    assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.50").text
-    assert sign_in(client, user.username, PASSWORD, "192.0.2.51").status_code == 302
-
-
-def test_four_failures_then_the_right_password_signs_in(client, user):
-    for _ in range(4):
-        sign_in(client, user.username, "wrong")
-    assert sign_in(client, user.username, PASSWORD).status_code == 302
-    assert int(client.session["_auth_user_id"]) == user.pk
-
-
-def test_the_lockout_ignores_the_case_of_the_username(client, user):
-    for n in range(5):
-        sign_in(client, user.username.upper(), "wrong", f"192.0.2.{n}")
-    assert "Too many failed" in sign_in(client, user.username, PASSWORD, "192.0.2.99").text
-    assert get_user_model().objects.filter(pk=user.pk).exists()

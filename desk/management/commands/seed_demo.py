@@ -30,9 +30,10 @@ class Command(BaseCommand):
             protocols = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
             desk_demo.seed()
-        self.report(demo, protocols)
+            keys = desk_demo.seed_second_factors()
+        self.report(demo, protocols, keys)
 
-    def report(self, demo: SchedulingDemo, protocols: list[Protocol]) -> None:
+    def report(self, demo: SchedulingDemo, protocols: list[Protocol], keys: dict[str, str]) -> None:
         clinic, booked = demo.clinic, demo.booked
         out = self.stdout
         out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
@@ -51,6 +52,16 @@ class Command(BaseCommand):
         width = max(len(member.username) for member in STAFF) + 2
         for member in STAFF:
             out.write(f"  {member.username:<{width}}{member.password:<24}{member.role}")
+        out.write("")
+        out.write(
+            "Clinic admins and clinicians then type a code from an authenticator app. Add the"
+        )
+        out.write(
+            "demo key to any app (time-based), or print the current code with "
+            "`manage.py demo_code NAME`:"
+        )
+        for username, key in keys.items():
+            out.write(f"  {username:<{width}}{key}")
         out.write("")
         out.write(f"Admin: {settings.SITE_URL}/admin/")
         if demo.feeds:
