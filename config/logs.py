@@ -102,3 +102,23 @@ class RefusalWithoutTraceback(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def redact_on_every_handler() -> None:
+    """Put ``RedactTokens`` on every handler a library added after LOGGING was applied.
+
+    Django applies settings.LOGGING before it imports the apps, and some
+    libraries add a handler of their own when imported (pyasn1, which
+    webauthn imports, puts a stderr handler on its logger). Called once the
+    apps are loaded (desk's AppConfig.ready), so that no handler writes a
+    record the filter has not seen.
+    """
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactTokens) for f in handler.filters):
+                handler.addFilter(RedactTokens())

@@ -215,3 +215,15 @@ def _fresh_rate_limits():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def admin_client(db, admin_user):
+    """pytest-django's superuser client, with the second step of signing in passed."""
+    from django.test import Client
+
+    from tests.page_helpers import sign_in_verified
+
+    client = Client()
+    sign_in_verified(client, admin_user)
+    return client

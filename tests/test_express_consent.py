@@ -15,7 +15,7 @@ from notifications.models import MessagingPreferences
 from notifications.rules import TextLimits, text_limits_for
 from scheduler.models import ConsentMethod, Patient
 from tests.conftest import SmallClinic
-from tests.page_helpers import front_desk
+from tests.page_helpers import front_desk, sign_in_verified
 from tests.reminder_helpers import CONSENTED_AT
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
@@ -74,7 +74,7 @@ def test_express_consent_needs_how_it_was_given_and_consent_to_texts(clinic):
 def test_staff_record_express_consent_in_the_admin(client, clinic, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     patient = clinic.patient(sms_consent_at=CONSENTED_AT, sms_consent_method=ConsentMethod.VERBAL)
-    client.force_login(get_user_model().objects.create_superuser("root", password=None))
+    sign_in_verified(client, get_user_model().objects.create_superuser("root", password=None))
     change = reverse("admin:scheduler_patient_change", args=[patient.pk])
     page = client.get(change).context
     form = page["adminform"].form
