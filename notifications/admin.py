@@ -15,7 +15,8 @@ from notifications.models import (
     ReminderPolicy,
     ReminderRule,
 )
-from scheduler.admin import ClinicZoneMixin
+from scheduler.admin import AuditedMixin, ClinicZoneMixin
+from scheduler.models import AuditAction
 
 
 class ReminderRuleInline(admin.TabularInline):
@@ -116,7 +117,10 @@ class InboxFilter(admin.SimpleListFilter):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(admin.ModelAdmin):
+class InboundMessageAdmin(AuditedMixin, admin.ModelAdmin):
+    # Patients' own words: reading them, in the list or one by one, is recorded.
+    audit_change = AuditAction.READ_MESSAGES
+    audit_list = AuditAction.READ_MESSAGES
     list_display = (
         "received_at",
         "from_number",

@@ -6,6 +6,14 @@ apps' admins take the clinic time-zone mixins from here.
 """
 
 from scheduler.admin import audit, calendars, core, visits
-from scheduler.admin.base import ClinicTimeMixin, ClinicZoneMixin
+from scheduler.admin.base import AuditedMixin, ClinicTimeMixin, ClinicZoneMixin
 
-__all__ = ["ClinicTimeMixin", "ClinicZoneMixin", "audit", "calendars", "core", "visits"]
+__all__ = [
+    "AuditedMixin",
+    "ClinicTimeMixin",
+    "ClinicZoneMixin",
+    "audit",
+    "calendars",
+    "core",
+    "visits",
+]

@@ -1,4 +1,4 @@
-"""What the admin pages share: times in the clinic's zone, phone search, clinicians' view.
+"""What the admin pages share: times in the clinic's zone, phone search, clinicians' view, audit.
 
 Times are entered and shown in the clinic's own zone (docs/architecture.md,
 invariant 4), whatever the server's zone.
@@ -16,7 +16,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from scheduler.models import Clinic
+from scheduler import audit
+from scheduler.models import AuditAction, Clinic
 from scheduler.phones import search_digits
 from scheduler.roles import Role, roles_of
 from scheduler.timezones import LocalTimeError, local_datetime, zone
@@ -33,6 +34,46 @@ class PhoneSearchMixin:
         if digits:
             results |= queryset.filter(**{f"{self.phone_path}__contains": digits})
         return results, may_have_duplicates
+
+
+class AuditedMixin:
+    """Opening a change page or the list of this model leaves a row in the audit trail.
+
+    Declare what is recorded: ``audit_change`` and ``audit_list`` are the
+    actions (None: not recorded), ``audit_patient`` the object's attribute
+    holding its patient's id. Only pages shown (GET, 200) count; saving is
+    recorded where it happens (visit changes by ``scheduler.audit``).
+    """
+
+    audit_change: AuditAction | None = None
+    audit_list: AuditAction | None = None
+    audit_patient: str = "patient_id"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        obj = _shown(request, response, "original")
+        if self.audit_change and obj is not None:
+            detail = f"{self.opts.verbose_name} {obj.pk} (admin)"
+            audit.record(request, self.audit_change, getattr(obj, self.audit_patient), detail)
+        return response
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = _shown(request, response, "cl")
+        if self.audit_list and changelist is not None:
+            detail = f"{self.opts.verbose_name_plural} list (admin): {len(changelist.result_list)}"
+            detail += f" shown, page {changelist.page_num}"
+            if changelist.query:
+                detail += f", search {changelist.query!r}"
+            audit.record(request, self.audit_list, None, detail)
+        return response
+
+
+def _shown(request, response, name: str):
+    """``name`` from the context of a page shown to the user, else None."""
+    if request.method != "GET" or response.status_code != 200:
+        return None
+    return (getattr(response, "context_data", None) or {}).get(name)
 
 
 class ReadOnlyMixin:

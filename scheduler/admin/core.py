@@ -2,12 +2,11 @@
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
 from django.db import models
 
-from scheduler import audit
 from scheduler.admin.base import (
     CLINIC_DATETIME,
+    AuditedMixin,
     ClinicTimeMixin,
     IntervalAdmin,
     PhoneSearchMixin,
@@ -185,8 +184,11 @@ class PatientAdminForm(forms.ModelForm):
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+class PatientAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
     clinic_path = "clinic"
+    audit_change = AuditAction.VIEWED_PATIENT
+    audit_list = AuditAction.LISTED_PATIENTS
+    audit_patient = "pk"
     form = PatientAdminForm
     list_display = (
         "name",
@@ -222,12 +224,6 @@ class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
             },
         ),
     )
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        response = super().change_view(request, object_id, form_url, extra_context)
-        if request.method == "GET" and response.status_code == 200:
-            audit.record(request, AuditAction.VIEWED_PATIENT, int(unquote(object_id)), "admin")
-        return response
 
     def get_queryset(self, request):
         patients = super().get_queryset(request)

@@ -14,13 +14,14 @@ from django.utils.html import format_html
 
 from scheduler import booking
 from scheduler.admin.base import (
+    AuditedMixin,
     ClinicTimeMixin,
     ClinicZoneMixin,
     PhoneSearchMixin,
     ReadOnlyMixin,
     clinician_only,
 )
-from scheduler.models import OPEN_STATUSES, Visit, VisitKind, VisitStatus
+from scheduler.models import OPEN_STATUSES, AuditAction, Visit, VisitKind, VisitStatus
 
 # What a visit's row shows, read in the same query as the visits.
 VISIT_ROW = ("patient__clinic", "visit_type", "clinician", "room")
@@ -131,8 +132,9 @@ VISIT_RECORD_FIELDS = (
 
 
 @admin.register(Visit)
-class VisitAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+class VisitAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
     clinic_path = "patient__clinic"
+    audit_change = AuditAction.VIEWED_VISIT
     form = VisitAdminForm
     list_display = (
         "starts_local",
