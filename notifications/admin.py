@@ -15,7 +15,7 @@ from notifications.models import (
     ReminderPolicy,
     ReminderRule,
 )
-from scheduler.admin import AuditedMixin, ClinicZoneMixin
+from scheduler.admin import AuditedMixin, CalendarDatesMixin, ClinicZoneMixin
 from scheduler.models import AuditAction
 
 
@@ -57,7 +57,7 @@ class AttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
+class MessageAdmin(CalendarDatesMixin, ClinicZoneMixin, admin.ModelAdmin):
     clinic_path = "patient__clinic"
     list_display = (
         "patient",

@@ -1,9 +1,11 @@
 """Hostile and malformed input: each gets a clear refusal (or is shown harmlessly) and changes nothing else."""
 
+import io
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from icalendar import Calendar
@@ -20,6 +22,10 @@ from tests.page_helpers import front_desk
 
 pytestmark = pytest.mark.usefixtures("now")
 
+OUT_OF_RANGE_DATES = ["9999-12-31", "0001-01-01", "2030-02-30"]
+# "²" passes str.isdigit() but not int(): code that checks one and calls the other.
+NOT_IDS = ["abc", "", "1e9", "-1", "99999999999999999999", "²"]
+HOSTILE = OUT_OF_RANGE_DATES + NOT_IDS
 SCRIPT = "<script>alert(1)</script>"
 ICAL_SPECIALS = 'O\'Brien, Jr; "Sam"\\'
 NEWLINE_NAME = "Line\nBreak"
@@ -278,3 +284,159 @@ def test_a_malformed_inbound_webhook_body_is_refused_and_records_nothing(client,
     response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
     assert response.status_code == 400
     assert not InboundMessage.objects.exists()
+
+
+# -- ids that are no ids, dates outside the calendar: a 4xx or a form error --------------
+
+
+@pytest.mark.parametrize("visit", NOT_IDS)
+def test_a_patient_page_post_naming_no_visit_of_theirs_is_a_404(client, clinic, hostile, visit):
+    patient, booked = hostile
+    link = issue_patient_link(patient).rsplit("/", 2)[-2]
+    response = client.post(
+        reverse("patient_page", args=[link]), {"visit": visit, "action": "confirm"}
+    )
+    assert response.status_code == 404
+    booked.refresh_from_db()
+    assert booked.status == "booked"
+
+
+@pytest.mark.parametrize("calendar", ["abc", "", "1e9", "99999999999999999999"])
+def test_removing_a_calendar_that_is_no_id_is_a_404(client, clinic, calendar):
+    from scheduler.models import ExternalCalendar
+
+    ExternalCalendar.objects.create(clinician=clinic.therapist, url="https://example.com/a.ics")
+    client.force_login(clinic.therapist.user)
+    response = client.post(
+        reverse("my_calendar"), {"action": "remove_calendar", "calendar": calendar}
+    )
+    assert response.status_code == 404
+    assert ExternalCalendar.objects.count() == 1
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_an_admin_visit_outside_the_calendar_is_a_form_error(world, client, day):
+    from scheduler.models import VisitType
+
+    client.force_login(world["superuser"])
+    visits = Visit.objects.count()
+    response = client.post(
+        reverse("admin:scheduler_visit_add"),
+        {
+            "patient": world["patient"].pk,
+            "visit_type": VisitType.objects.get(slug="screening").pk,
+            "clinician": world["therapist"].pk,
+            "start_0": day,
+            "start_1": "10:00",
+        },
+    )
+    assert response.status_code == 200
+    assert "Give a date between 1900 and 2199." in response.text
+    assert Visit.objects.count() == visits
+
+
+@pytest.mark.parametrize(
+    ("day", "error"),
+    [
+        ("9999-12-31", "Give a date between 1900 and 2199."),
+        ("0001-01-01", "Give a date between 1900 and 2199."),
+        ("2100-01-01", "Visits can be booked at most 730 days ahead: start on Fri 2032-01-02"),
+        ("2030-02-30", "Enter a valid date."),
+    ],
+)
+def test_a_new_plan_starting_outside_the_booking_horizon_is_a_form_error(world, client, day, error):
+    from plans.models import CarePlan, Protocol
+
+    client.force_login(front_desk())
+    plans = CarePlan.objects.count()
+    response = client.post(
+        reverse("desk_new_plan"),
+        {
+            "patient": world["patient"].pk,
+            "protocol": Protocol.objects.get(slug="iv-induction").pk,
+            "start_date": day,
+            "action": "confirm",
+        },
+    )
+    assert response.status_code == 200
+    assert error in response.text
+    assert CarePlan.objects.count() == plans
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField Visit.start received a naive datetime")
+@pytest.mark.parametrize(
+    "drill_down",
+    [
+        {"year": "9999", "month": "12", "day": "31"},
+        {"year": "9999", "month": "12"},
+        {"year": "9999"},
+        {"year": "1", "month": "1", "day": "1"},
+        {"year": "0"},
+        {"year": "abc"},
+    ],
+)
+def test_the_admins_date_drill_down_outside_the_calendar_is_a_bad_lookup(world, client, drill_down):
+    from django.contrib import admin
+
+    client.force_login(world["superuser"])
+    with_dates = [(m, a) for m, a in admin.site._registry.items() if a.date_hierarchy]
+    assert len(with_dates) >= 6
+    for model, model_admin in with_dates:
+        url = _admin_url(model, "changelist")
+        query = {f"{model_admin.date_hierarchy}__{part}": v for part, v in drill_down.items()}
+        response = client.get(url, query)
+        # The admin's answer to any bad lookup: the unfiltered list, flagged.
+        assert (response.status_code, response.get("Location")) == (302, f"{url}?e=1"), url
+    # A day near the ends of the calendar is shown, and ranges past its end refused too.
+    visits = _admin_url(Visit, "changelist")
+    assert (
+        client.get(
+            visits, {"start__year": "2199", "start__month": "12", "start__day": "31"}
+        ).status_code
+        == 200
+    )
+    assert client.get(visits, {"start__gte": "9999-12-31 23:59"}).status_code == 302
+
+
+# -- the demo clinic, with a row of every model the admin shows -------------------------
+
+
+@pytest.fixture
+def world(db, settings, client, now):
+    """The demo clinic, with one row of every model the admin shows, and a superuser."""
+    from django.core.management import call_command
+
+    from notifications.models import MessagingPreferences
+    from notifications.webhooks import handle_inbound
+    from plans import care_plans
+    from plans.generator import generate
+    from plans.models import Protocol
+    from scheduler.models import Closure, TimeOff
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.TOKEN_RATE_LIMIT = 10**6  # the sweep asks the token URLs thousands of times
+    settings.TWILIO_AUTH_TOKEN = "test-token"
+    call_command("seed_demo", stdout=io.StringIO())
+    patient = Patient.objects.order_by("pk").first()
+    clinic = patient.clinic
+    Closure.objects.create(
+        clinic=clinic, start=at(MONDAY, "08:00"), end=at(MONDAY, "12:00"), reason="Training"
+    )
+    therapist = clinic.clinicians.filter(is_therapist=True).first()
+    TimeOff.objects.create(
+        clinician=therapist, start=at(MONDAY, "13:00"), end=at(MONDAY, "17:00"), reason="Away"
+    )
+    MessagingPreferences.objects.create(patient=patient, sms_per_day=2)
+    handle_inbound("SM" + "7" * 32, patient.mobile, "Can we talk?")
+    proposal = generate(
+        Patient.objects.order_by("pk")[1],
+        Protocol.objects.get(slug="iv-induction"),
+        MONDAY + timedelta(days=28),
+    )
+    care_plans.confirm(care_plans.save_proposal(proposal))
+    superuser = get_user_model().objects.create_superuser("sweeper", password=None)
+    return {"patient": patient, "clinic": clinic, "therapist": therapist, "superuser": superuser}
+
+
+def _admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)

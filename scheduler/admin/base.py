@@ -4,6 +4,7 @@ Times are entered and shown in the clinic's own zone (docs/architecture.md,
 invariant 4), whatever the server's zone.
 """
 
+import contextlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,9 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin import widgets
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -20,7 +23,14 @@ from scheduler import audit
 from scheduler.models import AuditAction, Clinic
 from scheduler.phones import search_digits
 from scheduler.roles import Role, roles_of
-from scheduler.timezones import LocalTimeError, local_datetime, zone
+from scheduler.timezones import (
+    FIRST_DAY,
+    LAST_DAY,
+    LocalTimeError,
+    local_datetime,
+    validate_calendar_day,
+    zone,
+)
 
 
 class PhoneSearchMixin:
@@ -89,6 +99,38 @@ class ReadOnlyMixin:
         return False
 
 
+class CalendarChangeList(ChangeList):
+    """A list whose date filters stay within the calendar (``scheduler.timezones``).
+
+    Django's date drill-down (``date_hierarchy``) computes the end of the
+    chosen day, month or year by plain arithmetic, which overflows at year
+    9999, and a date filter near year 1 or 9999 overflows when converted to
+    UTC: both were server errors. Here they are bad lookups, which the admin
+    answers as it does any other: back to the unfiltered list, with a note.
+    """
+
+    def get_filters(self, request):
+        if self.date_hierarchy:
+            for year in request.GET.getlist(f"{self.date_hierarchy}__year"):
+                with contextlib.suppress(ValueError):  # not a number: Django refuses it itself
+                    if not FIRST_DAY.year <= int(year) <= LAST_DAY.year:
+                        raise IncorrectLookupParameters(f"year {year} is not in the calendar")
+        return super().get_filters(request)
+
+    def get_results(self, request):
+        try:
+            super().get_results(request)
+        except OverflowError as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class CalendarDatesMixin:
+    """Date filters of the list stay within the calendar (``CalendarChangeList``)."""
+
+    def get_changelist(self, request, **kwargs):
+        return CalendarChangeList
+
+
 def _requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
     return int(value) if value.isdigit() else None
@@ -121,6 +163,7 @@ class ClinicDateTimeField(forms.SplitDateTimeField):
             raise ValidationError(self.error_messages["invalid_date"], code="invalid_date")
         if at in self.empty_values:
             raise ValidationError(self.error_messages["invalid_time"], code="invalid_time")
+        validate_calendar_day(day)
         try:
             return local_datetime(day, at, timezone.get_current_timezone())
         except LocalTimeError as error:
@@ -204,7 +247,7 @@ class ClinicTimeMixin(ClinicZoneMixin):
         return field
 
 
-class IntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class IntervalAdmin(CalendarDatesMixin, ClinicTimeMixin, admin.ModelAdmin):
     """A stretch of time (closure, time off, imported busy time), shown in clinic time."""
 
     @admin.display(description="Starts (clinic time)", ordering="start")

@@ -107,7 +107,7 @@ class InvitePreferenceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("clinician",)
 
 
-class ExternalCalendarForm(forms.ModelForm):
+class ExternalCalendarAdminForm(forms.ModelForm):
     """The address is typed, never shown back: it is often a secret (the model shows its host).
 
     On an existing calendar the field is empty and optional: a new address
@@ -143,7 +143,7 @@ class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
     """
 
     clinic_path = "clinician__clinic"
-    form = ExternalCalendarForm
+    form = ExternalCalendarAdminForm
     list_display = ("clinician", "host", "read_local", "status", "busy_times")
     list_filter = ("clinician__clinic", ("last_error", admin.EmptyFieldListFilter))
     list_select_related = ("clinician__clinic",)

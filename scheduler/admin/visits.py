@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from scheduler import booking
 from scheduler.admin.base import (
     AuditedMixin,
+    CalendarDatesMixin,
     ClinicTimeMixin,
     ClinicZoneMixin,
     PhoneSearchMixin,
@@ -132,7 +133,9 @@ VISIT_RECORD_FIELDS = (
 
 
 @admin.register(Visit)
-class VisitAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+class VisitAdmin(
+    AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin
+):
     clinic_path = "patient__clinic"
     audit_change = AuditAction.VIEWED_VISIT
     form = VisitAdminForm
