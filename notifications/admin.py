@@ -15,18 +15,24 @@ from notifications.models import (
     ReminderPolicy,
     ReminderRule,
 )
-from scheduler.admin import AuditedMixin, CalendarDatesMixin, ClinicZoneMixin
+from scheduler.admin import (
+    AuditedMixin,
+    CalendarDatesMixin,
+    ClinicZoneMixin,
+    ModelAdmin,
+    TabularInline,
+)
 from scheduler.models import AuditAction
 
 
-class ReminderRuleInline(admin.TabularInline):
+class ReminderRuleInline(TabularInline):
     model = ReminderRule
     extra = 0
     fields = ("purpose", "offset", "timing", "by_sms", "by_email", "is_active")
 
 
 @admin.register(ReminderPolicy)
-class ReminderPolicyAdmin(admin.ModelAdmin):
+class ReminderPolicyAdmin(ModelAdmin):
     list_display = ("visit_type", "clinic", "rule_summary", "is_active")
     list_filter = ("is_active", "visit_type__clinic", "visit_type__kind")
     list_select_related = ("visit_type__clinic",)
@@ -57,7 +63,7 @@ class AttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(CalendarDatesMixin, ClinicZoneMixin, admin.ModelAdmin):
+class MessageAdmin(CalendarDatesMixin, ClinicZoneMixin, ModelAdmin):
     clinic_path = "patient__clinic"
     list_display = (
         "patient",
@@ -117,7 +123,7 @@ class InboxFilter(admin.SimpleListFilter):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(AuditedMixin, admin.ModelAdmin):
+class InboundMessageAdmin(AuditedMixin, ModelAdmin):
     # Patients' own words: reading them, in the list or one by one, is recorded.
     audit_change = AuditAction.READ_MESSAGES
     audit_list = AuditAction.READ_MESSAGES
@@ -163,7 +169,7 @@ class InboundMessageAdmin(AuditedMixin, admin.ModelAdmin):
 
 
 @admin.register(MessagingPreferences)
-class MessagingPreferencesAdmin(admin.ModelAdmin):
+class MessagingPreferencesAdmin(ModelAdmin):
     list_display = ("patient", "sms_per_day", "sms_per_week", "more_texts_agreed_at")
     list_select_related = ("patient",)
     autocomplete_fields = ("patient",)

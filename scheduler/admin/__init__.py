@@ -11,6 +11,9 @@ from scheduler.admin.base import (
     CalendarDatesMixin,
     ClinicTimeMixin,
     ClinicZoneMixin,
+    ModelAdmin,
+    StackedInline,
+    TabularInline,
 )
 
 __all__ = [
@@ -18,6 +21,9 @@ __all__ = [
     "CalendarDatesMixin",
     "ClinicTimeMixin",
     "ClinicZoneMixin",
+    "ModelAdmin",
+    "StackedInline",
+    "TabularInline",
     "audit",
     "calendars",
     "core",

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
-from django.contrib.admin import widgets
+from django.contrib import admin, messages
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -31,6 +31,81 @@ from scheduler.timezones import (
     validate_calendar_day,
     zone,
 )
+
+
+def _is_id(value) -> bool:
+    """Whether ``value`` can be a database id: ASCII digits within a 64-bit integer."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) < 2**63
+
+
+class CheckedAutocompleteSelect(widgets.AutocompleteSelect):
+    """Django's autocomplete looks submitted ids up as they are, to show them again.
+
+    A crafted "abc" or an id past the database's integers raised there: a
+    server error on a form that only needed to say "Select a valid choice".
+    Values that can be no id are not looked up (the field's error says why).
+    """
+
+    def optgroups(self, name, value, attr=None):
+        return super().optgroups(name, [v for v in value if _is_id(v)], attr)
+
+
+class CheckedAutocompleteSelectMultiple(widgets.AutocompleteSelectMultiple):
+    optgroups = CheckedAutocompleteSelect.optgroups
+
+
+class CheckedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """Refuses an id past the database's integers as it refuses "abc", not by overflowing."""
+
+    def _check_values(self, value):
+        try:
+            return super()._check_values(value)
+        except OverflowError:
+            raise ValidationError(
+                self.error_messages["invalid_pk_value"],
+                code="invalid_pk_value",
+                params={"pk": next((v for v in value if not _is_id(v)), "")},
+            ) from None
+
+
+class CheckedInputMixin:
+    """Related rows are chosen by id through the checked widgets and field above."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = CheckedAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = CheckedAutocompleteSelectMultiple(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        kwargs.setdefault("form_class", CheckedModelMultipleChoiceField)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class ModelAdmin(CheckedInputMixin, admin.ModelAdmin):
+    """The base of every admin page of the project (crafted ids get form errors, never a 500)."""
+
+    def response_action(self, request, queryset):
+        # Django filters by the chosen rows' ids as posted; "abc" raised there.
+        chosen = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(_is_id(pk) for pk in chosen):
+            self.message_user(request, "Choose rows from the list.", messages.WARNING)
+            return None  # the list again, with the message
+        return super().response_action(request, queryset)
+
+
+class TabularInline(CheckedInputMixin, admin.TabularInline):
+    pass
+
+
+class StackedInline(CheckedInputMixin, admin.StackedInline):
+    pass
 
 
 class PhoneSearchMixin:
@@ -133,7 +208,7 @@ class CalendarDatesMixin:
 
 def _requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
-    return int(value) if value.isdigit() else None
+    return int(value) if _is_id(value) else None
 
 
 def clinician_only(request):
@@ -247,7 +322,7 @@ class ClinicTimeMixin(ClinicZoneMixin):
         return field
 
 
-class IntervalAdmin(CalendarDatesMixin, ClinicTimeMixin, admin.ModelAdmin):
+class IntervalAdmin(CalendarDatesMixin, ClinicTimeMixin, ModelAdmin):
     """A stretch of time (closure, time off, imported busy time), shown in clinic time."""
 
     @admin.display(description="Starts (clinic time)", ordering="start")

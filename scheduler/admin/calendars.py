@@ -10,6 +10,7 @@ from scheduler import tokens
 from scheduler.admin.base import (
     ClinicTimeMixin,
     IntervalAdmin,
+    ModelAdmin,
 )
 from scheduler.external_calendars import queue_refresh
 from scheduler.links import feed_url, patient_page_url
@@ -34,7 +35,7 @@ class AccessTokenForm(forms.ModelForm):
 
 
 @admin.register(AccessToken)
-class AccessTokenAdmin(admin.ModelAdmin):
+class AccessTokenAdmin(ModelAdmin):
     """Calendar addresses. Adding one issues a token and shows its URL once; only a hash is kept."""
 
     form = AccessTokenForm
@@ -99,7 +100,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(InvitePreference)
-class InvitePreferenceAdmin(admin.ModelAdmin):
+class InvitePreferenceAdmin(ModelAdmin):
     list_display = ("clinician", "email_invites")
     list_filter = ("email_invites", "clinician__clinic")
     list_select_related = ("clinician",)
@@ -135,7 +136,7 @@ class ExternalCalendarAdminForm(forms.ModelForm):
 
 
 @admin.register(ExternalCalendar)
-class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class ExternalCalendarAdmin(ClinicTimeMixin, ModelAdmin):
     """Clinicians' own calendars: when each was last read, and why not if it failed.
 
     Pages show the address's host only; whoever may change a calendar may type

@@ -18,8 +18,10 @@ from scheduler.admin.base import (
     CalendarDatesMixin,
     ClinicTimeMixin,
     ClinicZoneMixin,
+    ModelAdmin,
     PhoneSearchMixin,
     ReadOnlyMixin,
+    TabularInline,
     clinician_only,
 )
 from scheduler.models import OPEN_STATUSES, AuditAction, Visit, VisitKind, VisitStatus
@@ -133,9 +135,7 @@ VISIT_RECORD_FIELDS = (
 
 
 @admin.register(Visit)
-class VisitAdmin(
-    AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin
-):
+class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
     clinic_path = "patient__clinic"
     audit_change = AuditAction.VIEWED_VISIT
     form = VisitAdminForm
@@ -309,7 +309,7 @@ class VisitAdmin(
 # -- the patient page's visits ------------------------------------------------------
 
 
-class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, admin.TabularInline):
+class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, TabularInline):
     """The patient's visits, read-only: changes go through the Visit page and its rules."""
 
     clinic_path = "patient__clinic"
