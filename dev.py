@@ -59,7 +59,13 @@ def environment(**extra: str) -> dict[str, str]:
 def demo_environment() -> tuple[str, dict[str, str]]:
     """Where the demo serves, and its environment: printed and mailed links open there."""
     address = os.environ.get("DEMO_ADDRESS", "127.0.0.1:8000")
-    return address, environment(SITE_URL=os.environ.get("SITE_URL") or f"http://{address}")
+    return address, environment(
+        SITE_URL=os.environ.get("SITE_URL") or f"http://{address}",
+        # The demo therapist's own calendar is served by the demo itself, on
+        # loopback, which the server refuses to read unless told otherwise.
+        EXTERNAL_CALENDAR_ALLOWED_NETWORKS=os.environ.get("EXTERNAL_CALENDAR_ALLOWED_NETWORKS")
+        or "127.0.0.0/8,::1/128",
+    )
 
 
 def demo() -> None:

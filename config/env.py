@@ -4,6 +4,7 @@ Every setting may also come from a file named by ``<NAME>_FILE`` (Docker and
 Kubernetes secrets), so secrets never need to sit in the environment itself.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -44,6 +45,14 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in (env(name) or default).split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP networks ("10.20.0.0/16, ::1/128"), checked and written out in full."""
+    try:
+        return [str(ipaddress.ip_network(item, strict=False)) for item in env_list(name)]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
 
 
 def database_from_url(url: str) -> dict:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import database_from_url, env, env_bool, env_int, env_list
+from config.env import database_from_url, env, env_bool, env_int, env_list, env_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
@@ -257,12 +257,12 @@ CALENDAR_FEED_REFRESH_MINUTES = env_int("CALENDAR_FEED_REFRESH_MINUTES", 60)
 EXTERNAL_CALENDAR_TIMEOUT = env_int("EXTERNAL_CALENDAR_TIMEOUT", 10)
 EXTERNAL_CALENDAR_MAX_BYTES = env_int("EXTERNAL_CALENDAR_MAX_BYTES", 2 * 1024 * 1024)
 EXTERNAL_CALENDAR_MAX_BLOCKS = env_int("EXTERNAL_CALENDAR_MAX_BLOCKS", 20_000)
-# A clinician's calendar URL must not make the server read addresses inside its
-# own network (SSRF); allowed by default only in development, where the demo
-# serves its sample calendar from the same machine.
-EXTERNAL_CALENDAR_ALLOW_PRIVATE_ADDRESSES = env_bool(
-    "EXTERNAL_CALENDAR_ALLOW_PRIVATE_ADDRESSES", DEBUG
-)
+# A clinician's calendar address must not make the server read inside its own
+# network (SSRF): only public addresses are read, unless their network is listed
+# here, comma-separated ("10.20.0.0/16" for a calendar server on the clinic's
+# intranet; dev.py's demo lists loopback, where it serves its sample calendar).
+# Link-local addresses (cloud metadata) stay refused even when listed.
+EXTERNAL_CALENDAR_ALLOWED_NETWORKS = env_networks("EXTERNAL_CALENDAR_ALLOWED_NETWORKS")
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = Path(env("EMAIL_FILE_PATH", str(VAR_DIR / "mail")))

@@ -6,14 +6,16 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from desk.forms import chosen
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.links import feed_url
 from scheduler.models import ExternalCalendar, InvitePreference, Visit, VisitStatus
+from scheduler.timezones import FIRST_DAY, LAST_DAY
 
 
 class ExternalCalendarForm(forms.ModelForm):
@@ -55,9 +57,10 @@ def my_calendar(request: HttpRequest) -> HttpResponse:
             transaction.on_commit(lambda: queue_refresh(calendar))
             form = ExternalCalendarForm()
     elif action == "remove_calendar":
-        get_object_or_404(
-            ExternalCalendar, pk=request.POST.get("calendar"), clinician=clinician
-        ).delete()
+        calendar = chosen(clinician.external_calendars.all(), request.POST.get("calendar"))
+        if calendar is None:
+            raise Http404("No such calendar of yours.")
+        calendar.delete()
     preference = InvitePreference.objects.filter(clinician=clinician).first()
     tz = clinician.clinic.tz
     monday = _week_of(request.GET.get("week", ""), tz)
@@ -83,7 +86,7 @@ def _week_of(text: str, tz) -> date:
         day = date.fromisoformat(text)
     except ValueError:
         day = timezone.localdate(timezone=tz)
-    if not date(1900, 1, 1) <= day <= date(2199, 12, 31):
+    if not FIRST_DAY <= day <= LAST_DAY:
         # Year 1 or 9999 would overflow the week's arithmetic: show this week.
         day = timezone.localdate(timezone=tz)
     return day - timedelta(days=day.weekday())

@@ -1,13 +1,16 @@
 """Forms of the front desk's and the patient's pages."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from django import forms
+from django.conf import settings
+from django.utils import timezone
 
 from plans.generator import Preferences
 from plans.models import Protocol
 from scheduler.availability import Slot
 from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday
+from scheduler.timezones import validate_calendar_day
 
 
 def slot_value(slot: Slot) -> str:
@@ -83,7 +86,9 @@ class PlanForm(forms.Form):
     patient = forms.ModelChoiceField(queryset=Patient.objects.none())
     protocol = forms.ModelChoiceField(queryset=Protocol.objects.none())
     start_date = forms.DateField(
-        label="Earliest start", widget=forms.DateInput(attrs={"type": "date"})
+        label="Earliest start",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        validators=[validate_calendar_day],
     )
     weekdays = forms.TypedMultipleChoiceField(
         label="Preferred weekdays",
@@ -102,8 +107,24 @@ class PlanForm(forms.Form):
 
     def __init__(self, *args, clinic: Clinic, **kwargs):
         super().__init__(*args, **kwargs)
+        self.clinic = clinic
         self.fields["patient"].queryset = Patient.objects.filter(clinic=clinic)
         self.fields["protocol"].queryset = Protocol.objects.filter(clinic=clinic, is_active=True)
+
+    def clean_start_date(self) -> date:
+        # A past day means "from now" (the generator starts there); a plan
+        # can start no later than its first visit could be booked.
+        day = self.cleaned_data["start_date"]
+        last = timezone.localdate(timezone=self.clinic.tz) + timedelta(
+            days=settings.BOOKING_HORIZON_DAYS
+        )
+        if day > last:
+            raise forms.ValidationError(
+                "Visits can be booked at most %(days)s days ahead: start on %(last)s or earlier.",
+                code="beyond_horizon",
+                params={"days": settings.BOOKING_HORIZON_DAYS, "last": f"{last:%a %Y-%m-%d}"},
+            )
+        return day
 
     def clean(self):
         data = super().clean()
@@ -118,6 +139,19 @@ class PlanForm(forms.Form):
         data = self.cleaned_data
         windows = ((data["time_from"], data["time_to"]),) if data.get("time_from") else ()
         return Preferences(weekdays=frozenset(data.get("weekdays") or ()), time_windows=windows)
+
+
+def chosen(queryset, value: str | None):
+    """The row of ``queryset`` whose id was posted as ``value``, else None.
+
+    A form field reads the id, so "abc", "", "1e9", "-1" or an id too large for
+    the database are refused like the id of a row outside ``queryset`` (another
+    patient's visit), not raised as errors mid-query.
+    """
+    try:
+        return forms.ModelChoiceField(queryset).clean(value)
+    except forms.ValidationError:
+        return None
 
 
 def _pk(text: str) -> int:

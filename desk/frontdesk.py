@@ -37,6 +37,7 @@ from scheduler import audit, booking
 from scheduler.booking import BookingError
 from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus
 from scheduler.roles import DESK_ROLES, role_required
+from scheduler.timezones import FIRST_DAY, LAST_DAY
 
 SEARCH_LIMIT = 50
 SCHEDULE_CACHE_SECONDS = 60
@@ -50,11 +51,6 @@ def desk_clinic() -> Clinic:
     if clinic is None:
         raise Http404("No clinic is set up yet.")
     return clinic
-
-
-# Pages show days within these years; others (year 1 or 9999) are typos or
-# probes, and datetime arithmetic near its limits would overflow.
-FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2199, 12, 31)
 
 
 def _day(text: str) -> date:

@@ -18,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
 from config.throttle import token_rate_limited
+from desk.forms import chosen
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import ask_to_reschedule, patient_for_link
 from scheduler import audit, booking
@@ -56,12 +57,12 @@ def entrance(request: HttpRequest) -> HttpResponse:
 def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     patient = _patient(request, token)
     if request.method == "POST":
-        # Only this patient's visits: another patient's visit id is a 404.
-        visit = get_object_or_404(
-            Visit.objects.scheduled().upcoming(),
-            pk=request.POST.get("visit") or 0,
-            patient=patient,
+        # Only this patient's visits: another patient's visit id, or no id, is a 404.
+        visit = chosen(
+            Visit.objects.scheduled().upcoming().filter(patient=patient), request.POST.get("visit")
         )
+        if visit is None:
+            raise Http404("No such visit.")
         action = request.POST.get("action")
         if action == "confirm":
             try:

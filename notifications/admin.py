@@ -15,17 +15,24 @@ from notifications.models import (
     ReminderPolicy,
     ReminderRule,
 )
-from scheduler.admin import ClinicZoneMixin
+from scheduler.admin import (
+    AuditedMixin,
+    CalendarDatesMixin,
+    ClinicZoneMixin,
+    ModelAdmin,
+    TabularInline,
+)
+from scheduler.models import AuditAction
 
 
-class ReminderRuleInline(admin.TabularInline):
+class ReminderRuleInline(TabularInline):
     model = ReminderRule
     extra = 0
     fields = ("purpose", "offset", "timing", "by_sms", "by_email", "is_active")
 
 
 @admin.register(ReminderPolicy)
-class ReminderPolicyAdmin(admin.ModelAdmin):
+class ReminderPolicyAdmin(ModelAdmin):
     list_display = ("visit_type", "clinic", "rule_summary", "is_active")
     list_filter = ("is_active", "visit_type__clinic", "visit_type__kind")
     list_select_related = ("visit_type__clinic",)
@@ -56,7 +63,7 @@ class AttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(ClinicZoneMixin, admin.ModelAdmin):
+class MessageAdmin(CalendarDatesMixin, ClinicZoneMixin, ModelAdmin):
     clinic_path = "patient__clinic"
     list_display = (
         "patient",
@@ -120,7 +127,10 @@ class InboxFilter(admin.SimpleListFilter):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(admin.ModelAdmin):
+class InboundMessageAdmin(AuditedMixin, ModelAdmin):
+    # Patients' own words: reading them, in the list or one by one, is recorded.
+    audit_change = AuditAction.READ_MESSAGES
+    audit_list = AuditAction.READ_MESSAGES
     list_display = (
         "received_at",
         "from_number",
@@ -163,7 +173,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessagingPreferences)
-class MessagingPreferencesAdmin(admin.ModelAdmin):
+class MessagingPreferencesAdmin(ModelAdmin):
     list_display = (
         "patient",
         "sms_per_day",

@@ -10,11 +10,12 @@ from plans.models import (
     ProtocolStep,
     Screening,
 )
+from scheduler.admin import ModelAdmin, StackedInline, TabularInline
 
 ANSWERS = [("", "Not answered"), ("no", "No"), ("yes", "Yes")]
 
 
-class ProtocolStepInline(admin.StackedInline):
+class ProtocolStepInline(StackedInline):
     model = ProtocolStep
     fk_name = "protocol"
     extra = 0
@@ -28,7 +29,7 @@ class ProtocolStepInline(admin.StackedInline):
 
 
 @admin.register(Protocol)
-class ProtocolAdmin(admin.ModelAdmin):
+class ProtocolAdmin(ModelAdmin):
     list_display = [
         "name",
         "slug",
@@ -42,7 +43,7 @@ class ProtocolAdmin(admin.ModelAdmin):
     inlines = [ProtocolStepInline]
 
 
-class PlannedVisitInline(admin.TabularInline):
+class PlannedVisitInline(TabularInline):
     model = PlannedVisit
     fk_name = "care_plan"
     extra = 0
@@ -59,7 +60,7 @@ class PlannedVisitInline(admin.TabularInline):
 
 
 @admin.register(CarePlan)
-class CarePlanAdmin(admin.ModelAdmin):
+class CarePlanAdmin(ModelAdmin):
     list_display = [
         "patient",
         "protocol",
@@ -132,7 +133,7 @@ ScreeningForm = type(
 
 
 @admin.register(Screening)
-class ScreeningAdmin(admin.ModelAdmin):
+class ScreeningAdmin(ModelAdmin):
     form = ScreeningForm
     list_display = ["patient", "cleared", "cleared_by", "cleared_at", "answered_at"]
     list_filter = ["cleared"]

@@ -10,15 +10,25 @@ A feed that cannot be read (unreachable, slow, too large, not iCalendar) never
 empties the clinician's busy times: the last good blocks stay and the error is
 recorded on the calendar, where staff and the clinician see it.
 
-The address is typed by a user and fetched by the server, so only http(s) is
-spoken, proxies from the environment are ignored, and connections to the
-server's own network are refused (checked on the connected socket, after DNS,
-so a name that resolves inward is caught too).
+The address is typed by a user and fetched by the server, so it must not let
+that user reach, or map, the server's own network:
+
+- only http(s) is spoken, and proxies from the environment are ignored;
+- the host name is resolved once and every address it gives is checked
+  (``refusal``) before any connection; the socket then connects to exactly
+  the address checked, so a second DNS answer cannot slip an inward one in
+  (TLS still verifies the certificate for the name). Redirects open a new
+  connection through the same check;
+- every failure to get an answer reads the same to the user (``UNREADABLE``):
+  "connection refused", "private address", a TLS error or a timeout would
+  otherwise tell which internal hosts and ports answer. What happened goes to
+  the server log for administrators.
 """
 
 import http.client
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 import urllib.error
@@ -48,10 +58,29 @@ OCCURRENCE_LIMIT_FACTOR = 5
 # day and a half covers any difference between that and UTC.
 ORDER_SLACK = timedelta(hours=36)
 USER_AGENT = "KAP-scheduler/1.0 (busy times import)"
+UNREADABLE = (
+    "We could not read that calendar address. Check that it is the public https:// "
+    "(or webcal://) address your calendar app shares, then try again."
+)
 
 
 class FetchError(Exception):
-    """The calendar could not be read; the message says why, for staff and the clinician."""
+    """The calendar could not be used; the message says why, for staff and the clinician."""
+
+
+class Unreachable(FetchError):
+    """No usable answer came from the address.
+
+    Users see only ``UNREADABLE``, whatever happened; ``detail`` says what, for the log.
+    """
+
+    def __init__(self, detail: str):
+        super().__init__(UNREADABLE)
+        self.detail = detail
+
+
+class Refused(OSError):
+    """The address is one the server must not connect to; raised before any connection."""
 
 
 @dataclass(frozen=True)
@@ -60,51 +89,114 @@ class Fetched:
     etag: str
 
 
-# -- fetching -------------------------------------------------------------------------
+# -- which addresses may be read -------------------------------------------------------
+
+# The well-known NAT64 prefix: on a NAT64 network 64:ff9b::a00:1 reaches 10.0.0.1.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _refuse_inward(sock) -> None:
-    if settings.EXTERNAL_CALENDAR_ALLOW_PRIVATE_ADDRESSES:
-        return
-    address = ipaddress.ip_address(sock.getpeername()[0])
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if not address.is_global:
-        sock.close()
-        raise FetchError(
-            "The address points into a private network; give the calendar's public address."
-        )
+def _delivered_to(address: Address) -> Address:
+    """The IPv4 address an IPv6 one carries, where the network would deliver it there."""
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return address.ipv4_mapped
+        if address in NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if address.sixtofour:
+            return address.sixtofour
+    return address
 
 
-class _GuardedHTTPConnection(http.client.HTTPConnection):
+def refusal(address: Address) -> str:
+    """Why the server must not connect to ``address``; "" when it may.
+
+    Only globally reachable unicast addresses (the IANA special-purpose
+    registries, as the standard library's ``ipaddress`` keeps them) are read.
+    ``EXTERNAL_CALENDAR_ALLOWED_NETWORKS`` opens chosen private networks (a
+    calendar server on the clinic's intranet, loopback for the demo and the
+    tests); link-local addresses, where cloud metadata services answer
+    (169.254.169.254), multicast and "any" (0.0.0.0 reaches this host) stay
+    refused even when listed.
+    """
+    address = _delivered_to(address)
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        return f"{address} is link-local, multicast or unspecified"
+    allowed = settings.EXTERNAL_CALENDAR_ALLOWED_NETWORKS
+    if any(address in ipaddress.ip_network(network) for network in allowed):
+        return ""
+    if not address.is_global or address.is_private or address.is_reserved:
+        return f"{address} is not a public address"
+    return ""
+
+
+def open_checked(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host``, made only to an address ``refusal`` allows.
+
+    The name is resolved once. If any address it gives is refused the name is
+    refused whole (a name pointing both out and in is a rebinding attempt, or a
+    mistake), before a single connection is tried; otherwise the addresses are
+    tried in order, as ``socket.create_connection`` would, but by number.
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as error:  # a label too long for IDNA
+        raise Refused(f"{host!r} is not a host name ({error})") from None
+    addresses = []
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].partition("%")[0])
+        if reason := refusal(address):
+            named = "" if host == str(address) else f"{host} resolves to {address}: "
+            raise Refused(named + reason)
+        addresses.append((str(address), sockaddr[1]))
+    last_error: OSError = Refused(f"{host} resolves to no address")
+    for address in addresses:
+        try:
+            return socket.create_connection(address, timeout)
+        except OSError as error:
+            last_error = error
+    raise last_error
+
+
+# One TLS context: system CAs, certificate and host name verified (the defaults).
+TLS = ssl.create_default_context()
+
+
+class _CheckedHTTPConnection(http.client.HTTPConnection):
     def connect(self):
-        super().connect()
-        _refuse_inward(self.sock)
+        self.sock = open_checked(self.host, self.port, self.timeout)
 
 
-class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+class _CheckedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self):
-        super().connect()
-        _refuse_inward(self.sock)
+        sock = open_checked(self.host, self.port, self.timeout)
+        try:
+            # Connected by number; the certificate is checked against the name.
+            self.sock = TLS.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
-class _GuardedHTTPHandler(urllib.request.HTTPHandler):
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req):
-        return self.do_open(_GuardedHTTPConnection, req)
+        return self.do_open(_CheckedHTTPConnection, req)
 
 
-class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req):
-        return self.do_open(_GuardedHTTPSConnection, req, context=self._context)
+        return self.do_open(_CheckedHTTPSConnection, req)
 
 
 def _opener() -> urllib.request.OpenerDirector:
     # Built by hand rather than with build_opener(): no file:, ftp: or data:
     # handlers, and no ProxyHandler reading proxies from the environment.
+    # A redirect is opened through the same handlers, so each hop is checked.
     opener = urllib.request.OpenerDirector()
     for handler in (
-        _GuardedHTTPHandler(),
-        _GuardedHTTPSHandler(context=ssl.create_default_context()),
+        _CheckedHTTPHandler(),
+        _CheckedHTTPSHandler(),
         urllib.request.HTTPRedirectHandler(),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
@@ -125,17 +217,21 @@ def _megabytes(size: int) -> str:
 
 
 def fetch(url: str, etag: str = "") -> Fetched:
-    """GET ``url`` within the time and size limits; raise FetchError saying what went wrong."""
+    """GET ``url`` within the time and size limits.
+
+    Raises ``Unreachable`` (one message for users, the detail for the log) when
+    no usable answer came, ``FetchError`` when the answer was too large.
+    """
     timeout = settings.EXTERNAL_CALENDAR_TIMEOUT
     limit = settings.EXTERNAL_CALENDAR_MAX_BYTES
     headers = {"User-Agent": USER_AGENT, "Accept": "text/calendar, */*;q=0.5"}
     if etag:
         headers["If-None-Match"] = etag
-    request = urllib.request.Request(http_url(url), headers=headers)
     # The socket timeout bounds each wait; the deadline bounds the whole read,
     # so a server trickling bytes cannot hold a worker for long either.
     deadline = time.monotonic() + timeout
     try:
+        request = urllib.request.Request(http_url(url), headers=headers)
         with _opener().open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
@@ -146,21 +242,26 @@ def fetch(url: str, etag: str = "") -> Fetched:
                 if size > limit:
                     raise FetchError(f"The calendar is larger than {_megabytes(limit)}.")
                 if time.monotonic() > deadline:
-                    raise FetchError(f"The calendar server took longer than {timeout} s.")
+                    raise Unreachable(f"the answer took longer than {timeout} s")
                 chunks.append(chunk)
             return Fetched(b"".join(chunks), response.headers.get("ETag", "")[:300])
     except urllib.error.HTTPError as error:
         if error.code == 304:
             return Fetched(None, etag)
-        raise FetchError(f"The calendar server answered HTTP {error.code}.") from None
+        raise Unreachable(f"HTTP {error.code}") from None
     except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise FetchError(f"The calendar server took longer than {timeout} s.") from None
-        raise FetchError(f"Could not reach the calendar: {error.reason}.") from None
-    except TimeoutError:
-        raise FetchError(f"The calendar server took longer than {timeout} s.") from None
-    except (OSError, http.client.HTTPException) as error:
-        raise FetchError(f"Could not read the calendar: {error or type(error).__name__}.") from None
+        raise Unreachable(_described(error.reason)) from None
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise Unreachable(_described(error)) from None
+
+
+def _described(reason: BaseException | str) -> str:
+    """What went wrong, for the log (urllib gives a reason as an exception or a string)."""
+    if isinstance(reason, TimeoutError):
+        return "no answer in time"
+    if isinstance(reason, BaseException):
+        return f"{type(reason).__name__}: {reason}"
+    return reason
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -265,7 +366,10 @@ def refresh(calendar: ExternalCalendar, *, now: datetime | None = None) -> str:
             intervals = busy_intervals(fetched.body, tz, window_start, window_end)
     except FetchError as error:
         rows.update(last_fetched_at=now, last_error=str(error))
-        logger.warning("External calendar %s (%s): %s", calendar.pk, calendar.host, error)
+        # The detail (refused address, connection refused, TLS error...) is
+        # for administrators only; users see the one message above.
+        detail = getattr(error, "detail", error)
+        logger.warning("External calendar %s (%s) not read: %s", calendar.pk, calendar.host, detail)
         return f"failed: {error}"
     if fetched.body is None:
         rows.update(last_fetched_at=now, last_success_at=now, last_error="")

@@ -830,6 +830,7 @@ class BusyBlock(models.Model):
 
 class AuditAction(models.TextChoices):
     VIEWED_PATIENT = "viewed_patient", "viewed patient page"
+    LISTED_PATIENTS = "listed_patients", "listed patients"
     VIEWED_VISIT = "viewed_visit", "viewed visit page"
     CHANGED_VISIT = "changed_visit", "changed visit"
     READ_MESSAGES = "read_messages", "read messages"

@@ -24,6 +24,22 @@ class AmbiguousLocalTime(LocalTimeError):
     pass
 
 
+# The days anyone means. A page, form or filter given a day outside them was
+# given a typo (9999) or a probe, and date arithmetic near year 1 or 9999
+# overflows, a server error, instead of answering.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2199, 12, 31)
+
+
+def validate_calendar_day(day: date) -> None:
+    """Refuse a day outside FIRST_DAY..LAST_DAY, saying which years are accepted."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValidationError(
+            "Give a date between %(first)s and %(last)s.",
+            code="out_of_range",
+            params={"first": FIRST_DAY.year, "last": LAST_DAY.year},
+        )
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

@@ -24,6 +24,7 @@ class Route:
     etag: str = ""
     delay: float = 0.0  # seconds before answering
     declare_length: bool = True  # False: no Content-Length, the body ends when the connection does
+    location: str = ""  # with a 3xx status: where to
 
 
 @dataclass
@@ -51,6 +52,8 @@ class IcsServer:
                     self.end_headers()
                     return
                 self.send_response(route.status)
+                if route.location:
+                    self.send_header("Location", route.location)
                 self.send_header("Content-Type", "text/calendar; charset=utf-8")
                 if route.etag:
                     self.send_header("ETag", route.etag)
@@ -78,6 +81,50 @@ class IcsServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class Listener:
+    """A TCP port that is open but does not speak HTTP.
+
+    Without a ``greeting`` it never accepts, and ``connected`` tells whether
+    anyone connected: the kernel completes a connection into the backlog
+    without ``accept()``, so a client that connected leaves one there. With a
+    ``greeting``, a thread accepts and sends it to whoever connects, as a
+    service that is not HTTP would (an SSH banner, say).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", greeting: bytes = b""):
+        self.sock = socket.create_server((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.host = host
+        self.greeting = greeting
+        if greeting:
+            threading.Thread(target=self._greet, daemon=True).start()
+
+    def _greet(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(self.greeting)
+
+    def url(self, path: str = "/cal.ics", scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    @property
+    def connected(self) -> bool:
+        self.sock.setblocking(False)
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the greeting thread's accept()
+        self.sock.close()
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 added or changed there obey the same booking rules as everywhere else."""
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -423,6 +424,45 @@ def test_front_desk_can_book_but_not_run_the_clinic(client, demo):
     sign_in_verified(client, get_user_model().objects.get(username="fenwick"))
     assert client.get(VISIT_LIST).status_code == 200
     assert client.get(VISIT_ADD).status_code == 403
+
+
+SECRET_ADDRESS = (
+    "https://calendar.google.com/calendar/ical/sam%40example.com/"
+    "private-5f2c9d0e8a7b6c1d4e3f2a1b0c9d8e7f/basic.ics"
+)
+
+
+def test_the_admin_shows_a_clinicians_calendar_address_by_its_host_only(
+    client, demo, django_capture_on_commit_callbacks
+):
+    """The address works like a password (Google's "secret address"): nobody reads it back."""
+    from scheduler.models import ExternalCalendar
+
+    calendar = ExternalCalendar.objects.get()  # the demo therapist's
+    ExternalCalendar.objects.filter(pk=calendar.pk).update(url=SECRET_ADDRESS)
+    change = reverse("admin:scheduler_externalcalendar_change", args=[calendar.pk])
+    pages = {}
+    for username in ("frontdesk", "admin"):  # may view; may change
+        client.force_login(get_user_model().objects.get(username=username))
+        pages[username] = client.get(change)
+        changelist = client.get(reverse("admin:scheduler_externalcalendar_changelist"))
+        for page in (pages[username], changelist):
+            assert page.status_code == 200
+            assert "calendar.google.com" in page.text
+            assert "private-5f2c9d0e" not in page.text and "sam%40example.com" not in page.text
+    assert 'name="url"' not in pages["frontdesk"].text
+    # Whoever may change it types a new address; an empty field keeps the one in use.
+    assert re.search(r'<input type="text" name="url"(?![^>]*value=)', pages["admin"].text)
+    form = {"clinician": calendar.clinician_id, "url": ""}
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        assert client.post(change, form).status_code == 302
+    calendar.refresh_from_db()
+    assert calendar.url == SECRET_ADDRESS and not queued
+    form["url"] = "webcal://p01-caldav.icloud.com/published/2/new.ics"
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        assert client.post(change, form).status_code == 302
+    calendar.refresh_from_db()
+    assert calendar.url == form["url"] and len(queued) == 1  # read again at once
 
 
 @pytest.mark.parametrize("model_name", ["protocol", "protocolstep", "careplan", "screening"])

@@ -172,7 +172,84 @@ def test_opening_a_patient_in_the_admin_is_recorded(client, avery):
     url = reverse("admin:scheduler_patient_change", args=[avery.pk])
     assert client.get(url).status_code == 200
     event = only(AuditAction.VIEWED_PATIENT)
-    assert (event.actor, event.patient, event.detail) == (admin, avery, "admin")
+    assert (event.actor, event.patient, event.detail) == (
+        admin,
+        avery,
+        f"patient {avery.pk} (admin)",
+    )
+
+
+@pytest.fixture
+def desk_in_the_admin(client, db):
+    """A front-desk user in the admin, with the demo's front-desk permissions."""
+    from desk import demo
+
+    demo.seed()
+    user = front_desk()
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def test_opening_a_visit_in_the_admin_is_recorded(desk_in_the_admin, visit):
+    url = reverse("admin:scheduler_visit_change", args=[visit.pk])
+    assert desk_in_the_admin.get(url, **BROWSER).status_code == 200
+    event = only(AuditAction.VIEWED_VISIT)
+    assert (event.actor, event.patient, event.detail) == (
+        desk_in_the_admin.user,
+        visit.patient,
+        f"visit {visit.pk} (admin)",
+    )
+    assert event.ip_address == "203.0.113.7"
+
+
+def test_the_admins_patient_list_is_recorded_with_what_it_showed(desk_in_the_admin, clinic, avery):
+    clinic.patient("Blake", "Applewood")
+    clinic.patient("Casey", "Birch")
+    changelist = reverse("admin:scheduler_patient_changelist")
+    assert desk_in_the_admin.get(changelist).status_code == 200
+    assert desk_in_the_admin.get(changelist, {"q": "Applewood"}).status_code == 200
+    events = AuditEvent.objects.filter(action=AuditAction.LISTED_PATIENTS).order_by("pk")
+    assert [(e.actor, e.patient, e.detail) for e in events] == [
+        (desk_in_the_admin.user, None, "patients list (admin): 3 shown, page 1"),
+        (
+            desk_in_the_admin.user,
+            None,
+            "patients list (admin): 2 shown, page 1, search 'Applewood'",
+        ),
+    ]
+
+
+def test_the_admins_inbound_texts_are_recorded_in_the_list_and_one_by_one(desk_in_the_admin, avery):
+    from notifications.webhooks import handle_inbound
+
+    text = handle_inbound("SM" + "2" * 32, avery.mobile, "Running late, sorry")
+    assert (
+        desk_in_the_admin.get(reverse("admin:notifications_inboundmessage_changelist")).status_code
+        == 200
+    )
+    change = reverse("admin:notifications_inboundmessage_change", args=[text.pk])
+    assert desk_in_the_admin.get(change).status_code == 200
+    events = AuditEvent.objects.filter(action=AuditAction.READ_MESSAGES).order_by("pk")
+    assert [(e.actor, e.patient, e.detail) for e in events] == [
+        (desk_in_the_admin.user, None, "inbound messages list (admin): 1 shown, page 1"),
+        (desk_in_the_admin.user, avery, f"inbound message {text.pk} (admin)"),
+    ]
+
+
+def test_a_refused_or_failed_admin_request_records_no_view(desk_in_the_admin, visit):
+    url = reverse("admin:scheduler_visit_change", args=[10**6])
+    assert desk_in_the_admin.get(url).status_code == 302  # no such visit: back to the index
+    # Lookups the admin cannot run: its "database error" page, with no patients on it.
+    error_page = desk_in_the_admin.get(
+        reverse("admin:scheduler_patient_changelist"), {"e": "1", "bogus__field": "x"}
+    )
+    assert error_page.status_code == 200 and "cl" not in error_page.context
+    assert not AuditEvent.objects.filter(
+        action__in=[AuditAction.VIEWED_VISIT, AuditAction.LISTED_PATIENTS]
+    ).exists()
 
 
 def test_a_visit_confirmed_by_text_reply_is_recorded_as_the_text_replys(client, visit, settings):

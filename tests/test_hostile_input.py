@@ -1,10 +1,18 @@
 """Hostile and malformed input: each gets a clear refusal (or is shown harmlessly) and changes nothing else."""
 
+import io
+import re
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import pytest
+from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from icalendar import Calendar
 
@@ -20,6 +28,10 @@ from tests.page_helpers import front_desk, sign_in_verified
 
 pytestmark = pytest.mark.usefixtures("now")
 
+OUT_OF_RANGE_DATES = ["9999-12-31", "0001-01-01", "2030-02-30"]
+# "²" passes str.isdigit() but not int(): code that checks one and calls the other.
+NOT_IDS = ["abc", "", "1e9", "-1", "99999999999999999999", "²"]
+HOSTILE = OUT_OF_RANGE_DATES + NOT_IDS
 SCRIPT = "<script>alert(1)</script>"
 ICAL_SPECIALS = 'O\'Brien, Jr; "Sam"\\'
 NEWLINE_NAME = "Line\nBreak"
@@ -278,3 +290,551 @@ def test_a_malformed_inbound_webhook_body_is_refused_and_records_nothing(client,
     response = client.post(url, params, HTTP_X_TWILIO_SIGNATURE=signature)
     assert response.status_code == 400
     assert not InboundMessage.objects.exists()
+
+
+# -- ids that are no ids, dates outside the calendar: a 4xx or a form error --------------
+
+
+@pytest.mark.parametrize("visit", NOT_IDS)
+def test_a_patient_page_post_naming_no_visit_of_theirs_is_a_404(client, clinic, hostile, visit):
+    patient, booked = hostile
+    link = issue_patient_link(patient).rsplit("/", 2)[-2]
+    response = client.post(
+        reverse("patient_page", args=[link]), {"visit": visit, "action": "confirm"}
+    )
+    assert response.status_code == 404
+    booked.refresh_from_db()
+    assert booked.status == "booked"
+
+
+@pytest.mark.parametrize("calendar", ["abc", "", "1e9", "99999999999999999999"])
+def test_removing_a_calendar_that_is_no_id_is_a_404(client, clinic, calendar):
+    from scheduler.models import ExternalCalendar
+
+    ExternalCalendar.objects.create(clinician=clinic.therapist, url="https://example.com/a.ics")
+    client.force_login(clinic.therapist.user)
+    response = client.post(
+        reverse("my_calendar"), {"action": "remove_calendar", "calendar": calendar}
+    )
+    assert response.status_code == 404
+    assert ExternalCalendar.objects.count() == 1
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+def test_an_admin_visit_outside_the_calendar_is_a_form_error(world, client, day):
+    from scheduler.models import VisitType
+
+    client.force_login(world["superuser"])
+    visits = Visit.objects.count()
+    response = client.post(
+        reverse("admin:scheduler_visit_add"),
+        {
+            "patient": world["patient"].pk,
+            "visit_type": VisitType.objects.get(slug="screening").pk,
+            "clinician": world["therapist"].pk,
+            "start_0": day,
+            "start_1": "10:00",
+        },
+    )
+    assert response.status_code == 200
+    assert "Give a date between 1900 and 2199." in response.text
+    assert Visit.objects.count() == visits
+
+
+@pytest.mark.parametrize(
+    ("day", "error"),
+    [
+        ("9999-12-31", "Give a date between 1900 and 2199."),
+        ("0001-01-01", "Give a date between 1900 and 2199."),
+        ("2100-01-01", "Visits can be booked at most 730 days ahead: start on Fri 2032-01-02"),
+        ("2030-02-30", "Enter a valid date."),
+    ],
+)
+def test_a_new_plan_starting_outside_the_booking_horizon_is_a_form_error(world, client, day, error):
+    from plans.models import CarePlan, Protocol
+
+    client.force_login(front_desk())
+    plans = CarePlan.objects.count()
+    response = client.post(
+        reverse("desk_new_plan"),
+        {
+            "patient": world["patient"].pk,
+            "protocol": Protocol.objects.get(slug="iv-induction").pk,
+            "start_date": day,
+            "action": "confirm",
+        },
+    )
+    assert response.status_code == 200
+    assert error in response.text
+    assert CarePlan.objects.count() == plans
+
+
+@pytest.mark.parametrize("value", NOT_IDS)
+def test_an_admin_add_page_opened_with_a_choice_that_is_no_id_opens(world, client, value):
+    """?patient=abc on the add page: Django's autocomplete looked it up as it was."""
+    client.force_login(world["superuser"])
+    add = {"patient": value, "clinician": value, "visit_type": value}
+    assert client.get(reverse("admin:scheduler_visit_add"), add).status_code == 200
+    assert client.get(reverse("admin:scheduler_patient_add"), {"clinic": value}).status_code == 200
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField Visit.start received a naive datetime")
+@pytest.mark.parametrize(
+    "drill_down",
+    [
+        {"year": "9999", "month": "12", "day": "31"},
+        {"year": "9999", "month": "12"},
+        {"year": "9999"},
+        {"year": "1", "month": "1", "day": "1"},
+        {"year": "0"},
+        {"year": "abc"},
+    ],
+)
+def test_the_admins_date_drill_down_outside_the_calendar_is_a_bad_lookup(world, client, drill_down):
+    from django.contrib import admin
+
+    client.force_login(world["superuser"])
+    with_dates = [(m, a) for m, a in admin.site._registry.items() if a.date_hierarchy]
+    assert len(with_dates) >= 6
+    for model, model_admin in with_dates:
+        url = _admin_url(model, "changelist")
+        query = {f"{model_admin.date_hierarchy}__{part}": v for part, v in drill_down.items()}
+        response = client.get(url, query)
+        # The admin's answer to any bad lookup: the unfiltered list, flagged.
+        assert (response.status_code, response.get("Location")) == (302, f"{url}?e=1"), url
+    # A day near the ends of the calendar is shown, and ranges past its end refused too.
+    visits = _admin_url(Visit, "changelist")
+    assert (
+        client.get(
+            visits, {"start__year": "2199", "start__month": "12", "start__day": "31"}
+        ).status_code
+        == 200
+    )
+    assert client.get(visits, {"start__gte": "9999-12-31 23:59"}).status_code == 302
+
+
+# -- every form and every field: out-of-range dates and ids that are no ids -----------
+#
+# Each value below goes, one field at a time, into every field of every form
+# that takes a POST (admin add and change pages of every registered model with
+# their inlines, admin actions, the desk, the patient page, the clinician's
+# calendar page, sign-in, signed Twilio webhooks) and into the query strings
+# of the admin lists. The rest of each form keeps the values the page itself
+# offered, so that the hostile value reaches the code that runs on a valid
+# form. Nothing may answer with a server error; each request is rolled back,
+# so every one starts from the same data.
+
+
+class FormReader(HTMLParser):
+    """The forms of a page as a browser would submit them: {form id or action: [(name, value)]}.
+
+    ``names`` keeps every field name seen (unchecked boxes too), per form.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.forms: dict[str, list[tuple[str, str]]] = {}
+        self.names: dict[str, list[str]] = {}
+        self.form = self.select = self.textarea = None
+        self.options: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.form = attrs.get("id") or attrs.get("action") or ""
+            self.forms.setdefault(self.form, [])
+            self.names.setdefault(self.form, [])
+            return
+        if self.form is None:
+            return
+        name = attrs.get("name")
+        if tag == "input" and name:
+            kind = attrs.get("type", "text")
+            if kind in ("submit", "button", "image", "file", "reset"):
+                return
+            self.names[self.form].append(name)
+            if kind not in ("checkbox", "radio") or "checked" in attrs:
+                self.forms[self.form].append(
+                    (name, attrs.get("value", "on" if kind in ("checkbox", "radio") else ""))
+                )
+        elif tag == "select" and name:
+            self.select, self.options = (name, "multiple" in attrs), []
+            self.names[self.form].append(name)
+        elif tag == "option" and self.select:
+            self.options.append((attrs.get("value", ""), "selected" in attrs))
+        elif tag == "textarea" and name:
+            self.textarea = name
+            self.names[self.form].append(name)
+            self.forms[self.form].append((name, ""))
+
+    def handle_data(self, data):
+        if self.textarea and self.form is not None:
+            name, text = self.forms[self.form][-1]
+            self.forms[self.form][-1] = (name, text + data)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.form = None
+        elif tag == "textarea":
+            self.textarea = None
+        elif tag == "select" and self.select:
+            (name, multiple), options = self.select, self.options
+            chosen = [value for value, selected in options if selected]
+            if not chosen and options and not multiple:
+                chosen = [options[0][0]]
+            self.forms[self.form].extend((name, value) for value in chosen)
+            self.select = None
+
+
+def page_forms(html: str) -> FormReader:
+    reader = FormReader()
+    reader.feed(html)
+    return reader
+
+
+def as_post(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    data: dict[str, list[str]] = {}
+    for name, value in pairs:
+        data.setdefault(name, []).append(value)
+    return data
+
+
+class _Undo(Exception):
+    pass
+
+
+@dataclass
+class Sweep:
+    """Sends hostile requests, each rolled back, and keeps every 5xx."""
+
+    failures: list[str] = field(default_factory=list)
+    sent: int = 0
+    endpoints: set[str] = field(default_factory=set)
+
+    def send(self, client, method: str, url: str, data=None, *, endpoint: str, what="", **extra):
+        self.sent += 1
+        self.endpoints.add(endpoint)
+        try:
+            with transaction.atomic():
+                response = getattr(client, method)(url, data or {}, **extra)
+                raise _Undo(response)
+        except _Undo as undo:
+            response = undo.args[0]
+        if response.status_code >= 500:
+            self.failures.append(f"{response.status_code} {method.upper()} {url} {what}")
+        return response
+
+    def each_field(self, client, url: str, baseline, names, *, endpoint: str, **extra):
+        """POST ``baseline`` with each of ``names`` in turn set to each hostile value."""
+        for name in names:
+            for value in HOSTILE:
+                data = {**baseline, name: [value]}
+                self.send(
+                    client, "post", url, data, endpoint=endpoint, what=f"{name}={value!r}", **extra
+                )
+
+    def check(self, upstream: frozenset[str] = frozenset()):
+        """No server error but those of ``upstream`` (other projects' admin pages), which still occur."""
+        ours = [failure for failure in self.failures if failure not in upstream]
+        assert not ours, "\n".join(ours)
+        assert upstream <= set(self.failures), "fixed upstream? " + repr(
+            upstream - set(self.failures)
+        )
+
+
+def _mutable(name: str) -> bool:
+    """Fields worth varying: not Django's CSRF token, not a formset's empty template or later rows."""
+    if name == "csrfmiddlewaretoken" or "__prefix__" in name:
+        return False
+    row = re.search(r"-(\d+)-", name)
+    return row is None or row.group(1) == "0"
+
+
+@pytest.fixture
+def world(db, settings, client, now):
+    """The demo clinic, with one row of every model the admin shows, and a superuser."""
+    from django.core.management import call_command
+
+    from notifications.models import MessagingPreferences
+    from notifications.webhooks import handle_inbound
+    from plans import care_plans
+    from plans.generator import generate
+    from plans.models import Protocol
+    from scheduler.models import Closure, TimeOff
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.TOKEN_RATE_LIMIT = 10**6  # the sweep asks the token URLs thousands of times
+    settings.TWILIO_AUTH_TOKEN = "test-token"
+    call_command("seed_demo", stdout=io.StringIO())
+    patient = Patient.objects.order_by("pk").first()
+    clinic = patient.clinic
+    Closure.objects.create(
+        clinic=clinic, start=at(MONDAY, "08:00"), end=at(MONDAY, "12:00"), reason="Training"
+    )
+    therapist = clinic.clinicians.filter(is_therapist=True).first()
+    TimeOff.objects.create(
+        clinician=therapist, start=at(MONDAY, "13:00"), end=at(MONDAY, "17:00"), reason="Away"
+    )
+    MessagingPreferences.objects.create(patient=patient, sms_per_day=2)
+    handle_inbound("SM" + "7" * 32, patient.mobile, "Can we talk?")
+    proposal = generate(
+        Patient.objects.order_by("pk")[1],
+        Protocol.objects.get(slug="iv-induction"),
+        MONDAY + timedelta(days=28),
+    )
+    care_plans.confirm(care_plans.save_proposal(proposal))
+    superuser = get_user_model().objects.create_superuser("sweeper", password=None)
+    return {"patient": patient, "clinic": clinic, "therapist": therapist, "superuser": superuser}
+
+
+def _admin_url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def _parsing_fields(page) -> set[str]:
+    """The names, as posted, of an admin page's fields that parse their text (not free text).
+
+    Dates, times, numbers, choices, related rows and booleans: each gets every
+    hostile value on its own, the rest of the form valid. Free-text fields take
+    them all at once (``Sweep.admin_form``).
+    """
+    forms_ = [page.context["adminform"].form]
+    for inline in page.context.get("inline_admin_formsets", []):
+        forms_ += inline.formset.forms[:1]
+    names = set()
+    for form in forms_:
+        for name, form_field in form.fields.items():
+            if type(form_field) in FREE_TEXT:
+                continue
+            posted = form.add_prefix(name)
+            names |= {posted, f"{posted}_0", f"{posted}_1"}
+    return names
+
+
+FREE_TEXT = (forms.CharField, forms.EmailField, forms.SlugField)
+
+
+def _admin_form(sweep: Sweep, client, url: str, page, baseline, *, endpoint: str) -> None:
+    reader = page_forms(page.text)
+    key = next(k for k in reader.forms if k.endswith("_form"))
+    names = [n for n in dict.fromkeys(reader.names[key]) if _mutable(n)]
+    parsing = _parsing_fields(page)
+    sweep.each_field(client, url, baseline, [n for n in names if n in parsing], endpoint=endpoint)
+    for value in HOSTILE:  # every field at once, free text included
+        data = {**baseline, **{name: [value] for name in names}}
+        sweep.send(client, "post", url, data, endpoint=endpoint, what=f"every field={value!r}")
+
+
+def test_no_admin_add_or_change_form_answers_hostile_values_with_a_server_error(world):
+    from django.contrib import admin
+
+    client = Client(raise_request_exception=False)
+    client.force_login(world["superuser"])
+    sweep, without_rows = Sweep(), []
+    for model, model_admin in admin.site._registry.items():
+        label = model._meta.label
+        request = RequestFactory().get("/")
+        request.user = world["superuser"]
+        existing = model_admin.get_queryset(request).order_by("pk").first()
+        filled = {}
+        if existing is None:
+            without_rows.append(label)
+        else:
+            change = _admin_url(model, "change", existing.pk)
+            page = client.get(change)
+            assert page.status_code == 200, change
+            reader = page_forms(page.text)
+            filled = as_post(reader.forms[next(k for k in reader.forms if k.endswith("_form"))])
+            _admin_form(sweep, client, change, page, filled, endpoint=f"admin change {label}")
+            for object_id in NOT_IDS:
+                for view in ("change", "delete", "history"):
+                    url = f"{_admin_url(model, 'changelist')}{object_id or '0'}/{view}/"
+                    sweep.send(client, "get", url, endpoint=f"admin {view} {label}")
+        if model_admin.has_add_permission(request):
+            add = _admin_url(model, "add")
+            page = client.get(add)
+            assert page.status_code == 200, add
+            reader = page_forms(page.text)
+            offered = as_post(reader.forms[next(k for k in reader.forms if k.endswith("_form"))])
+            # An existing row's values where the add form has the same field: a
+            # valid form but for the hostile value.
+            baseline = {**offered, **{k: v for k, v in filled.items() if k in offered}}
+            _admin_form(sweep, client, add, page, baseline, endpoint=f"admin add {label}")
+    print(f"\nadmin forms: {len(sweep.endpoints)} endpoints, {sweep.sent} requests")
+    assert set(without_rows) <= {"django_q.Success", "django_q.Failure", "django_q.OrmQ"}
+    sweep.check(upstream=UPSTREAM)
+
+
+# Server errors the sweep still finds in other projects' admin pages (superusers
+# only): Django's ModelMultipleChoiceField overflows on an id past SQLite's
+# integers, and django-q2's schedule form on a next run in year 9999. Listed so
+# that any new one fails, and so that the test says when they are fixed upstream.
+UPSTREAM = frozenset(
+    {
+        "500 POST /admin/auth/group/add/ permissions='99999999999999999999'",
+        "500 POST /admin/auth/group/add/ every field='99999999999999999999'",
+        "500 POST /admin/auth/group/1/change/ permissions='99999999999999999999'",
+        "500 POST /admin/auth/group/1/change/ every field='99999999999999999999'",
+        "500 POST /admin/auth/user/1/change/ every field='99999999999999999999'",
+        "500 POST /admin/auth/user/1/change/ groups='99999999999999999999'",
+        "500 POST /admin/auth/user/1/change/ user_permissions='99999999999999999999'",
+        "500 POST /admin/django_q/schedule/1/change/ next_run_0='9999-12-31'",
+        "500 POST /admin/django_q/schedule/add/ next_run_0='9999-12-31'",
+    }
+)
+
+
+def _signed(url: str, params: dict[str, str]) -> str:
+    from django.conf import settings
+    from twilio.request_validator import RequestValidator
+
+    return RequestValidator("test-token").compute_signature(settings.SITE_URL + url, params)
+
+
+def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(world):
+    from urllib.parse import urlencode
+
+    from plans.models import Protocol
+
+    sweep = Sweep()
+    patient, clinic = world["patient"], world["clinic"]
+    visit = Visit.objects.for_patient(patient).scheduled().upcoming().order_by(
+        "start"
+    ).first() or booking.book(
+        patient=patient,
+        visit_type=clinic.visit_types.get(slug="screening"),
+        clinician=clinic.clinicians.filter(is_prescriber=True).first(),
+        start=at(MONDAY, "10:00"),
+    )
+    desk = Client(raise_request_exception=False)
+    desk.force_login(front_desk())
+    plan = {
+        "patient": [str(patient.pk)],
+        "protocol": [str(Protocol.objects.get(slug="iv-induction").pk)],
+        "start_date": ["2030-02-04"],
+        "weekdays": ["0", "2"],
+        "time_from": ["09:00"],
+        "time_to": ["17:00"],
+        "action": ["confirm"],
+        "shown": ["x"],
+    }
+    sweep.each_field(desk, reverse("desk_new_plan"), plan, list(plan), endpoint="desk new plan")
+    page = reverse("desk_visit", args=[visit.pk])
+    slot = f"{visit.clinician_id}:{visit.room_id or ''}:{visit.start.isoformat()}"
+    for action, extra in {
+        "move": {"slot": [slot]},
+        "cancel": {"reason": ["Patient asked"]},
+        "check_in": {},
+        "ride_home": {},
+    }.items():
+        baseline = {"action": [action], **extra}
+        sweep.each_field(desk, page, baseline, list(baseline), endpoint=f"desk visit {action}")
+    for name in ("from", "with"):
+        for value in HOSTILE:
+            sweep.send(desk, "get", page, {name: value}, endpoint="desk visit page")
+    person = reverse("desk_patient", args=[patient.pk])
+    sweep.each_field(desk, person, {"action": ["issue_link"]}, ["action"], endpoint="desk patient")
+    for value in HOSTILE:
+        sweep.send(desk, "get", reverse("desk_patients"), {"q": value}, endpoint="desk search")
+        sweep.send(desk, "get", reverse("desk_this_week"), {"day": value}, endpoint="desk week")
+    for name in ("desk_resend", "desk_handled"):
+        sweep.send(desk, "post", reverse(name, args=[10**20]), endpoint=name)
+
+    holder = Client(raise_request_exception=False)
+    link = reverse("patient_page", args=[issue_patient_link(patient).rsplit("/", 2)[-2]])
+    for action in ("confirm", "reschedule"):
+        baseline = {"visit": [str(visit.pk)], "action": [action]}
+        sweep.each_field(holder, link, baseline, list(baseline), endpoint=f"patient page {action}")
+
+    clinician = Client(raise_request_exception=False)
+    clinician.force_login(world["therapist"].user)
+    own = world["therapist"].external_calendars.first()
+    for action, extra in {
+        "add_calendar": {"url": ["https://calendar.example.com/a.ics"]},
+        "remove_calendar": {"calendar": [str(own.pk)]},
+        "invites": {"email_invites": ["on"]},
+        "issue": {},
+        "revoke": {},
+    }.items():
+        baseline = {"action": [action], **extra}
+        mine = reverse("my_calendar")
+        sweep.each_field(clinician, mine, baseline, list(baseline), endpoint=f"calendar {action}")
+    for value in HOSTILE:
+        sweep.send(
+            clinician, "get", reverse("my_calendar"), {"week": value}, endpoint="calendar week"
+        )
+
+    signing_in = {"username": ["frontdesk"], "password": ["not the password"]}
+    sweep.each_field(holder, reverse("login"), signing_in, list(signing_in), endpoint="sign-in")
+
+    twilio = Client(raise_request_exception=False)
+    message = Message.objects.filter(patient=patient).first()
+    webhooks = {
+        reverse("twilio-status"): {
+            "MessageSid": "SM" + "3" * 32,
+            "MessageStatus": "undelivered",
+            "ErrorCode": "21610",
+            "m": str(message.pk),  # in the query string, as our callback URL carries it
+        },
+        reverse("twilio-inbound"): {
+            "MessageSid": "SM" + "4" * 32,
+            "From": patient.mobile,
+            "To": "+12125550100",
+            "Body": "C",
+        },
+    }
+    for url, params in webhooks.items():
+        for name in params:
+            for value in HOSTILE:
+                sent = {**params, name: value}
+                query = sent.pop("m", None)
+                target = f"{url}?{urlencode({'m': query})}" if query is not None else url
+                sweep.send(
+                    twilio,
+                    "post",
+                    target,
+                    sent,
+                    endpoint=f"webhook {url}",
+                    what=f"{name}={value!r}",
+                    HTTP_X_TWILIO_SIGNATURE=_signed(target, sent),
+                )
+    print(f"\npages and webhooks: {len(sweep.endpoints)} endpoints, {sweep.sent} requests")
+    sweep.check()
+
+
+def test_no_admin_list_filter_or_action_answers_hostile_values_with_a_server_error(world):
+    from html import unescape
+    from urllib.parse import parse_qsl
+
+    from django.contrib import admin
+
+    client = Client(raise_request_exception=False)
+    client.force_login(world["superuser"])
+    sweep = Sweep()
+    for model, model_admin in admin.site._registry.items():
+        label = model._meta.label
+        changelist = _admin_url(model, "changelist")
+        page = client.get(changelist)
+        assert page.status_code == 200, changelist
+        # Every parameter its filters, sorting and pages link to, and the search.
+        links = re.findall(r'href="\?([^"]*)"', page.text)
+        keys = {key for link in links for key, _ in parse_qsl(unescape(link))} | {"q", "p", "o"}
+        for key in sorted(keys):
+            for value in HOSTILE:
+                sweep.send(client, "get", changelist, {key: value}, endpoint=f"list {label}")
+        request = RequestFactory().get("/")
+        request.user = world["superuser"]
+        for action in model_admin.get_actions(request):
+            for value in HOSTILE:
+                chosen = {"action": action, "index": "0", "_selected_action": value}
+                sweep.send(client, "post", changelist, chosen, endpoint=f"action {label}")
+    print(f"\nadmin lists and actions: {len(sweep.endpoints)} endpoints, {sweep.sent} requests")
+    # Django's own actions filter by the posted ids as they are: an action on
+    # "abc" is a server error in other projects' admin pages (superusers only).
+    upstream = {
+        f
+        for f in sweep.failures
+        if f.startswith(("500 POST /admin/auth/", "500 POST /admin/django_q/"))
+    }
+    assert upstream, "fixed upstream? no server error left in Django's or django-q2's actions"
+    sweep.check(upstream=frozenset(upstream))

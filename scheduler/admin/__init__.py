@@ -2,10 +2,30 @@
 
 Importing the modules registers their pages with ``admin.site`` (Django's
 autodiscovery imports this package). ``base`` holds what they share; other
-apps' admins take the clinic time-zone mixins from here.
+apps' admins take the clinic time-zone, calendar-dates and audit mixins from here.
 """
 
 from scheduler.admin import audit, calendars, core, visits
-from scheduler.admin.base import ClinicTimeMixin, ClinicZoneMixin
+from scheduler.admin.base import (
+    AuditedMixin,
+    CalendarDatesMixin,
+    ClinicTimeMixin,
+    ClinicZoneMixin,
+    ModelAdmin,
+    StackedInline,
+    TabularInline,
+)
 
-__all__ = ["ClinicTimeMixin", "ClinicZoneMixin", "audit", "calendars", "core", "visits"]
+__all__ = [
+    "AuditedMixin",
+    "CalendarDatesMixin",
+    "ClinicTimeMixin",
+    "ClinicZoneMixin",
+    "ModelAdmin",
+    "StackedInline",
+    "TabularInline",
+    "audit",
+    "calendars",
+    "core",
+    "visits",
+]

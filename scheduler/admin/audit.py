@@ -2,13 +2,13 @@
 
 from django.contrib import admin
 
-from scheduler.admin.base import ReadOnlyMixin
+from scheduler.admin.base import CalendarDatesMixin, ModelAdmin, ReadOnlyMixin
 from scheduler.models import AuditEvent
 from scheduler.roles import Role, roles_of
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AuditEventAdmin(CalendarDatesMixin, ReadOnlyMixin, ModelAdmin):
     """The audit trail, for clinic admins only, and read-only for everyone (superusers too)."""
 
     list_display = ("at", "actor_label", "action", "patient", "detail", "ip_address")

@@ -1,25 +1,111 @@
-"""What the admin pages share: times in the clinic's zone, phone search, clinicians' view.
+"""What the admin pages share: times in the clinic's zone, phone search, clinicians' view, audit.
 
 Times are entered and shown in the clinic's own zone (docs/architecture.md,
 invariant 4), whatever the server's zone.
 """
 
+import contextlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
-from django.contrib import admin
-from django.contrib.admin import widgets
+from django.contrib import admin, messages
+from django.contrib.admin import helpers, widgets
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from scheduler.models import Clinic
+from scheduler import audit
+from scheduler.models import AuditAction, Clinic
 from scheduler.phones import search_digits
 from scheduler.roles import Role, roles_of
-from scheduler.timezones import LocalTimeError, local_datetime, zone
+from scheduler.timezones import (
+    FIRST_DAY,
+    LAST_DAY,
+    LocalTimeError,
+    local_datetime,
+    validate_calendar_day,
+    zone,
+)
+
+
+def _is_id(value) -> bool:
+    """Whether ``value`` can be a database id: ASCII digits within a 64-bit integer."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) < 2**63
+
+
+class CheckedAutocompleteSelect(widgets.AutocompleteSelect):
+    """Django's autocomplete looks submitted ids up as they are, to show them again.
+
+    A crafted "abc" or an id past the database's integers raised there: a
+    server error on a form that only needed to say "Select a valid choice".
+    Values that can be no id are not looked up (the field's error says why).
+    """
+
+    def optgroups(self, name, value, attr=None):
+        return super().optgroups(name, [v for v in value if _is_id(v)], attr)
+
+
+class CheckedAutocompleteSelectMultiple(widgets.AutocompleteSelectMultiple):
+    optgroups = CheckedAutocompleteSelect.optgroups
+
+
+class CheckedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """Refuses an id past the database's integers as it refuses "abc", not by overflowing."""
+
+    def _check_values(self, value):
+        try:
+            return super()._check_values(value)
+        except OverflowError:
+            raise ValidationError(
+                self.error_messages["invalid_pk_value"],
+                code="invalid_pk_value",
+                params={"pk": next((v for v in value if not _is_id(v)), "")},
+            ) from None
+
+
+class CheckedInputMixin:
+    """Related rows are chosen by id through the checked widgets and field above."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = CheckedAutocompleteSelect(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = CheckedAutocompleteSelectMultiple(
+                db_field, self.admin_site, using=kwargs.get("using")
+            )
+        kwargs.setdefault("form_class", CheckedModelMultipleChoiceField)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class ModelAdmin(CheckedInputMixin, admin.ModelAdmin):
+    """The base of every admin page of the project (crafted ids get form errors, never a 500)."""
+
+    def response_action(self, request, queryset):
+        # Django filters by the chosen rows' ids as posted; "abc" raised there.
+        chosen = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(_is_id(pk) for pk in chosen):
+            self.message_user(request, "Choose rows from the list.", messages.WARNING)
+            return None  # the list again, with the message
+        return super().response_action(request, queryset)
+
+
+class TabularInline(CheckedInputMixin, admin.TabularInline):
+    pass
+
+
+class StackedInline(CheckedInputMixin, admin.StackedInline):
+    pass
 
 
 class PhoneSearchMixin:
@@ -35,6 +121,46 @@ class PhoneSearchMixin:
         return results, may_have_duplicates
 
 
+class AuditedMixin:
+    """Opening a change page or the list of this model leaves a row in the audit trail.
+
+    Declare what is recorded: ``audit_change`` and ``audit_list`` are the
+    actions (None: not recorded), ``audit_patient`` the object's attribute
+    holding its patient's id. Only pages shown (GET, 200) count; saving is
+    recorded where it happens (visit changes by ``scheduler.audit``).
+    """
+
+    audit_change: AuditAction | None = None
+    audit_list: AuditAction | None = None
+    audit_patient: str = "patient_id"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        obj = _shown(request, response, "original")
+        if self.audit_change and obj is not None:
+            detail = f"{self.opts.verbose_name} {obj.pk} (admin)"
+            audit.record(request, self.audit_change, getattr(obj, self.audit_patient), detail)
+        return response
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = _shown(request, response, "cl")
+        if self.audit_list and changelist is not None:
+            detail = f"{self.opts.verbose_name_plural} list (admin): {len(changelist.result_list)}"
+            detail += f" shown, page {changelist.page_num}"
+            if changelist.query:
+                detail += f", search {changelist.query!r}"
+            audit.record(request, self.audit_list, None, detail)
+        return response
+
+
+def _shown(request, response, name: str):
+    """``name`` from the context of a page shown to the user, else None."""
+    if request.method != "GET" or response.status_code != 200:
+        return None
+    return (getattr(response, "context_data", None) or {}).get(name)
+
+
 class ReadOnlyMixin:
     """Rows shown, never written, on this page: nobody adds, changes or deletes them here."""
 
@@ -48,9 +174,41 @@ class ReadOnlyMixin:
         return False
 
 
+class CalendarChangeList(ChangeList):
+    """A list whose date filters stay within the calendar (``scheduler.timezones``).
+
+    Django's date drill-down (``date_hierarchy``) computes the end of the
+    chosen day, month or year by plain arithmetic, which overflows at year
+    9999, and a date filter near year 1 or 9999 overflows when converted to
+    UTC: both were server errors. Here they are bad lookups, which the admin
+    answers as it does any other: back to the unfiltered list, with a note.
+    """
+
+    def get_filters(self, request):
+        if self.date_hierarchy:
+            for year in request.GET.getlist(f"{self.date_hierarchy}__year"):
+                with contextlib.suppress(ValueError):  # not a number: Django refuses it itself
+                    if not FIRST_DAY.year <= int(year) <= LAST_DAY.year:
+                        raise IncorrectLookupParameters(f"year {year} is not in the calendar")
+        return super().get_filters(request)
+
+    def get_results(self, request):
+        try:
+            super().get_results(request)
+        except OverflowError as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class CalendarDatesMixin:
+    """Date filters of the list stay within the calendar (``CalendarChangeList``)."""
+
+    def get_changelist(self, request, **kwargs):
+        return CalendarChangeList
+
+
 def _requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
-    return int(value) if value.isdigit() else None
+    return int(value) if _is_id(value) else None
 
 
 def clinician_only(request):
@@ -80,6 +238,7 @@ class ClinicDateTimeField(forms.SplitDateTimeField):
             raise ValidationError(self.error_messages["invalid_date"], code="invalid_date")
         if at in self.empty_values:
             raise ValidationError(self.error_messages["invalid_time"], code="invalid_time")
+        validate_calendar_day(day)
         try:
             return local_datetime(day, at, timezone.get_current_timezone())
         except LocalTimeError as error:
@@ -163,7 +322,7 @@ class ClinicTimeMixin(ClinicZoneMixin):
         return field
 
 
-class IntervalAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class IntervalAdmin(CalendarDatesMixin, ClinicTimeMixin, ModelAdmin):
     """A stretch of time (closure, time off, imported busy time), shown in clinic time."""
 
     @admin.display(description="Starts (clinic time)", ordering="start")

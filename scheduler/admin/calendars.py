@@ -10,6 +10,7 @@ from scheduler import tokens
 from scheduler.admin.base import (
     ClinicTimeMixin,
     IntervalAdmin,
+    ModelAdmin,
 )
 from scheduler.external_calendars import queue_refresh
 from scheduler.links import feed_url, patient_page_url
@@ -34,7 +35,7 @@ class AccessTokenForm(forms.ModelForm):
 
 
 @admin.register(AccessToken)
-class AccessTokenAdmin(admin.ModelAdmin):
+class AccessTokenAdmin(ModelAdmin):
     """Calendar addresses. Adding one issues a token and shows its URL once; only a hash is kept."""
 
     form = AccessTokenForm
@@ -99,7 +100,7 @@ class AccessTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(InvitePreference)
-class InvitePreferenceAdmin(admin.ModelAdmin):
+class InvitePreferenceAdmin(ModelAdmin):
     list_display = ("clinician", "email_invites")
     list_filter = ("email_invites", "clinician__clinic")
     list_select_related = ("clinician",)
@@ -107,19 +108,62 @@ class InvitePreferenceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("clinician",)
 
 
+class ExternalCalendarAdminForm(forms.ModelForm):
+    """The address is typed, never shown back: it is often a secret (the model shows its host).
+
+    On an existing calendar the field is empty and optional: a new address
+    replaces the one in use, an empty field keeps it.
+    """
+
+    class Meta:
+        model = ExternalCalendar
+        fields = ("clinician", "url")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "url" in self.fields:
+            field = self.fields["url"]
+            field.required = False
+            field.label = "New address"
+            field.help_text = (
+                "Only to replace the address; empty keeps the one in use, which is not "
+                "shown (it works like a password)."
+            )
+            self.initial["url"] = ""
+
+    def clean_url(self) -> str:
+        return self.cleaned_data["url"] or self.instance.url
+
+
 @admin.register(ExternalCalendar)
-class ExternalCalendarAdmin(ClinicTimeMixin, admin.ModelAdmin):
-    """Clinicians' own calendars: when each was last read, and why not if it failed."""
+class ExternalCalendarAdmin(ClinicTimeMixin, ModelAdmin):
+    """Clinicians' own calendars: when each was last read, and why not if it failed.
+
+    Pages show the address's host only; whoever may change a calendar may type
+    a new address, nobody reads the one in use back.
+    """
 
     clinic_path = "clinician__clinic"
+    form = ExternalCalendarAdminForm
     list_display = ("clinician", "host", "read_local", "status", "busy_times")
     list_filter = ("clinician__clinic", ("last_error", admin.EmptyFieldListFilter))
     list_select_related = ("clinician__clinic",)
     search_fields = ("clinician__display_name",)
     autocomplete_fields = ("clinician",)
-    fields = ("clinician", "url", "last_fetched_at", "last_success_at", "last_error")
-    readonly_fields = ("last_fetched_at", "last_success_at", "last_error")
+    readonly_fields = ("address_host", "last_fetched_at", "last_success_at", "last_error")
     actions = ("read_now",)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("clinician", "url")
+        # A user who may only view gets every field shown as text: not the address.
+        new_address = ("url",) if self.has_change_permission(request, obj) else ()
+        record = ("last_fetched_at", "last_success_at", "last_error")
+        return ("clinician", "address_host", *new_address, *record)
+
+    @admin.display(description="Address (host only)")
+    def address_host(self, obj):
+        return obj.host
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(busy_count=Count("busy_blocks"))

@@ -2,15 +2,16 @@
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
 from django.db import models
 
-from scheduler import audit
 from scheduler.admin.base import (
     CLINIC_DATETIME,
+    AuditedMixin,
     ClinicTimeMixin,
     IntervalAdmin,
+    ModelAdmin,
     PhoneSearchMixin,
+    TabularInline,
     clinician_only,
 )
 from scheduler.admin.visits import PatientVisitInline
@@ -32,7 +33,7 @@ from scheduler.models import (
 # -- hours and days off, edited on the clinic's and the clinician's page --------
 
 
-class ScheduleInline(admin.TabularInline):
+class ScheduleInline(TabularInline):
     """Weekly hours and dated closures or time off; dates read in the page's clinic zone."""
 
     extra = 0
@@ -59,7 +60,7 @@ class TimeOffInline(ScheduleInline):
 
 
 @admin.register(Clinic)
-class ClinicAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
     clinic_path = ""
     list_display = ("name", "slug", "phone", "time_zone")
     search_fields = ("name", "slug")
@@ -68,7 +69,7 @@ class ClinicAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
 
 @admin.register(OpeningHours)
-class OpeningHoursAdmin(admin.ModelAdmin):
+class OpeningHoursAdmin(ModelAdmin):
     list_display = ("clinic", "weekday", "opens", "closes")
     list_filter = ("clinic", "weekday")
     list_select_related = ("clinic",)
@@ -85,14 +86,14 @@ class ClosureAdmin(IntervalAdmin):
 
 
 @admin.register(Capability)
-class CapabilityAdmin(admin.ModelAdmin):
+class CapabilityAdmin(ModelAdmin):
     list_display = ("name", "slug")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
+class RoomAdmin(ModelAdmin):
     list_display = ("name", "clinic", "capability_names")
     list_filter = ("clinic", "capabilities")
     list_select_related = ("clinic",)
@@ -111,7 +112,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 
 @admin.register(Clinician)
-class ClinicianAdmin(ClinicTimeMixin, admin.ModelAdmin):
+class ClinicianAdmin(ClinicTimeMixin, ModelAdmin):
     clinic_path = "clinic"
     list_display = (
         "display_name",
@@ -137,7 +138,7 @@ class ClinicianAdmin(ClinicTimeMixin, admin.ModelAdmin):
 
 
 @admin.register(WorkingHours)
-class WorkingHoursAdmin(admin.ModelAdmin):
+class WorkingHoursAdmin(ModelAdmin):
     list_display = ("clinician", "weekday", "opens", "closes")
     list_filter = ("clinician__clinic", "weekday", "clinician")
     list_select_related = ("clinician",)
@@ -187,8 +188,11 @@ class PatientAdminForm(forms.ModelForm):
 
 
 @admin.register(Patient)
-class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+class PatientAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
     clinic_path = "clinic"
+    audit_change = AuditAction.VIEWED_PATIENT
+    audit_list = AuditAction.LISTED_PATIENTS
+    audit_patient = "pk"
     form = PatientAdminForm
     list_display = (
         "name",
@@ -227,12 +231,6 @@ class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
         ),
     )
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        response = super().change_view(request, object_id, form_url, extra_context)
-        if request.method == "GET" and response.status_code == 200:
-            audit.record(request, AuditAction.VIEWED_PATIENT, int(unquote(object_id)), "admin")
-        return response
-
     def get_queryset(self, request):
         patients = super().get_queryset(request)
         clinician = clinician_only(request)
@@ -262,7 +260,7 @@ class PatientAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(VisitType)
-class VisitTypeAdmin(admin.ModelAdmin):
+class VisitTypeAdmin(ModelAdmin):
     list_display = (
         "name",
         "kind",

@@ -14,13 +14,17 @@ from django.utils.html import format_html
 
 from scheduler import booking
 from scheduler.admin.base import (
+    AuditedMixin,
+    CalendarDatesMixin,
     ClinicTimeMixin,
     ClinicZoneMixin,
+    ModelAdmin,
     PhoneSearchMixin,
     ReadOnlyMixin,
+    TabularInline,
     clinician_only,
 )
-from scheduler.models import OPEN_STATUSES, Visit, VisitKind, VisitStatus
+from scheduler.models import OPEN_STATUSES, AuditAction, Visit, VisitKind, VisitStatus
 
 # What a visit's row shows, read in the same query as the visits.
 VISIT_ROW = ("patient__clinic", "visit_type", "clinician", "room")
@@ -131,8 +135,9 @@ VISIT_RECORD_FIELDS = (
 
 
 @admin.register(Visit)
-class VisitAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
+class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
     clinic_path = "patient__clinic"
+    audit_change = AuditAction.VIEWED_VISIT
     form = VisitAdminForm
     list_display = (
         "starts_local",
@@ -304,7 +309,7 @@ class VisitAdmin(ClinicTimeMixin, PhoneSearchMixin, admin.ModelAdmin):
 # -- the patient page's visits ------------------------------------------------------
 
 
-class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, admin.TabularInline):
+class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, TabularInline):
     """The patient's visits, read-only: changes go through the Visit page and its rules."""
 
     clinic_path = "patient__clinic"
