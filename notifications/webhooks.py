@@ -25,7 +25,7 @@ from notifications.models import (
 )
 from notifications.transports import TWILIO_STATUSES
 from scheduler import booking
-from scheduler.models import Clinic, Patient, Visit, VisitStatus
+from scheduler.models import Clinic, Patient, Visit, VisitStatus, is_row_id
 from scheduler.phones import format_for_display
 
 TWILIO_ERRORS = {
@@ -54,7 +54,7 @@ def record_status(
         return False
     earlier = [status for status, rank in STATUS_RANK.items() if rank < STATUS_RANK[new]]
     messages = Message.objects.filter(channel=Channel.SMS, status__in=earlier)
-    if message_id.isascii() and message_id.isdigit():  # "²" is a digit int() refuses
+    if is_row_id(message_id):
         # Our id in the callback URL finds the message (and those that went in
         # its text) even before our record of its SID is committed; the SID
         # must then match or still be unknown.

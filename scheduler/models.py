@@ -26,6 +26,16 @@ def default_time_zone() -> str:
     return settings.CLINIC_TIME_ZONE
 
 
+def is_row_id(value) -> bool:
+    """Whether ``value`` can be a database id: ASCII digits within a 64-bit integer.
+
+    ``str.isdigit`` alone lets "²" through (which ``int`` refuses), and an id
+    past the database's integers overflows in the query: both were server errors.
+    """
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) < 2**63
+
+
 class Weekday(models.IntegerChoices):
     MONDAY = 0, "Monday"
     TUESDAY = 1, "Tuesday"

@@ -443,7 +443,7 @@ def test_the_admin_shows_a_clinicians_calendar_address_by_its_host_only(
     change = reverse("admin:scheduler_externalcalendar_change", args=[calendar.pk])
     pages = {}
     for username in ("frontdesk", "admin"):  # may view; may change
-        client.force_login(get_user_model().objects.get(username=username))
+        sign_in_verified(client, get_user_model().objects.get(username=username))
         pages[username] = client.get(change)
         changelist = client.get(reverse("admin:scheduler_externalcalendar_changelist"))
         for page in (pages[username], changelist):

@@ -320,7 +320,7 @@ def test_every_failure_to_read_an_address_reads_the_same_to_the_clinician(
         "HTTP 404": server.url("/missing.ics"),
         "no answer in time": server.url("/slow.ics"),
     }
-    client.force_login(clinic.therapist.user)
+    sign_in_verified(client, clinic.therapist.user)
     shown, logged = {}, {}
     try:
         for case, url in addresses.items():

@@ -20,7 +20,7 @@ from django.db import models
 from django.utils import timezone
 
 from scheduler import audit
-from scheduler.models import AuditAction, Clinic
+from scheduler.models import AuditAction, Clinic, is_row_id
 from scheduler.phones import search_digits
 from scheduler.roles import Role, roles_of
 from scheduler.timezones import (
@@ -33,12 +33,6 @@ from scheduler.timezones import (
 )
 
 
-def _is_id(value) -> bool:
-    """Whether ``value`` can be a database id: ASCII digits within a 64-bit integer."""
-    text = str(value)
-    return text.isascii() and text.isdigit() and int(text) < 2**63
-
-
 class CheckedAutocompleteSelect(widgets.AutocompleteSelect):
     """Django's autocomplete looks submitted ids up as they are, to show them again.
 
@@ -48,7 +42,7 @@ class CheckedAutocompleteSelect(widgets.AutocompleteSelect):
     """
 
     def optgroups(self, name, value, attr=None):
-        return super().optgroups(name, [v for v in value if _is_id(v)], attr)
+        return super().optgroups(name, [v for v in value if is_row_id(v)], attr)
 
 
 class CheckedAutocompleteSelectMultiple(widgets.AutocompleteSelectMultiple):
@@ -65,7 +59,7 @@ class CheckedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
             raise ValidationError(
                 self.error_messages["invalid_pk_value"],
                 code="invalid_pk_value",
-                params={"pk": next((v for v in value if not _is_id(v)), "")},
+                params={"pk": next((v for v in value if not is_row_id(v)), "")},
             ) from None
 
 
@@ -88,16 +82,20 @@ class CheckedInputMixin:
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
-class ModelAdmin(CheckedInputMixin, admin.ModelAdmin):
-    """The base of every admin page of the project (crafted ids get form errors, never a 500)."""
+class CheckedActionsMixin:
+    """An action on rows chosen by crafted ids shows the list again with a note."""
 
     def response_action(self, request, queryset):
         # Django filters by the chosen rows' ids as posted; "abc" raised there.
         chosen = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        if not all(_is_id(pk) for pk in chosen):
+        if not all(is_row_id(pk) for pk in chosen):
             self.message_user(request, "Choose rows from the list.", messages.WARNING)
             return None  # the list again, with the message
         return super().response_action(request, queryset)
+
+
+class ModelAdmin(CheckedActionsMixin, CheckedInputMixin, admin.ModelAdmin):
+    """The base of every admin page of the project (crafted ids get form errors, never a 500)."""
 
 
 class TabularInline(CheckedInputMixin, admin.TabularInline):
@@ -206,9 +204,31 @@ class CalendarDatesMixin:
         return CalendarChangeList
 
 
+def check_input_of_every_admin(site: admin.AdminSite) -> None:
+    """Other apps' admin pages (Django's users, django-q2, axes, django-otp) checked as ours are.
+
+    Their lists, actions and forms took crafted ids and dates to a server
+    error (Django's actions filter by the posted ids as they are; its date
+    drill-down overflows at year 9999). Each admin not built on this module's
+    ``ModelAdmin`` is registered again as a subclass with its checks. Called
+    once every app has registered its admin (desk's AppConfig.ready).
+    """
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, ModelAdmin):
+            continue
+        original = type(model_admin)
+        checked = type(
+            original.__name__,
+            (CalendarDatesMixin, CheckedActionsMixin, CheckedInputMixin, original),
+            {"__module__": original.__module__},
+        )
+        site.unregister(model)
+        site.register(model, checked)
+
+
 def _requested_pk(request, name: str) -> int | None:
     value = request.POST.get(name) or request.GET.get(name) or ""
-    return int(value) if _is_id(value) else None
+    return int(value) if is_row_id(value) else None
 
 
 def clinician_only(request):

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from plans.care_plans import PlanNotConfirmed, confirm, save_proposal
 from plans.generator import PlanInfeasible, Preferences, generate
 from plans.models import Protocol
-from scheduler.models import Clinician, Patient
+from scheduler.models import Clinician, Patient, is_row_id
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -103,7 +103,7 @@ class Command(BaseCommand):
     def _patient(self, key: str) -> Patient:
         patients = Patient.objects.select_related("clinic")
         found = (
-            patients.filter(pk=int(key)) if key.isdigit() else patients.filter(email__iexact=key)
+            patients.filter(pk=int(key)) if is_row_id(key) else patients.filter(email__iexact=key)
         )
         if len(found) != 1:
             raise CommandError(f"No single patient with id or email {key!r}.")

@@ -9,7 +9,7 @@ from django.db.models import Q
 
 from scheduler import tokens
 from scheduler.links import feed_url
-from scheduler.models import Clinician, Patient
+from scheduler.models import Clinician, Patient, is_row_id
 
 
 def find_clinician(text: str) -> Clinician:
@@ -28,7 +28,7 @@ def find_clinician(text: str) -> Clinician:
 
 
 def find_patient(text: str) -> Patient:
-    query = Q(pk=int(text)) if text.isdigit() else Q(email__iexact=text)
+    query = Q(pk=int(text)) if is_row_id(text) else Q(email__iexact=text)
     matches = list(Patient.objects.filter(query))
     if len(matches) != 1:
         raise CommandError(
