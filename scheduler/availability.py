@@ -3,7 +3,9 @@
 ``Availability`` loads everything a decision needs for one clinic and one window
 of time in a fixed number of queries (hours, closures, clinicians' hours, time
 off and busy times from their own calendars, rooms, and the visits that hold
-clinicians, rooms and patients). Booking uses it to validate one visit; slot
+clinicians, rooms and patients, with the patient's kept apart by the clinic's
+travel gap where one is a telehealth visit and the other is here). Booking
+uses it to validate one visit; slot
 search and plan generation use it to test thousands of candidate times without
 another query.
 """
@@ -317,11 +319,19 @@ class Availability:
             Visit.objects.blocking()
             .filter(condition)
             .exclude(pk__in=self.ignore_visits)
-            .values_list("pk", "clinician_id", "room_id", "patient_id", "start", "end")
+            .values_list(
+                "pk",
+                "clinician_id",
+                "room_id",
+                "patient_id",
+                "start",
+                "end",
+                "visit_type__modality",
+            )
             .order_by()
         )
         by_clinician, by_room, by_patient = defaultdict(list), defaultdict(list), defaultdict(list)
-        for pk, clinician_id, room_id, patient_id, start_, end_ in rows:
+        for pk, clinician_id, room_id, patient_id, start_, end_, modality in rows:
             if pk in self._seen:
                 continue
             self._seen.add(pk)
@@ -330,7 +340,8 @@ class Availability:
             if room_id:
                 by_room[room_id].append(busy)
             if patient_id in self.patient_ids:  # other patients' diaries never matter here
-                by_patient[patient_id].append(busy)
+                # Labelled with the modality: the travel gap is between a video visit and one here.
+                by_patient[patient_id].append(Busy(start_, end_, modality))
         for timelines, new in (
             (self.clinician_visits, by_clinician),
             (self.room_visits, by_room),
@@ -427,6 +438,36 @@ class Availability:
                 yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
 
         yield from self.conflicts(clinician, room, patient, start, end)
+        if patient is not None:
+            yield from self.travel_problems(visit_type, patient, start, end)
+
+    def travel_problems(self, visit_type, patient, start, end) -> Iterator[str]:
+        """A visit of the patient's in the other modality closer than the clinic's travel gap.
+
+        Both ways round: before a visit here the patient must get from home
+        (where they took the video call) to the clinic, and after one they
+        must get home for the call, driven by someone else after a dose. Two
+        visits of one modality need no journey between them (one clinic, or
+        both from home). Days do not matter: a journey is a journey at midnight too.
+        """
+        gap = self.clinic.travel_gap
+        if not gap:
+            return
+        other = (
+            Modality.IN_PERSON
+            if visit_type.modality == Modality.TELEHEALTH
+            else Modality.TELEHEALTH
+        )
+        for busy in self.patient_visits[patient.pk].overlapping(start - gap, end + gap):
+            if busy.label == other and (busy.end <= start or end <= busy.start):
+                span = format_span(busy.start, busy.end, self.tz, start.astimezone(self.tz).date())
+                kind = "a telehealth" if other == Modality.TELEHEALTH else "an in-clinic"
+                yield (
+                    f"{patient} has {kind} visit {span}; the clinic keeps "
+                    f"{self.clinic.travel_gap_minutes} minutes between a telehealth visit and "
+                    "one at the clinic, for the journey."
+                )
+                break
 
     def _fit_of_people_and_place(self, visit_type, clinician, room, patient) -> Iterator[str]:
         if clinician.clinic_id != self.clinic.pk or (
@@ -474,23 +515,23 @@ class Availability:
                 yield Conflict(f"{patient} already has a visit {span}.")
                 break
 
-    def reserve(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def reserve(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
         """Treat a planned visit as busy, so later searches in this window avoid it."""
         busy = Busy(start, end)
         self.clinician_visits[clinician.pk].add(busy)
         if room is not None:
             self.room_visits[room.pk].add(busy)
         if patient is not None:
-            self.patient_visits[patient.pk].add(busy)
+            self.patient_visits[patient.pk].add(Busy(start, end, visit_type.modality))
 
-    def release(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def release(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
         """Undo ``reserve``: a planned visit given up no longer holds its slot."""
         busy = Busy(start, end)
         self.clinician_visits[clinician.pk].remove(busy)
         if room is not None:
             self.room_visits[room.pk].remove(busy)
         if patient is not None:
-            self.patient_visits[patient.pk].remove(busy)
+            self.patient_visits[patient.pk].remove(Busy(start, end, visit_type.modality))
 
     # -- searching ---------------------------------------------------------
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
+from django.core.validators import MaxValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -92,6 +92,11 @@ class ClinicQuerySet(models.QuerySet):
         return self.order_by("pk").first()
 
 
+# Availability reads a patient's visits a day either side of what it decides
+# (scheduler.availability), so a longer travel gap could not be kept.
+MAX_TRAVEL_GAP_MINUTES = 12 * 60
+
+
 class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
@@ -108,6 +113,13 @@ class Clinic(models.Model):
         help_text="What calendar feeds and invites show. Synced calendars can be seen by "
         "others; only Full names the visit type.",
     )
+    travel_gap_minutes = models.PositiveIntegerField(
+        "travel gap (minutes)",
+        default=60,
+        validators=[MaxValueValidator(MAX_TRAVEL_GAP_MINUTES)],
+        help_text="The least time between a patient's telehealth visit and their visit at the "
+        "clinic, either way round, to travel between home and the clinic. 0: none.",
+    )
 
     objects = ClinicQuerySet.as_manager()
 
@@ -120,6 +132,10 @@ class Clinic(models.Model):
     @property
     def tz(self):
         return zone(self.time_zone)
+
+    @property
+    def travel_gap(self) -> timedelta:
+        return timedelta(minutes=self.travel_gap_minutes)
 
 
 class OpeningHours(WeeklyHours):

@@ -796,6 +796,12 @@ THERAPIST_AWAY = World(
     steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1, min_gap=24, max_gap=48)),
     time_off=(Interval(who=1, offset_hours=24, hours=14 * 24),),
 )
+# A video visit at 08:00-08:30 was followed by a dose at 08:30: no time to get
+# from home to the clinic (Clinic.travel_gap_minutes).
+VIDEO_THEN_DOSE = World(
+    visit_types=(CHECK_IN, DOSING),
+    steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1)),
+)
 
 
 # -- the properties -------------------------------------------------------------
@@ -808,6 +814,7 @@ THERAPIST_AWAY = World(
 @example(world=UNTIL_PASSED)
 @example(world=FALL_BACK_NIGHT)
 @example(world=DOSE_ALREADY_BOOKED)
+@example(world=VIDEO_THEN_DOSE)
 def test_a_generated_plan_keeps_every_rule_or_names_the_step_and_rule_that_failed(now, world):
     with transaction.atomic():
         built = build(world)
