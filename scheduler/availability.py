@@ -26,6 +26,7 @@ from scheduler.models import (
     Clinic,
     Clinician,
     Closure,
+    ClosureKind,
     Modality,
     Patient,
     Room,
@@ -35,6 +36,7 @@ from scheduler.models import (
     Weekday,
     overlapping,
 )
+from scheduler.public_holidays import holidays_between
 from scheduler.timezones import LocalTimeError, local_datetime
 
 
@@ -175,6 +177,75 @@ def _absences(clinician_ids: list[int], start: datetime, end: datetime):
     return time_off.union(busy, all=True)
 
 
+def _without(busy: Busy, holes: Iterable[Busy]) -> list[Busy]:
+    """What is left of ``busy`` once the ``holes`` are cut out of it."""
+    pieces = [busy]
+    for hole in holes:
+        left = []
+        for piece in pieces:
+            if hole.end <= piece.start or piece.end <= hole.start:
+                left.append(piece)
+                continue
+            if piece.start < hole.start:
+                left.append(piece._replace(end=hole.start))
+            if hole.end < piece.end:
+                left.append(piece._replace(start=hole.end))
+        pieces = left
+    return pieces
+
+
+def closed_times(clinic: Clinic, start: datetime, end: datetime) -> tuple[Timeline, Timeline]:
+    """The clinic's own closures, and its public holidays, touching [start, end): one query.
+
+    A holiday is its whole local day, less the spans a closure row of kind
+    *open* gives back (labelled with the holiday's name). Opening anyway lifts
+    only a holiday: the weekly hours and the clinic's own closures still hold.
+    """
+    closed, opened = [], []
+    for row in Closure.objects.filter(clinic=clinic, start__lt=end, end__gt=start):
+        (opened if row.kind == ClosureKind.OPEN else closed).append(
+            Busy(row.start, row.end, row.reason)
+        )
+    tz = clinic.tz
+    first, last = start.astimezone(tz).date(), end.astimezone(tz).date()
+    holidays = []
+    for day, name in holidays_between(clinic.country, clinic.subdivision, first, last).items():
+        midnight = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+        next_midnight = datetime.combine(day + DAY, time(0), tzinfo=tz).astimezone(UTC)
+        holidays += _without(Busy(midnight, next_midnight, name), opened)
+    return Timeline(closed), Timeline(holidays)
+
+
+def closures_on(clinic: Clinic, day: date) -> list[str]:
+    """What closes the clinic on local ``day``, or opens it on a holiday, in words: one query.
+
+    For the desk's day page: "Public holiday: Thanksgiving Day. The clinic is
+    closed.", "... Open anyway 09:00-13:00 (reason).", "Closed 15:00-18:00 (reason)."
+    """
+    tz = clinic.tz
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + DAY, time(0), tzinfo=tz).astimezone(UTC)
+    rows = Closure.objects.filter(clinic=clinic, start__lt=end, end__gt=start)
+
+    def spans(kind: str) -> list[str]:
+        return [
+            format_span(row.start, row.end, tz, day) + (f" ({row.reason})" if row.reason else "")
+            for row in rows
+            if row.kind == kind
+        ]
+
+    notes = []
+    holiday = holidays_between(clinic.country, clinic.subdivision, day, day).get(day)
+    if holiday:
+        opened = spans(ClosureKind.OPEN)
+        notes.append(
+            f"Public holiday: {holiday}. "
+            + (f"Open anyway {', '.join(opened)}." if opened else "The clinic is closed.")
+        )
+    notes += [f"Closed {span}." for span in spans(ClosureKind.CLOSED)]
+    return notes
+
+
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
     week = defaultdict(list)
     for row in rows:
@@ -226,10 +297,7 @@ class Availability:
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
 
         self.opening_hours = _weekly(clinic.opening_hours.all())
-        self.closures = Timeline(
-            Busy(row.start, row.end, row.reason)
-            for row in Closure.objects.filter(clinic=clinic, start__lt=self.end, end__gt=self.start)
-        )
+        self.closures, self.holidays = closed_times(clinic, self.start, self.end)
 
         clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related("working_hours")
         if clinicians is not None:
@@ -414,6 +482,9 @@ class Availability:
                 )
             else:
                 yield f"The clinic is closed on {Weekday(local_start.weekday()).label}s."
+        holiday = self.holidays.first_overlap(start, end)
+        if holiday:
+            yield f"Clinic closed: {holiday.label}."
         closure = self.closures.first_overlap(start, end)
         if closure:
             why = f" ({closure.label})" if closure.label else ""
@@ -535,16 +606,25 @@ class Availability:
 
     # -- searching ---------------------------------------------------------
 
+    def _local_day(self, day: date) -> tuple[datetime, datetime]:
+        return (
+            datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC),
+            datetime.combine(day + DAY, time(0), tzinfo=self.tz).astimezone(UTC),
+        )
+
+    def closed_all_day(self, day: date) -> bool:
+        """Whether a closure or a public holiday (not opened anyway) takes the whole local ``day``."""
+        start, end = self._local_day(day)
+        return self.closures.covers(start, end) or self.holidays.covers(start, end)
+
     def away_all_day(self, clinician: Clinician, day: date) -> bool:
-        """Whether a closure or the clinician's time off takes the whole local ``day``.
+        """Whether the clinic is closed, or the clinician off, the whole local ``day``.
 
         A search over weeks skips such days at once instead of refusing each
         candidate time (a clinic closed for the holidays, a therapist away).
         """
-        midnight = datetime.combine(day, time(0), tzinfo=self.tz)
-        start, end = midnight.astimezone(UTC), (midnight + DAY).astimezone(UTC)
         off = self.time_off.get(clinician.pk)
-        return self.closures.covers(start, end) or (off is not None and off.covers(start, end))
+        return self.closed_all_day(day) or (off is not None and off.covers(*self._local_day(day)))
 
     def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
         if visit_type.modality == Modality.TELEHEALTH:
@@ -619,7 +699,7 @@ class Availability:
         day = first_day
         while day <= last_day:
             found = []
-            for clinician in clinicians:
+            for clinician in [] if self.closed_all_day(day) else clinicians:
                 for start in self.candidate_starts(clinician, day, step):
                     end = start + visit_type.duration
                     room = self.first_room(visit_type, clinician, rooms, patient, start, end)

@@ -3,10 +3,12 @@
 import itertools
 from datetime import timedelta
 
+import holidays
+
 from plans.generator import Proposal
 from plans.models import Anchor
 from scheduler.availability import Availability
-from scheduler.models import BLOCKING_STATUSES, Visit
+from scheduler.models import BLOCKING_STATUSES, Closure, ClosureKind, Visit
 
 
 def rule_violations(proposal: Proposal) -> list[str]:
@@ -47,6 +49,7 @@ def rule_violations(proposal: Proposal) -> list[str]:
         if second.start < first.end:
             broken.append(f"{first.step} and {second.step} overlap for the patient.")
     broken += _travel_gaps(proposal, visits)
+    broken += _on_holidays(proposal, visits)
 
     steps = list(protocol.steps.order_by("position"))
     for step in steps:
@@ -129,3 +132,26 @@ def _travel_gaps(proposal: Proposal, visits) -> list[str]:
             if modality != other_modality and apart < gap:
                 broken.append(f"{what} at {start} is {apart} from {other}, under the travel gap.")
     return broken
+
+
+def _on_holidays(proposal: Proposal, visits) -> list[str]:
+    """No new visit on a public holiday of the clinic's country and state, unless opened anyway."""
+    clinic = proposal.protocol.clinic
+    tz = clinic.tz
+    days = {
+        (visit, moment.astimezone(tz).date())
+        for visit in visits
+        for moment in (visit.start, visit.end - timedelta(microseconds=1))
+    }
+    calendar = holidays.country_holidays(
+        clinic.country, subdiv=clinic.subdivision or None, years={day.year for _, day in days}
+    )
+    opened = list(
+        Closure.objects.filter(clinic=clinic, kind=ClosureKind.OPEN).values_list("start", "end")
+    )
+    return [
+        f"{visit.step} at {visit.start} is on {calendar[day]}."
+        for visit, day in days
+        if day in calendar
+        and not any(start <= visit.start and visit.end <= end for start, end in opened)
+    ]

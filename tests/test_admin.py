@@ -153,7 +153,10 @@ def berlin(demo):
 
 @pytest.mark.parametrize("model_name", ["closure", "timeoff"])
 def test_a_stretch_of_time_is_entered_and_listed_in_its_clinics_zone(staff, berlin, model_name):
-    owner = {"closure": {"clinic": berlin.clinic.pk}, "timeoff": {"clinician": berlin.nurse.pk}}
+    owner = {
+        "closure": {"clinic": berlin.clinic.pk, "kind": "closed"},
+        "timeoff": {"clinician": berlin.nurse.pk},
+    }
     day = MONDAY.isoformat()
     response = staff.post(
         reverse(f"admin:scheduler_{model_name}_add"),
