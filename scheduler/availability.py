@@ -1,13 +1,12 @@
 """Whether a visit fits, and where the free slots are.
 
 ``Availability`` loads everything a decision needs for one clinic and one window
-of time in a fixed number of queries (hours, closures, clinicians' hours, time
-off and busy times from their own calendars, rooms, and the visits that hold
-clinicians, rooms and patients, with the patient's kept apart by the clinic's
-travel gap where one is a telehealth visit and the other is here). Booking
-uses it to validate one visit; slot
-search and plan generation use it to test thousands of candidate times without
-another query.
+of time in a fixed number of queries (hours, closures, public holidays,
+clinicians' hours, time off and busy times from their own calendars, rooms, and
+the visits that hold clinicians, rooms and patients; a patient's telehealth and
+in-clinic visits are kept the clinic's travel gap apart). Booking uses it to
+validate one visit; slot search and plan generation use it to test thousands of
+candidate times without another query.
 """
 
 from bisect import bisect_left
