@@ -5,8 +5,9 @@ clinicians, 20 rooms, 5,000 patients, 100,000 visits over 12 months and
 300,000 messages in every state, all bulk-created. The demo clinic's own
 configuration (visit types, protocols, reminder policies, staff logins) comes
 from ``seed_demo``; the bulk rows are laid out on a grid that can never
-overlap, so the data passes every invariant the booking rules enforce
-(PostgreSQL's exclusion constraints check it on the way in):
+overlap, so the data passes every overlap invariant the booking rules enforce
+(PostgreSQL's exclusion constraints check it on the way in); public holidays
+and the travel gap it ignores, as it never books through the rules:
 
 - each clinician fills slots of a fixed grid inside their working hours:
   therapists hourly (50-minute sessions), prescribers every 2 hours, nurses

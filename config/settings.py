@@ -159,6 +159,9 @@ USE_TZ = True
 # only the default for new clinics and for pages with no clinic in view.
 TIME_ZONE = env("CLINIC_TIME_ZONE", "America/New_York")
 CLINIC_TIME_ZONE = TIME_ZONE
+# Defaults for new clinics: whose public holidays close them (scheduler.public_holidays).
+CLINIC_COUNTRY = env("CLINIC_COUNTRY", "US")
+CLINIC_SUBDIVISION = env("CLINIC_SUBDIVISION", "")
 PHONE_REGION = env("PHONE_REGION", "US")
 CURRENCY = env("CURRENCY", "USD")
 # How far ahead visits can be booked; further is almost always a typo in the year.

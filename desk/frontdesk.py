@@ -34,6 +34,7 @@ from plans import care_plans
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, Screening
 from scheduler import audit, booking
+from scheduler.availability import closures_on
 from scheduler.booking import BookingError
 from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus
 from scheduler.roles import DESK_ROLES, role_required
@@ -191,6 +192,8 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         "tz": clinic.tz,
         "day": day,
         "is_today": day == timezone.localdate(timezone=clinic.tz),
+        # Outside the cached schedule: its version digest covers visits, not closures.
+        "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),
         "next": day + timedelta(days=1),
         "schedule": schedule_fragment(

@@ -1,9 +1,34 @@
-"""The demo clinic's protocols (the typical induction series in docs/rules.md), created idempotently."""
+"""The plans layer of the demo clinic, created idempotently: its protocols (the
+typical induction series in docs/rules.md), the screenings of the first
+patients, each done in a visit a few weeks ago and cleared at its end, and for
+two of them a first dose with the integration session after it.
 
-from datetime import UTC, datetime
+What is past is written as it stands (completed visits, no messages): booking
+is for times still ahead. What is ahead is booked through ``scheduler.booking``
+and keeps every rule a desk booking keeps. A patient who already has a visit of
+the kind is left as they are, so reruns on later days add nothing.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
 
 from plans.models import CONTRAINDICATIONS, Anchor, Protocol, ProtocolStep, Screening
-from scheduler.models import Clinic, Patient, VisitType
+from scheduler import booking
+from scheduler.availability import free_slots
+from scheduler.demo import BOOKING_WINDOW_DAYS
+from scheduler.models import (
+    Clinic,
+    Patient,
+    Visit,
+    VisitKind,
+    VisitStatus,
+    VisitType,
+)
+
+logger = logging.getLogger(__name__)
 
 DAY = 24
 
@@ -175,27 +200,163 @@ def seed_protocols(clinic: Clinic) -> list[Protocol]:
 # Half the demo patients have a screening a prescriber cleared, so that dosing
 # plans can be confirmed for them; the others show the screening gate at work.
 SCREENED_PATIENTS = 10
-SCREENED_AT = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+# Their screening visits lie this many days back and later (two days apart),
+# ending the day before the demo is seeded at the latest.
+SCREENING_HISTORY_DAYS = 28
+
+# (patient index, protocol slug): a first dose in the coming two weeks, by the
+# protocol's dosing visit type, then the integration session its window asks for.
+DEMO_DOSES = [(4, "iv-induction"), (5, "kap-lozenge")]
 
 
-def seed_screenings(patients: list[Patient]) -> None:
-    for patient in patients[:SCREENED_PATIENTS]:
-        prescriber = patient.clinic.clinicians.filter(is_prescriber=True).order_by("pk").first()
+def screening_visit(patient: Patient, turn: int) -> Visit | None:
+    """The patient's completed screening visit: the one they had, or one written in the past now.
+
+    The first free time of a prescriber (taking turns) from a few weeks back,
+    found like any free time: in opening hours, never on a holiday the clinic
+    is closed on, clear of every other visit.
+    """
+    done = (
+        Visit.objects.filter(
+            patient=patient,
+            visit_type__kind=VisitKind.SCREENING,
+            status=VisitStatus.COMPLETED,
+        )
+        .order_by("start")
+        .first()
+    )
+    if done is not None:
+        return done
+    clinic = patient.clinic
+    visit_type = VisitType.objects.get(clinic=clinic, slug="screening")
+    prescribers = list(clinic.clinicians.filter(is_prescriber=True).order_by("pk"))
+    today = timezone.localdate(timezone=clinic.tz)
+    first_day = today - timedelta(days=SCREENING_HISTORY_DAYS - 2 * turn)
+    last_day = today - timedelta(days=1)
+    slots = free_slots(
+        visit_type,
+        first_day,
+        last_day,
+        clinicians=[prescribers[turn % len(prescribers)]],
+        patient=patient,
+        limit=1,
+    ) or free_slots(visit_type, first_day, last_day, patient=patient, limit=1)
+    if not slots:
+        logger.warning("No past screening time for %s; not screened.", patient)
+        return None
+    slot = slots[0]
+    return Visit.objects.create(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=slot.clinician,
+        room=slot.room,
+        start=slot.start,
+        end=slot.end,
+        status=VisitStatus.COMPLETED,
+    )
+
+
+def seed_screenings(patients: list[Patient]) -> list[Visit]:
+    """The first patients' screenings, cleared by the prescriber who saw them, as the visit ended."""
+    visits = []
+    for turn, patient in enumerate(patients[:SCREENED_PATIENTS]):
+        visit = screening_visit(patient, turn)
+        if visit is None:
+            continue
         Screening.objects.update_or_create(
             patient=patient,
             defaults={
                 "answers": dict.fromkeys(CONTRAINDICATIONS, False),
-                "answered_by": prescriber,
-                "answered_at": SCREENED_AT,
+                "answered_by": visit.clinician,
+                "answered_at": visit.end,
                 "cleared": True,
-                "cleared_by": prescriber,
-                "cleared_at": SCREENED_AT,
+                "cleared_by": visit.clinician,
+                "cleared_at": visit.end,
             },
         )
+        visits.append(visit)
+    return visits
 
 
-def seed(clinic: Clinic, patients: list[Patient]) -> list[Protocol]:
-    """Seed the plans layer of the demo clinic: its protocols, and the first patients' screenings."""
+def _first_slot(visit_type, patient, earliest, latest):
+    """The first free time for ``visit_type`` between two instants, or None."""
+    tz = patient.clinic.tz
+    for slot in free_slots(
+        visit_type,
+        timezone.localdate(earliest, timezone=tz),
+        timezone.localdate(latest, timezone=tz),
+        patient=patient,
+    ):
+        if earliest <= slot.start <= latest:
+            return slot
+    return None
+
+
+def _book(patient: Patient, slot, **extra) -> Visit:
+    visit_type = extra.pop("visit_type")
+    return booking.book(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=slot.clinician,
+        start=slot.start,
+        room=slot.room,
+        **extra,
+    )
+
+
+def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
+    """A first dose for some screened patients, and the integration after it, within its window.
+
+    Only for a patient with no dose and no integration yet; the dose has its
+    ride home arranged, as the desk would before check-in.
+    """
+    booked = []
+    now = timezone.now()
+    for number, (index, slug) in enumerate(DEMO_DOSES):
+        patient = patients[index]
+        if Visit.objects.filter(
+            patient=patient, visit_type__kind__in=[VisitKind.DOSING, VisitKind.INTEGRATION]
+        ).exists():
+            continue
+        steps = list(Protocol.objects.get(clinic=clinic, slug=slug).steps.order_by("position"))
+        dosing = next(step for step in steps if step.visit_type.is_dosing)
+        after = next(
+            step
+            for step in steps
+            if step.anchor == Anchor.AFTER_EACH and step.after_step_id == dosing.pk
+        )
+        slot = _first_slot(
+            dosing.visit_type,
+            patient,
+            now + timedelta(days=3 + number),
+            now + timedelta(days=BOOKING_WINDOW_DAYS),
+        )
+        if slot is None:
+            logger.warning("No free time for a dose for %s; skipped.", patient)
+            continue
+        dose = _book(patient, slot, visit_type=dosing.visit_type, ride_home_arranged=True)
+        slot = _first_slot(
+            after.visit_type, patient, dose.end + after.min_gap, dose.end + after.max_gap
+        )
+        if slot is None:
+            booking.cancel(dose, "Demo: no integration session could follow it.")
+            logger.warning("No integration time after %s's dose; dose cancelled.", patient)
+            continue
+        booked += [dose, _book(patient, slot, visit_type=after.visit_type)]
+    return booked
+
+
+@dataclass
+class PlansDemo:
+    """What the command's report needs from this layer."""
+
+    protocols: list[Protocol]
+    history: list[Visit] = field(default_factory=list)  # the screening visits done
+    booked: list[Visit] = field(default_factory=list)  # booked by this run
+
+
+def seed(clinic: Clinic, patients: list[Patient]) -> PlansDemo:
+    """Seed the plans layer of the demo clinic (see the module's docstring)."""
     protocols = seed_protocols(clinic)
-    seed_screenings(patients)
-    return protocols
+    history = seed_screenings(patients)
+    return PlansDemo(protocols, history, seed_doses(clinic, patients))

@@ -5,7 +5,8 @@ earliest slot that satisfies every rule: the step's window relative to its
 anchor (a gap after an earlier step, or after each visit of it), spacing
 between visits of the step, weekly limits, the protocol's dose spacing and
 weekly maximum (counting doses already booked), clinic and clinician hours,
-time off, closures, rooms and every existing visit (one ``Availability`` for the
+time off, closures, rooms, every existing visit and the clinic's travel gap
+between the patient's telehealth and in-clinic visits (one ``Availability`` for the
 whole plan, loaded again only when a window reaches past it, so the number of
 queries does not depend on how many visits exist). Patient preferences
 (weekdays, times of day, clinicians) are honoured where a slot allows and
@@ -234,7 +235,7 @@ class Generator:
     def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
         for visit in self.visits:  # the last attempt's visits no longer hold their slots
             self.availability.release(
-                visit.clinician, visit.room, self.patient, visit.start, visit.end
+                visit.visit_type, visit.clinician, visit.room, self.patient, visit.start, visit.end
             )
         self.start = start
         self.first_horizon = plan_horizon(self.steps, start)
@@ -465,7 +466,7 @@ class Generator:
                 f"proposed {self._local_text(start, end)} with {clinician}."
             )
         self.continuity.setdefault(visit_type.clinician_role, clinician)
-        self.availability.reserve(clinician, room, self.patient, start, end)
+        self.availability.reserve(visit_type, clinician, room, self.patient, start, end)
         self.placed += ((step.pk, clinician.pk, room.pk if room else None, start),)
         visit = ProposedVisit(
             step, occurrence, visit_type, clinician, room, start, end, follows=anchor
@@ -488,7 +489,7 @@ class Generator:
         )
         for visit in self.visits:
             self.availability.reserve(
-                visit.clinician, visit.room, self.patient, visit.start, visit.end
+                visit.visit_type, visit.clinician, visit.room, self.patient, visit.start, visit.end
             )
         # Doses the patient already has count for spacing and the weekly maximum:
         # the dose_spacing gate counts them when the plan is confirmed.

@@ -1,11 +1,12 @@
 """Whether a visit fits, and where the free slots are.
 
 ``Availability`` loads everything a decision needs for one clinic and one window
-of time in a fixed number of queries (hours, closures, clinicians' hours, time
-off and busy times from their own calendars, rooms, and the visits that hold
-clinicians, rooms and patients). Booking uses it to validate one visit; slot
-search and plan generation use it to test thousands of candidate times without
-another query.
+of time in a fixed number of queries (hours, closures, public holidays,
+clinicians' hours, time off and busy times from their own calendars, rooms, and
+the visits that hold clinicians, rooms and patients; a patient's telehealth and
+in-clinic visits are kept the clinic's travel gap apart). Booking uses it to
+validate one visit; slot search and plan generation use it to test thousands of
+candidate times without another query.
 """
 
 from bisect import bisect_left
@@ -24,6 +25,7 @@ from scheduler.models import (
     Clinic,
     Clinician,
     Closure,
+    ClosureKind,
     Modality,
     Patient,
     Room,
@@ -33,6 +35,7 @@ from scheduler.models import (
     Weekday,
     overlapping,
 )
+from scheduler.public_holidays import holidays_between
 from scheduler.timezones import LocalTimeError, local_datetime
 
 
@@ -173,6 +176,75 @@ def _absences(clinician_ids: list[int], start: datetime, end: datetime):
     return time_off.union(busy, all=True)
 
 
+def _without(busy: Busy, holes: Iterable[Busy]) -> list[Busy]:
+    """What is left of ``busy`` once the ``holes`` are cut out of it."""
+    pieces = [busy]
+    for hole in holes:
+        left = []
+        for piece in pieces:
+            if hole.end <= piece.start or piece.end <= hole.start:
+                left.append(piece)
+                continue
+            if piece.start < hole.start:
+                left.append(piece._replace(end=hole.start))
+            if hole.end < piece.end:
+                left.append(piece._replace(start=hole.end))
+        pieces = left
+    return pieces
+
+
+def closed_times(clinic: Clinic, start: datetime, end: datetime) -> tuple[Timeline, Timeline]:
+    """The clinic's own closures, and its public holidays, touching [start, end): one query.
+
+    A holiday is its whole local day, less the spans a closure row of kind
+    *open* gives back (labelled with the holiday's name). Opening anyway lifts
+    only a holiday: the weekly hours and the clinic's own closures still hold.
+    """
+    closed, opened = [], []
+    for row in Closure.objects.filter(clinic=clinic, start__lt=end, end__gt=start):
+        (opened if row.kind == ClosureKind.OPEN else closed).append(
+            Busy(row.start, row.end, row.reason)
+        )
+    tz = clinic.tz
+    first, last = start.astimezone(tz).date(), end.astimezone(tz).date()
+    holidays = []
+    for day, name in holidays_between(clinic.country, clinic.subdivision, first, last).items():
+        midnight = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+        next_midnight = datetime.combine(day + DAY, time(0), tzinfo=tz).astimezone(UTC)
+        holidays += _without(Busy(midnight, next_midnight, name), opened)
+    return Timeline(closed), Timeline(holidays)
+
+
+def closures_on(clinic: Clinic, day: date) -> list[str]:
+    """What closes the clinic on local ``day``, or opens it on a holiday, in words: one query.
+
+    For the desk's day page: "Public holiday: Thanksgiving Day. The clinic is
+    closed.", "... Open anyway 09:00-13:00 (reason).", "Closed 15:00-18:00 (reason)."
+    """
+    tz = clinic.tz
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + DAY, time(0), tzinfo=tz).astimezone(UTC)
+    rows = Closure.objects.filter(clinic=clinic, start__lt=end, end__gt=start)
+
+    def spans(kind: str) -> list[str]:
+        return [
+            format_span(row.start, row.end, tz, day) + (f" ({row.reason})" if row.reason else "")
+            for row in rows
+            if row.kind == kind
+        ]
+
+    notes = []
+    holiday = holidays_between(clinic.country, clinic.subdivision, day, day).get(day)
+    if holiday:
+        opened = spans(ClosureKind.OPEN)
+        notes.append(
+            f"Public holiday: {holiday}. "
+            + (f"Open anyway {', '.join(opened)}." if opened else "The clinic is closed.")
+        )
+    notes += [f"Closed {span}." for span in spans(ClosureKind.CLOSED)]
+    return notes
+
+
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
     week = defaultdict(list)
     for row in rows:
@@ -224,10 +296,7 @@ class Availability:
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
 
         self.opening_hours = _weekly(clinic.opening_hours.all())
-        self.closures = Timeline(
-            Busy(row.start, row.end, row.reason)
-            for row in Closure.objects.filter(clinic=clinic, start__lt=self.end, end__gt=self.start)
-        )
+        self.closures, self.holidays = closed_times(clinic, self.start, self.end)
 
         clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related("working_hours")
         if clinicians is not None:
@@ -325,11 +394,19 @@ class Availability:
             Visit.objects.blocking()
             .filter(condition)
             .exclude(pk__in=self.ignore_visits)
-            .values_list("pk", "clinician_id", "room_id", "patient_id", "start", "end")
+            .values_list(
+                "pk",
+                "clinician_id",
+                "room_id",
+                "patient_id",
+                "start",
+                "end",
+                "visit_type__modality",
+            )
             .order_by()
         )
         by_clinician, by_room, by_patient = defaultdict(list), defaultdict(list), defaultdict(list)
-        for pk, clinician_id, room_id, patient_id, start_, end_ in rows:
+        for pk, clinician_id, room_id, patient_id, start_, end_, modality in rows:
             if pk in self._seen:
                 continue
             self._seen.add(pk)
@@ -338,7 +415,8 @@ class Availability:
             if room_id:
                 by_room[room_id].append(busy)
             if patient_id in self.patient_ids:  # other patients' diaries never matter here
-                by_patient[patient_id].append(busy)
+                # Labelled with the modality: the travel gap is between a video visit and one here.
+                by_patient[patient_id].append(Busy(start_, end_, modality))
         for timelines, new in (
             (self.clinician_visits, by_clinician),
             (self.room_visits, by_room),
@@ -411,6 +489,9 @@ class Availability:
                 )
             else:
                 yield f"The clinic is closed on {Weekday(local_start.weekday()).label}s."
+        holiday = self.holidays.first_overlap(start, end)
+        if holiday:
+            yield f"Clinic closed: {holiday.label}."
         closure = self.closures.first_overlap(start, end)
         if closure:
             why = f" ({closure.label})" if closure.label else ""
@@ -435,6 +516,36 @@ class Availability:
                 yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
 
         yield from self.conflicts(clinician, room, patient, start, end)
+        if patient is not None:
+            yield from self.travel_problems(visit_type, patient, start, end)
+
+    def travel_problems(self, visit_type, patient, start, end) -> Iterator[str]:
+        """A visit of the patient's in the other modality closer than the clinic's travel gap.
+
+        Both ways round: before a visit here the patient must get from home
+        (where they took the video call) to the clinic, and after one they
+        must get home for the call, driven by someone else after a dose. Two
+        visits of one modality need no journey between them (one clinic, or
+        both from home). Days do not matter: a journey is a journey at midnight too.
+        """
+        gap = self.clinic.travel_gap
+        if not gap:
+            return
+        other = (
+            Modality.IN_PERSON
+            if visit_type.modality == Modality.TELEHEALTH
+            else Modality.TELEHEALTH
+        )
+        for busy in self.patient_visits[patient.pk].overlapping(start - gap, end + gap):
+            if busy.label == other and (busy.end <= start or end <= busy.start):
+                span = format_span(busy.start, busy.end, self.tz, start.astimezone(self.tz).date())
+                kind = "a telehealth" if other == Modality.TELEHEALTH else "an in-clinic"
+                yield (
+                    f"{patient} has {kind} visit {span}; the clinic keeps "
+                    f"{self.clinic.travel_gap_minutes} minutes between a telehealth visit and "
+                    "one at the clinic, for the journey."
+                )
+                break
 
     def _fit_of_people_and_place(self, visit_type, clinician, room, patient) -> Iterator[str]:
         if clinician.clinic_id != self.clinic.pk or (
@@ -482,36 +593,45 @@ class Availability:
                 yield Conflict(f"{patient} already has a visit {span}.")
                 break
 
-    def reserve(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def reserve(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
         """Treat a planned visit as busy, so later searches in this window avoid it."""
         busy = Busy(start, end)
         self.clinician_visits[clinician.pk].add(busy)
         if room is not None:
             self.room_visits[room.pk].add(busy)
         if patient is not None:
-            self.patient_visits[patient.pk].add(busy)
+            self.patient_visits[patient.pk].add(Busy(start, end, visit_type.modality))
 
-    def release(self, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def release(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
         """Undo ``reserve``: a planned visit given up no longer holds its slot."""
         busy = Busy(start, end)
         self.clinician_visits[clinician.pk].remove(busy)
         if room is not None:
             self.room_visits[room.pk].remove(busy)
         if patient is not None:
-            self.patient_visits[patient.pk].remove(busy)
+            self.patient_visits[patient.pk].remove(Busy(start, end, visit_type.modality))
 
     # -- searching ---------------------------------------------------------
 
+    def _local_day(self, day: date) -> tuple[datetime, datetime]:
+        return (
+            datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC),
+            datetime.combine(day + DAY, time(0), tzinfo=self.tz).astimezone(UTC),
+        )
+
+    def closed_all_day(self, day: date) -> bool:
+        """Whether a closure or a public holiday (not opened anyway) takes the whole local ``day``."""
+        start, end = self._local_day(day)
+        return self.closures.covers(start, end) or self.holidays.covers(start, end)
+
     def away_all_day(self, clinician: Clinician, day: date) -> bool:
-        """Whether a closure or the clinician's time off takes the whole local ``day``.
+        """Whether the clinic is closed, or the clinician off, the whole local ``day``.
 
         A search over weeks skips such days at once instead of refusing each
         candidate time (a clinic closed for the holidays, a therapist away).
         """
-        midnight = datetime.combine(day, time(0), tzinfo=self.tz)
-        start, end = midnight.astimezone(UTC), (midnight + DAY).astimezone(UTC)
         off = self.time_off.get(clinician.pk)
-        return self.closures.covers(start, end) or (off is not None and off.covers(start, end))
+        return self.closed_all_day(day) or (off is not None and off.covers(*self._local_day(day)))
 
     def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
         if visit_type.modality == Modality.TELEHEALTH:
@@ -586,7 +706,7 @@ class Availability:
         day = first_day
         while day <= last_day:
             found = []
-            for clinician in clinicians:
+            for clinician in [] if self.closed_all_day(day) else clinicians:
                 for start in self.candidate_starts(clinician, day, step):
                     end = start + visit_type.duration
                     room = self.first_room(visit_type, clinician, rooms, patient, start, end)

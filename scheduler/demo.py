@@ -1,7 +1,7 @@
-"""The scheduling layer of the demo clinic: the clinic, its rooms and hours, staff
-and their sign-in groups, visit types, synthetic patients, a few booked visits,
-and the calendar rows (feed addresses, an invite preference, a therapist's own
-calendar).
+"""The scheduling layer of the demo clinic: the clinic, its rooms and hours (and the
+state holidays it works on), staff and their sign-in groups, visit types,
+synthetic patients, a few booked visits, and the calendar rows (feed addresses,
+an invite preference, a therapist's own calendar).
 
 ``manage.py seed_demo`` (in the web app) runs this layer first, then the plans
 layer (``plans.demo``) and the reminders layer (``notifications.demo``).
@@ -36,6 +36,8 @@ from scheduler.models import (
     Clinic,
     Clinician,
     ClinicianRole,
+    Closure,
+    ClosureKind,
     ConsentMethod,
     DosingRoute,
     ExternalCalendar,
@@ -50,6 +52,7 @@ from scheduler.models import (
     Weekday,
     WorkingHours,
 )
+from scheduler.public_holidays import holidays_between
 from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,8 @@ CLINIC = {
     "time_zone": "America/New_York",
     "phone": "(212) 555-0100",
     "address": "48 Example Avenue, Suite 300\nRiverside, NY 10099",
+    "country": "US",
+    "subdivision": "NY",
 }
 
 MON_FRI = (Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY)
@@ -401,16 +406,17 @@ def patient_rows() -> list[dict]:
 
 
 # (patient index, visit type slug): the first free slot from a few days out, so
-# the demo schedule spreads over the coming two weeks.
+# the demo schedule spreads over the coming two weeks. Patients 0-9 have had
+# their screening (plans.demo records the visit and its clearance), so they go
+# on to preparation; 10-12 are new and come for their screening. Doses, and
+# the integration after each, need a cleared screening: the plans layer books them.
 DEMO_BOOKINGS = [
-    (0, "screening"),
-    (1, "screening"),
-    (2, "screening"),
+    (10, "screening"),
+    (11, "screening"),
+    (12, "screening"),
     (0, "preparation"),
     (1, "preparation"),
     (3, "preparation"),
-    (4, "integration"),
-    (5, "integration"),
 ]
 BOOKING_WINDOW_DAYS = 14
 
@@ -433,6 +439,7 @@ def seed_clinic() -> Clinic:
     values = {key: value for key, value in CLINIC.items() if key != "slug"}
     clinic, _ = upsert(Clinic, {"slug": CLINIC["slug"]}, values)
     replace_weekly(OpeningHours, {"clinic": clinic}, OPENING_HOURS)
+    seed_state_holiday_openings(clinic)
     capabilities = {
         slug: upsert(Capability, {"slug": slug}, {"name": name})[0]
         for slug, name in CAPABILITIES.items()
@@ -441,6 +448,33 @@ def seed_clinic() -> Clinic:
         room, _ = upsert(Room, {"clinic": clinic, "name": name}, {})
         room.capabilities.set([capabilities[slug] for slug in slugs])
     return clinic
+
+
+STATE_HOLIDAY_OPENING = "Open: a state holiday, not a federal one"
+
+
+def seed_state_holiday_openings(clinic: Clinic) -> None:
+    """Open anyway on the state's own holidays (Lincoln's Birthday, Election Day) while bookable.
+
+    Like many private practices, the demo clinic closes on federal holidays
+    only. Its state closes it on the rest by default; these rows show how a
+    clinic opens anyway (admin: closures of kind *open*).
+    """
+    today = timezone.localdate(timezone=clinic.tz)
+    last = today + timedelta(days=settings.BOOKING_HORIZON_DAYS)
+    first = date(today.year, 1, 1)  # whole years, so reruns on later days add none mid-year
+    last = date(last.year, 12, 31)
+    national = holidays_between(clinic.country, "", first, last)
+    for day in holidays_between(clinic.country, clinic.subdivision, first, last):
+        if day in national:
+            continue
+        Closure.objects.get_or_create(
+            clinic=clinic,
+            kind=ClosureKind.OPEN,
+            start=datetime.combine(day, time(0), tzinfo=clinic.tz),
+            end=datetime.combine(day + timedelta(days=1), time(0), tzinfo=clinic.tz),
+            defaults={"reason": STATE_HOLIDAY_OPENING},
+        )
 
 
 def replace_weekly(model, owner: dict, hours) -> None:

@@ -13,12 +13,18 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
+from django.core.validators import MaxValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from scheduler.phones import MobileNumberField, format_for_display, search_digits
+from scheduler.public_holidays import (
+    default_country,
+    default_subdivision,
+    subdivision_problem,
+    validate_country,
+)
 from scheduler.timezones import validate_time_zone, zone
 
 
@@ -102,6 +108,11 @@ class ClinicQuerySet(models.QuerySet):
         return self.order_by("pk").first()
 
 
+# Availability reads a patient's visits a day either side of what it decides
+# (scheduler.availability), so a longer travel gap could not be kept.
+MAX_TRAVEL_GAP_MINUTES = 12 * 60
+
+
 class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
@@ -125,6 +136,28 @@ class Clinic(models.Model):
         "authenticator app (or a recovery code) after their password. Tick this to ask "
         "the same of the front desk, who see every patient of the clinic.",
     )
+    country = models.CharField(
+        max_length=2,
+        default=default_country,
+        validators=[validate_country],
+        help_text="ISO country code (US, CA, GB, DE, ...). The clinic is closed on this "
+        "country's public holidays unless a closure row opens it anyway.",
+    )
+    subdivision = models.CharField(
+        "state or region",
+        max_length=10,
+        blank=True,
+        default=default_subdivision,
+        help_text="Its code (NY, CA; BY for Bavaria): that state's public holidays close the "
+        "clinic too. Empty: the national ones only.",
+    )
+    travel_gap_minutes = models.PositiveIntegerField(
+        "travel gap (minutes)",
+        default=60,
+        validators=[MaxValueValidator(MAX_TRAVEL_GAP_MINUTES)],
+        help_text="The least time between a patient's telehealth visit and their visit at the "
+        "clinic, either way round, to travel between home and the clinic. 0: none.",
+    )
 
     objects = ClinicQuerySet.as_manager()
 
@@ -138,6 +171,14 @@ class Clinic(models.Model):
     def tz(self):
         return zone(self.time_zone)
 
+    @property
+    def travel_gap(self) -> timedelta:
+        return timedelta(minutes=self.travel_gap_minutes)
+
+    def clean(self):
+        if problem := subdivision_problem(self.country, self.subdivision):
+            raise ValidationError({"subdivision": problem})
+
 
 class OpeningHours(WeeklyHours):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="opening_hours")
@@ -146,11 +187,28 @@ class OpeningHours(WeeklyHours):
         verbose_name_plural = "opening hours"
 
 
+class ClosureKind(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    # Public holidays close the clinic by default (scheduler.public_holidays);
+    # this lifts one, for the span given, within the usual opening hours.
+    OPEN = "open", "Open on a public holiday"
+
+
 class Closure(Interval):
+    """A span the clinic takes no visits, or, of kind *open*, a public holiday it works anyway."""
+
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="closures")
+    kind = models.CharField(
+        max_length=10,
+        choices=ClosureKind.choices,
+        default=ClosureKind.CLOSED,
+        help_text="Closed: no visits in this span. Open on a public holiday: the clinic keeps "
+        "its usual hours in this span although it is a public holiday.",
+    )
 
     def __str__(self):
-        return f"{self.clinic} closed {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M}"
+        state = "open" if self.kind == ClosureKind.OPEN else "closed"
+        return f"{self.clinic} {state} {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M}"
 
 
 class Capability(models.Model):

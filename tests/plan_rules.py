@@ -3,10 +3,12 @@
 import itertools
 from datetime import timedelta
 
+import holidays
+
 from plans.generator import Proposal
 from plans.models import Anchor
 from scheduler.availability import Availability
-from scheduler.models import BLOCKING_STATUSES
+from scheduler.models import BLOCKING_STATUSES, Closure, ClosureKind, Visit
 
 
 def rule_violations(proposal: Proposal) -> list[str]:
@@ -46,6 +48,8 @@ def rule_violations(proposal: Proposal) -> list[str]:
     for first, second in itertools.pairwise(visits):
         if second.start < first.end:
             broken.append(f"{first.step} and {second.step} overlap for the patient.")
+    broken += _travel_gaps(proposal, visits)
+    broken += _on_holidays(proposal, visits)
 
     steps = list(protocol.steps.order_by("position"))
     for step in steps:
@@ -105,3 +109,49 @@ def _weekly(visits, limit, what) -> list[str]:
         if len(in_week) > limit and any(v.existing is None for v in in_week):
             return [f"{len(in_week)} {what} in the 7 days from {first.start}, over {limit}."]
     return []
+
+
+def _travel_gaps(proposal: Proposal, visits) -> list[str]:
+    """No new visit within the clinic's travel gap of the patient's visit in the other modality.
+
+    Against the plan's other new visits and every visit the patient already
+    has (those the plan counts among them), either way round.
+    """
+    gap = proposal.protocol.clinic.travel_gap
+    held = [
+        (visit.start, visit.end, visit.visit_type.modality, "an existing visit")
+        for visit in Visit.objects.blocking()
+        .filter(patient=proposal.patient)
+        .select_related("visit_type")
+    ]
+    planned = [(v.start, v.end, v.visit_type.modality, str(v.step)) for v in visits]
+    broken = []
+    for index, (start, end, modality, what) in enumerate(planned):
+        for other_start, other_end, other_modality, other in held + planned[index + 1 :]:
+            apart = max(other_start - end, start - other_end)
+            if modality != other_modality and apart < gap:
+                broken.append(f"{what} at {start} is {apart} from {other}, under the travel gap.")
+    return broken
+
+
+def _on_holidays(proposal: Proposal, visits) -> list[str]:
+    """No new visit on a public holiday of the clinic's country and state, unless opened anyway."""
+    clinic = proposal.protocol.clinic
+    tz = clinic.tz
+    days = {
+        (visit, moment.astimezone(tz).date())
+        for visit in visits
+        for moment in (visit.start, visit.end - timedelta(microseconds=1))
+    }
+    calendar = holidays.country_holidays(
+        clinic.country, subdiv=clinic.subdivision or None, years={day.year for _, day in days}
+    )
+    opened = list(
+        Closure.objects.filter(clinic=clinic, kind=ClosureKind.OPEN).values_list("start", "end")
+    )
+    return [
+        f"{visit.step} at {visit.start} is on {calendar[day]}."
+        for visit, day in days
+        if day in calendar
+        and not any(start <= visit.start and visit.end <= end for start, end in opened)
+    ]

@@ -1,10 +1,11 @@
 """Property-based tests of plan generation (docs/architecture.md invariant 3) and of confirming a plan.
 
-Hypothesis draws whole worlds: a clinic in one of four zones with random weekly
-hours (closed days, split days, early mornings that cross DST changes), 1-3
+Hypothesis draws whole worlds: a clinic in one of four zones (closed on the
+public holidays of a country and state there) with random weekly hours
+(closed days, split days, early mornings that cross DST changes), 1-3
 prescribers, therapists and nurses with their own hours, rooms with random
-capabilities, a calendar (closures, time off, visits already booked for the
-patient and others), a protocol of 1-5 steps that passes ``full_clean()``, a
+capabilities, a calendar (closures, spans opened anyway, time off, visits
+already booked for the patient and others), a protocol of 1-5 steps that passes ``full_clean()``, a
 start date (often in a DST change week) and patient preferences. Properties:
 
 - the generator either raises ``PlanInfeasible`` naming one of the protocol's
@@ -44,6 +45,7 @@ from plans.models import Anchor, PlanStatus, Protocol, ProtocolStep
 from scheduler.models import (
     BLOCKING_STATUSES,
     Closure,
+    ClosureKind,
     Modality,
     OpeningHours,
     TimeOff,
@@ -75,6 +77,13 @@ def properties(examples: int) -> settings:
 
 
 ZONES = ("America/New_York", "Europe/Berlin", "Australia/Sydney", "UTC")
+# Each zone's clinic is closed on the public holidays of a country and state there.
+HOLIDAYS_OF = {
+    "America/New_York": ("US", "NY"),
+    "Europe/Berlin": ("DE", "BE"),
+    "Australia/Sydney": ("AU", "NSW"),
+    "UTC": ("GB", "ENG"),
+}
 ROLES = ("prescriber", "therapist", "nurse")
 CAPABILITIES = ("infusion-chair", "monitoring")
 RECURRENCES = (
@@ -188,6 +197,7 @@ class World:
     min_hours_between_doses: int = 24
     max_doses_per_week: int = 3
     closures: tuple[Interval, ...] = ()
+    openings: tuple[Interval, ...] = ()  # open anyway, on public holidays
     time_off: tuple[Interval, ...] = ()
     existing: tuple[Existing, ...] = ()
     weekdays: frozenset[int] = frozenset()
@@ -355,6 +365,7 @@ def worlds(draw, roomy: bool = False):
         min_hours_between_doses=draw(st.sampled_from([24, 0, 40, 48, 72, 6])),
         max_doses_per_week=draw(st.integers(1, 7)),
         closures=tuple(draw(st.lists(intervals, max_size=2))),
+        openings=tuple(draw(st.lists(intervals, max_size=1))),
         time_off=tuple(draw(st.lists(intervals, max_size=3))),
         existing=tuple(
             draw(
@@ -418,6 +429,8 @@ def build(world: World) -> Built:
     """Rows for ``world``; skips (``assume``) protocols that ``full_clean()`` refuses."""
     builder = ClinicBuilder(world.time_zone, days=())
     clinic = builder.clinic
+    clinic.country, clinic.subdivision = HOLIDAYS_OF[world.time_zone]
+    clinic.save()
     for weekday, intervals in enumerate(world.opening):
         for opens, closes in intervals:
             OpeningHours.objects.create(clinic=clinic, weekday=weekday, opens=opens, closes=closes)
@@ -463,6 +476,14 @@ def build(world: World) -> Built:
         start = midnight + timedelta(hours=closure.offset_hours)
         Closure.objects.create(
             clinic=clinic, start=start, end=start + timedelta(hours=closure.hours)
+        )
+    for opening in world.openings:
+        start = midnight + timedelta(hours=opening.offset_hours)
+        Closure.objects.create(
+            clinic=clinic,
+            kind=ClosureKind.OPEN,
+            start=start,
+            end=start + timedelta(hours=opening.hours),
         )
     for off in world.time_off:
         start = midnight + timedelta(hours=off.offset_hours)
@@ -796,6 +817,22 @@ THERAPIST_AWAY = World(
     steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1, min_gap=24, max_gap=48)),
     time_off=(Interval(who=1, offset_hours=24, hours=14 * 24),),
 )
+# A video visit at 08:00-08:30 was followed by a dose at 08:30: no time to get
+# from home to the clinic (Clinic.travel_gap_minutes).
+VIDEO_THEN_DOSE = World(
+    visit_types=(CHECK_IN, DOSING),
+    steps=(StepSpec(anchor=Anchor.START), StepSpec(visit_type=1)),
+)
+# Thanksgiving, with the clinic open anyway that morning: daily visits skip the
+# rest of the day, and only the morning takes one.
+THANKSGIVING = World(
+    start_date=date(2030, 11, 27),
+    visit_types=(CHECK_IN,),
+    steps=(StepSpec(count=4, anchor=Anchor.START, min_spacing=4, max_per_week=7),),
+    opening=every_day("08:00", "18:00"),
+    time_off=(Interval(who=1, offset_hours=8, hours=10),),  # the therapist, all Wednesday
+    openings=(Interval(who=0, offset_hours=24 + 8, hours=3),),  # Thursday 08:00-11:00
+)
 
 
 # -- the properties -------------------------------------------------------------
@@ -808,6 +845,8 @@ THERAPIST_AWAY = World(
 @example(world=UNTIL_PASSED)
 @example(world=FALL_BACK_NIGHT)
 @example(world=DOSE_ALREADY_BOOKED)
+@example(world=VIDEO_THEN_DOSE)
+@example(world=THANKSGIVING)
 def test_a_generated_plan_keeps_every_rule_or_names_the_step_and_rule_that_failed(now, world):
     with transaction.atomic():
         built = build(world)

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from plans.care_plans import confirm, save_proposal
 from plans.generator import generate
-from plans.models import CarePlan, Protocol
+from plans.models import CONTRAINDICATIONS, CarePlan, Protocol, Screening
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.models import Clinic, Patient, Visit, VisitKind, VisitStatus, VisitType
@@ -28,7 +28,7 @@ from tests.plan_rules import rule_violations
 
 pytestmark = pytest.mark.usefixtures("now")
 
-SCREENED_WITHOUT_VISITS = 7  # a demo patient with a cleared screening and no demo bookings
+NEW_PATIENT = 13  # a demo patient with no visits and no screening yet
 SCREENING_DAY = date(2030, 1, 7)  # a Monday; the clock starts on 2030-01-02
 PLAN_START = date(2030, 1, 8)
 
@@ -53,16 +53,21 @@ def book_first_free(clinic, patient, slug, day) -> Visit:
 
 @pytest.fixture
 def patient(demo) -> Patient:
-    return Patient.objects.filter(clinic=demo).order_by("pk")[SCREENED_WITHOUT_VISITS]
+    return Patient.objects.filter(clinic=demo).order_by("pk")[NEW_PATIENT]
 
 
 @pytest.fixture
 def screened_and_prepared(demo, patient, now):
-    """A screening visit done on SCREENING_DAY, a preparation booked two days later."""
+    """A screening visit done on SCREENING_DAY and cleared, a preparation booked two days later."""
     screening = book_first_free(demo, patient, "screening", SCREENING_DAY)
     now.move_to(screening.end)
     booking.check_in(screening)
     screening = booking.complete(screening)
+    Screening.objects.create(
+        patient=patient,
+        answers=dict.fromkeys(CONTRAINDICATIONS, False),
+        answered_by=screening.clinician,
+    ).clear(screening.clinician)
     preparation = book_first_free(demo, patient, "preparation", SCREENING_DAY + timedelta(days=2))
     return screening, preparation
 

@@ -2,7 +2,7 @@
 
 import io
 import re
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 
 import pytest
 from django.apps import apps
@@ -74,12 +74,15 @@ def test_running_seed_demo_twice_leaves_exactly_the_same_rows(now):
     seed()
     assert every_row() == first
     assert list(Visit.objects.order_by("uid").values_list("uid", flat=True)) == uids
-    assert len(uids) == 8
+    # 10 screenings done, 3 to come, 3 preparations, 2 doses and their integrations.
+    assert len(uids) == 20
 
 
 def test_a_rerun_books_nothing_for_a_patient_who_already_had_that_visit_type():
     seed()
-    cancelled = Visit.objects.filter(visit_type__slug="screening").first()
+    cancelled = Visit.objects.filter(
+        visit_type__slug="screening", status=VisitStatus.BOOKED
+    ).first()
     booking.cancel(cancelled, "Demo")
     output = seed()
     assert "0 visits booked by this run." in output
@@ -93,6 +96,11 @@ def test_the_clinic_its_hours_and_rooms_match_the_demo_spec():
     clinic = Clinic.objects.get(slug="riverside")
     assert clinic.name == "Riverside Wellness Clinic"
     assert clinic.time_zone == "America/New_York"
+    # Closed on federal holidays; open on New York's own (Lincoln's Birthday, Election Day).
+    assert (clinic.country, clinic.subdivision) == ("US", "NY")
+    opened = {closure.start.astimezone(clinic.tz).date() for closure in clinic.closures.all()}
+    assert {date(2030, 2, 12), date(2030, 11, 5)} <= opened
+    assert not opened & {date(2030, 1, 1), date(2030, 11, 28)}
     assert re.fullmatch(r"\(\d{3}\) 555-01\d\d", clinic.phone)
     hours = {(row.weekday, row.opens, row.closes) for row in clinic.opening_hours.all()}
     assert hours == {(day, time(8), time(18)) for day in range(5)} | {(5, time(9), time(13))}
@@ -169,22 +177,26 @@ def test_patients_are_synthetic_with_e164_mobiles_and_recorded_consent():
     assert all(patient.sms_consent_method for patient in consented)
 
 
-def test_demo_visits_are_booked_non_dosing_within_two_weeks_and_pass_booking_rules():
+def test_demo_visits_ahead_are_booked_within_two_weeks_and_pass_booking_rules():
     seed()
     visits = list(
         Visit.objects.select_related("patient__clinic", "visit_type", "clinician", "room")
     )
-    assert len(visits) == 8
     today = timezone.now()
-    for visit in visits:
+    ahead = [visit for visit in visits if visit.start > today]
+    assert len(ahead) == 10
+    assert {visit.visit_type.kind for visit in ahead} == set(VisitKind) - {VisitKind.MAINTENANCE}
+    for visit in ahead:
         assert visit.status == VisitStatus.BOOKED
-        assert visit.visit_type.kind in {
-            VisitKind.SCREENING,
-            VisitKind.PREPARATION,
-            VisitKind.INTEGRATION,
-        }
-        assert today < visit.start < today + timedelta(days=15)
-        assert booking.problems_for(visit) == []
+        assert visit.start < today + timedelta(days=15)
+        assert booking.problems_for(visit) + booking.rule_problems(visit) == []
+    # What is past is the screenings done, each one a visit completed weeks ago.
+    past = [visit for visit in visits if visit.start <= today]
+    assert len(past) == 10
+    for visit in past:
+        assert visit.status == VisitStatus.COMPLETED
+        assert visit.visit_type.kind == VisitKind.SCREENING
+        assert today - timedelta(days=29) < visit.start and visit.end < today
 
 
 def test_staff_users_groups_and_permissions():

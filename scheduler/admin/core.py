@@ -1,8 +1,13 @@
 """The clinic and what it is made of: hours, closures, rooms, clinicians, patients, visit types."""
 
+from datetime import UTC, datetime, time, timedelta
+
 from django import forms
 from django.contrib import admin
 from django.db import models
+from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from scheduler.admin.base import (
     CLINIC_DATETIME,
@@ -15,6 +20,7 @@ from scheduler.admin.base import (
     clinician_only,
 )
 from scheduler.admin.visits import PatientVisitInline
+from scheduler.availability import closed_times
 from scheduler.models import (
     AuditAction,
     Capability,
@@ -29,6 +35,7 @@ from scheduler.models import (
     VisitType,
     WorkingHours,
 )
+from scheduler.public_holidays import holidays_between
 
 # -- hours and days off, edited on the clinic's and the clinician's page --------
 
@@ -62,10 +69,37 @@ class TimeOffInline(ScheduleInline):
 @admin.register(Clinic)
 class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
     clinic_path = ""
-    list_display = ("name", "slug", "phone", "time_zone")
+    list_display = ("name", "slug", "phone", "time_zone", "country", "subdivision")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("holidays_ahead",)
     inlines = (OpeningHoursInline, ClosureInline)
+
+    @admin.display(description="Public holidays in the next 12 months")
+    def holidays_ahead(self, obj):
+        """What the country and state close, so staff see where to add an *open* row."""
+        if obj is None or obj.pk is None:
+            return "Shown once the clinic is saved."
+        tz = obj.tz
+        first = timezone.localdate(timezone=tz)
+        last = first + timedelta(days=365)
+        start = datetime.combine(first, time(0), tzinfo=tz)
+        _, closed = closed_times(obj, start, datetime.combine(last, time(0), tzinfo=tz))
+        rows = []
+        for day, name in holidays_between(obj.country, obj.subdivision, first, last).items():
+            midnight = datetime.combine(day, time(0), tzinfo=tz)
+            span = (midnight.astimezone(UTC), (midnight + timedelta(days=1)).astimezone(UTC))
+            state = (
+                "closed"
+                if closed.covers(*span)
+                else "partly open"
+                if closed.first_overlap(*span)
+                else "open anyway"
+            )
+            rows.append((f"{day:%a %Y-%m-%d}", name, state))
+        if not rows:
+            return "None."
+        return format_html_join(mark_safe("<br>"), "{} {} ({})", rows)
 
 
 @admin.register(OpeningHours)
@@ -78,8 +112,8 @@ class OpeningHoursAdmin(ModelAdmin):
 @admin.register(Closure)
 class ClosureAdmin(IntervalAdmin):
     clinic_path = "clinic"
-    list_display = ("clinic", "starts_local", "ends_local", "reason")
-    list_filter = ("clinic",)
+    list_display = ("clinic", "kind", "starts_local", "ends_local", "reason")
+    list_filter = ("clinic", "kind")
     list_select_related = ("clinic",)
     search_fields = ("reason",)
     date_hierarchy = "start"

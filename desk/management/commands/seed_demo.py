@@ -2,7 +2,8 @@
 
 It only orders the demo's layers, each of which lives beside its own code:
 scheduling (``scheduler.demo``: clinic, staff, rooms, visit types, patients, a
-few visits, calendars), then plans (``plans.demo``: protocols, screenings),
+few visits, calendars), then plans (``plans.demo``: protocols, screenings and
+the visits they were done in, first doses and their integration sessions),
 then reminders (``notifications.demo``: policies, and the messages of the
 visits already booked), then the sign-in groups' permissions (``desk.demo``).
 Every layer is idempotent, so the command is: run it again and nothing is added.
@@ -15,7 +16,7 @@ from django.db import transaction
 from desk import demo as desk_demo
 from notifications import demo as notifications_demo
 from plans import demo as plans_demo
-from plans.models import Protocol
+from plans.demo import PlansDemo
 from scheduler import demo as scheduler_demo
 from scheduler.demo import STAFF, SchedulingDemo
 from scheduler.models import Visit
@@ -27,14 +28,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with transaction.atomic():
             demo = scheduler_demo.seed()
-            protocols = plans_demo.seed(demo.clinic, demo.patients)
+            plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
             desk_demo.seed()
             keys = desk_demo.seed_second_factors()
-        self.report(demo, protocols, keys)
+        self.report(demo, plans, keys)
 
-    def report(self, demo: SchedulingDemo, protocols: list[Protocol], keys: dict[str, str]) -> None:
-        clinic, booked = demo.clinic, demo.booked
+    def report(self, demo: SchedulingDemo, plans: PlansDemo, keys: dict[str, str]) -> None:
+        clinic, booked, protocols = demo.clinic, demo.booked + plans.booked, plans.protocols
         out = self.stdout
         out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
         counts = [
