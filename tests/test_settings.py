@@ -145,3 +145,22 @@ def test_mail_and_text_folders_come_from_the_environment(tmp_path):
         timeout=60,
     )
     assert result.stdout.split() == [str(mail), str(sms)], result.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:8123", "localhost:8000"])
+def test_the_demos_settings_pass_djangos_system_checks(monkeypatch, address):
+    """``dev.py demo`` migrates first, and migrate refuses to run when a system check fails."""
+    import dev
+
+    monkeypatch.delenv("SITE_URL", raising=False)
+    monkeypatch.setenv("DEMO_ADDRESS", address)
+    _, demo_env = dev.demo_environment()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=demo_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
