@@ -20,7 +20,7 @@ from scheduler.availability import Availability, free_slots
 from scheduler.booking import BookingError
 from scheduler.models import Closure, ClosureKind
 from tests.conftest import SmallClinic, at
-from tests.page_helpers import front_desk
+from tests.page_helpers import front_desk, sign_in_verified
 from tests.plan_rules import rule_violations
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -167,7 +167,7 @@ def test_the_desk_day_page_names_the_holiday_and_an_opening(client, clinic):
 def test_the_clinic_admin_page_lists_the_holidays_ahead_and_which_are_opened(
     client, clinic, django_user_model
 ):
-    client.force_login(django_user_model.objects.create_superuser("root", password=None))
+    sign_in_verified(client, django_user_model.objects.create_superuser("root", password=None))
     open_anyway(clinic, date(2030, 1, 21))
     page = client.get(reverse("admin:scheduler_clinic_change", args=[clinic.clinic.pk])).text
     assert "Mon 2030-01-21 Martin Luther King Jr. Day (open anyway)" in page

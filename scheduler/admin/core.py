@@ -80,6 +80,9 @@ class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
         """What the country and state close, so staff see where to add an *open* row."""
         if obj is None or obj.pk is None:
             return "Shown once the clinic is saved."
+        # As saved: a form sent back with errors holds values not yet checked
+        # (a time zone or country that does not exist).
+        obj = type(obj).objects.get(pk=obj.pk)
         tz = obj.tz
         first = timezone.localdate(timezone=tz)
         last = first + timedelta(days=365)
