@@ -63,8 +63,19 @@ class CheckedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
             ) from None
 
 
+def _within_calendar(value) -> None:
+    validate_calendar_day(value.date() if isinstance(value, datetime) else value)
+
+
 class CheckedInputMixin:
-    """Related rows are chosen by id through the checked widgets and field above."""
+    """Related rows are chosen by id through the checked widgets and field above; dates stay
+    within the calendar (a year-9999 time overflowed when converted to UTC, a server error)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, models.DateField) and field is not None:
+            field.validators.append(_within_calendar)
+        return field
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
