@@ -410,7 +410,10 @@ def test_the_admins_date_drill_down_outside_the_calendar_is_a_bad_lookup(world, 
         ).status_code
         == 200
     )
-    assert client.get(visits, {"start__gte": "9999-12-31 23:59"}).status_code == 302
+    # Past the calendar's end: SQLite's conversion overflows, which the list
+    # answers as a bad lookup (302 to ?e=1); PostgreSQL takes the date and
+    # finds no visit. Either way, no server error.
+    assert client.get(visits, {"start__gte": "9999-12-31 23:59"}).status_code in (200, 302)
 
 
 # -- every form and every field: out-of-range dates and ids that are no ids -----------
