@@ -133,6 +133,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_listening(port: int, server, seconds: float = 60, *, log=None) -> None:
+    """Return once a server process (a ``subprocess.Popen``) accepts connections on ``port``.
+
+    Fails if it exits first, showing ``log`` (a path to its stderr) when given.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, (
+            log.read_text() if log else f"the server exited with {server.returncode}"
+        )
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+
+
 class Mailbox:
     """An aiosmtpd handler that keeps every message it accepts."""
 

@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,6 +27,7 @@ from scheduler import tokens
 from scheduler.models import AuditEvent, Visit
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.page_helpers import sign_in_verified
+from tests.servers import free_port, wait_until_listening
 from tests.test_deployment import production, production_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,12 +148,6 @@ def test_every_log_handler_in_production_redacts_token_urls():
 # -- the server as production runs it ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(port: int, method: str, path: str, headers=None) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -204,7 +197,7 @@ def test_no_live_token_reaches_any_log_of_the_production_server(tmp_path):
     link = issue_patient_link(avery).rsplit("/", 2)[-2]
     _, feed = tokens.issue(clinic.therapist)
     logs = {name: tmp_path / f"{name}.log" for name in ("access", "error", "stdout", "stderr")}
-    port = _free_port()
+    port = free_port()
     environment = {
         **production_environment(),
         **_server_database(),
@@ -230,14 +223,7 @@ def test_no_live_token_reaches_any_log_of_the_production_server(tmp_path):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, logs["stderr"].read_text()
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
+        wait_until_listening(port, server, 30, log=logs["stderr"])
 
         page, ics = f"/p/{link}/", f"/calendars/{feed}.ics"
         same_site = {"Referer": f"https://clinic.example.org{page}"}

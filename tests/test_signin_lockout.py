@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from django.urls import reverse
 
 from scheduler.models import AuditAction, AuditEvent
 from tests.page_helpers import front_desk
+from tests.servers import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -133,12 +133,6 @@ def test_a_lockout_and_each_try_refused_by_it_are_in_the_audit_trail(client, use
 # -- several processes ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Site:
     """An HTTPS site as the proxy passes it on: plain HTTP with X-Forwarded-Proto."""
 
@@ -174,18 +168,6 @@ class Site:
         return self.request("POST", path, {"username": username, "password": password})
 
 
-def _wait_for(port: int, server: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"gunicorn exited with {server.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("gunicorn did not start")
-
-
 def test_behind_gunicorn_with_four_workers_the_admin_login_locks_the_desk_sign_in(tmp_path):
     gunicorn = Path(sys.executable).with_name("gunicorn")
     if not gunicorn.exists():
@@ -219,7 +201,7 @@ def test_behind_gunicorn_with_four_workers_the_admin_login_locks_the_desk_sign_i
         check=True,
         timeout=120,
     )
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(gunicorn), "config.wsgi", "--workers=4", f"--bind=127.0.0.1:{port}"],
         cwd=ROOT,
@@ -228,7 +210,7 @@ def test_behind_gunicorn_with_four_workers_the_admin_login_locks_the_desk_sign_i
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(port, server)
+        wait_until_listening(port, server)
         site = Site(port)
         statuses = [site.sign_in("/admin/login/", "kim", "wrong")[0] for _ in range(LIMIT)]
         assert statuses == [200] * (LIMIT - 1) + [429]
