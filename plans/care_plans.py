@@ -50,14 +50,17 @@ def save_proposal(proposal: Proposal) -> CarePlan:
             currency=proposal.currency,
         )
         for proposed in sorted(proposal.visits, key=lambda v: v.start):
-            visit = Visit.objects.create(
-                patient=proposal.patient,
-                visit_type=proposed.visit_type,
-                clinician=proposed.clinician,
-                room=proposed.room,
-                start=proposed.start,
-                end=proposed.end,
-                status=VisitStatus.PROPOSED,
+            visit = booking.save_with_team(
+                Visit(
+                    patient=proposal.patient,
+                    visit_type=proposed.visit_type,
+                    clinician=proposed.clinician,
+                    room=proposed.room,
+                    start=proposed.start,
+                    end=proposed.end,
+                    status=VisitStatus.PROPOSED,
+                ),
+                proposed.staff,
             )
             saved[id(proposed)] = PlannedVisit.objects.create(
                 care_plan=plan,

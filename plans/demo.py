@@ -245,14 +245,17 @@ def screening_visit(patient: Patient, turn: int) -> Visit | None:
         logger.warning("No past screening time for %s; not screened.", patient)
         return None
     slot = slots[0]
-    return Visit.objects.create(
-        patient=patient,
-        visit_type=visit_type,
-        clinician=slot.clinician,
-        room=slot.room,
-        start=slot.start,
-        end=slot.end,
-        status=VisitStatus.COMPLETED,
+    return booking.save_with_team(
+        Visit(
+            patient=patient,
+            visit_type=visit_type,
+            clinician=slot.clinician,
+            room=slot.room,
+            start=slot.start,
+            end=slot.end,
+            status=VisitStatus.COMPLETED,
+        ),
+        slot.staff,
     )
 
 
@@ -300,6 +303,7 @@ def _book(patient: Patient, slot, **extra) -> Visit:
         clinician=slot.clinician,
         start=slot.start,
         room=slot.room,
+        staff=[member.clinician for member in slot.staff],
         **extra,
     )
 

@@ -36,8 +36,18 @@ from django.conf import settings
 from django.utils import timezone
 
 from plans.models import Anchor, Protocol, ProtocolStep, Screening, within_weekly_limit
-from scheduler.availability import Availability, format_span
-from scheduler.models import Clinician, Patient, Room, Visit, VisitKind, VisitType
+from scheduler.availability import Availability, format_span, lead_of
+from scheduler.booking import staff_of
+from scheduler.models import (
+    Clinician,
+    Member,
+    Patient,
+    Room,
+    Seat,
+    Visit,
+    VisitKind,
+    VisitType,
+)
 
 SEARCH_STEP = timedelta(minutes=30)
 # How far past a rule's window to look for "the nearest alternative".
@@ -97,6 +107,13 @@ class ProposedVisit:
     existing: Visit | None = None
     # What its window was counted from: the anchor, or the visit before it in its series.
     timed_from: "ProposedVisit | None" = None
+    staff: tuple[Member, ...] = ()  # the team after the lead, in their places
+
+    @property
+    def team(self) -> list[tuple[Clinician, str]]:
+        """Everyone on the visit, the lead first, each with the role they fill."""
+        members = (lead_of(self.visit_type, self.clinician), *self.staff)
+        return [(m.clinician, m.seat.role_of(m.clinician) or m.seat.roles[0]) for m in members]
 
 
 @dataclass
@@ -169,9 +186,9 @@ class Generator:
         self.now = now or timezone.now()
         self.start_date = start_date
         self.steps = list(
-            protocol.steps.select_related("visit_type__room_capability", "after_step").order_by(
-                "position"
-            )
+            protocol.steps.select_related("visit_type__room_capability", "after_step")
+            .prefetch_related("visit_type__staffing")
+            .order_by("position")
         )
         # Visits the patient already has that may do for a step, earliest first.
         self.existing: dict[int, list[Visit]] = {}
@@ -180,6 +197,7 @@ class Generator:
             .for_patient(patient)
             .filter(visit_type__in={step.visit_type_id for step in self.steps})
             .select_related("clinician", "room")
+            .prefetch_related("participants__clinician")
             .order_by("start", "pk")
         ):
             self.existing.setdefault(visit.visit_type_id, []).append(visit)
@@ -235,7 +253,13 @@ class Generator:
     def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
         for visit in self.visits:  # the last attempt's visits no longer hold their slots
             self.availability.release(
-                visit.visit_type, visit.clinician, visit.room, self.patient, visit.start, visit.end
+                visit.visit_type,
+                visit.clinician,
+                visit.room,
+                self.patient,
+                visit.start,
+                visit.end,
+                visit.staff,
             )
         self.start = start
         self.first_horizon = plan_horizon(self.steps, start)
@@ -246,7 +270,9 @@ class Generator:
         self.counted: set[int] = set()
         self.warnings: list[str] = []
         self.by_step: dict[int, list[ProposedVisit]] = {}
-        self.continuity: dict[str, Clinician] = {}
+        self.continuity: dict[str, Clinician] = {}  # role -> the first clinician in it
+        # Places no one could fill while the lead and a room were free, by how often.
+        self.short_of: dict[str, int] = {}
         self.failed_after: ProposedVisit | None = None
         # Everything a search depends on besides its window: the visits placed or counted so far.
         self.placed: tuple = ()
@@ -393,9 +419,10 @@ class Generator:
                 follows=anchor,
                 existing=existing,
                 timed_from=timed_from,
+                staff=tuple(staff_of(existing)),
             )
             self.counted.add(existing.pk)
-            self.continuity.setdefault(step.visit_type.clinician_role, existing.clinician)
+            self._keep_continuity(step.visit_type, existing.clinician, visit.staff)
             self.satisfied.append(visit)
             self.placed += ((step.pk, existing.pk),)
             return visit
@@ -452,27 +479,45 @@ class Generator:
                 "everything",
             )
             if nearest:
-                clinician, room, start, end = nearest
+                clinician, room, start, end, staff = nearest
                 nearest_text = f"{self._local_text(start, end)} with {clinician}" + (
                     f" in {room}" if room else ""
                 )
-            raise PlanInfeasible(
-                step, f"{window.rule} ({self._local_window(window)})", nearest_text
-            )
-        clinician, room, start, end = found
+            constraint = f"{window.rule} ({self._local_window(window)})"
+            if self.short_of:
+                short = max(self.short_of, key=self.short_of.get)
+                constraint += f"; no {short} was free when a lead and a room were"
+            raise PlanInfeasible(step, constraint, nearest_text)
+        clinician, room, start, end, staff = found
         if relax != "nothing":
+            team = ", ".join(str(m.clinician) for m in staff)
             self.warnings.append(
                 f"{step} #{occurrence}: no slot matched the preferences; "
-                f"proposed {self._local_text(start, end)} with {clinician}."
+                f"proposed {self._local_text(start, end)} with {clinician}"
+                + (f" ({team})" if team else "")
+                + "."
             )
-        self.continuity.setdefault(visit_type.clinician_role, clinician)
-        self.availability.reserve(visit_type, clinician, room, self.patient, start, end)
-        self.placed += ((step.pk, clinician.pk, room.pk if room else None, start),)
+        self._keep_continuity(visit_type, clinician, staff)
+        self.availability.reserve(visit_type, clinician, room, self.patient, start, end, staff)
+        self.placed += (
+            (
+                step.pk,
+                clinician.pk,
+                room.pk if room else None,
+                start,
+                *(m.clinician.pk for m in staff),
+            ),
+        )
         visit = ProposedVisit(
-            step, occurrence, visit_type, clinician, room, start, end, follows=anchor
+            step, occurrence, visit_type, clinician, room, start, end, follows=anchor, staff=staff
         )
         self.visits.append(visit)
         return visit
+
+    def _keep_continuity(self, visit_type, lead, staff) -> None:
+        """Remember the first person in each role: later visits ask for them first."""
+        for clinician, seat in (lead_of(visit_type, lead), *staff):
+            self.continuity.setdefault(seat.role_of(clinician) or seat.roles[0], clinician)
 
     def _load_until(self, horizon: datetime) -> None:
         """Load what decides slots up to ``horizon`` (once, or again when it moves out).
@@ -489,7 +534,13 @@ class Generator:
         )
         for visit in self.visits:
             self.availability.reserve(
-                visit.visit_type, visit.clinician, visit.room, self.patient, visit.start, visit.end
+                visit.visit_type,
+                visit.clinician,
+                visit.room,
+                self.patient,
+                visit.start,
+                visit.end,
+                visit.staff,
             )
         # Doses the patient already has count for spacing and the weekly maximum:
         # the dose_spacing gate counts them when the plan is confirmed.
@@ -502,51 +553,78 @@ class Generator:
             .values_list("start", flat=True)
         )
 
-    def _clinicians(self, role: str, relax: str) -> list[Clinician]:
-        everyone = sorted(
-            (c for c in self.availability.clinicians.values() if c.is_active and c.has_role(role)),
-            key=lambda c: (c.display_name, c.pk),  # pk: names may repeat
-        )
-        preferred_id = self.preferences.clinicians.get(role)
-        chosen = self.continuity.get(role)
-        first = [c for c in everyone if c.pk == preferred_id] or [
-            c for c in everyone if c == chosen
-        ]
+    def _wanted(self, seat: Seat) -> list[Clinician]:
+        """Whom the patient asked for, else whom the plan already has, in ``seat``'s roles."""
+        ids = {self.preferences.clinicians.get(role) for role in seat.roles} - {None}
+        qualified = self.availability.qualified(seat)
+        return [c for c in qualified if c.pk in ids] or [
+            c for c in qualified if any(self.continuity.get(role) == c for role in seat.roles)
+        ][:1]
+
+    def _clinicians(self, seat: Seat, relax: str) -> list[Clinician]:
+        first = self._wanted(seat)
         if relax == "nothing" and first:
             return first
-        return first + [c for c in everyone if c not in first]
+        return first + [c for c in self.availability.qualified(seat) if c not in first]
 
     def _search(self, step, visit_type, earliest, latest, relax):
-        """The earliest (clinician, room, start, end) in [earliest, latest] that every rule allows.
+        """The earliest (lead, room, start, end, staff) in [earliest, latest] that every rule allows.
 
         Remembered for the plan's visits so far (``self.placed``): an attempt
         from a later start that places the same visits first asks the same
         questions, and a search over weeks is the costly part of an attempt.
         """
-        clinicians = tuple(self._clinicians(visit_type.clinician_role, relax))
+        seats = visit_type.seats
+        if not seats:
+            raise PlanInfeasible(step, f"{visit_type} has no team set up", None)
+        clinicians = tuple(self._clinicians(seats[0], relax))
+        staff_first = tuple(c for seat in seats[1:] for c in self._wanted(seat))
         prefer_times = relax != "everything" and bool(
             self.preferences.weekdays or self.preferences.time_windows
         )
         last = min(latest, self.horizon)
-        key = (step.pk, clinicians, prefer_times, earliest, latest, last, self.placed)
+        key = (
+            step.pk,
+            clinicians,
+            staff_first,
+            relax == "nothing",
+            prefer_times,
+            earliest,
+            latest,
+            last,
+            self.placed,
+        )
         if key not in self.searched:
             self.searched[key] = self._search_days(
-                step, visit_type, earliest, latest, clinicians, prefer_times
+                step,
+                visit_type,
+                earliest,
+                latest,
+                clinicians,
+                prefer_times,
+                staff_first,
+                only_preferred=relax == "nothing",
             )
         return self.searched[key]
 
-    def _search_days(self, step, visit_type, earliest, latest, clinicians, prefer_times):
+    def _search_days(
+        self, step, visit_type, earliest, latest, clinicians, prefer_times, staff_first, **options
+    ):
         rooms = self.availability.rooms_for(visit_type)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
         duration = visit_type.duration
+        # Everyone who may fill the places after the lead, loaded with the leads.
+        people = list(clinicians) + [
+            c for seat in visit_type.seats[1:] for c in self.availability.qualified(seat)
+        ]
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
             best = None
             midnight = datetime.combine(day, time(0), tzinfo=self.tz)
             # Everyone this day's search may look at, in one query (or none).
-            self.availability.load(clinicians, rooms, midnight, midnight + timedelta(days=1))
+            self.availability.load(people, rooms, midnight, midnight + timedelta(days=1))
             for clinician in clinicians:
                 if self.availability.away_all_day(clinician, day):
                     continue
@@ -561,9 +639,16 @@ class Generator:
                     room = self.availability.first_room(
                         visit_type, clinician, rooms, self.patient, start, end
                     )
-                    if room is not False:
-                        best = (clinician, room, start, end)
-                        break  # candidates come in time order for one clinician
+                    if room is False:
+                        continue
+                    staff, missing = self.availability.staff_for(
+                        visit_type, clinician, start, end, staff_first, **options
+                    )
+                    if missing is not None:
+                        self.short_of[missing.label] = self.short_of.get(missing.label, 0) + 1
+                        continue
+                    best = (clinician, room, start, end, staff)
+                    break  # candidates come in time order for one clinician
             if best:
                 return best
             day += timedelta(days=1)

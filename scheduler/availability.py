@@ -11,7 +11,7 @@ candidate times without another query.
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
@@ -26,11 +26,14 @@ from scheduler.models import (
     Clinician,
     Closure,
     ClosureKind,
+    Member,
     Modality,
     Patient,
     Room,
+    Seat,
     TimeOff,
     Visit,
+    VisitParticipant,
     VisitType,
     Weekday,
     overlapping,
@@ -86,6 +89,11 @@ class Timeline:
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
 
 
+def lead_of(visit_type: VisitType, clinician: Clinician) -> Member:
+    """``clinician`` in the visit type's lead place (any of their roles where it names none)."""
+    return Member(clinician, visit_type.lead_seat or Seat(tuple(clinician.roles)))
+
+
 class Conflict(str):
     """A problem that is an overlap with another visit (as opposed to hours, roles, rooms)."""
 
@@ -104,8 +112,9 @@ class Slot:
 
     start: datetime
     end: datetime
-    clinician: Clinician
+    clinician: Clinician  # the lead
     room: Room | None
+    staff: tuple[Member, ...] = ()  # the rest of the team, in their places
 
 
 def format_span(start: datetime, end: datetime, tz, on: date | None = None) -> str:
@@ -245,6 +254,11 @@ def closures_on(clinic: Clinic, day: date) -> list[str]:
     return notes
 
 
+def _extend(timelines: dict[int, Timeline], new: dict[int, list[Busy]]) -> None:
+    for key, intervals in new.items():
+        timelines[key] = Timeline(timelines[key].intervals + intervals)
+
+
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
     week = defaultdict(list)
     for row in rows:
@@ -328,7 +342,9 @@ class Availability:
         self.clinician_visits: dict[int, Timeline] = defaultdict(Timeline)
         self.room_visits: dict[int, Timeline] = defaultdict(Timeline)
         self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
-        self._seen: set[int] = set()  # visits already on the timelines
+        self._seen: set[int] = set()  # visits already on the room and patient timelines
+        self._seen_people: set[int] = set()  # participations already on clinicians' timelines
+        self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
@@ -336,7 +352,10 @@ class Availability:
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
         if not lazy:
-            held |= Q(clinician__in=list(self.clinicians)) | Q(room__in=list(self.rooms))
+            held |= Q(room__in=list(self.rooms))
+            self._load_participations(
+                Q(clinician__in=list(self.clinicians)) & overlapping(self.start, self.end)
+            )
         self._load_visits(held & overlapping(self.start, self.end))
 
     # -- loading visits ----------------------------------------------------
@@ -382,48 +401,52 @@ class Availability:
         few = len(wanted_clinicians) <= READ_AHEAD_CLINICIANS
         clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
         room_days = _blocks(days, ROOM_BLOCK_DAYS)
-        self._load_visits(
-            _held_during(Q(clinician__in=wanted_clinicians), clinician_days)
-            | _held_during(Q(room__in=wanted_rooms), room_days)
-        )
+        if wanted_clinicians:
+            self._load_participations(
+                _held_during(Q(clinician__in=wanted_clinicians), clinician_days)
+            )
+        if wanted_rooms:
+            self._load_visits(_held_during(Q(room__in=wanted_rooms), room_days))
         self._loaded.update(("c", pk, n) for pk in wanted_clinicians for n in clinician_days)
         self._loaded.update(("r", pk, n) for pk in wanted_rooms for n in room_days)
 
     def _load_visits(self, condition: Q) -> None:
+        """Visits holding rooms and patients: each holds its room and patient for all of its time."""
         rows = (
             Visit.objects.blocking()
             .filter(condition)
             .exclude(pk__in=self.ignore_visits)
-            .values_list(
-                "pk",
-                "clinician_id",
-                "room_id",
-                "patient_id",
-                "start",
-                "end",
-                "visit_type__modality",
-            )
+            .values_list("pk", "room_id", "patient_id", "start", "end", "visit_type__modality")
             .order_by()
         )
-        by_clinician, by_room, by_patient = defaultdict(list), defaultdict(list), defaultdict(list)
-        for pk, clinician_id, room_id, patient_id, start_, end_, modality in rows:
+        by_room, by_patient = defaultdict(list), defaultdict(list)
+        for pk, room_id, patient_id, start_, end_, modality in rows:
             if pk in self._seen:
                 continue
             self._seen.add(pk)
-            busy = Busy(start_, end_)
-            by_clinician[clinician_id].append(busy)
             if room_id:
-                by_room[room_id].append(busy)
+                by_room[room_id].append(Busy(start_, end_))
             if patient_id in self.patient_ids:  # other patients' diaries never matter here
                 # Labelled with the modality: the travel gap is between a video visit and one here.
                 by_patient[patient_id].append(Busy(start_, end_, modality))
-        for timelines, new in (
-            (self.clinician_visits, by_clinician),
-            (self.room_visits, by_room),
-            (self.patient_visits, by_patient),
-        ):
-            for key, intervals in new.items():
-                timelines[key] = Timeline(timelines[key].intervals + intervals)
+        _extend(self.room_visits, by_room)
+        _extend(self.patient_visits, by_patient)
+
+    def _load_participations(self, condition: Q) -> None:
+        """Clinicians' times on visits: each holds a person for the span their place needs."""
+        rows = (
+            VisitParticipant.objects.filter(holds_time=True)
+            .filter(condition)
+            .exclude(visit__in=self.ignore_visits)
+            .values_list("pk", "clinician_id", "start", "end")
+            .order_by()
+        )
+        by_clinician = defaultdict(list)
+        for pk, clinician_id, start_, end_ in rows:
+            if pk not in self._seen_people:
+                self._seen_people.add(pk)
+                by_clinician[clinician_id].append(Busy(start_, end_))
+        _extend(self.clinician_visits, by_clinician)
 
     # -- deciding one visit ------------------------------------------------
 
@@ -435,12 +458,18 @@ class Availability:
         patient: Patient | None,
         start: datetime,
         end: datetime | None = None,
+        staff: Sequence[Member] = (),
     ) -> list[str]:
-        """Every reason the visit cannot take place as given; empty when it fits."""
-        return list(self._problems(visit_type, clinician, room, patient, start, end))
+        """Every reason the visit cannot take place as given; empty when it fits.
 
-    def fits(self, visit_type, clinician, room, patient, start, end=None) -> bool:
-        return next(self._problems(visit_type, clinician, room, patient, start, end), None) is None
+        ``clinician`` leads; ``staff`` are the rest of the team in their places.
+        Whether the team is complete is the booking's question (``missing_seats``).
+        """
+        return list(self._problems(visit_type, clinician, room, patient, start, end, staff))
+
+    def fits(self, visit_type, clinician, room, patient, start, end=None, staff=()) -> bool:
+        problems = self._problems(visit_type, clinician, room, patient, start, end, staff)
+        return next(problems, None) is None
 
     def first_room(self, visit_type, clinician, rooms, patient, start, end=None):
         """The first of ``rooms`` the visit fits in (None for telehealth), or False if none.
@@ -459,7 +488,7 @@ class Availability:
                 return False
         return False
 
-    def _problems(self, visit_type, clinician, room, patient, start, end) -> Iterator[str]:
+    def _problems(self, visit_type, clinician, room, patient, start, end, staff=()):
         tz = self.tz
         start = start.astimezone(UTC) if start.tzinfo else start
         end = end or start + visit_type.duration
@@ -478,7 +507,9 @@ class Availability:
         def span() -> str:  # only for a message: fits() asks thousands of times
             return format_span(start, end, tz, day)
 
-        yield from self._fit_of_people_and_place(visit_type, clinician, room, patient)
+        lead = lead_of(visit_type, clinician)
+        team = [lead, *staff]
+        yield from self._fit_of_people_and_place(visit_type, team, room, patient)
 
         if not _within(self.opening_hours, local_start, local_end):
             hours = self.opening_hours.get(local_start.weekday())
@@ -497,27 +528,41 @@ class Availability:
             why = f" ({closure.label})" if closure.label else ""
             yield f"The clinic is closed {format_span(closure.start, closure.end, tz, day)}{why}."
 
-        if clinician.pk in self.clinicians:
-            hours = self.working_hours[clinician.pk]
-            if not _within(hours, local_start, local_end):
-                worked = hours.get(local_start.weekday())
-                if worked:
-                    yield (
-                        f"{clinician} works {_describe_week(worked)} on "
-                        f"{Weekday(local_start.weekday()).label}s; the visit runs {span()}."
-                    )
-                else:
-                    yield f"{clinician} does not work on {Weekday(local_start.weekday()).label}s."
-            off = self.time_off[clinician.pk].first_overlap(start, end)
-            if off:
-                yield f"{clinician} is off {format_span(off.start, off.end, tz, day)}."
-            busy = self.own_calendar_busy[clinician.pk].first_overlap(start, end)
-            if busy:
-                yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
-
-        yield from self.conflicts(clinician, room, patient, start, end)
+        for member in team:
+            whole = member.seat.whole_visit()
+            yield from self._person_problems(member.clinician, *member.span(start, end), whole)
+        yield from self.conflicts(team, room, patient, start, end)
         if patient is not None:
             yield from self.travel_problems(visit_type, patient, start, end)
+
+    def _person_problems(self, clinician: Clinician, start: datetime, end: datetime, whole=True):
+        """Why ``clinician`` cannot be on a visit for [start, end): their hours, time off, own calendar.
+
+        ``whole``: [start, end) is the whole visit (else the part they are needed for).
+        """
+        if clinician.pk not in self.clinicians:
+            return
+        tz = self.tz
+        local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+        day = local_start.date()
+        hours = self.working_hours[clinician.pk]
+        if not _within(hours, local_start, local_end):
+            worked = hours.get(local_start.weekday())
+            if worked:
+                yield (
+                    f"{clinician} works {_describe_week(worked)} on "
+                    f"{Weekday(local_start.weekday()).label}s; "
+                    + ("the visit runs" if whole else "they are needed")
+                    + f" {format_span(start, end, tz, day)}."
+                )
+            else:
+                yield f"{clinician} does not work on {Weekday(local_start.weekday()).label}s."
+        off = self.time_off[clinician.pk].first_overlap(start, end)
+        if off:
+            yield f"{clinician} is off {format_span(off.start, off.end, tz, day)}."
+        busy = self.own_calendar_busy[clinician.pk].first_overlap(start, end)
+        if busy:
+            yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
 
     def travel_problems(self, visit_type, patient, start, end) -> Iterator[str]:
         """A visit of the patient's in the other modality closer than the clinic's travel gap.
@@ -547,17 +592,23 @@ class Availability:
                 )
                 break
 
-    def _fit_of_people_and_place(self, visit_type, clinician, room, patient) -> Iterator[str]:
-        if clinician.clinic_id != self.clinic.pk or (
+    def _fit_of_people_and_place(self, visit_type, team, room, patient) -> Iterator[str]:
+        if any(m.clinician.clinic_id != self.clinic.pk for m in team) or (
             patient and patient.clinic_id != self.clinic.pk
         ):
             yield "The clinician, the patient and the clinic must belong together."
         if visit_type.clinic_id != self.clinic.pk:
             yield f"{visit_type} is not a visit type of {self.clinic}."
-        if not clinician.is_active:
-            yield f"{clinician} no longer takes visits."
-        if not clinician.has_role(visit_type.clinician_role):
-            yield f"{visit_type} needs a {visit_type.get_clinician_role_display().lower()}; {clinician} is not one."
+        seen = set()
+        for member in team:
+            clinician, seat = member
+            if clinician.pk in seen:
+                yield f"{clinician} cannot take two places on one visit."
+            seen.add(clinician.pk)
+            if not clinician.is_active:
+                yield f"{clinician} no longer takes visits."
+            if seat.role_of(clinician) is None:
+                yield f"{visit_type} needs a {seat.label}; {clinician} is not one."
         if visit_type.modality == Modality.TELEHEALTH:
             if room is not None:
                 yield f"{visit_type} is a telehealth visit and takes no room."
@@ -574,14 +625,16 @@ class Availability:
                 f"{room} has no {visit_type.room_capability.name.lower()}, which {visit_type} needs."
             )
 
-    def conflicts(self, clinician, room, patient, start, end) -> Iterator[str]:
-        """Overlaps with visits that hold the same clinician, room or patient."""
-        self.load([clinician], [room], start, end)
+    def conflicts(self, team: Sequence[Member], room, patient, start, end) -> Iterator[str]:
+        """Overlaps with visits that hold someone of the team (for their span), the room or the patient."""
+        self.load([member.clinician for member in team], [room], start, end)
         tz, day = self.tz, start.astimezone(self.tz).date()
-        for busy in self.clinician_visits[clinician.pk].overlapping(start, end):
-            span = format_span(busy.start, busy.end, tz, day)
-            yield Conflict(f"{clinician} is booked {span} by another visit.")
-            break
+        for clinician, seat in team:
+            joins, leaves = seat.span(start, end)
+            for busy in self.clinician_visits[clinician.pk].overlapping(joins, leaves):
+                span = format_span(busy.start, busy.end, tz, day)
+                yield Conflict(f"{clinician} is booked {span} by another visit.")
+                break
         if room is not None:
             for busy in self.room_visits[room.pk].overlapping(start, end):
                 span = format_span(busy.start, busy.end, tz, day)
@@ -593,21 +646,78 @@ class Availability:
                 yield Conflict(f"{patient} already has a visit {span}.")
                 break
 
-    def reserve(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def _person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
+        return (
+            next(self._person_problems(clinician, start, end), None) is None
+            and self.clinician_visits[clinician.pk].first_overlap(start, end) is None
+        )
+
+    def qualified(self, seat: Seat) -> list[Clinician]:
+        """Active clinicians who may fill ``seat``, by name."""
+        if seat not in self._qualified:
+            self._qualified[seat] = sorted(
+                (c for c in self.clinicians.values() if c.is_active and seat.role_of(c)),
+                key=lambda c: (c.display_name, c.pk),  # pk: names may repeat
+            )
+        return self._qualified[seat]
+
+    def staff_for(
+        self,
+        visit_type: VisitType,
+        lead: Clinician,
+        start: datetime,
+        end: datetime,
+        prefer: Iterable[Clinician] = (),
+        only_preferred: bool = False,
+    ) -> tuple[tuple[Member, ...], Seat | None]:
+        """The rest of the team for a visit ``lead`` leads at [start, end): (members, None).
+
+        Each place goes to the first free qualified person, those in
+        ``prefer`` first (the same therapist across a course); with
+        ``only_preferred``, a place someone in ``prefer`` could fill goes to
+        them or to no one. An optional place nobody can fill is left empty.
+        When a required place cannot be filled: ((), that seat).
+        """
+        preferred = list(prefer)
+        taken = {lead.pk}
+        members = []
+        for seat in visit_type.seats[1:]:
+            joins, leaves = seat.span(start, end)
+            qualified = self.qualified(seat)
+            first = [c for c in preferred if c.pk not in taken and seat.role_of(c)]
+            candidates = first if only_preferred and first else first + qualified
+            self.load(candidates, [], joins, leaves)
+            chosen = next(
+                (
+                    c
+                    for c in candidates
+                    if c.pk not in taken and c.is_active and self._person_free(c, joins, leaves)
+                ),
+                None,
+            )
+            if chosen is None:
+                if seat.optional:
+                    continue
+                return (), seat
+            taken.add(chosen.pk)
+            members.append(Member(chosen, seat))
+        return tuple(members), None
+
+    def reserve(self, visit_type, clinician, room, patient, start, end, staff=()) -> None:
         """Treat a planned visit as busy, so later searches in this window avoid it."""
-        busy = Busy(start, end)
-        self.clinician_visits[clinician.pk].add(busy)
+        for member in (lead_of(visit_type, clinician), *staff):
+            self.clinician_visits[member.clinician.pk].add(Busy(*member.span(start, end)))
         if room is not None:
-            self.room_visits[room.pk].add(busy)
+            self.room_visits[room.pk].add(Busy(start, end))
         if patient is not None:
             self.patient_visits[patient.pk].add(Busy(start, end, visit_type.modality))
 
-    def release(self, visit_type, clinician, room, patient, start: datetime, end: datetime) -> None:
+    def release(self, visit_type, clinician, room, patient, start, end, staff=()) -> None:
         """Undo ``reserve``: a planned visit given up no longer holds its slot."""
-        busy = Busy(start, end)
-        self.clinician_visits[clinician.pk].remove(busy)
+        for member in (lead_of(visit_type, clinician), *staff):
+            self.clinician_visits[member.clinician.pk].remove(Busy(*member.span(start, end)))
         if room is not None:
-            self.room_visits[room.pk].remove(busy)
+            self.room_visits[room.pk].remove(Busy(start, end))
         if patient is not None:
             self.patient_visits[patient.pk].remove(Busy(start, end, visit_type.modality))
 
@@ -690,32 +800,34 @@ class Availability:
         patient: Patient | None = None,
         step: timedelta = timedelta(minutes=15),
         limit: int | None = None,
+        prefer_staff: Iterable[Clinician] = (),
     ) -> list[Slot]:
-        """Free slots for ``visit_type`` between two local dates (inclusive), earliest first."""
-        clinicians = [
-            self.clinicians[c.pk]
-            for c in (clinicians if clinicians is not None else self.clinicians.values())
-            if c.pk in self.clinicians
-        ]
-        clinicians = [
-            c for c in clinicians if c.is_active and c.has_role(visit_type.clinician_role)
-        ]
-        clinicians.sort(key=lambda c: c.display_name)
+        """Free slots for ``visit_type`` between two local dates (inclusive), earliest first.
+
+        ``clinicians`` may lead (default: anyone qualified); the rest of the
+        team comes from everyone loaded, ``prefer_staff`` first.
+        """
+        lead_seat = visit_type.lead_seat
+        if lead_seat is None:
+            return []  # a visit type without a team (booking says so)
+        allowed = None if clinicians is None else {c.pk for c in clinicians}
+        leads = [c for c in self.qualified(lead_seat) if allowed is None or c.pk in allowed]
+        prefer_staff = list(prefer_staff)
         rooms = self.rooms_for(visit_type)
         slots = []
         day = first_day
         while day <= last_day:
             found = []
-            for clinician in [] if self.closed_all_day(day) else clinicians:
+            for clinician in [] if self.closed_all_day(day) else leads:
                 for start in self.candidate_starts(clinician, day, step):
                     end = start + visit_type.duration
                     room = self.first_room(visit_type, clinician, rooms, patient, start, end)
-                    if room is not False:
-                        found.append(
-                            Slot(
-                                start.astimezone(self.tz), end.astimezone(self.tz), clinician, room
-                            )
-                        )
+                    if room is False:
+                        continue
+                    staff, missing = self.staff_for(visit_type, clinician, start, end, prefer_staff)
+                    if missing is None:
+                        local_start, local_end = start.astimezone(self.tz), end.astimezone(self.tz)
+                        found.append(Slot(local_start, local_end, clinician, room, staff))
             found.sort(key=lambda slot: (slot.start, slot.clinician.display_name))
             slots.extend(found)
             if limit is not None and len(slots) >= limit:
@@ -739,11 +851,7 @@ def free_slots(
     (``step``, ``limit`` and the rest go to it).
     """
     availability = Availability.for_days(
-        visit_type.clinic,
-        first_day,
-        last_day,
-        clinicians=clinicians,
-        patients=[patient] if patient else (),
+        visit_type.clinic, first_day, last_day, patients=[patient] if patient else ()
     )
     return availability.free_slots(
         visit_type,

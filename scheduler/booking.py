@@ -13,7 +13,7 @@ the reasons it may not be (``plans`` registers the screening gate there). Pages
 that offer many times judge them through ``rules_for_times``.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -23,13 +23,15 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduler.availability import Availability, Conflict
+from scheduler.availability import Availability, Conflict, format_span, lead_of
 from scheduler.models import (
     OPEN_STATUSES,
     Clinician,
+    Member,
     Patient,
     Room,
     Visit,
+    VisitParticipant,
     VisitStatus,
     VisitType,
 )
@@ -45,7 +47,7 @@ class BookingError(Exception):
 
 
 class SlotTaken(BookingError):
-    """Another visit holds the clinician, the room or the patient at that time."""
+    """Another visit holds someone of the team, the room or the patient at that time."""
 
 
 class InvalidTransition(BookingError):
@@ -124,16 +126,85 @@ def rules_for_times(visit: Visit, start: datetime, end: datetime) -> Callable[[V
     return first_objection
 
 
-def _availability_for(visit: Visit) -> Availability:
+def _availability_for(visit: Visit, staff: Sequence[Member] | None = ()) -> Availability:
+    """What decides ``visit``: its people (everyone, when ``staff`` is None: to choose from)."""
+    people = None if staff is None else [visit.clinician, *(m.clinician for m in staff)]
     return Availability(
         visit.patient.clinic,
         visit.start,
         visit.end,
-        clinicians=[visit.clinician],
+        clinicians=people,
         rooms=[visit.room] if visit.room else [],
         patients=[visit.patient],
         ignore_visits=[visit.pk] if visit.pk else [],
     )
+
+
+def seat_staff(
+    visit_type: VisitType, clinicians: Iterable[Clinician]
+) -> tuple[list[Member], list[str]]:
+    """``clinicians`` in the places of the visit type's team after the lead, and what is wrong.
+
+    Each takes the first open place one of their roles fills, so the order
+    they are given in does not matter; the problems name anyone who fills
+    no place and every required place left empty.
+    """
+    open_seats = list(enumerate(visit_type.seats[1:]))
+    placed, problems = [], []
+    for clinician in clinicians:
+        index = next((i for i, (_, seat) in enumerate(open_seats) if seat.role_of(clinician)), None)
+        if index is None:
+            problems.append(
+                f"{clinician} has no place left on the team of {visit_type} "
+                f"({visit_type.team_text})."
+            )
+            continue
+        number, seat = open_seats.pop(index)
+        placed.append((number, Member(clinician, seat)))
+    problems += [
+        f"{visit_type} needs a {seat.label} as well." for _, seat in open_seats if not seat.optional
+    ]
+    return [member for _, member in sorted(placed, key=lambda pair: pair[0])], problems
+
+
+def staff_of(visit: Visit) -> list[Member]:
+    """The visit's team after the lead, as stored, in their places."""
+    seats = visit.visit_type.seats
+    return [
+        Member(p.clinician, seats[p.position] if p.position < len(seats) else p.seat)
+        for p in visit.staff
+        if not p.is_lead
+    ]
+
+
+def choose_staff(visit: Visit, prefer: Iterable[Clinician] = ()) -> list[Member]:
+    """The first free people for the places after the lead, ``prefer`` first; BookingError if none."""
+    availability = _availability_for(visit, None)
+    staff, missing = availability.staff_for(
+        visit.visit_type, visit.clinician, visit.start, visit.end, prefer
+    )
+    if missing is not None:
+        span = format_span(*missing.span(visit.start, visit.end), visit.patient.clinic.tz)
+        raise BookingError(f"No {missing.label} is free {span} for this visit.")
+    return list(staff)
+
+
+def save_with_team(visit: Visit, staff: Sequence[Member]) -> Visit:
+    """Write ``visit`` and its team (lead: its clinician; ``staff`` after), without checks.
+
+    For proposals, which hold no one's time, and inside the checked booking
+    operations. Places no longer on the team are emptied before the visit's
+    new time is written, so that on PostgreSQL someone leaving the visit is
+    never held at its new time even for a moment.
+    """
+    if visit.pk:
+        VisitParticipant.objects.filter(visit=visit, position__gt=0).delete()
+    visit.save()
+    VisitParticipant.objects.bulk_create(
+        VisitParticipant.for_seat(visit, member.clinician, member.seat, position)
+        for position, member in enumerate(staff, start=1)
+    )
+    return visit
 
 
 def _horizon_problems(start: datetime, tz) -> list[str]:
@@ -146,33 +217,46 @@ def _horizon_problems(start: datetime, tz) -> list[str]:
     return []
 
 
-def problems_for(visit: Visit) -> list[str]:
+def problems_for(visit: Visit, staff: Sequence[Member] = ()) -> list[str]:
     """Every reason ``visit`` (saved or not) cannot hold its time, place and people."""
     visit.start = require_aware(visit.start, "start").astimezone(UTC)
     if visit.end is None:
         visit.end = visit.start + visit.visit_type.duration
-    return _horizon_problems(visit.start, visit.patient.clinic.tz) + _availability_for(
-        visit
-    ).problems(visit.visit_type, visit.clinician, visit.room, visit.patient, visit.start, visit.end)
+    if visit.visit_type.lead_seat is None:
+        return [f"{visit.visit_type} has no team set up: add who it needs in the admin."]
+    _, missing = seat_staff(visit.visit_type, [m.clinician for m in staff])
+    return (
+        _horizon_problems(visit.start, visit.patient.clinic.tz)
+        + [problem for problem in missing if problem.endswith("as well.")]
+        + _availability_for(visit, staff).problems(
+            visit.visit_type,
+            visit.clinician,
+            visit.room,
+            visit.patient,
+            visit.start,
+            visit.end,
+            staff,
+        )
+    )
 
 
-def _save_checked(visit: Visit) -> Visit:
-    """Validate and save ``visit`` atomically; raise BookingError/SlotTaken with every reason."""
+def _save_checked(visit: Visit, staff: Sequence[Member]) -> Visit:
+    """Validate and save ``visit`` and its team atomically; raise BookingError/SlotTaken with every reason."""
     try:
         with transaction.atomic():
-            problems = problems_for(visit) + rule_problems(visit)
+            problems = problems_for(visit, staff) + rule_problems(visit)
             if problems:
                 overlap_only = all(isinstance(problem, Conflict) for problem in problems)
                 raise (SlotTaken if overlap_only else BookingError)(problems)
-            visit.save()
-            return visit
+            return save_with_team(visit, staff)
     except IntegrityError as error:
         if getattr(error.__cause__, "sqlstate", None) != EXCLUSION_VIOLATION:
             raise
         # Another transaction booked an overlapping visit between our check and
         # our insert; it has committed, so a fresh look names it.
-        conflicts = _availability_for(visit).conflicts(
-            visit.clinician, visit.room, visit.patient, visit.start, visit.end
+        team = [lead_of(visit.visit_type, visit.clinician), *staff]
+        conflicts = _availability_for(visit, staff).conflicts(
+            team, visit.room, visit.patient, visit.start, visit.end
         )
         raise SlotTaken(
             list(conflicts) or ["Another booking took this time a moment ago."]
@@ -184,6 +268,7 @@ def _locked(visit: Visit) -> Visit:
     return (
         Visit.objects.select_for_update(of=("self",))
         .select_related("patient__clinic", "visit_type", "clinician", "room")
+        .prefetch_related("participants__clinician", "visit_type__staffing")
         .get(pk=visit.pk)
     )
 
@@ -215,8 +300,13 @@ def book(
     start: datetime,
     room: Room | None = None,
     ride_home_arranged: bool = False,
+    staff: Iterable[Clinician] | None = None,
 ) -> Visit:
-    """Book a new visit, or raise BookingError saying everything that is wrong."""
+    """Book a new visit led by ``clinician``, or raise BookingError saying everything that is wrong.
+
+    ``staff``: the rest of the team, each in the first place of the visit
+    type's team they fill; None: the first free people for its places.
+    """
     start = require_aware(start, "start").astimezone(UTC)
     visit = Visit(
         patient=patient,
@@ -229,16 +319,25 @@ def book(
         ride_home_arranged=ride_home_arranged,
     )
     with transaction.atomic():
-        _save_checked(visit)
+        _save_checked(visit, _staff_for(visit, staff))
         _announce(visit, VisitChange.BOOKED)
     return visit
 
 
+def _staff_for(visit: Visit, staff: Iterable[Clinician] | None) -> list[Member]:
+    if staff is None:
+        return choose_staff(visit)
+    members, problems = seat_staff(visit.visit_type, staff)
+    if extra := [problem for problem in problems if not problem.endswith("as well.")]:
+        raise BookingError(extra)
+    return members
+
+
 def book_proposed(visit: Visit) -> Visit:
-    """Turn a proposed visit (from a care plan) into a booked one."""
+    """Turn a proposed visit (from a care plan) into a booked one, with the team it was proposed with."""
     with _changing(visit, {VisitStatus.PROPOSED}, "booked again") as current:
         current.status = VisitStatus.BOOKED
-        _save_checked(current)
+        _save_checked(current, staff_of(current))
         _announce(current, VisitChange.BOOKED)
     return visit
 
@@ -249,15 +348,22 @@ def move(
     start: datetime,
     clinician: Clinician | None = None,
     room: Room | bool | None = False,
+    staff: Iterable[Clinician] | None = None,
 ) -> Visit:
-    """Move a visit to ``start`` (and optionally another clinician or room).
+    """Move a visit to ``start`` (and optionally another lead, room or team).
 
-    ``room=False`` keeps the room; ``room=None`` clears it (telehealth). The visit
-    keeps its UID and its SEQUENCE rises, so calendars update the same event.
-    A confirmed visit goes back to booked: the patient confirms the new time.
+    ``room=False`` keeps the room; ``room=None`` clears it (telehealth).
+    ``staff=None`` keeps the team, refused if someone is not free then. The
+    visit keeps its UID and its SEQUENCE rises, so calendars update the same
+    event. A confirmed visit goes back to booked: the patient confirms the new time.
     """
     start = require_aware(start, "start").astimezone(UTC)
     with _changing(visit, OPEN_STATUSES, "moved") as current:
+        team = (
+            [m for m in staff_of(current) if m.clinician != (clinician or current.clinician)]
+            if staff is None
+            else None
+        )
         current.start = start
         current.end = start + current.visit_type.duration
         if clinician is not None:
@@ -267,7 +373,29 @@ def move(
         if current.status == VisitStatus.CONFIRMED:
             current.status = VisitStatus.BOOKED
         current.sequence += 1
-        _save_checked(current)
+        if team is None:
+            team = _staff_for(current, staff)
+        _save_checked(current, team)
+        _announce(current, VisitChange.MOVED)
+    return visit
+
+
+def replace_participant(visit: Visit, leaving: Clinician, joining: Clinician) -> Visit:
+    """Put ``joining`` in ``leaving``'s place on the visit, at the same time ("swap the monitor").
+
+    The lead's place too: the visit's clinician changes. Checked like a
+    booking; calendars update (SEQUENCE rises), and ``leaving`` gets a cancellation.
+    """
+    with _changing(visit, OPEN_STATUSES, "changed") as current:
+        staff = staff_of(current)
+        if current.clinician == leaving:
+            current.clinician = joining
+        elif leaving in [m.clinician for m in staff]:
+            staff = [Member(joining, m.seat) if m.clinician == leaving else m for m in staff]
+        else:
+            raise BookingError(f"{leaving} is not on this visit.")
+        current.sequence += 1
+        _save_checked(current, staff)
         _announce(current, VisitChange.MOVED)
     return visit
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -46,6 +47,7 @@ from scheduler.models import (
     OpeningHours,
     Patient,
     Room,
+    StaffingRequirement,
     Visit,
     VisitKind,
     VisitType,
@@ -170,6 +172,16 @@ STAFF = [
         (ClinicianRole.NURSE,),
         tuple(weekly(MON_FRI, "08:00", "16:00")),
     ),
+    Staff(
+        "okafor",
+        "Samuel",
+        "Okafor",
+        "Nurse",
+        CLINICIANS,
+        "Samuel Okafor, RN",
+        (ClinicianRole.NURSE,),
+        tuple(weekly(MON_FRI, "10:00", "18:00")),
+    ),
     Staff("frontdesk", "Robin", "Ashdown", "Front desk", FRONT_DESK),
     Staff("admin", "Sam", "Keeper", "Clinic admin (superuser)", CLINIC_ADMINS),
 ]
@@ -215,7 +227,21 @@ TELEHEALTH_PREPARATION = (
 )
 
 
+class Need(NamedTuple):
+    """A place on a visit type's team (scheduler.models.StaffingRequirement); the first leads."""
+
+    roles: tuple[str, ...]
+    stays: int | None = None  # minutes from the start; None: the whole visit
+    optional: bool = False
+
+
+def need(*roles: str, stays: int | None = None, optional: bool = False) -> Need:
+    return Need(roles, stays, optional)
+
+
 def visit_types(phone: str) -> list[dict]:
+    """The demo's visit types. Dosing is a team: a medical monitor leads, a therapist guides
+    (for IV, through the infusion's first hour); for intranasal doses the therapist is optional."""
     dosing_aftercare = aftercare(phone)
     return [
         {
@@ -225,7 +251,7 @@ def visit_types(phone: str) -> list[dict]:
             "duration_minutes": 60,
             "modality": Modality.IN_PERSON,
             "room_capability": "consult",
-            "clinician_role": ClinicianRole.PRESCRIBER,
+            "team": [need(ClinicianRole.PRESCRIBER)],
             "price": "350.00",
             "preparation_instructions": (
                 "Bring photo ID and a list of every medicine and supplement you take. "
@@ -238,7 +264,7 @@ def visit_types(phone: str) -> list[dict]:
             "kind": VisitKind.PREPARATION,
             "duration_minutes": 50,
             "modality": Modality.TELEHEALTH,
-            "clinician_role": ClinicianRole.THERAPIST,
+            "team": [need(ClinicianRole.THERAPIST)],
             "price": "175.00",
             "preparation_instructions": TELEHEALTH_PREPARATION,
         },
@@ -253,7 +279,10 @@ def visit_types(phone: str) -> list[dict]:
             "monitoring_minutes": 60,
             "modality": Modality.IN_PERSON,
             "room_capability": "infusion-chair",
-            "clinician_role": ClinicianRole.PRESCRIBER,
+            "team": [
+                need(ClinicianRole.PRESCRIBER, ClinicianRole.NURSE),
+                need(ClinicianRole.THERAPIST, stays=60),
+            ],
             "price": "475.00",
             "preparation_instructions": dosing_preparation(
                 "The IV infusion takes about 40-60 minutes; then you rest with us for up "
@@ -273,7 +302,7 @@ def visit_types(phone: str) -> list[dict]:
             "monitoring_minutes": 60,
             "modality": Modality.IN_PERSON,
             "room_capability": "vitals-monitoring",
-            "clinician_role": ClinicianRole.PRESCRIBER,
+            "team": [need(ClinicianRole.PRESCRIBER), need(ClinicianRole.THERAPIST)],
             "price": "425.00",
             "preparation_instructions": dosing_preparation(
                 "The intramuscular dose works within minutes and for about an hour; we "
@@ -284,7 +313,8 @@ def visit_types(phone: str) -> list[dict]:
         },
         {
             # A nurse on site is enough to monitor an oral dose (docs/rules.md,
-            # course of care); prescribers stay free for IV/IM.
+            # course of care); prescribers stay free for IV/IM. The therapist
+            # guides the whole session.
             "slug": "lozenge-dosing",
             "name": "Lozenge dosing session",
             "kind": VisitKind.DOSING,
@@ -295,7 +325,7 @@ def visit_types(phone: str) -> list[dict]:
             "monitoring_minutes": 120,
             "modality": Modality.IN_PERSON,
             "room_capability": "vitals-monitoring",
-            "clinician_role": ClinicianRole.NURSE,
+            "team": [need(ClinicianRole.NURSE), need(ClinicianRole.THERAPIST)],
             "price": "395.00",
             "preparation_instructions": dosing_preparation(
                 "The sublingual lozenge dissolves in your mouth without swallowing; the "
@@ -317,7 +347,10 @@ def visit_types(phone: str) -> list[dict]:
             "monitoring_minutes": 120,
             "modality": Modality.IN_PERSON,
             "room_capability": "rems-certified",
-            "clinician_role": ClinicianRole.PRESCRIBER,
+            "team": [
+                need(ClinicianRole.NURSE, ClinicianRole.PRESCRIBER),
+                need(ClinicianRole.THERAPIST, optional=True),
+            ],
             "price": "325.00",
             "preparation_instructions": dosing_preparation(
                 "Intranasal esketamine (Spravato) sessions include at least 2 hours of monitoring; "
@@ -332,7 +365,7 @@ def visit_types(phone: str) -> list[dict]:
             "kind": VisitKind.INTEGRATION,
             "duration_minutes": 50,
             "modality": Modality.TELEHEALTH,
-            "clinician_role": ClinicianRole.THERAPIST,
+            "team": [need(ClinicianRole.THERAPIST)],
             "price": "175.00",
             "preparation_instructions": TELEHEALTH_PREPARATION,
         },
@@ -342,7 +375,7 @@ def visit_types(phone: str) -> list[dict]:
             "kind": VisitKind.MAINTENANCE,
             "duration_minutes": 30,
             "modality": Modality.TELEHEALTH,
-            "clinician_role": ClinicianRole.PRESCRIBER,
+            "team": [need(ClinicianRole.PRESCRIBER)],
             "price": "125.00",
             "preparation_instructions": TELEHEALTH_PREPARATION,
         },
@@ -542,8 +575,27 @@ def seed_visit_types(clinic: Clinic) -> dict[str, VisitType]:
             "room_capability": capabilities.get(spec.get("room_capability")),
         }
         slug = values.pop("slug")
+        team = values.pop("team")
         types[slug], _ = upsert(VisitType, {"clinic": clinic, "slug": slug}, values)
+        replace_team(types[slug], team)
     return types
+
+
+def replace_team(visit_type: VisitType, team: list[Need]) -> None:
+    """Make the visit type's team exactly ``team``; rows already right keep their ids."""
+    keep = []
+    for position, need in enumerate(team):
+        row, _ = StaffingRequirement.objects.get_or_create(
+            visit_type=visit_type,
+            position=position,
+            roles=",".join(need.roles),
+            count=1,
+            joins_after_minutes=0,
+            stays_minutes=need.stays,
+            optional=need.optional,
+        )
+        keep.append(row.pk)
+    visit_type.staffing.exclude(pk__in=keep).delete()
 
 
 def seed_patients(clinic: Clinic) -> list[Patient]:
@@ -566,7 +618,8 @@ def seed_visits(clinic, types, patients, clinicians) -> list[Visit]:
             continue
         # Take turns among qualified clinicians, else the earliest slot would
         # give every visit to the same person.
-        qualified = [c for c in clinicians.values() if c.has_role(visit_type.clinician_role)]
+        lead = visit_type.lead_seat
+        qualified = [c for c in clinicians.values() if lead.role_of(c)]
         turn = qualified[number % len(qualified)]
         first_day = today + timedelta(days=1 + number)
         slots = free_slots(
@@ -583,6 +636,7 @@ def seed_visits(clinic, types, patients, clinicians) -> list[Visit]:
                 clinician=slot.clinician,
                 start=slot.start,
                 room=slot.room,
+                staff=[member.clinician for member in slot.staff],
             )
         )
     return booked

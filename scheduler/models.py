@@ -8,6 +8,7 @@ clinic's zone.
 
 import uuid
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -305,6 +306,52 @@ class TimeOff(Interval):
         return f"{self.clinician} off {self.start:%Y-%m-%d %H:%M}-{self.end:%Y-%m-%d %H:%M}"
 
 
+def role_label(roles) -> str:
+    """ "nurse or prescriber": the roles any one of which fills a place on a team."""
+    names = [ClinicianRole(role).label.lower() for role in roles]
+    return " or ".join(names)
+
+
+class Seat(NamedTuple):
+    """One place on a visit's team: who may fill it and for which part of the visit.
+
+    ``offset`` is when the person joins after the visit starts and ``length``
+    how long they stay (None: to the end); only that span of their time is held.
+    """
+
+    roles: tuple[str, ...]
+    offset: timedelta = timedelta(0)
+    length: timedelta | None = None
+    optional: bool = False
+
+    @property
+    def label(self) -> str:
+        return role_label(self.roles)
+
+    def span(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        """The part of a visit running [start, end) this place is needed for."""
+        joins = min(start + self.offset, end)
+        leaves = end if self.length is None else min(end, joins + self.length)
+        return joins, leaves
+
+    def role_of(self, clinician: "Clinician") -> str | None:
+        """The role ``clinician`` would fill this place in, or None when they hold none of its roles."""
+        return next((role for role in self.roles if clinician.has_role(role)), None)
+
+    def whole_visit(self) -> bool:
+        return not self.offset and self.length is None
+
+
+class Member(NamedTuple):
+    """A person on a visit's team, in their place."""
+
+    clinician: "Clinician"
+    seat: Seat
+
+    def span(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+        return self.seat.span(start, end)
+
+
 class ConsentMethod(models.TextChoices):
     WEB_FORM = "web_form", "Online form"
     PAPER_FORM = "paper_form", "Signed paper form"
@@ -492,7 +539,6 @@ class VisitType(models.Model):
         on_delete=models.PROTECT,
         help_text="The room must offer this (in-person visits only).",
     )
-    clinician_role = models.CharField(max_length=20, choices=ClinicianRole.choices)
     price = models.DecimalField(max_digits=9, decimal_places=2, default=0)
     preparation_instructions = models.TextField(
         blank=True, help_text="Sent by email and shown on the patient's page before the visit."
@@ -523,6 +569,22 @@ class VisitType(models.Model):
     @property
     def duration(self) -> timedelta:
         return timedelta(minutes=self.duration_minutes)
+
+    @cached_property
+    def seats(self) -> list[Seat]:
+        """The team the visit needs, one seat per person, the lead first (see StaffingRequirement)."""
+        return [seat for row in self.staffing.all() for seat in row.as_seats()]
+
+    @property
+    def lead_seat(self) -> Seat | None:
+        return self.seats[0] if self.seats else None
+
+    @property
+    def team_text(self) -> str:
+        """'nurse or prescriber + therapist (optional)': the team in words."""
+        return " + ".join(
+            seat.label + (" (optional)" if seat.optional else "") for seat in self.seats
+        )
 
     @property
     def is_dosing(self) -> bool:
@@ -587,6 +649,86 @@ class VisitType(models.Model):
             raise ValidationError(errors)
 
 
+def parse_roles(text: str) -> tuple[str, ...]:
+    return tuple(role for role in (text or "").split(",") if role)
+
+
+class StaffingRequirement(models.Model):
+    """A place on the team a visit type needs: which roles may fill it, how many, for how long.
+
+    The first row (by position) is the lead: the visit's clinician, the name
+    patients see. The others join the lead for the span they are needed.
+    """
+
+    visit_type = models.ForeignKey(VisitType, on_delete=models.CASCADE, related_name="staffing")
+    position = models.PositiveSmallIntegerField(
+        default=0, help_text="The lead comes first: the clinician patients are told about."
+    )
+    roles = models.CharField(
+        max_length=60,
+        help_text="Any one of these roles fills the place (e.g. nurse or prescriber).",
+    )
+    count = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(4)], help_text="How many such people."
+    )
+    joins_after_minutes = models.PositiveIntegerField(
+        "joins after (minutes)", default=0, help_text="After the visit starts. 0: from the start."
+    )
+    stays_minutes = models.PositiveIntegerField(
+        "stays (minutes)", null=True, blank=True, help_text="Empty: to the end of the visit."
+    )
+    optional = models.BooleanField(
+        default=False,
+        help_text="Booked when someone is free; the visit goes ahead without them otherwise.",
+    )
+
+    class Meta:
+        ordering = ["visit_type", "position", "pk"]
+        verbose_name = "team member needed"
+        verbose_name_plural = "team"
+
+    def __str__(self):
+        return f"{self.count} {role_label(self.role_list)}"
+
+    @property
+    def role_list(self) -> tuple[str, ...]:
+        return parse_roles(self.roles)
+
+    def as_seats(self) -> list[Seat]:
+        length = None if self.stays_minutes is None else timedelta(minutes=self.stays_minutes)
+        seat = Seat(
+            self.role_list, timedelta(minutes=self.joins_after_minutes), length, self.optional
+        )
+        return [seat] * self.count
+
+    def clean(self):
+        errors = {}
+        roles = self.role_list
+        known = set(ClinicianRole.values)
+        if not roles:
+            errors["roles"] = "Choose at least one role."
+        elif unknown := [role for role in roles if role not in known]:
+            errors["roles"] = f"Unknown role: {', '.join(unknown)}."
+        if self.count == 0:
+            errors["count"] = "At least one person."
+        if self.stays_minutes == 0:
+            errors["stays_minutes"] = "Stays for some time, or leave it empty for the whole visit."
+        duration = self.visit_type.duration_minutes if self.visit_type_id else None
+        if duration and self.joins_after_minutes >= duration:
+            errors["joins_after_minutes"] = f"The visit lasts {duration} minutes."
+        elif (
+            duration
+            and self.stays_minutes
+            and (self.joins_after_minutes + self.stays_minutes > duration)
+        ):
+            errors["stays_minutes"] = (
+                f"The visit lasts {duration} minutes: joining after {self.joins_after_minutes} "
+                f"leaves {duration - self.joins_after_minutes}."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
 class VisitStatus(models.TextChoices):
     PROPOSED = "proposed", "Proposed"
     BOOKED = "booked", "Booked"
@@ -630,6 +772,15 @@ def overlapping(start: datetime, end: datetime) -> Q:
 
 
 class VisitQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        """Visits in bulk, each with its lead participant (``Visit.participants_follow``'s rule)."""
+        created = super().bulk_create(objs, *args, **kwargs)
+        VisitParticipant.objects.bulk_create(
+            [VisitParticipant.lead_of(visit) for visit in created],
+            batch_size=kwargs.get("batch_size"),
+        )
+        return created
+
     def scheduled(self):
         """Every visit but the proposed ones: a proposal belongs to a plan still under review,
         so it shows on no calendar, page or feed until it is booked."""
@@ -642,7 +793,8 @@ class VisitQuerySet(models.QuerySet):
         return self.filter(overlapping(start, end))
 
     def for_clinician(self, clinician):
-        return self.filter(clinician=clinician)
+        """The visits ``clinician`` is on, leading or not."""
+        return self.filter(participants__clinician=clinician)
 
     def for_patient(self, patient):
         return self.filter(patient=patient)
@@ -708,6 +860,10 @@ class Visit(models.Model):
             f"{self.visit_type} for {self.patient} at {local:%Y-%m-%d %H:%M}" if local else "Visit"
         )
 
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        self.participants_follow()
+
     @property
     def is_blocking(self) -> bool:
         return self.status in BLOCKING_STATUSES
@@ -719,6 +875,108 @@ class Visit(models.Model):
     @property
     def lacks_ride_home(self) -> bool:
         return self.visit_type.needs_ride_home and not self.ride_home_arranged and self.is_open
+
+    @property
+    def staff(self) -> list["VisitParticipant"]:
+        """Everyone on the visit, the lead first (prefetch ``participants__clinician`` for many)."""
+        return sorted(self.participants.all(), key=lambda p: p.position)
+
+    def participants_follow(self) -> None:
+        """Keep every participant's span and hold in step with the visit; the lead is its clinician.
+
+        A visit saved without participants gets its lead. Whoever saves a visit
+        (booking, the admin, a migration, a test) leaves its team consistent.
+        """
+        rows = list(VisitParticipant.objects.filter(visit=self).select_related("clinician"))
+        if not rows:
+            VisitParticipant.lead_of(self).save()
+            return
+        changed = []
+        for row in rows:
+            before = (row.clinician_id, row.start, row.end, row.holds_time)
+            if row.position == 0 and row.clinician_id != self.clinician_id:
+                row.clinician = self.clinician
+                seat = self.visit_type.lead_seat
+                row.role = (seat and seat.role_of(self.clinician)) or row.role
+            row.follow(self)
+            if (row.clinician_id, row.start, row.end, row.holds_time) != before:
+                changed.append(row)
+        if changed:
+            VisitParticipant.objects.bulk_update(
+                changed, ["clinician", "role", "start", "end", "holds_time"]
+            )
+
+
+class VisitParticipant(models.Model):
+    """A person on a visit's team, in a role, for the span of the visit they are needed.
+
+    Position 0 is the lead (the visit's clinician). ``start``, ``end`` and
+    ``holds_time`` copy what the visit and the seat say, so that PostgreSQL can
+    refuse a person's overlapping participations itself (migration 0015) and
+    availability reads a person's busy times from one table.
+    """
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="participants")
+    clinician = models.ForeignKey(
+        Clinician, on_delete=models.PROTECT, related_name="participations"
+    )
+    role = models.CharField(max_length=20, choices=ClinicianRole.choices)
+    position = models.PositiveSmallIntegerField(default=0)
+    joins_after_minutes = models.PositiveIntegerField(default=0)
+    stays_minutes = models.PositiveIntegerField(null=True, blank=True)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    holds_time = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["visit", "position"]
+        indexes = [models.Index(fields=["clinician", "start"], name="participant_clinician_start")]
+        constraints = [
+            models.UniqueConstraint(fields=["visit", "clinician"], name="participant_once_a_visit"),
+            models.UniqueConstraint(fields=["visit", "position"], name="participant_position"),
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="participant_ends_after_start"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.clinician} ({self.get_role_display().lower()})"
+
+    @property
+    def is_lead(self) -> bool:
+        return self.position == 0
+
+    @property
+    def seat(self) -> Seat:
+        length = None if self.stays_minutes is None else timedelta(minutes=self.stays_minutes)
+        return Seat((self.role,), timedelta(minutes=self.joins_after_minutes), length)
+
+    @property
+    def is_partial(self) -> bool:
+        return not self.seat.whole_visit()
+
+    @classmethod
+    def lead_of(cls, visit: Visit) -> "VisitParticipant":
+        """The visit's clinician in its lead place (any of their roles where its type names none)."""
+        seat = visit.visit_type.lead_seat or Seat(tuple(visit.clinician.roles))
+        return cls.for_seat(visit, visit.clinician, seat, 0)
+
+    @classmethod
+    def for_seat(cls, visit: Visit, clinician: Clinician, seat: Seat, position: int):
+        row = cls(
+            visit=visit,
+            clinician=clinician,
+            role=seat.role_of(clinician) or next(iter(clinician.roles), seat.roles[0]),
+            position=position,
+            joins_after_minutes=seat.offset // timedelta(minutes=1),
+            stays_minutes=None if seat.length is None else seat.length // timedelta(minutes=1),
+        )
+        row.follow(visit)
+        return row
+
+    def follow(self, visit: Visit) -> None:
+        self.start, self.end = self.seat.span(visit.start, visit.end)
+        self.holds_time = visit.is_blocking
 
 
 # -- calendars: feed tokens, invite preferences, busy times from clinicians' calendars --

@@ -16,6 +16,7 @@ from scheduler.models import (
     OpeningHours,
     Patient,
     Room,
+    StaffingRequirement,
     Visit,
     VisitKind,
     VisitType,
@@ -96,17 +97,31 @@ class ClinicBuilder:
     def visit_type(
         self, slug: str, kind: str, minutes: int, role: str, modality: str, capability=None, **extra
     ):
-        return VisitType.objects.create(
+        """A visit type led by one clinician in ``role`` (add places with ``add_to_team``)."""
+        visit_type = VisitType.objects.create(
             clinic=self.clinic,
             name=slug.replace("-", " ").title(),
             slug=slug,
             kind=kind,
             duration_minutes=minutes,
-            clinician_role=role,
             modality=modality,
             room_capability=capability,
             **extra,
         )
+        self.add_to_team(visit_type, role)
+        return visit_type
+
+    @staticmethod
+    def add_to_team(visit_type, *roles: str, **options):
+        """One more place on ``visit_type``'s team, filled by any of ``roles``."""
+        StaffingRequirement.objects.create(
+            visit_type=visit_type,
+            position=visit_type.staffing.count(),
+            roles=",".join(roles),
+            **options,
+        )
+        visit_type.__dict__.pop("seats", None)  # the cached team
+        return visit_type
 
     def patient(
         self, first: str = "Avery", last: str = "Example", *, screened=True, **extra

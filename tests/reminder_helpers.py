@@ -60,7 +60,7 @@ class ReminderClinic(SmallClinic):
             "prescriber": self.prescriber,
             "therapist": self.therapist,
             "nurse": self.nurse,
-        }[visit_type.clinician_role]
+        }[visit_type.lead_seat.roles[0]]
         room = None
         if not visit_type.is_telehealth:
             room = self.room1 if visit_type.is_dosing else self.room3

@@ -15,7 +15,7 @@ from plans.models import CONTRAINDICATIONS, Anchor, PlanStatus, Protocol, Protoc
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.booking import BookingError
-from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
+from scheduler.models import Clinic, Closure, Patient, StaffingRequirement, Visit, VisitStatus
 from tests.conftest import at
 from tests.plan_rules import rule_violations
 
@@ -107,7 +107,7 @@ def test_preferences_are_honoured_where_a_slot_allows_and_warned_about_where_not
             and local_end.time() <= time(17)
         ):
             honoured += 1
-            if visit.visit_type.clinician_role == "therapist":
+            if visit.visit_type.lead_seat.roles == ("therapist",):
                 assert visit.clinician == therapist
         else:
             assert f"{visit.step} #{visit.occurrence}: no slot matched the preferences" in warned
@@ -128,8 +128,10 @@ def test_a_fully_closed_clinic_fails_naming_the_step_and_rule(demo):
 def test_an_integration_window_that_cannot_be_met_names_the_rule_and_the_nearest_slot(demo):
     # Therapists see patients on Mondays only: an integration 1-3 days after an
     # infusion (on a Tuesday at the earliest) never reaches one, from any start.
+    # The infusions here go without their guiding therapist (see the next test).
     for therapist in demo.clinicians.filter(is_therapist=True):
         therapist.working_hours.exclude(weekday=0).delete()
+    StaffingRequirement.objects.filter(visit_type__slug="iv-infusion", position__gt=0).delete()
     with pytest.raises(PlanInfeasible) as failed:
         # From March: in February, Presidents' Day (a Monday, the clinic closed)
         # stops the infusions' spacing first.
@@ -137,6 +139,17 @@ def test_an_integration_window_that_cannot_be_met_names_the_rule_and_the_nearest
     message = str(failed.value)
     assert "Integration" in message and "1 day to 3 days after" in message
     assert "Nearest free slot:" in message
+
+
+def test_a_dosing_step_with_no_therapist_free_names_the_role(demo):
+    # The prescriber and the chairs are free all week; the therapists who guide
+    # infusions work Mondays only, and the infusions are 40 h to 4 days apart.
+    for therapist in demo.clinicians.filter(is_therapist=True):
+        therapist.working_hours.exclude(weekday=0).delete()
+    with pytest.raises(PlanInfeasible) as failed:
+        generate(patient(demo), protocol(demo, "iv-induction"), date(2030, 3, 4))
+    assert "IV infusion" in str(failed.value.step)
+    assert "no therapist was free when a lead and a room were" in failed.value.constraint
 
 
 def test_confirm_is_refused_until_screening_is_cleared_then_books_everything(demo):
@@ -294,6 +307,7 @@ def test_plan_command_prints_the_documented_json(demo):
     assert data["start_date"] == START.isoformat()
     first = data["visits"][0]
     assert set(first) == {
+        "staff",
         "step",
         "kind",
         "start",
@@ -304,6 +318,12 @@ def test_plan_command_prints_the_documented_json(demo):
         "existing_visit",
     }
     assert first["existing_visit"] is None
+    assert first["staff"] == [{"name": first["clinician"], "role": "prescriber"}]
+    for visit in data["visits"]:
+        if visit["kind"] == "dosing":
+            roles = [member["role"] for member in visit["staff"]]
+            assert roles[0] in ("prescriber", "nurse") and roles[1:] == ["therapist"]
+            assert visit["staff"][0]["name"] == visit["clinician"]
     assert first["start"].endswith(("-05:00", "-04:00"))
     assert len(data["visits"]) == 1 + 1 + 6 + 6 + 3
 

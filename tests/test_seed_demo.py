@@ -158,7 +158,7 @@ def test_every_visit_type_is_present_and_valid():
     assert types["intranasal-dosing"].duration_minutes > 120
     assert types["intranasal-dosing"].room_capability.slug == "rems-certified"
     assert types["lozenge-dosing"].duration_minutes == 165
-    assert types["lozenge-dosing"].clinician_role == "nurse"
+    assert [seat.roles for seat in types["lozenge-dosing"].seats] == [("nurse",), ("therapist",)]
     assert "30 minutes" in types["intranasal-dosing"].preparation_instructions
     assert types["preparation"].is_telehealth and types["integration"].is_telehealth
 

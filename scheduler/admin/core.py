@@ -26,10 +26,12 @@ from scheduler.models import (
     Capability,
     Clinic,
     Clinician,
+    ClinicianRole,
     Closure,
     OpeningHours,
     Patient,
     Room,
+    StaffingRequirement,
     TimeOff,
     Visit,
     VisitType,
@@ -296,20 +298,67 @@ class PatientAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
 # -- visit types ------------------------------------------------------------------
 
 
+class StaffingForm(forms.ModelForm):
+    roles = forms.MultipleChoiceField(
+        choices=ClinicianRole.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Any one of these roles fills the place.",
+    )
+
+    class Meta:
+        model = StaffingRequirement
+        fields = ("position", "roles", "count", "joins_after_minutes", "stays_minutes", "optional")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["roles"] = list(self.instance.role_list)
+
+    def clean_roles(self):
+        return ",".join(self.cleaned_data["roles"])
+
+
+class StaffingFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        kept = [
+            form
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE") and form.is_valid()
+        ]
+        if not any(self.errors) and not kept:
+            raise forms.ValidationError(
+                "A visit type needs a team: at least one person (the lead, listed first)."
+            )
+        if any(not form.cleaned_data.get("optional") for form in kept):
+            return
+        if kept:
+            raise forms.ValidationError("At least one member of the team must not be optional.")
+
+
+class StaffingInline(TabularInline):
+    model = StaffingRequirement
+    form = StaffingForm
+    formset = StaffingFormSet
+    extra = 0
+    min_num = 1
+
+
 @admin.register(VisitType)
 class VisitTypeAdmin(ModelAdmin):
+    inlines = (StaffingInline,)
     list_display = (
         "name",
         "kind",
         "dosing_route",
         "duration_minutes",
         "modality",
-        "clinician_role",
+        "team",
         "room_capability",
         "price",
         "clinic",
     )
-    list_filter = ("clinic", "kind", "modality", "clinician_role", "dosing_route")
+    list_filter = ("clinic", "kind", "modality", "dosing_route")
     list_select_related = ("clinic", "room_capability")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -322,7 +371,6 @@ class VisitTypeAdmin(ModelAdmin):
                     ("duration_minutes", "monitoring_minutes"),
                     "modality",
                     "room_capability",
-                    "clinician_role",
                 )
             },
         ),
@@ -332,3 +380,10 @@ class VisitTypeAdmin(ModelAdmin):
         ),
         ("Instructions", {"fields": ("preparation_instructions", "aftercare_instructions")}),
     )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("staffing")
+
+    @admin.display(description="Team")
+    def team(self, obj):
+        return obj.team_text

@@ -140,6 +140,9 @@ class Command(BaseCommand):
                 "start": v.start.astimezone(tz).isoformat(),
                 "end": v.end.astimezone(tz).isoformat(),
                 "clinician": v.clinician.display_name,
+                "staff": [
+                    {"name": clinician.display_name, "role": role} for clinician, role in v.team
+                ],
                 "room": v.room.name if v.room else None,
                 "modality": v.visit_type.modality,
                 # Already booked or done: counted by the plan, not booked again.
@@ -176,9 +179,9 @@ class Command(BaseCommand):
                 if v.existing
                 else ""
             )
+            team = " + ".join(str(clinician) for clinician, _ in v.team)
             self.stdout.write(
-                f"  {start:%a %Y-%m-%d %H:%M}  {v.step} ({v.visit_type})  {v.clinician}  {where}"
-                f"{already}"
+                f"  {start:%a %Y-%m-%d %H:%M}  {v.step} ({v.visit_type})  {team}  {where}{already}"
             )
         self.stdout.write(f"Estimated total: {proposal.total_cost} {proposal.currency}")
         for warning in proposal.warnings:
