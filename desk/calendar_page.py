@@ -103,6 +103,7 @@ def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
         .scheduled()
         .exclude(status=VisitStatus.CANCELLED)
         .select_related("patient", "visit_type", "room")
+        .prefetch_related("participants__clinician")
         .order_by("start")
     )
     for visit in visits:

@@ -9,6 +9,7 @@ from django.utils import timezone
 from plans.generator import Preferences
 from plans.models import Protocol
 from scheduler.availability import Slot
+from scheduler.booking import seat_staff
 from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday
 from scheduler.timezones import validate_calendar_day
 
@@ -16,7 +17,10 @@ from scheduler.timezones import validate_calendar_day
 def slot_value(slot: Slot) -> str:
     # The slot as one form value: who, where and when (ISO with offset, so
     # the instant survives DST).
-    return f"{slot.clinician.pk}:{slot.room.pk if slot.room else ''}:{slot.start.isoformat()}"
+    staff = ",".join(str(member.clinician.pk) for member in slot.staff)
+    return (
+        f"{slot.clinician.pk}:{slot.room.pk if slot.room else ''}:{staff}:{slot.start.isoformat()}"
+    )
 
 
 class MoveForm(forms.Form):
@@ -37,7 +41,8 @@ class MoveForm(forms.Form):
         self.slots = {slot_value(slot): slot for slot in slots}
         by_day: dict[date, list] = {}
         for value, slot in self.slots.items():
-            label = f"{slot.start:%H:%M}-{slot.end:%H:%M} {slot.clinician}"
+            team = " + ".join(str(c) for c in [slot.clinician, *(m.clinician for m in slot.staff)])
+            label = f"{slot.start:%H:%M}-{slot.end:%H:%M} {team}"
             if slot.room:
                 label += f", {slot.room}"
             by_day.setdefault(slot.start.date(), []).append((value, label))
@@ -55,9 +60,11 @@ class MoveForm(forms.Form):
     def _read(self, value: str) -> Slot | None:
         """The slot ``value`` names, if it names an instant and people and places of the clinic."""
         clinician_pk, _, rest = value.partition(":")
-        room_pk, _, start_text = rest.partition(":")
+        room_pk, _, rest = rest.partition(":")
+        staff_text, _, start_text = rest.partition(":")
         clinic = self.visit.patient.clinic
         try:
+            staff_pks = [_pk(pk) for pk in staff_text.split(",") if pk]
             start = datetime.fromisoformat(start_text)
             if start.tzinfo is None:
                 return None
@@ -65,11 +72,13 @@ class MoveForm(forms.Form):
             end = start + self.visit.visit_type.duration
             clinician = Clinician.objects.filter(clinic=clinic, pk=_pk(clinician_pk)).first()
             room = Room.objects.filter(clinic=clinic, pk=_pk(room_pk)).first() if room_pk else None
+            staff = list(Clinician.objects.filter(clinic=clinic, pk__in=staff_pks))
         except (ValueError, OverflowError):
             return None
-        if clinician is None or (room_pk and room is None):
+        if clinician is None or (room_pk and room is None) or len(staff) != len(staff_pks):
             return None
-        return Slot(start, end, clinician, room)
+        members, _ = seat_staff(self.visit.visit_type, staff)  # the move names what is wrong
+        return Slot(start, end, clinician, room, tuple(members))
 
     @property
     def chosen(self) -> Slot:

@@ -34,9 +34,9 @@ from plans import care_plans
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, Screening
 from scheduler import audit, booking
-from scheduler.availability import closures_on
+from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
-from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus
+from scheduler.models import AuditAction, Clinic, Clinician, Patient, Visit, VisitStatus, is_row_id
 from scheduler.roles import DESK_ROLES, role_required
 from scheduler.timezones import FIRST_DAY, LAST_DAY
 
@@ -69,6 +69,7 @@ def _visits(clinic: Clinic):
         Visit.objects.filter(patient__clinic=clinic)
         .scheduled()
         .select_related("patient", "visit_type", "clinician", "room")
+        .prefetch_related("participants__clinician")
         .order_by("start", "pk")
     )
 
@@ -155,10 +156,12 @@ def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str
     return mark_safe(html)  # rendered by our own template, escaped there
 
 
-def _grouped(visits: list[Visit], key) -> list[tuple[str, list[Visit]]]:
+def _grouped(visits: list[Visit], keys) -> list[tuple[str, list[Visit]]]:
+    """Visits under each of the names ``keys(visit)`` gives (a visit may come under several)."""
     groups: dict[str, list[Visit]] = defaultdict(list)
     for visit in visits:
-        groups[key(visit)].append(visit)
+        for key in keys(visit):
+            groups[key].append(visit)
     return sorted(groups.items())
 
 
@@ -183,8 +186,9 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         return {
             "tz": clinic.tz,
             "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
-            "by_clinician": _grouped(visits, lambda v: str(v.clinician)),
-            "by_room": _grouped(visits, lambda v: str(v.room) if v.room else "Telehealth"),
+            # Everyone on a visit's team sees it under their name.
+            "by_clinician": _grouped(visits, lambda v: [str(p.clinician) for p in v.staff]),
+            "by_room": _grouped(visits, lambda v: [str(v.room) if v.room else "Telehealth"]),
         }
 
     context = {
@@ -315,6 +319,8 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
             move_form = MoveForm(request.POST, slots=times.slots, visit=visit)
             if move_form.is_valid():
                 return _act(request, visit, lambda: _move(visit, move_form.chosen), "Moved.")
+        elif action == "swap":
+            return _act(request, visit, lambda: _swap(visit, request.POST), "Team changed.")
         elif action == "cancel":
             cancel_form = CancelForm(request.POST)
             if cancel_form.is_valid():
@@ -328,13 +334,14 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     here = reverse("desk_visit", args=[visit.pk])
     choice = {"with": "anyone"} if any_clinician else {}
     if any_clinician and not times.planned:
-        whose = f"with any {visit.visit_type.get_clinician_role_display().lower()}"
+        whose = f"with any {visit.visit_type.lead_seat.label}"
     else:
         whose = f"with {visit.clinician}"
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "visit": visit,
+        "team": team_choices(visit, clinic),
         "planned": times.planned,
         "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
         "move_form": move_form,
@@ -351,6 +358,48 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "desk/visit.html", context)
 
 
+def _swap(visit: Visit, data) -> None:
+    """Put another person in one place of the visit's team (same time), as the form asks."""
+    people = {
+        c.pk: c
+        for c in Clinician.objects.filter(
+            clinic=visit.patient.clinic,
+            pk__in=[
+                pk for pk in (data.get("leaving", ""), data.get("joining", "")) if is_row_id(pk)
+            ],
+        )
+    }
+    leaving = people.get(int(data["leaving"])) if is_row_id(data.get("leaving", "")) else None
+    joining = people.get(int(data["joining"])) if is_row_id(data.get("joining", "")) else None
+    if leaving is None or joining is None:
+        raise booking.BookingError("Choose who leaves the team and who takes their place.")
+    booking.replace_participant(visit, leaving, joining)
+
+
+def team_choices(visit: Visit, clinic: Clinic) -> list[tuple]:
+    """(participant, clinicians free to take their place) for each place on an open visit's team."""
+    if not visit.is_open:
+        return [(part, []) for part in visit.staff]
+    availability = Availability(clinic, visit.start, visit.end, ignore_visits=[visit.pk])
+    seats = visit.visit_type.seats
+    on_visit = {part.clinician_id for part in visit.staff}
+    choices = []
+    for part in visit.staff:
+        seat = seats[part.position] if part.position < len(seats) else part.seat
+        choices.append(
+            (
+                part,
+                [
+                    clinician
+                    for clinician in availability.qualified(seat)
+                    if clinician.pk not in on_visit
+                    and availability.person_free(clinician, part.start, part.end)
+                ],
+            )
+        )
+    return choices
+
+
 def _window_url(here: str, choice: dict, first: date | None) -> str:
     """The visit page showing the window of times that opens on ``first``."""
     return f"{here}?{urlencode(choice | {'from': first.isoformat()})}" if first else ""
@@ -360,7 +409,13 @@ def _move(visit: Visit, slot) -> None:
     if planned_visit(visit):
         care_plans.move_planned_visit(visit, slot.start, room=slot.room)
     else:
-        booking.move(visit, start=slot.start, clinician=slot.clinician, room=slot.room)
+        booking.move(
+            visit,
+            start=slot.start,
+            clinician=slot.clinician,
+            room=slot.room,
+            staff=[member.clinician for member in slot.staff],
+        )
 
 
 ACTIONS = {

@@ -83,22 +83,32 @@ def move_times(
     # Patients keep their clinician unless the desk asks for anyone's times. A
     # visit of a care plan always does: plans.care_plans.move_planned_visit
     # keeps its clinician.
+    # The rest of the team stays where they are free; a care plan's visit
+    # keeps its whole team (plans.care_plans.move_planned_visit moves it as is).
     clinicians = None if any_clinician and not planned else [visit.clinician]
+    team = [part.clinician for part in visit.staff if not part.is_lead]
     availability = Availability.for_days(
         clinic,
         first,
         last,
-        clinicians=clinicians,
         patients=[visit.patient],
         ignore_visits=[visit.pk],  # the visit does not stand in its own way
     )
     free = [
         slot
         for slot in availability.free_slots(
-            visit.visit_type, first, last, clinicians=clinicians, patient=visit.patient, step=STEP
+            visit.visit_type,
+            first,
+            last,
+            clinicians=clinicians,
+            patient=visit.patient,
+            step=STEP,
+            prefer_staff=team,
         )
         # Today's hours already gone, and times past the horizon, booking refuses.
-        if now < slot.start <= latest and not _where_it_is(visit, slot)
+        if now < slot.start <= latest
+        and not _where_it_is(visit, slot)
+        and (not planned or [member.clinician for member in slot.staff] == team)
     ]
     free.sort(key=lambda slot: (abs(slot.start - visit.start), slot.start))
     step_rules = care_plans.window_rules(planned, tz) if planned else lambda start: []

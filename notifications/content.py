@@ -304,8 +304,8 @@ def invite_email(message: Message) -> Email:
         audience, tz = Audience.PATIENT, zone(visit.patient.time_zone)
         who = Invitee(visit.patient.first_name, visit.patient.email)
     method, change = INVITE_METHODS[message.purpose], INVITE_CHANGES[message.purpose]
-    if message.to_clinician and message.clinician_id != visit.clinician_id:
-        # A CANCEL to the clinician the visit moved away from: it goes on, with another.
+    if message.to_clinician and visit.participant(message.clinician_id) is None:
+        # A CANCEL to a clinician no longer on the visit: it goes on, with another.
         change = "handed_over"
     ics = build_calendar(
         [visit],
@@ -315,6 +315,7 @@ def invite_email(message: Message) -> Email:
         method=method,
         attendee=who,
         now=timezone.now(),
+        reader=message.clinician if message.to_clinician else None,
     )
     text = event_text(
         visit, audience, clinic, clinic.calendar_detail, cancelled=method == Method.CANCEL

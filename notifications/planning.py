@@ -22,7 +22,7 @@ Decisions made here, at planning time:
 - Calendar invites: a booking, a move and a cancellation each plan one email
   invite per recipient (an iTIP REQUEST, a REQUEST with the raised SEQUENCE, a
   CANCEL): to the patient if they take email, at once or when their quiet
-  hours end; to the visit's clinician if they asked for invites
+  hours end; to everyone on the visit's team who asked for invites
   (``InvitePreference``), at once. A visit that changes again before they go
   cancels them like any stale row, so only the latest goes.
 - A visit handed to another clinician: the clinician it left gets a CANCEL
@@ -197,7 +197,7 @@ def _row(visit: Visit, channel: str, purpose: str, send_at: datetime, expires_at
 
 
 def _invites(visit: Visit, purpose: str, now: datetime, existing: set) -> list[Message]:
-    """The calendar invites ``purpose`` sends for ``visit``: to the patient, to the clinician.
+    """The calendar invites ``purpose`` sends for ``visit``: to the patient, to each of its team.
 
     The patient's goes at once or when their quiet hours end, the clinician's
     at once; either is of use until the visit is over.
@@ -209,16 +209,16 @@ def _invites(visit: Visit, purpose: str, now: datetime, existing: set) -> list[M
     ):
         send_at = quiet_hours_for(patient).next_allowed(now)
         rows.append(_row(visit, Channel.EMAIL, purpose, send_at, visit.end))
-    address = (
-        Clinician.objects.filter(pk=visit.clinician_id, invite_preference__email_invites=True)
+    for clinician_id, address in (
+        Clinician.objects.filter(participations__visit=visit, invite_preference__email_invites=True)
         .exclude(user__email="")
-        .values_list("user__email", flat=True)
-        .first()
-    )
-    if address and (None, purpose, Channel.EMAIL, visit.clinician_id) not in existing:
-        message = _row(visit, Channel.EMAIL, purpose, now, visit.end)
-        message.clinician_id, message.recipient = visit.clinician_id, address
-        rows.append(message)
+        .order_by("participations__position")
+        .values_list("pk", "user__email")
+    ):
+        if (None, purpose, Channel.EMAIL, clinician_id) not in existing:
+            message = _row(visit, Channel.EMAIL, purpose, now, visit.end)
+            message.clinician_id, message.recipient = clinician_id, address
+            rows.append(message)
     for message in rows:
         if message.send_at >= message.expires_at:
             _skip(message, "Too late: the visit is over before it could go.")
@@ -230,7 +230,7 @@ NOT_SENT = (Status.PENDING, Status.CANCELLED, Status.SKIPPED, Status.SUPPRESSED)
 
 
 def _former_clinicians(visit: Visit, now: datetime, existing: set) -> list[Message]:
-    """A CANCEL for each clinician who may hold the visit in their calendar but no longer has it.
+    """A CANCEL for each clinician who may hold the visit in their calendar but is no longer on it.
 
     They may hold it if an invite of it may have reached them (sent, being
     sent, or failed in doubt) and their last such invite was not a CANCEL; they
@@ -242,7 +242,7 @@ def _former_clinicians(visit: Visit, now: datetime, existing: set) -> list[Messa
     for clinician_id, purpose in (
         Message.objects.for_visit(visit)
         .filter(clinician__isnull=False, purpose__in=INVITE_PURPOSES)
-        .exclude(clinician_id=visit.clinician_id)
+        .exclude(clinician__participations__visit=visit)
         .exclude(status__in=NOT_SENT)
         .order_by("visit_sequence", "pk")
         .values_list("clinician_id", "purpose")

@@ -646,7 +646,8 @@ class Availability:
                 yield Conflict(f"{patient} already has a visit {span}.")
                 break
 
-    def _person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
+    def person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
+        """Whether ``clinician`` works and is held by nothing (time off, own calendar, visits) then."""
         return (
             next(self._person_problems(clinician, start, end), None) is None
             and self.clinician_visits[clinician.pk].first_overlap(start, end) is None
@@ -691,7 +692,7 @@ class Availability:
                 (
                     c
                     for c in candidates
-                    if c.pk not in taken and c.is_active and self._person_free(c, joins, leaves)
+                    if c.pk not in taken and c.is_active and self.person_free(c, joins, leaves)
                 ),
                 None,
             )

@@ -38,6 +38,7 @@ from scheduler.links import clinician_visit_url, patient_page_url
 from scheduler.models import (
     CalendarDetail,
     Clinic,
+    Clinician,
     Modality,
     Visit,
     VisitKind,
@@ -102,6 +103,17 @@ def _one_line(text: str) -> str:
     return ", ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _member_text(part, visit: Visit, tz) -> str:
+    """'Rosa Finch, RN (nurse, leads)', 'Priya Fenwick (therapist, 09:00-10:00)'."""
+    notes = [part.get_role_display().lower()]
+    if part.is_lead:
+        notes.append("leads")
+    elif (part.start, part.end) != (visit.start, visit.end):
+        local_start, local_end = part.start.astimezone(tz), part.end.astimezone(tz)
+        notes.append(f"{local_start:%H:%M}-{local_end:%H:%M}")
+    return f"{part.clinician} ({', '.join(notes)})"
+
+
 def _clinician_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
     visit_type = visit.visit_type
     telehealth = visit_type.modality == Modality.TELEHEALTH
@@ -126,6 +138,8 @@ def _clinician_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
     else:
         summary = f"{kind} ({visit.patient.initials})"
         lines.append(f"{kind}, {visit_type.get_modality_display().lower()}.")
+    if len(team := visit.staff) > 1:
+        lines.append("Team: " + "; ".join(_member_text(p, visit, clinic.tz) for p in team) + ".")
     if telehealth and link:
         lines.append(f"Video: {link}")
     lines.append(f"Open in the scheduler: {staff_url}")
@@ -246,16 +260,21 @@ def visit_event(
     organizer: Invitee | None = None,
     attendee: Invitee | None = None,
     cancelled: bool = False,
+    reader: Clinician | None = None,
 ) -> bytes:
-    """One VEVENT, folded, with CRLF line ends; ``cancelled`` as in ``event_text``."""
+    """One VEVENT, folded, with CRLF line ends; ``cancelled`` as in ``event_text``.
+
+    For a ``reader`` on the visit's team, the event spans their part of it.
+    """
     cancelled = cancelled or visit.status == VisitStatus.CANCELLED
+    start, end = visit.span_for(reader)
     lines = [
         "BEGIN:VEVENT",
         f"UID:{_text(visit.uid)}",
         f"DTSTAMP:{_utc(stamp)}",
         f"SEQUENCE:{visit.sequence}",
-        _date_time("DTSTART", visit.start, tz),
-        _date_time("DTEND", visit.end, tz),
+        _date_time("DTSTART", start, tz),
+        _date_time("DTEND", end, tz),
         f"SUMMARY:{_text(text.summary)}",
     ]
     if text.location:
@@ -296,8 +315,12 @@ def build_calendar(
     method: Method | None = None,
     attendee: Invitee | None = None,
     now: datetime | None = None,
+    reader: Clinician | None = None,
 ) -> bytes:
     """A VCALENDAR of ``visits`` as ``audience`` may see them, as iCalendar bytes.
+
+    ``reader``: the clinician whose calendar it is: each event spans their part
+    of the visit (prefetch ``participants`` for many visits).
 
     Without ``method`` it is a subscription feed: DTSTAMP is each visit's last
     change (RFC 5545 3.8.7.2 for calendars without METHOD), no ORGANIZER or
@@ -337,6 +360,7 @@ def build_calendar(
                 organizer=organizer,
                 attendee=attendee,
                 cancelled=cancelled,
+                reader=reader,
             )
         )
         first = min(first or visit.start, visit.start)

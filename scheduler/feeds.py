@@ -57,7 +57,12 @@ class Feed:
 
     def visits(self, now: datetime) -> QuerySet:
         """Visits in the window: proposed ones never, cancelled ones for a while."""
-        owner = {"clinician" if self.audience == Audience.CLINICIAN else "patient": self.owner}
+        # A clinician's: every visit they are on, leading or not.
+        owner = (
+            {"participants__clinician": self.owner}
+            if self.audience == Audience.CLINICIAN
+            else {"patient": self.owner}
+        )
         cancelled_until = now - timedelta(days=settings.CALENDAR_CANCELLED_KEEP_DAYS)
         return (
             Visit.objects.filter(
@@ -118,10 +123,13 @@ class Feed:
 
     def render(self, now: datetime) -> bytes:
         visits = self.visits(now).select_related("visit_type", "clinician", "room", "patient")
+        if self.audience == Audience.CLINICIAN:
+            visits = visits.prefetch_related("participants__clinician")
         return build_calendar(
             visits.order_by("start", "pk"),
             audience=self.audience,
             clinic=self.clinic,
             tz=self.tz,
             name=self.name,
+            reader=self.owner if self.audience == Audience.CLINICIAN else None,
         )

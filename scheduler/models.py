@@ -881,6 +881,16 @@ class Visit(models.Model):
         """Everyone on the visit, the lead first (prefetch ``participants__clinician`` for many)."""
         return sorted(self.participants.all(), key=lambda p: p.position)
 
+    def participant(self, clinician: "Clinician | int | None") -> "VisitParticipant | None":
+        """``clinician``'s place on the visit (a clinician or an id), or None if they are not on it."""
+        pk = getattr(clinician, "pk", clinician)
+        return next((p for p in self.participants.all() if p.clinician_id == pk), None)
+
+    def span_for(self, clinician: "Clinician | None") -> tuple[datetime, datetime]:
+        """When ``clinician`` is needed on the visit: their part of it, else all of it."""
+        part = self.participant(clinician) if clinician is not None else None
+        return (part.start, part.end) if part else (self.start, self.end)
+
     def participants_follow(self) -> None:
         """Keep every participant's span and hold in step with the visit; the lead is its clinician.
 
