@@ -24,6 +24,7 @@ import random
 import sys
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,6 +37,7 @@ from django.db import connection, transaction
 
 from notifications.models import PRIORITY, Channel, Message, ReminderRule, Status
 from scheduler.models import (
+    BLOCKING_STATUSES,
     Capability,
     Clinic,
     Clinician,
@@ -43,6 +45,7 @@ from scheduler.models import (
     Room,
     Visit,
     VisitKind,
+    VisitParticipant,
     VisitStatus,
     VisitType,
     Weekday,
@@ -363,7 +366,9 @@ def _slots(clinician: Clinician, role: str, tz, hours: dict[int, list]) -> list[
 
 def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list[Visit]:
     tz = clinic.tz
-    types = {vt.slug: vt for vt in VisitType.objects.filter(clinic=clinic)}
+    types = {
+        vt.slug: vt for vt in VisitType.objects.filter(clinic=clinic).prefetch_related("staffing")
+    }
     hours: dict[int, dict[int, list]] = {}
     for row in WorkingHours.objects.filter(clinician__clinic=clinic):
         hours.setdefault(row.clinician_id, {}).setdefault(row.weekday, []).append(
@@ -426,7 +431,38 @@ def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list
             )
         )
     rows.sort(key=lambda visit: (visit.start, visit.clinician_id))
-    return bulk(Visit, rows, "visits")
+    visits = bulk(Visit, rows, "visits")
+    bulk(VisitParticipant, _guides(visits, clinicians), "therapists on dosing visits")
+    return visits
+
+
+def _guides(visits: list[Visit], clinicians) -> list[VisitParticipant]:
+    """A therapist for each dosing visit, in the visit type's second place, for their part of it.
+
+    Each from the therapists in turn, the first whose own visits (and the
+    sessions they already guide) leave them free then, as the booking would
+    insist; a dosing visit no therapist is free for keeps its monitor alone.
+    """
+    therapists = [c for c, role in clinicians if role == "therapist"]
+    busy: dict[tuple[int, date], list[tuple[datetime, datetime]]] = defaultdict(list)
+    for visit in visits:
+        if visit.status in BLOCKING_STATUSES:
+            busy[visit.clinician_id, visit.start.date()].append((visit.start, visit.end))
+    rows = []
+    for n, visit in enumerate(v for v in visits if v.visit_type.kind == VisitKind.DOSING):
+        seats = visit.visit_type.seats
+        if len(seats) < 2:
+            continue
+        start, end = seats[1].span(visit.start, visit.end)
+        for turn in range(len(therapists)):
+            therapist = therapists[(n + turn) % len(therapists)]
+            held = busy[therapist.pk, start.date()]
+            if all(end <= other_start or other_end <= start for other_start, other_end in held):
+                if visit.status in BLOCKING_STATUSES:
+                    held.append((start, end))
+                rows.append(VisitParticipant.for_seat(visit, therapist, seats[1], 1))
+                break
+    return rows
 
 
 def _fits(room: Room, visit_type: VisitType) -> bool:

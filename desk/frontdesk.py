@@ -298,7 +298,7 @@ def _visit_for_desk(pk: int, clinic: Clinic) -> Visit:
             "planned__follows__visit",
             "planned__follows__step__visit_type",
             "planned__care_plan__protocol",
-        ),
+        ).prefetch_related("participants__clinician", "visit_type__staffing"),
         pk=pk,
         patient__clinic=clinic,
     )
@@ -341,7 +341,10 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "clinic": clinic,
         "tz": clinic.tz,
         "visit": visit,
-        "team": team_choices(visit, clinic),
+        # Who could take someone's place is worked out when the desk asks.
+        "changing_team": request.GET.get("team") == "change",
+        "team": team_choices(visit, clinic) if request.GET.get("team") == "change" else None,
+        "change_team_url": f"{here}?{urlencode(choice | {'team': 'change'})}#team-heading",
         "planned": times.planned,
         "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
         "move_form": move_form,

@@ -110,5 +110,26 @@ def failed_message(visit: Visit, status: str = Status.FAILED, *, sequence: int =
 
 
 def offered_times(page_text: str) -> list[str]:
-    """The times a visit page offers to move to, as their form values (clinician:room:start)."""
+    """The times a visit page offers to move to, as their form values (lead:room:team:start)."""
     return re.findall(r'<option value="(\d+:\d*:[^"]+)"', page_text)
+
+
+def admin_form_data(response) -> dict:
+    """What an admin change page would send back unchanged: its form and every inline's rows."""
+    form = response.context["adminform"].form
+    data = {
+        form[name].html_name: form[name].value()
+        for name in form.fields
+        if form[name].value() is not None
+    }
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        management = formset.management_form
+        data |= {management[name].html_name: management[name].value() for name in management.fields}
+        for row in formset.forms:
+            data |= {
+                row[name].html_name: row[name].value()
+                for name in row.fields
+                if row[name].value() is not None
+            }
+    return data

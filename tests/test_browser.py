@@ -119,7 +119,7 @@ def test_front_desk_sees_a_flagged_dosing_visit_moves_one_visit_and_cancels_anot
     page.get_by_role("button", name="Move visit").click()
     assert page.get_by_role("status").inner_text().strip() == "Moved."
     to_move.refresh_from_db()
-    assert to_move.start == datetime.fromisoformat(chosen.split(":", 2)[2])
+    assert to_move.start == datetime.fromisoformat(chosen.split(":", 3)[3])
     assert to_move.sequence == 1
 
     page.goto(f"{live_server.url}/desk/visits/{to_cancel.pk}/")

@@ -16,6 +16,7 @@ from scheduler import booking
 from scheduler.booking import BookingError
 from scheduler.models import DosingRoute, Modality, Visit, VisitKind, VisitType
 from tests.conftest import MONDAY, at
+from tests.page_helpers import admin_form_data
 
 pytestmark = pytest.mark.usefixtures("now")
 
@@ -147,13 +148,7 @@ def test_a_care_plans_protocol_still_decides_for_its_patient(clinic):
 
 def test_dose_numbers_are_edited_in_the_visit_types_admin_page(admin_client, clinic):
     url = reverse("admin:scheduler_visittype_change", args=[clinic.iv.pk])
-    form = admin_client.get(url).context["adminform"].form
-    data = {
-        name: value
-        for name, value in (
-            (name, form[name].value()) for name in form.fields if form[name].value() is not None
-        )
-    }
+    data = admin_form_data(admin_client.get(url))
     data.update(min_hours_between_doses="36", max_doses_per_week="2")
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].form.errors

@@ -266,18 +266,20 @@ def test_a_time_not_offered_is_refused_in_the_booking_rules_words(desk, clinic):
         start=at(date(2030, 1, 4), "11:00"),
     )
     url = reverse("desk_visit", args=[visit.pk])
-    saturday_night = f"{clinic.therapist.pk}::2030-01-05T03:00:00-05:00"
+    saturday_night = f"{clinic.therapist.pk}:::2030-01-05T03:00:00-05:00"
     page = desk.post(url, {"action": "move", "slot": saturday_night}, follow=True).text
     assert "The clinic is closed on Saturdays." in page
     assert "Sam Rivers does not work on Saturdays." in page
     other_clinic = SmallClinic()
     for unreadable in (
         "nonsense",
-        f"{clinic.therapist.pk}::2030-01-07",  # no offset: which instant?
-        f"{other_clinic.therapist.pk}::2030-01-07T10:00:00-05:00",
-        f"{clinic.therapist.pk}:{other_clinic.room1.pk}:2030-01-07T10:00:00-05:00",
-        f"{2**70}::2030-01-07T10:00:00-05:00",
-        f"{clinic.therapist.pk}::9999-12-31T23:59:00-05:00",
+        f"{clinic.therapist.pk}:::2030-01-07",  # no offset: which instant?
+        f"{other_clinic.therapist.pk}:::2030-01-07T10:00:00-05:00",
+        f"{clinic.therapist.pk}:{other_clinic.room1.pk}::2030-01-07T10:00:00-05:00",
+        f"{2**70}:::2030-01-07T10:00:00-05:00",
+        f"{clinic.therapist.pk}:::9999-12-31T23:59:00-05:00",
+        f"{clinic.therapist.pk}::{other_clinic.nurse.pk}:2030-01-07T10:00:00-05:00",
+        f"{clinic.therapist.pk}::x,{2**70}:2030-01-07T10:00:00-05:00",
     ):
         page = desk.post(url, {"action": "move", "slot": unreadable})
         assert page.status_code == 200, unreadable
@@ -474,9 +476,11 @@ def _count(client, url) -> int:
 # The visit page's bound is not the page's own: its visit is a dose of a patient
 # whose screening is not cleared, and plans/gates.py, which judges one visit per
 # call, is asked about each of the 170 free times of the window (one query
-# each); 15 otherwise (tests/test_move_times.py, scheduler.booking.rules_for_times).
+# each); 19 otherwise (tests/test_move_times.py, scheduler.booking.rules_for_times).
+# Teams cost the visit page four more (its participants, its type's team, and
+# people's times on visits read apart from the rooms').
 # The day page's ninth query is the day's closures (a public holiday opened anyway).
-PAGE_BOUNDS = {"day": 9, "week": 8, "patient": 12, "visit": 19, "messages": 7, "patients": 5}
+PAGE_BOUNDS = {"day": 9, "week": 8, "patient": 12, "visit": 23, "messages": 7, "patients": 5}
 
 
 def _urls(clinic, day, patient, visit):

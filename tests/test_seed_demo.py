@@ -35,6 +35,7 @@ LOGINS = {
     "calloway": "demo-calloway-2026",
     "halvorsen": "demo-halvorsen-2026",
     "finch": "demo-finch-2026",
+    "okafor": "demo-okafor-2026",
     "frontdesk": "demo-frontdesk-2026",
     "admin": "demo-admin-2026",
 }
@@ -115,13 +116,13 @@ def test_the_clinic_its_hours_and_rooms_match_the_demo_spec():
     }
 
 
-def test_six_clinicians_with_their_roles_hours_and_video_links():
+def test_seven_clinicians_with_their_roles_hours_and_video_links():
     seed()
     clinicians = Clinician.objects.filter(clinic__slug="riverside")
-    assert clinicians.count() == 6
+    assert clinicians.count() == 7
     assert clinicians.with_role("prescriber").count() == 2
     assert clinicians.with_role("therapist").count() == 3
-    assert clinicians.with_role("nurse").count() == 1
+    assert clinicians.with_role("nurse").count() == 2
     for clinician in clinicians.select_related("user"):
         assert len(clinician.roles) == 1
         assert clinician.working_hours.exists()
@@ -189,7 +190,10 @@ def test_demo_visits_ahead_are_booked_within_two_weeks_and_pass_booking_rules():
     for visit in ahead:
         assert visit.status == VisitStatus.BOOKED
         assert visit.start < today + timedelta(days=15)
-        assert booking.problems_for(visit) + booking.rule_problems(visit) == []
+        staff = booking.staff_of(visit)
+        assert booking.problems_for(visit, staff) + booking.rule_problems(visit) == []
+        if visit.visit_type.is_dosing:  # a monitor leads, a therapist guides
+            assert [member.seat.roles for member in staff] == [("therapist",)]
     # What is past is the screenings done, each one a visit completed weeks ago.
     past = [visit for visit in visits if visit.start <= today]
     assert len(past) == 10

@@ -344,6 +344,25 @@ class StaffingInline(TabularInline):
     min_num = 1
 
 
+@admin.register(StaffingRequirement)
+class StaffingRequirementAdmin(ModelAdmin):
+    """Each place on each visit type's team (also edited on the visit type's page)."""
+
+    clinic_path = "visit_type__clinic"
+    form = StaffingForm
+    list_display = (
+        "visit_type",
+        "position",
+        "__str__",
+        "joins_after_minutes",
+        "stays_minutes",
+        "optional",
+    )
+    list_filter = (("visit_type", admin.RelatedOnlyFieldListFilter), "optional")
+    list_select_related = ("visit_type",)
+    fields = ("visit_type", *StaffingForm.Meta.fields)
+
+
 @admin.register(VisitType)
 class VisitTypeAdmin(ModelAdmin):
     inlines = (StaffingInline,)

@@ -24,7 +24,14 @@ from scheduler.admin.base import (
     TabularInline,
     clinician_only,
 )
-from scheduler.models import OPEN_STATUSES, AuditAction, Visit, VisitKind, VisitStatus
+from scheduler.models import (
+    OPEN_STATUSES,
+    AuditAction,
+    Visit,
+    VisitKind,
+    VisitParticipant,
+    VisitStatus,
+)
 
 # What a visit's row shows, read in the same query as the visits.
 VISIT_ROW = ("patient__clinic", "visit_type", "clinician", "room")
@@ -134,6 +141,40 @@ VISIT_RECORD_FIELDS = (
 )
 
 
+@admin.register(VisitParticipant)
+class VisitParticipantAdmin(ClinicZoneMixin, ReadOnlyMixin, ModelAdmin):
+    """Who is on which visit when: read-only (booking writes it); no patient names shown."""
+
+    clinic_path = "visit__patient__clinic"
+    list_display = ("visit_link", "clinician", "role", "starts_local", "ends_local", "holds_time")
+    list_filter = ("role", "holds_time", ("clinician", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("clinician", "visit__patient__clinic")
+    fields = list_display
+    readonly_fields = list_display
+    ordering = ("-start",)
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        clinician = clinician_only(request)
+        return (
+            queryset
+            if clinician is None
+            else queryset.filter(visit__participants__clinician=clinician)
+        )
+
+    @admin.display(description="Visit")
+    def visit_link(self, obj):
+        return format_html('<a href="../visit/{}/change/">Visit {}</a>', obj.visit_id, obj.visit_id)
+
+    @admin.display(description="From (clinic time)", ordering="start")
+    def starts_local(self, obj):
+        return self.clinic_time(obj, obj.start)
+
+    @admin.display(description="Until")
+    def ends_local(self, obj):
+        return self.clinic_time(obj, obj.end)
+
+
 @admin.register(Visit)
 class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
     clinic_path = "patient__clinic"
@@ -184,12 +225,12 @@ class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchM
         ride = ("Safety", {"fields": ("ride_home_arranged",)})
         if obj is None:
             return (visit, ride)
-        return (visit, ride, ("Record", {"fields": VISIT_RECORD_FIELDS}))
+        return (visit, ride, ("Record", {"fields": ("team", *VISIT_RECORD_FIELDS)}))
 
     def get_readonly_fields(self, request, obj=None):
         # Status changes only through the actions below (booking's transitions);
         # a visit keeps its patient and type (book a new one instead).
-        readonly = list(VISIT_RECORD_FIELDS)
+        readonly = ["team", *VISIT_RECORD_FIELDS]
         if obj is not None:
             readonly += ["patient", "visit_type"]
             if not obj.is_open:
@@ -197,6 +238,15 @@ class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchM
             if obj.status not in (*OPEN_STATUSES, VisitStatus.CHECKED_IN):
                 readonly.append("ride_home_arranged")
         return readonly
+
+    @admin.display(description="Team")
+    def team(self, obj):
+        """Everyone on the visit and when (the desk's visit page swaps people)."""
+        return "; ".join(
+            f"{part.clinician} ({part.get_role_display().lower()}, "
+            f"{self.clinic_time(obj, part.start, '%H:%M')}-{self.clinic_time(obj, part.end, '%H:%M')})"
+            for part in obj.staff
+        )
 
     def has_delete_permission(self, request, obj=None):
         # A deleted visit would linger in patients' and clinicians' calendars;
