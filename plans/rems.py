@@ -1,0 +1,47 @@
+"""The Spravato REMS's follow-up: a Patient Monitoring Form task for every completed session.
+
+``open_monitoring_form_task`` receives ``scheduler.booking.visit_saved`` (see
+PlansConfig.ready), inside the transaction that completed the visit: the task
+commits or rolls back with it. The rules are in docs/rules.md, section 5.
+"""
+
+from datetime import date
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from plans.models import MonitoringFormTask, is_spravato
+from scheduler.booking import VisitChange
+from scheduler.models import Visit
+
+
+def open_monitoring_form_task(sender, visit: Visit, change: VisitChange, **kwargs) -> None:
+    """One task per completed Spravato session, due 7 calendar days after its local date."""
+    if change != VisitChange.COMPLETED or not is_spravato(visit.visit_type):
+        return
+    MonitoringFormTask.objects.get_or_create(
+        visit=visit, defaults={"due_on": MonitoringFormTask.due_for(visit)}
+    )
+
+
+def record_submission(task: MonitoringFormTask, submitted_on: date, by: AbstractBaseUser) -> bool:
+    """Close ``task``: the form went in on ``submitted_on``. False if it was closed already.
+
+    A conditional update, so two people recording it at once close it once.
+    """
+    session_day = task.visit.start.astimezone(task.visit.patient.clinic.tz).date()
+    today = timezone.localdate(timezone=task.visit.patient.clinic.tz)
+    if submitted_on < session_day:
+        raise ValidationError(
+            f"The form cannot go in before the session ({session_day:%a %Y-%m-%d})."
+        )
+    if submitted_on > today:
+        raise ValidationError("The submission date cannot be in the future.")
+    with transaction.atomic():
+        closed = MonitoringFormTask.objects.filter(pk=task.pk, submitted_on__isnull=True).update(
+            submitted_on=submitted_on, submitted_by=by, recorded_at=timezone.now()
+        )
+    task.refresh_from_db()
+    return bool(closed)
