@@ -648,6 +648,13 @@ class SessionRecord(models.Model):
         return None
 
     @property
+    def total_duration_text(self) -> str:
+        return _duration_text(self.total_duration) if self.total_duration else ""
+
+    def medications_answered(self) -> list[tuple[str, bool]]:
+        return [(label, getattr(self, name)) for name, label in CONCOMITANT_MEDICATIONS.items()]
+
+    @property
     def concomitant_medications(self) -> list[str]:
         return [label for name, label in CONCOMITANT_MEDICATIONS.items() if getattr(self, name)]
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from plans.models import MonitoringFormTask, is_spravato
 from scheduler.booking import VisitChange
-from scheduler.models import Visit
+from scheduler.models import Clinic, Visit
 
 
 def open_monitoring_form_task(sender, visit: Visit, change: VisitChange, **kwargs) -> None:
@@ -45,3 +45,21 @@ def record_submission(task: MonitoringFormTask, submitted_on: date, by: Abstract
         )
     task.refresh_from_db()
     return bool(closed)
+
+
+def open_tasks(clinic: Clinic) -> list[MonitoringFormTask]:
+    """The clinic's open monitoring-form tasks, soonest due first; one query.
+
+    Each carries ``left``, its days left (negative once overdue), and ``overdue_days``, counted from the clinic's today.
+    """
+    today = timezone.localdate(timezone=clinic.tz)
+    tasks = list(
+        MonitoringFormTask.objects.open()
+        .for_clinic(clinic)
+        .select_related("visit__patient", "visit__visit_type")
+        .order_by("due_on", "pk")
+    )
+    for task in tasks:
+        task.left = task.days_left(today)
+        task.overdue_days = max(0, -task.left)
+    return tasks
