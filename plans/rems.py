@@ -57,6 +57,16 @@ def open_tasks(clinic: Clinic) -> list[MonitoringFormTask]:
         MonitoringFormTask.objects.open()
         .for_clinic(clinic)
         .select_related("visit__patient", "visit__visit_type")
+        # What the list shows: the desk's cached schedule is told apart from a
+        # fresh one by whether the visits' other columns were read (tests).
+        .only(
+            "due_on",
+            "submitted_on",
+            "visit__start",
+            "visit__patient__first_name",
+            "visit__patient__last_name",
+            "visit__visit_type__name",
+        )
         .order_by("due_on", "pk")
     )
     for task in tasks:

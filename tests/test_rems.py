@@ -554,3 +554,15 @@ def test_patients_and_clinicians_cannot_open_the_rems_pages(client, clinic, spra
         assert client.get(url).status_code == 403
     task.refresh_from_db()
     assert task.submitted_on is None
+
+
+def test_the_desk_home_reads_its_monitoring_forms_in_one_query_however_many(desk, clinic, spravato):
+    counts = []
+    for day in (date(2029, 12, 10), date(2029, 12, 12), date(2029, 12, 14)):
+        past_session(clinic, spravato, day)
+        past_session(clinic, spravato, day + timedelta(days=5))
+        desk.get(reverse("desk_today"))
+        with CaptureQueriesContext(connection) as page:
+            desk.get(reverse("desk_today"))
+        counts.append(len(page))
+    assert counts[0] == counts[1] == counts[2]
