@@ -30,7 +30,7 @@ from desk.moves import move_times, planned_visit
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
-from plans import care_plans
+from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, Screening
 from scheduler import audit, booking
@@ -191,11 +191,14 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
             "by_room": _grouped(visits, lambda v: [str(v.room) if v.room else "Telehealth"]),
         }
 
+    is_today = day == timezone.localdate(timezone=clinic.tz)
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "day": day,
-        "is_today": day == timezone.localdate(timezone=clinic.tz),
+        "is_today": is_today,
+        # The desk's home (today) also lists the REMS forms due, whatever day they are due.
+        "monitoring_forms": rems.open_tasks(clinic) if is_today else None,
         # Outside the cached schedule: its version digest covers visits, not closures.
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),

@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 from django_otp_webauthn import views as passkey_views
 
-from desk import calendar_page, frontdesk, patient_page, second_factor, signin
+from desk import calendar_page, frontdesk, patient_page, rems, second_factor, signin
 
 frontdesk_urls = [
     path("", frontdesk.today, name="desk_today"),
@@ -15,6 +15,9 @@ frontdesk_urls = [
     path("patients/", frontdesk.patients, name="desk_patients"),
     path("patients/<int:pk>/", frontdesk.patient, name="desk_patient"),
     path("visits/<int:pk>/", frontdesk.visit_page, name="desk_visit"),
+    path("visits/<int:pk>/session/", rems.session_record, name="desk_session_record"),
+    path("visits/<int:pk>/rems-form/", rems.monitoring_form, name="desk_monitoring_form"),
+    path("rems-forms/<int:pk>/submitted", rems.form_submitted, name="desk_form_submitted"),
     path("messages/", frontdesk.message_queue, name="desk_messages"),
     path("messages/<int:pk>/resend", frontdesk.resend, name="desk_resend"),
     path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),

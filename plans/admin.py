@@ -5,12 +5,24 @@ from django.utils import timezone
 from plans.models import (
     CONTRAINDICATIONS,
     CarePlan,
+    MonitoringFormTask,
     PlannedVisit,
     Protocol,
     ProtocolStep,
+    RemsEnrollment,
+    RemsSetting,
     Screening,
+    SessionRecord,
 )
-from scheduler.admin import ModelAdmin, StackedInline, TabularInline
+from scheduler.admin import (
+    AuditedMixin,
+    CalendarDatesMixin,
+    ClinicTimeMixin,
+    ModelAdmin,
+    StackedInline,
+    TabularInline,
+)
+from scheduler.models import AuditAction, VisitKind
 
 ANSWERS = [("", "Not answered"), ("no", "No"), ("yes", "Yes")]
 
@@ -153,3 +165,80 @@ class ScreeningAdmin(ModelAdmin):
             "cleared_by",
             "cleared_at",
         ]
+
+
+# -- Spravato REMS -------------------------------------------------------------------
+
+
+@admin.register(RemsSetting)
+class RemsSettingAdmin(ModelAdmin):
+    list_display = ["name", "setting_id", "clinic", "certified_on"]
+    search_fields = ["name", "setting_id"]
+
+
+@admin.register(RemsEnrollment)
+class RemsEnrollmentAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, ModelAdmin):
+    clinic_path = "patient__clinic"
+    audit_change = AuditAction.VIEWED_PATIENT
+    list_display = ["patient", "enrolled_on", "patient_rems_id", "recorded_by", "recorded_at"]
+    search_fields = ["patient__first_name", "patient__last_name", "patient_rems_id"]
+    list_select_related = ["patient", "recorded_by"]
+    autocomplete_fields = ["patient"]
+    readonly_fields = ["recorded_by", "recorded_at"]
+
+    def save_model(self, request, obj, form, change):
+        obj.recorded_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class DosingVisitMixin:
+    """The visit of a REMS row is chosen among dosing visits only."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "visit" and field is not None:
+            field.queryset = field.queryset.filter(visit_type__kind=VisitKind.DOSING)
+        return field
+
+
+@admin.register(SessionRecord)
+class SessionRecordAdmin(
+    DosingVisitMixin, AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, ModelAdmin
+):
+    clinic_path = "visit__patient__clinic"
+    audit_change = AuditAction.VIEWED_VISIT
+    list_display = ["visit", "monitoring_start", "monitoring_end", "dose", "updated_at"]
+    list_select_related = ["visit__patient", "visit__visit_type"]
+    search_fields = ["visit__patient__first_name", "visit__patient__last_name", "lot_number"]
+    autocomplete_fields = ["visit"]
+    readonly_fields = ["recorded_by", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        obj.recorded_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(MonitoringFormTask)
+class MonitoringFormTaskAdmin(
+    DosingVisitMixin, AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, ModelAdmin
+):
+    """Tasks come from completed Spravato sessions; staff record submissions on the desk."""
+
+    clinic_path = "visit__patient__clinic"
+    audit_change = AuditAction.VIEWED_VISIT
+    list_display = ["visit", "due_on", "submitted_on", "submitted_by"]
+    list_filter = ["submitted_on"]
+    list_select_related = ["visit__patient", "visit__visit_type", "submitted_by"]
+    search_fields = ["visit__patient__first_name", "visit__patient__last_name"]
+    date_hierarchy = "due_on"
+    autocomplete_fields = ["visit"]
+    readonly_fields = ["due_on", "submitted_by", "recorded_at", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if "submitted_on" in form.changed_data:
+            obj.submitted_by = request.user if obj.submitted_on else None
+            obj.recorded_at = timezone.now() if obj.submitted_on else None
+        super().save_model(request, obj, form, change)

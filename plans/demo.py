@@ -1,7 +1,10 @@
 """The plans layer of the demo clinic, created idempotently: its protocols (the
 typical induction series in docs/rules.md), the screenings of the first
 patients, each done in a visit a few weeks ago and cleared at its end, and for
-two of them a first dose with the integration session after it.
+two of them a first dose with the integration session after it. The clinic's
+setting is certified in the Spravato REMS and two screened patients are enrolled;
+one of them had two Spravato sessions lately, recorded in full, whose monitoring
+forms are still to be submitted (one overdue, one due in a few days).
 
 What is past is written as it stands (completed visits, no messages): booking
 is for times still ahead. What is ahead is booked through ``scheduler.booking``
@@ -15,7 +18,18 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from plans.models import CONTRAINDICATIONS, Anchor, Protocol, ProtocolStep, Screening
+from plans.models import (
+    CONTRAINDICATIONS,
+    Anchor,
+    MonitoringFormTask,
+    Protocol,
+    ProtocolStep,
+    RemsEnrollment,
+    RemsSetting,
+    Screening,
+    SessionRecord,
+    SpravatoDose,
+)
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.demo import BOOKING_WINDOW_DAYS
@@ -350,12 +364,122 @@ def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
     return booked
 
 
+# Screened patients enrolled in the Spravato REMS; the first had two sessions lately.
+SPRAVATO_PATIENTS = [6, 7]
+# (first, last) days back of each past session's window: the first session's form
+# is overdue whatever day it fell on, the second's due within a week.
+SPRAVATO_SESSION_DAYS = [(12, 8), (4, 1)]
+
+
+def seed_rems(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
+    """The certified setting, the Spravato patients' enrolment and their past sessions."""
+    RemsSetting.objects.update_or_create(
+        clinic=clinic,
+        defaults={
+            "name": f"{clinic.name}, treatment suites",
+            "setting_id": "HCS-DEMO-0001",
+            "certified_on": timezone.localdate(timezone=clinic.tz) - timedelta(days=365),
+        },
+    )
+    sessions = []
+    for number, index in enumerate(SPRAVATO_PATIENTS):
+        screening = (
+            Visit.objects.filter(
+                patient=patients[index],
+                visit_type__kind=VisitKind.SCREENING,
+                status=VisitStatus.COMPLETED,
+            )
+            .order_by("start")
+            .first()
+        )
+        if screening is None:
+            continue  # not screened (no past time was free): not enrolled either
+        RemsEnrollment.objects.get_or_create(
+            patient=patients[index],
+            defaults={
+                "enrolled_on": screening.end.astimezone(clinic.tz).date(),
+                "patient_rems_id": f"PT-DEMO-{index:04d}",
+                "recorded_at": screening.end,
+            },
+        )
+        if number == 0:
+            sessions += spravato_sessions(patients[index], screening)
+    return sessions
+
+
+def spravato_sessions(patient: Patient, screening: Visit) -> list[Visit]:
+    """Two completed Spravato sessions after the screening, each with its full record and an
+    open monitoring-form task. Written as they stand, like the screening visits."""
+    clinic = patient.clinic
+    visit_type = VisitType.objects.get(clinic=clinic, slug="intranasal-dosing")
+    done = list(Visit.objects.filter(patient=patient, visit_type=visit_type).order_by("start"))
+    if done:
+        return done
+    today = timezone.localdate(timezone=clinic.tz)
+    screened_on = screening.end.astimezone(clinic.tz).date()
+    sessions = []
+    for back_from, back_to in SPRAVATO_SESSION_DAYS:
+        first_day = max(today - timedelta(days=back_from), screened_on + timedelta(days=1))
+        slots = free_slots(
+            visit_type, first_day, today - timedelta(days=back_to), patient=patient, limit=1
+        )
+        if not slots:
+            logger.warning("No past Spravato time for %s; skipped.", patient)
+            continue
+        slot = slots[0]
+        visit = booking.save_with_team(
+            Visit(
+                patient=patient,
+                visit_type=visit_type,
+                clinician=slot.clinician,
+                room=slot.room,
+                start=slot.start,
+                end=slot.end,
+                status=VisitStatus.COMPLETED,
+                ride_home_arranged=True,
+            ),
+            slot.staff,
+        )
+        dose_at = slot.start + timedelta(minutes=30)  # after the pre-dose checks
+        record = SessionRecord(
+            visit=visit,
+            bp_before_systolic=124,
+            bp_before_diastolic=78,
+            bp_after_40_systolic=138,
+            bp_after_40_diastolic=86,
+            bp_discharge_systolic=126,
+            bp_discharge_diastolic=80,
+            heart_rate=72,
+            spo2=97,
+            monitoring_start=dose_at,
+            monitoring_end=dose_at + timedelta(hours=2),
+            ready_to_leave_at=dose_at + timedelta(minutes=80),
+            vitals_ok_before_dose=True,
+            vitals_ok_before_discharge=True,
+            sedation=True,
+            sedation_resolved_at=dose_at + timedelta(minutes=55),
+            dissociation=True,
+            dissociation_resolved_at=dose_at + timedelta(minutes=70),
+            ride_home="Partner (synthetic)",
+            dose=SpravatoDose.MG_56,
+            lot_number="DEMO-LOT-0420",
+            serious_adverse_events="None",
+        )
+        record.full_clean()
+        record.save()
+        MonitoringFormTask.objects.get_or_create(
+            visit=visit, defaults={"due_on": MonitoringFormTask.due_for(visit)}
+        )
+        sessions.append(visit)
+    return sessions
+
+
 @dataclass
 class PlansDemo:
     """What the command's report needs from this layer."""
 
     protocols: list[Protocol]
-    history: list[Visit] = field(default_factory=list)  # the screening visits done
+    history: list[Visit] = field(default_factory=list)  # the screening and Spravato visits done
     booked: list[Visit] = field(default_factory=list)  # booked by this run
 
 
@@ -363,4 +487,5 @@ def seed(clinic: Clinic, patients: list[Patient]) -> PlansDemo:
     """Seed the plans layer of the demo clinic (see the module's docstring)."""
     protocols = seed_protocols(clinic)
     history = seed_screenings(patients)
+    history += seed_rems(clinic, patients)
     return PlansDemo(protocols, history, seed_doses(clinic, patients))

@@ -2,11 +2,23 @@
 
 Registered in ``scheduler.booking.booking_checks`` (see PlansConfig.ready), so
 they hold whichever way a visit is booked: a confirmed plan, the admin, a move.
+``session_recorded`` is asked before a visit is completed
+(``scheduler.booking.completion_checks``).
 """
 
 from datetime import datetime, timedelta
 
-from plans.models import WEEK, CarePlan, PlanStatus, Screening, route_dose_problems
+from plans.models import (
+    WEEK,
+    CarePlan,
+    PlanStatus,
+    RemsEnrollment,
+    RemsSetting,
+    Screening,
+    SessionRecord,
+    is_spravato,
+    route_dose_problems,
+)
 from scheduler.models import BLOCKING_STATUSES, Visit, VisitKind, VisitType
 
 
@@ -101,3 +113,58 @@ def _dose_spacing_for_times(visit: Visit, start: datetime, end: datetime):
 
 
 dose_spacing.for_times = _dose_spacing_for_times
+
+
+def rems_certified(visit: Visit) -> list[str]:
+    """A Spravato dose needs an enrolled patient and a certified setting (the REMS)."""
+    return rems_certified.for_times(visit, visit.start, visit.end)(visit)
+
+
+def _rems_for_times(visit: Visit, start: datetime, end: datetime):
+    """The REMS gate at any time: one read of the enrolment and the setting, then dates only."""
+    if not is_spravato(visit.visit_type):
+        return lambda moved: []
+    clinic = visit.patient.clinic
+    enrollment = RemsEnrollment.objects.filter(patient=visit.patient).first()
+    setting = RemsSetting.objects.filter(clinic=clinic).first()
+
+    def judge(moved: Visit) -> list[str]:
+        day = moved.start.astimezone(clinic.tz).date()
+        problems = []
+        if enrollment is None:
+            problems.append(
+                f"{visit.patient} is not enrolled in the Spravato REMS; record the "
+                "enrollment before booking a Spravato dose."
+            )
+        elif enrollment.enrolled_on > day:
+            problems.append(
+                f"{visit.patient} is enrolled in the Spravato REMS from "
+                f"{enrollment.enrolled_on:%a %Y-%m-%d}; no Spravato dose before then."
+            )
+        if setting is None:
+            problems.append(
+                f"{clinic} has no REMS-certified healthcare setting on record; Spravato "
+                "doses can be booked only in a certified setting."
+            )
+        elif problem := setting.problem_on(day):
+            problems.append(problem)
+        return problems
+
+    return judge
+
+
+rems_certified.for_times = _rems_for_times
+
+
+def session_recorded(visit: Visit) -> list[str]:
+    """A dosing visit is completed only with its session record (``completion_checks``)."""
+    if not visit.visit_type.is_dosing:
+        return []
+    record = SessionRecord.objects.filter(visit=visit).first() or SessionRecord(visit=visit)
+    if missing := record.missing():
+        return [
+            f"Record the session before completing this {visit.visit_type}; still missing: "
+            + ", ".join(missing)
+            + "."
+        ]
+    return []

@@ -35,7 +35,15 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from plans.models import Anchor, Protocol, ProtocolStep, Screening, within_weekly_limit
+from plans.models import (
+    Anchor,
+    Protocol,
+    ProtocolStep,
+    RemsEnrollment,
+    Screening,
+    is_spravato,
+    within_weekly_limit,
+)
 from scheduler.availability import Availability, format_span, lead_of
 from scheduler.booking import staff_of
 from scheduler.models import (
@@ -313,6 +321,13 @@ class Generator:
                 warnings.append(
                     "Screening is not cleared yet: the plan can be proposed, "
                     "but it cannot be confirmed until a prescriber clears it."
+                )
+            if any(is_spravato(v.visit_type) for v in self.visits) and not (
+                RemsEnrollment.objects.filter(patient=self.patient).exists()
+            ):
+                warnings.append(
+                    "REMS enrollment missing: the plan can be proposed, but its Spravato "
+                    "doses cannot be booked until the patient's enrollment is recorded."
                 )
         total = sum((v.visit_type.price for v in self.visits), Decimal("0"))
         return Proposal(

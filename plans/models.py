@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from dateutil.rrule import rrulestr
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
+from scheduler.models import Clinic, Clinician, DosingRoute, Patient, Visit, VisitType
 
 # docs/rules.md: contraindications a screening must answer, each one.
 CONTRAINDICATIONS = {
@@ -448,3 +449,368 @@ class Screening(models.Model):
     @classmethod
     def is_cleared_for(cls, patient: Patient) -> bool:
         return cls.objects.filter(patient=patient, cleared=True).exists()
+
+
+# -- Spravato REMS (docs/rules.md, section 5) ---------------------------------------
+
+# The REMS Patient Monitoring Form is due this many calendar days after the
+# session; weekends and holidays count.
+MONITORING_FORM_DAYS = 7
+# Spravato's monitoring after the dose lasts at least this long (the 2-hour rule).
+SPRAVATO_MONITORING = timedelta(hours=2)
+
+
+def is_spravato(visit_type: VisitType) -> bool:
+    """A Spravato dose: a dosing visit type given intranasally (the REMS applies to it)."""
+    return visit_type.is_dosing and visit_type.dosing_route == DosingRoute.INTRANASAL
+
+
+class RemsSetting(models.Model):
+    """The clinic's REMS-certified healthcare setting: Spravato is booked only where one is.
+
+    Kept beside the clinic rather than on it: the REMS is a plans matter, the
+    clinic a scheduling one.
+    """
+
+    clinic = models.OneToOneField(Clinic, on_delete=models.CASCADE, related_name="rems_setting")
+    name = models.CharField("name of the healthcare setting", max_length=200)
+    setting_id = models.CharField(
+        "REMS setting ID", max_length=60, help_text="The ID the Spravato REMS gave the setting."
+    )
+    certified_on = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Empty until the REMS confirms the certification; Spravato doses "
+        "are booked only from this day on.",
+    )
+
+    class Meta:
+        verbose_name = "REMS-certified setting"
+
+    def __str__(self):
+        return f"{self.name} ({self.setting_id})"
+
+    def problem_on(self, day) -> str:
+        """Why no Spravato dose may be given here on ``day``; "" when it may."""
+        if self.certified_on is None:
+            return (
+                f"{self.name} is not certified in the Spravato REMS yet; record the "
+                "certification date before booking Spravato doses."
+            )
+        if day < self.certified_on:
+            return (
+                f"{self.name} is certified in the Spravato REMS from "
+                f"{self.certified_on:%a %Y-%m-%d}; no Spravato dose before then."
+            )
+        return ""
+
+
+class RemsEnrollment(models.Model):
+    """A patient's enrolment in the Spravato REMS, done before the first treatment."""
+
+    patient = models.OneToOneField(
+        Patient, on_delete=models.CASCADE, related_name="rems_enrollment"
+    )
+    enrolled_on = models.DateField()
+    patient_rems_id = models.CharField(
+        "patient REMS ID", max_length=60, blank=True, help_text="If the REMS gave one."
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "REMS enrollment"
+
+    def __str__(self):
+        return f"{self.patient}, enrolled in the REMS on {self.enrolled_on:%Y-%m-%d}"
+
+
+class SpravatoDose(models.TextChoices):
+    MG_56 = "56", "56 mg"
+    MG_84 = "84", "84 mg"
+    OTHER = "other", "Other"
+
+
+# (systolic, diastolic) field names of each blood-pressure reading, and what it is.
+BLOOD_PRESSURES = {
+    "bp_before": "blood pressure before the dose",
+    "bp_after_40": "blood pressure about 40 minutes after the dose",
+    "bp_discharge": "blood pressure before discharge",
+}
+SYSTOLIC, DIASTOLIC, SPO2 = (50, 260), (30, 160), (50, 100)
+HEART_RATE = (20, 250)
+CONCOMITANT_MEDICATIONS = {
+    "takes_benzodiazepines": "Benzodiazepines",
+    "takes_non_benzo_hypnotics": "Non-benzodiazepine sedative hypnotics",
+    "takes_psychostimulants": "Psychostimulants",
+    "takes_maois": "Monoamine oxidase inhibitors (MAOIs)",
+}
+
+
+def _reading(label: str, bounds: tuple[int, int]) -> models.PositiveSmallIntegerField:
+    return models.PositiveSmallIntegerField(
+        label, null=True, blank=True, help_text=f"{bounds[0]}-{bounds[1]}."
+    )
+
+
+class SessionRecord(models.Model):
+    """What was observed in one dosing session: vitals, monitoring, and for Spravato the
+    fields of the REMS Patient Monitoring Form.
+
+    One model for every route; what must be filled in before the visit can be
+    completed depends on the route (``missing``). A record may be saved half
+    done during the session; every value present must be possible.
+    """
+
+    visit = models.OneToOneField(Visit, on_delete=models.CASCADE, related_name="session_record")
+    bp_before_systolic = _reading("systolic before the dose", SYSTOLIC)
+    bp_before_diastolic = _reading("diastolic before the dose", DIASTOLIC)
+    bp_after_40_systolic = _reading("systolic ~40 min after", SYSTOLIC)
+    bp_after_40_diastolic = _reading("diastolic ~40 min after", DIASTOLIC)
+    bp_discharge_systolic = _reading("systolic before discharge", SYSTOLIC)
+    bp_discharge_diastolic = _reading("diastolic before discharge", DIASTOLIC)
+    heart_rate = _reading("heart rate before the dose (bpm)", HEART_RATE)
+    spo2 = _reading("lowest SpO2 during monitoring (%)", SPO2)
+    monitoring_start = models.DateTimeField(
+        "dose given (first device) / monitoring start", null=True, blank=True
+    )
+    monitoring_end = models.DateTimeField("end of monitoring", null=True, blank=True)
+    ready_to_leave_at = models.DateTimeField(
+        "ready to leave without the 2-hour rule at", null=True, blank=True
+    )
+    vitals_ok_before_dose = models.BooleanField(
+        "vital signs acceptable before the dose", null=True, blank=True
+    )
+    vitals_ok_before_discharge = models.BooleanField(
+        "vital signs acceptable before discharge", null=True, blank=True
+    )
+    sedation = models.BooleanField("sedation observed", null=True, blank=True)
+    sedation_resolved_at = models.DateTimeField("sedation resolved at", null=True, blank=True)
+    dissociation = models.BooleanField("dissociation observed", null=True, blank=True)
+    dissociation_resolved_at = models.DateTimeField(
+        "dissociation resolved at", null=True, blank=True
+    )
+    ride_home = models.CharField("ride home: who picks the patient up", max_length=200, blank=True)
+    dose = models.CharField(max_length=10, choices=SpravatoDose.choices, blank=True)
+    dose_other_mg = models.PositiveSmallIntegerField(
+        "other dose (mg)", null=True, blank=True, help_text="Only with dose Other."
+    )
+    lot_number = models.CharField(max_length=60, blank=True)
+    serious_adverse_events = models.TextField(
+        blank=True, help_text='Write "None" when there were none.'
+    )
+    takes_benzodiazepines = models.BooleanField(
+        CONCOMITANT_MEDICATIONS["takes_benzodiazepines"], default=False
+    )
+    takes_non_benzo_hypnotics = models.BooleanField(
+        CONCOMITANT_MEDICATIONS["takes_non_benzo_hypnotics"], default=False
+    )
+    takes_psychostimulants = models.BooleanField(
+        CONCOMITANT_MEDICATIONS["takes_psychostimulants"], default=False
+    )
+    takes_maois = models.BooleanField(CONCOMITANT_MEDICATIONS["takes_maois"], default=False)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-visit__start"]
+
+    def __str__(self):
+        return f"Session record of {self.visit}"
+
+    @property
+    def patient_id(self) -> int:
+        return self.visit.patient_id
+
+    @property
+    def is_spravato(self) -> bool:
+        return is_spravato(self.visit.visit_type)
+
+    def blood_pressure(self, reading: str) -> str:
+        systolic, diastolic = (getattr(self, f"{reading}_{p}") for p in ("systolic", "diastolic"))
+        return f"{systolic}/{diastolic}" if systolic and diastolic else ""
+
+    @property
+    def dose_text(self) -> str:
+        if self.dose == SpravatoDose.OTHER:
+            return f"{self.dose_other_mg} mg" if self.dose_other_mg else "other"
+        return self.get_dose_display()
+
+    @property
+    def total_duration(self) -> timedelta | None:
+        """From the first device to the end of monitoring, as the REMS form asks."""
+        if self.monitoring_start and self.monitoring_end:
+            return self.monitoring_end - self.monitoring_start
+        return None
+
+    @property
+    def total_duration_text(self) -> str:
+        return _duration_text(self.total_duration) if self.total_duration else ""
+
+    def medications_answered(self) -> list[tuple[str, bool]]:
+        return [(label, getattr(self, name)) for name, label in CONCOMITANT_MEDICATIONS.items()]
+
+    @property
+    def concomitant_medications(self) -> list[str]:
+        return [label for name, label in CONCOMITANT_MEDICATIONS.items() if getattr(self, name)]
+
+    def missing(self) -> list[str]:
+        """What must still be recorded before the visit can be completed, by its route.
+
+        Every route: blood pressure before the dose and before discharge, the
+        monitoring's start and end. Spravato: every field of the REMS Patient
+        Monitoring Form, and the ride home; heart rate and SpO2 stay optional.
+        """
+        needed = ["bp_before", "bp_discharge"]
+        if self.is_spravato:
+            needed.insert(1, "bp_after_40")
+        missing = [BLOOD_PRESSURES[r] for r in needed if None in self._pressure(r)]
+        fields = ["monitoring_start", "monitoring_end"]
+        if self.is_spravato:
+            fields += ["ready_to_leave_at", "vitals_ok_before_dose", "vitals_ok_before_discharge"]
+            fields += ["sedation", "dissociation"]
+            fields += ["sedation_resolved_at"] if self.sedation else []
+            fields += ["dissociation_resolved_at"] if self.dissociation else []
+            fields += ["ride_home", "dose", "lot_number", "serious_adverse_events"]
+            fields += ["dose_other_mg"] if self.dose == SpravatoDose.OTHER else []
+        missing += [
+            str(self._meta.get_field(name).verbose_name)
+            for name in fields
+            if getattr(self, name) is None or str(getattr(self, name)).strip() == ""
+        ]
+        return missing
+
+    def _pressure(self, reading: str) -> tuple[int | None, int | None]:
+        return getattr(self, f"{reading}_systolic"), getattr(self, f"{reading}_diastolic")
+
+    def clean(self):
+        errors: dict[str, str] = {}
+        for reading, what in BLOOD_PRESSURES.items():
+            systolic, diastolic = self._pressure(reading)
+            high, low = f"{reading}_systolic", f"{reading}_diastolic"
+            if systolic is not None and not SYSTOLIC[0] <= systolic <= SYSTOLIC[1]:
+                errors[high] = (
+                    f"A systolic pressure must be between {SYSTOLIC[0]} and {SYSTOLIC[1]} mmHg."
+                )
+            if diastolic is not None and not DIASTOLIC[0] <= diastolic <= DIASTOLIC[1]:
+                errors[low] = (
+                    f"A diastolic pressure must be between {DIASTOLIC[0]} and {DIASTOLIC[1]} mmHg."
+                )
+            if (systolic is None) != (diastolic is None):
+                errors[low if diastolic is None else high] = f"Give both numbers of the {what}."
+            elif systolic is not None and not {high, low} & set(errors) and systolic <= diastolic:
+                errors[high] = f"The systolic pressure must be higher than the diastolic ({what})."
+        if self.spo2 is not None and not SPO2[0] <= self.spo2 <= SPO2[1]:
+            errors["spo2"] = f"SpO2 must be between {SPO2[0]} and {SPO2[1]} %."
+        if self.heart_rate is not None and not HEART_RATE[0] <= self.heart_rate <= HEART_RATE[1]:
+            errors["heart_rate"] = (
+                f"A heart rate must be between {HEART_RATE[0]} and {HEART_RATE[1]} bpm."
+            )
+        if self.dose == SpravatoDose.OTHER:
+            if self.dose_other_mg is not None and not 1 <= self.dose_other_mg <= 200:
+                errors["dose_other_mg"] = "A dose must be between 1 and 200 mg."
+        elif self.dose_other_mg is not None:
+            errors["dose_other_mg"] = "Give a dose in mg only with dose Other."
+        for observed in ("sedation", "dissociation"):
+            if getattr(self, observed) is not True and getattr(self, f"{observed}_resolved_at"):
+                errors[f"{observed}_resolved_at"] = (
+                    f"Only {observed} that was observed can have resolved."
+                )
+        if self.visit_id:
+            errors |= self._time_problems()
+        if errors:
+            raise ValidationError(errors)
+
+    def _time_problems(self) -> dict[str, str]:
+        """The times lie on the visit's own (local) day and in the order a session has them."""
+        errors = {}
+        tz = self.visit.patient.clinic.tz
+        day = self.visit.start.astimezone(tz).date()
+        names = [
+            "monitoring_start",
+            "monitoring_end",
+            "ready_to_leave_at",
+            "sedation_resolved_at",
+            "dissociation_resolved_at",
+        ]
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value.astimezone(tz).date() != day:
+                errors[name] = f"Give a time on the visit's day, {day:%a %Y-%m-%d}."
+        if errors:
+            return errors
+        start, end = self.monitoring_start, self.monitoring_end
+        if start and end and end <= start:
+            errors["monitoring_end"] = "Monitoring must end after it starts."
+        elif start and end and self.is_spravato and end - start < SPRAVATO_MONITORING:
+            errors["monitoring_end"] = (
+                "Spravato monitoring must last at least 2 hours after the dose "
+                f"(the REMS); this records {_duration_text(end - start)}."
+            )
+        for name in names[2:]:
+            value = getattr(self, name)
+            if value is None or name in errors:
+                continue
+            if start and value < start:
+                errors[name] = "This time comes after the dose (the monitoring start), not before."
+            elif end and value > end and "monitoring_end" not in errors:
+                errors[name] = "This time comes before the end of monitoring, not after."
+        return errors
+
+
+def _duration_text(span: timedelta) -> str:
+    minutes = int(span.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+class MonitoringFormTaskQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(submitted_on__isnull=True)
+
+    def for_clinic(self, clinic: Clinic):
+        return self.filter(visit__patient__clinic=clinic)
+
+
+class MonitoringFormTask(models.Model):
+    """The REMS Patient Monitoring Form of one completed Spravato session, to submit in 7 days.
+
+    Created when the session is completed (``plans.rems``); closed when staff
+    record that the form went in.
+    """
+
+    visit = models.OneToOneField(
+        Visit, on_delete=models.CASCADE, related_name="monitoring_form_task"
+    )
+    due_on = models.DateField()
+    submitted_on = models.DateField(null=True, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recorded_at = models.DateTimeField(null=True, blank=True, help_text="When staff recorded it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MonitoringFormTaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["due_on", "pk"]
+
+    def __str__(self):
+        return f"REMS monitoring form of {self.visit}, due {self.due_on:%Y-%m-%d}"
+
+    @property
+    def patient_id(self) -> int:
+        return self.visit.patient_id
+
+    @staticmethod
+    def due_for(visit: Visit):
+        """Seven calendar days after the session's local date; weekends and holidays count."""
+        local_day = visit.start.astimezone(visit.patient.clinic.tz).date()
+        return local_day + timedelta(days=MONITORING_FORM_DAYS)
+
+    def days_left(self, today) -> int:
+        return (self.due_on - today).days

@@ -56,6 +56,9 @@ class InvalidTransition(BookingError):
 
 BookingCheck = Callable[[Visit], Iterable[str]]
 booking_checks: list[BookingCheck] = []
+# Asked by ``complete`` about the checked-in visit: reasons it may not be completed
+# yet (``plans`` registers the dosing session record there).
+completion_checks: list[BookingCheck] = []
 
 # Two signals per change, both with ``visit`` (as stored) and ``change`` (a
 # VisitChange). ``visit_saved`` is sent inside the transaction that changed the
@@ -479,8 +482,17 @@ def check_in(visit: Visit, *, now: datetime | None = None) -> Visit:
 
 
 def complete(visit: Visit) -> Visit:
+    def nothing_missing(current: Visit) -> None:
+        if problems := [p for check in completion_checks for p in check(current)]:
+            raise BookingError(problems)
+
     return _transition(
-        visit, {VisitStatus.CHECKED_IN}, VisitStatus.COMPLETED, "completed", VisitChange.COMPLETED
+        visit,
+        {VisitStatus.CHECKED_IN},
+        VisitStatus.COMPLETED,
+        "completed",
+        VisitChange.COMPLETED,
+        guard=nothing_missing,
     )
 
 

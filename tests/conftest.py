@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from plans.models import CONTRAINDICATIONS, Screening
+from plans.models import CONTRAINDICATIONS, RemsEnrollment, RemsSetting, Screening
 from scheduler.models import (
     Capability,
     Clinic,
@@ -64,6 +64,14 @@ class ClinicBuilder:
         )
         self.monitoring, _ = Capability.objects.get_or_create(
             slug="monitoring", defaults={"name": "Vital-signs monitoring"}
+        )
+        # A test clinic may give every treatment: its setting is REMS-certified
+        # (tests of the REMS gate delete it).
+        self.rems_setting = RemsSetting.objects.create(
+            clinic=self.clinic,
+            name=f"{self.clinic.name} treatment suites",
+            setting_id=f"HCS{next(_numbers)}",
+            certified_on=date(2020, 1, 1),
         )
 
     def room(self, name: str, *capabilities: Capability) -> Room:
@@ -124,9 +132,16 @@ class ClinicBuilder:
         return visit_type
 
     def patient(
-        self, first: str = "Avery", last: str = "Example", *, screened=True, **extra
+        self,
+        first: str = "Avery",
+        last: str = "Example",
+        *,
+        screened=True,
+        rems_enrolled=True,
+        **extra,
     ) -> Patient:
-        """A patient; ``screened`` gives them a screening cleared by a prescriber (dosing allowed)."""
+        """A patient; ``screened`` gives them a screening cleared by a prescriber (dosing allowed),
+        ``rems_enrolled`` an enrollment in the Spravato REMS (Spravato allowed)."""
         patient = Patient(
             clinic=self.clinic,
             first_name=first,
@@ -141,6 +156,8 @@ class ClinicBuilder:
         patient.save()
         if screened:
             self.clear_screening(patient)
+        if rems_enrolled:
+            RemsEnrollment.objects.create(patient=patient, enrolled_on=date(2020, 1, 1))
         return patient
 
     def clear_screening(self, patient: Patient) -> Screening:

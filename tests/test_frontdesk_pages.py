@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from notifications.models import InboundKind, InboundMessage, Message, Status
 from notifications.patient_links import ask_to_reschedule
-from plans.models import CarePlan, PlanStatus, Protocol
+from plans.models import CarePlan, PlanStatus, Protocol, SessionRecord
 from scheduler import booking
 from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
 from tests.conftest import MONDAY, SmallClinic, at
@@ -305,6 +305,18 @@ def test_check_in_needs_a_ride_home_and_booking_errors_show_as_messages(desk, cl
     desk.post(url, {"action": "check_in"})
     visit.refresh_from_db()
     assert visit.ride_home_arranged and visit.status == VisitStatus.CHECKED_IN
+    # A dose is completed only with its session record (plans.gates.session_recorded).
+    page = desk.post(url, {"action": "complete"}, follow=True).text
+    assert "still missing: blood pressure before the dose" in page
+    SessionRecord.objects.create(
+        visit=visit,
+        bp_before_systolic=120,
+        bp_before_diastolic=80,
+        bp_discharge_systolic=118,
+        bp_discharge_diastolic=76,
+        monitoring_start=at(TODAY, "10:10"),
+        monitoring_end=at(TODAY, "11:40"),
+    )
     desk.post(url, {"action": "complete"})
     visit.refresh_from_db()
     assert visit.status == VisitStatus.COMPLETED

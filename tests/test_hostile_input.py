@@ -683,7 +683,7 @@ def _signed(url: str, params: dict[str, str]) -> str:
 def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(world):
     from urllib.parse import urlencode
 
-    from plans.models import Protocol
+    from plans.models import MonitoringFormTask, Protocol
 
     sweep = Sweep()
     patient, clinic = world["patient"], world["clinic"]
@@ -726,8 +726,18 @@ def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(worl
     for value in HOSTILE:
         sweep.send(desk, "get", reverse("desk_patients"), {"q": value}, endpoint="desk search")
         sweep.send(desk, "get", reverse("desk_this_week"), {"day": value}, endpoint="desk week")
-    for name in ("desk_resend", "desk_handled"):
+    for name in ("desk_resend", "desk_handled", "desk_form_submitted"):
         sweep.send(desk, "post", reverse(name, args=[10**20]), endpoint=name)
+    # A Spravato session's record, every field as the page offers it, and its form's submission.
+    task = MonitoringFormTask.objects.order_by("pk").first()
+    record = reverse("desk_session_record", args=[task.visit_id])
+    reader = page_forms(desk.get(record).text)
+    key = next(key for key, names in reader.names.items() if "monitoring_start" in names)
+    names = [n for n in dict.fromkeys(reader.names[key]) if _mutable(n)]
+    sweep.each_field(desk, record, as_post(reader.forms[key]), names, endpoint="desk session")
+    submitted = reverse("desk_form_submitted", args=[task.pk])
+    baseline = {"submitted_on": ["2030-01-02"]}
+    sweep.each_field(desk, submitted, baseline, list(baseline), endpoint="desk form submitted")
 
     holder = Client(raise_request_exception=False)
     link = reverse("patient_page", args=[issue_patient_link(patient).rsplit("/", 2)[-2]])

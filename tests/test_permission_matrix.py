@@ -19,8 +19,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.patient_links import issue_patient_link
+from plans.models import MonitoringFormTask
 from scheduler import tokens
-from scheduler.models import Visit, VisitStatus
+from scheduler.models import Modality, Visit, VisitKind, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
 from tests.page_helpers import failed_message, front_desk, sign_in_verified
@@ -124,6 +125,10 @@ MATRIX = [
     ("desk patient, therapist's own", "desk_patient", "own_patient", "get", DESK),
     ("desk patient, not therapist's", "desk_patient", "other_patient", "get", DESK),
     ("desk visit", "desk_visit", "own_visit", "get", DESK),
+    ("desk session record", "desk_session_record", "dose", "get", DESK),
+    ("desk REMS monitoring form", "desk_monitoring_form", "spravato_dose", "get", DESK),
+    ("desk form submitted by GET", "desk_form_submitted", "form_task", "get", STAFF_405),
+    ("desk form submitted", "desk_form_submitted", "form_task", "post", DESK_POST),
     ("desk message queue", "desk_messages", None, "get", DESK),
     ("desk resend by GET", "desk_resend", "message", "get", STAFF_405),
     ("desk resend", "desk_resend", "message", "post", DESK_POST),
@@ -200,6 +205,25 @@ def world(clinic):
         end=at(MONDAY, "13:00"),
         status=VisitStatus.BOOKED,
     )
+    spravato = clinic.visit_type(
+        "intranasal-dosing",
+        VisitKind.DOSING,
+        150,
+        "prescriber",
+        Modality.IN_PERSON,
+        clinic.monitoring,
+        dosing_route="intranasal",
+    )
+    spravato_dose = Visit.objects.create(
+        patient=blake,
+        visit_type=spravato,
+        clinician=clinic.prescriber,
+        room=clinic.room2,
+        start=at(MONDAY, "14:00"),
+        end=at(MONDAY, "16:30"),
+        status=VisitStatus.COMPLETED,
+    )
+    form_task = MonitoringFormTask.objects.create(visit=spravato_dose, due_on=MONDAY)
     link = issue_patient_link(avery).rsplit("/", 2)[-2]
     _, revoked_feed = tokens.issue(clinic.therapist)
     _, feed = tokens.issue(clinic.therapist)
@@ -210,6 +234,9 @@ def world(clinic):
         "own_patient": [avery.pk],
         "other_patient": [blake.pk],
         "own_visit": [own.pk],
+        "dose": [other.pk],
+        "spravato_dose": [spravato_dose.pk],
+        "form_task": [form_task.pk],
         "message": [failed_message(other).pk],
         "link": [link],
         "revoked_link": [revoked_link],

@@ -75,8 +75,9 @@ def test_running_seed_demo_twice_leaves_exactly_the_same_rows(now):
     seed()
     assert every_row() == first
     assert list(Visit.objects.order_by("uid").values_list("uid", flat=True)) == uids
-    # 10 screenings done, 3 to come, 3 preparations, 2 doses and their integrations.
-    assert len(uids) == 20
+    # 10 screenings done, 3 to come, 3 preparations, 2 doses and their integrations,
+    # 2 past Spravato sessions.
+    assert len(uids) == 22
 
 
 def test_a_rerun_books_nothing_for_a_patient_who_already_had_that_visit_type():
@@ -194,13 +195,15 @@ def test_demo_visits_ahead_are_booked_within_two_weeks_and_pass_booking_rules():
         assert booking.problems_for(visit, staff) + booking.rule_problems(visit) == []
         if visit.visit_type.is_dosing:  # a monitor leads, a therapist guides
             assert [member.seat.roles for member in staff] == [("therapist",)]
-    # What is past is the screenings done, each one a visit completed weeks ago.
+    # What is past is the screenings done and two Spravato sessions, each one a visit
+    # completed in the last weeks.
     past = [visit for visit in visits if visit.start <= today]
-    assert len(past) == 10
+    assert len(past) == 12
     for visit in past:
         assert visit.status == VisitStatus.COMPLETED
-        assert visit.visit_type.kind == VisitKind.SCREENING
+        assert visit.visit_type.kind in (VisitKind.SCREENING, VisitKind.DOSING)
         assert today - timedelta(days=29) < visit.start and visit.end < today
+    assert [v.visit_type.slug for v in past if v.visit_type.is_dosing] == ["intranasal-dosing"] * 2
 
 
 def test_staff_users_groups_and_permissions():
