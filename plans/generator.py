@@ -58,6 +58,9 @@ from scheduler.models import (
 )
 
 SEARCH_STEP = timedelta(minutes=30)
+# How many people per place after the lead a search tries first (scheduler.availability
+# loads a few people's weeks at once, many people's by the day).
+STAFF_FIRST = 2
 # How far past a rule's window to look for "the nearest alternative".
 ALTERNATIVE_DAYS = 28
 # How many days after the date asked for a plan may start when none fits from it.
@@ -593,46 +596,71 @@ class Generator:
         if not seats:
             raise PlanInfeasible(step, f"{visit_type} has no team set up", None)
         clinicians = tuple(self._clinicians(seats[0], relax))
-        staff_first = tuple(c for seat in seats[1:] for c in self._wanted(seat))
         prefer_times = relax != "everything" and bool(
             self.preferences.weekdays or self.preferences.time_windows
         )
         last = min(latest, self.horizon)
-        key = (
-            step.pk,
-            clinicians,
-            staff_first,
-            relax == "nothing",
-            prefer_times,
-            earliest,
-            latest,
-            last,
-            self.placed,
+        # The rest of the team from a few people first (whom the patient has,
+        # then the first by name): their weeks load in a query or two. Only
+        # when no time suits them does the search ask everyone, day by day.
+        wanted = [c for seat in seats[1:] for c in self._wanted(seat)]
+        few = tuple(
+            dict.fromkeys(
+                wanted
+                + [
+                    c
+                    for seat in seats[1:]
+                    for c in self.availability.qualified(seat)[: 1 if wanted else STAFF_FIRST]
+                ]
+            )
         )
-        if key not in self.searched:
-            self.searched[key] = self._search_days(
-                step,
-                visit_type,
+        everyone = tuple(
+            dict.fromkeys(c for seat in seats[1:] for c in self.availability.qualified(seat))
+        )
+        if relax == "nothing" and wanted:
+            pools = [(tuple(wanted), True)]  # the people the patient has, or no one
+        else:
+            pools = [(few, True)]
+            if set(few) != set(everyone):
+                pools.append((tuple(wanted), False))
+        for pool, only_pool in pools:
+            key = (
+                step.pk,
+                clinicians,
+                pool,
+                only_pool,
+                prefer_times,
                 earliest,
                 latest,
-                clinicians,
-                prefer_times,
-                staff_first,
-                only_preferred=relax == "nothing",
+                last,
+                self.placed,
             )
-        return self.searched[key]
+            if key not in self.searched:
+                self.searched[key] = self._search_days(
+                    step,
+                    visit_type,
+                    (earliest, latest),
+                    clinicians,
+                    prefer_times,
+                    pool,
+                    only_pool,
+                    pool if only_pool else everyone,
+                )
+            if self.searched[key]:
+                return self.searched[key]
+        return None
 
     def _search_days(
-        self, step, visit_type, earliest, latest, clinicians, prefer_times, staff_first, **options
+        self, step, visit_type, window, clinicians, prefer_times, pool, only_pool, people
     ):
+        """The earliest fit in ``window`` led by one of ``clinicians``; the rest of the team
+        from ``pool`` first (only from it with ``only_pool``), among ``people``."""
+        earliest, latest = window
         rooms = self.availability.rooms_for(visit_type)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
         duration = visit_type.duration
-        # Everyone who may fill the places after the lead, loaded with the leads.
-        people = list(clinicians) + [
-            c for seat in visit_type.seats[1:] for c in self.availability.qualified(seat)
-        ]
+        people = list(dict.fromkeys([*clinicians, *people]))
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
@@ -657,7 +685,7 @@ class Generator:
                     if room is False:
                         continue
                     staff, missing = self.availability.staff_for(
-                        visit_type, clinician, start, end, staff_first, **options
+                        visit_type, clinician, start, end, pool, only_preferred=only_pool
                     )
                     if missing is not None:
                         self.short_of[missing.label] = self.short_of.get(missing.label, 0) + 1
