@@ -216,6 +216,20 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunPython(teams_from_clinicians, clinicians_from_teams),
+        # A default, so that migrating back can add the column to existing rows.
+        migrations.AlterField(
+            model_name="visittype",
+            name="clinician_role",
+            field=models.CharField(
+                choices=[
+                    ("prescriber", "Prescriber"),
+                    ("therapist", "Therapist"),
+                    ("nurse", "Nurse"),
+                ],
+                default="prescriber",
+                max_length=20,
+            ),
+        ),
         migrations.RemoveField(
             model_name="visittype",
             name="clinician_role",
