@@ -1,5 +1,8 @@
 """Whether a visit fits, and where the free slots are.
 
+(Searches read ``.id`` rather than ``.pk`` where they ask thousands of times:
+``pk`` is a property call each time.)
+
 ``Availability`` loads everything a decision needs for one clinic and one window
 of time in a fixed number of queries (hours, closures, public holidays,
 clinicians' hours, time off and busy times from their own calendars, rooms, and
@@ -92,6 +95,10 @@ class Timeline:
 def lead_of(visit_type: VisitType, clinician: Clinician) -> Member:
     """``clinician`` in the visit type's lead place (any of their roles where it names none)."""
     return Member(clinician, visit_type.lead_seat or Seat(tuple(clinician.roles)))
+
+
+# A problem a search does not word (Availability._problems with ``words=False``).
+UNWORDED = "(not worded)"
 
 
 class Conflict(str):
@@ -345,6 +352,8 @@ class Availability:
         self._seen: set[int] = set()  # visits already on the room and patient timelines
         self._seen_people: set[int] = set()  # participations already on clinicians' timelines
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
+        self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
+        self._load_seen: set[tuple] = set()  # what load() was asked already
         self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
@@ -388,13 +397,17 @@ class Availability:
         if self._complete and self.start <= start and end <= self.end:
             return
         days = _days(start, end)
+        asked = (tuple(c.id for c in clinicians), tuple(r and r.id for r in rooms), days)
+        if asked in self._load_seen:  # a search asks the same thousands of times
+            return
+        self._load_seen.add(asked)
         wanted_clinicians = {
-            c.pk for c in clinicians if any(("c", c.pk, n) not in self._loaded for n in days)
+            c.id for c in clinicians if any(("c", c.id, n) not in self._loaded for n in days)
         }
         wanted_rooms = {
-            r.pk
+            r.id
             for r in rooms
-            if r is not None and any(("r", r.pk, n) not in self._loaded for n in days)
+            if r is not None and any(("r", r.id, n) not in self._loaded for n in days)
         }
         if not (wanted_clinicians or wanted_rooms):
             return
@@ -468,27 +481,35 @@ class Availability:
         return list(self._problems(visit_type, clinician, room, patient, start, end, staff))
 
     def fits(self, visit_type, clinician, room, patient, start, end=None, staff=()) -> bool:
-        problems = self._problems(visit_type, clinician, room, patient, start, end, staff)
+        problems = self._problems(visit_type, clinician, room, patient, start, end, staff, False)
         return next(problems, None) is None
 
     def first_room(self, visit_type, clinician, rooms, patient, start, end=None):
         """The first of ``rooms`` the visit fits in (None for telehealth), or False if none.
 
-        Stops at the first problem no other room could solve (hours, the
-        clinician's or the patient's other visits), so a busy clinician costs
-        one check, not one per room.
+        Rooms another visit holds then are passed over at once; the first free
+        one is checked with everything else, so a busy clinician costs one
+        check, not one per room.
         """
         if visit_type.modality == Modality.TELEHEALTH:
             return None if self.fits(visit_type, clinician, None, patient, start, end) else False
+        end = end or start + visit_type.duration
+        self.load([clinician], rooms, start, end)
         for room in rooms:
-            problem = next(self._problems(visit_type, clinician, room, patient, start, end), None)
+            if self.room_visits[room.id].first_overlap(start, end) is not None:
+                continue
+            problem = next(
+                self._problems(visit_type, clinician, room, patient, start, end, (), False), None
+            )
             if problem is None:
                 return room
             if not isinstance(problem, RoomProblem):
                 return False
         return False
 
-    def _problems(self, visit_type, clinician, room, patient, start, end, staff=()):
+    def _problems(self, visit_type, clinician, room, patient, start, end, staff=(), words=True):
+        """Why the visit cannot be; ``words=False``: the same problems, unworded (searches
+        ask thousands of times and only whether, or of which kind)."""
         tz = self.tz
         start = start.astimezone(UTC) if start.tzinfo else start
         end = end or start + visit_type.duration
@@ -509,9 +530,20 @@ class Availability:
 
         lead = lead_of(visit_type, clinician)
         team = [lead, *staff]
-        yield from self._fit_of_people_and_place(visit_type, team, room, patient)
+        key = (
+            visit_type.id,
+            tuple((m.clinician.id, m.seat) for m in team),
+            room.id if room else None,
+            patient.id if patient else None,
+        )
+        if key not in self._fit:  # the same for every time a search tries
+            self._fit[key] = list(self._fit_of_people_and_place(visit_type, team, room, patient))
+        yield from self._fit[key]
 
         if not _within(self.opening_hours, local_start, local_end):
+            if not words:
+                yield UNWORDED
+                return
             hours = self.opening_hours.get(local_start.weekday())
             if hours:
                 yield (
@@ -522,30 +554,44 @@ class Availability:
                 yield f"The clinic is closed on {Weekday(local_start.weekday()).label}s."
         holiday = self.holidays.first_overlap(start, end)
         if holiday:
-            yield f"Clinic closed: {holiday.label}."
+            yield f"Clinic closed: {holiday.label}." if words else UNWORDED
         closure = self.closures.first_overlap(start, end)
-        if closure:
+        if closure and not words:
+            yield UNWORDED
+        elif closure:
             why = f" ({closure.label})" if closure.label else ""
             yield f"The clinic is closed {format_span(closure.start, closure.end, tz, day)}{why}."
 
         for member in team:
             whole = member.seat.whole_visit()
-            yield from self._person_problems(member.clinician, *member.span(start, end), whole)
-        yield from self.conflicts(team, room, patient, start, end)
+            yield from self._person_problems(
+                member.clinician, *member.span(start, end), whole, words
+            )
+        yield from self.conflicts(team, room, patient, start, end, words)
         if patient is not None:
-            yield from self.travel_problems(visit_type, patient, start, end)
+            yield from self.travel_problems(visit_type, patient, start, end, words)
 
-    def _person_problems(self, clinician: Clinician, start: datetime, end: datetime, whole=True):
+    def _person_problems(
+        self, clinician: Clinician, start: datetime, end: datetime, whole=True, words=True
+    ):
         """Why ``clinician`` cannot be on a visit for [start, end): their hours, time off, own calendar.
 
         ``whole``: [start, end) is the whole visit (else the part they are needed for).
         """
-        if clinician.pk not in self.clinicians:
+        if clinician.id not in self.clinicians:
             return
         tz = self.tz
         local_start, local_end = start.astimezone(tz), end.astimezone(tz)
         day = local_start.date()
-        hours = self.working_hours[clinician.pk]
+        hours = self.working_hours[clinician.id]
+        if not words:
+            if (
+                not _within(hours, local_start, local_end)
+                or self.time_off[clinician.id].first_overlap(start, end)
+                or self.own_calendar_busy[clinician.id].first_overlap(start, end)
+            ):
+                yield UNWORDED
+            return
         if not _within(hours, local_start, local_end):
             worked = hours.get(local_start.weekday())
             if worked:
@@ -557,14 +603,14 @@ class Availability:
                 )
             else:
                 yield f"{clinician} does not work on {Weekday(local_start.weekday()).label}s."
-        off = self.time_off[clinician.pk].first_overlap(start, end)
+        off = self.time_off[clinician.id].first_overlap(start, end)
         if off:
             yield f"{clinician} is off {format_span(off.start, off.end, tz, day)}."
-        busy = self.own_calendar_busy[clinician.pk].first_overlap(start, end)
+        busy = self.own_calendar_busy[clinician.id].first_overlap(start, end)
         if busy:
             yield f"{clinician} is busy {format_span(busy.start, busy.end, tz, day)} (own calendar)."
 
-    def travel_problems(self, visit_type, patient, start, end) -> Iterator[str]:
+    def travel_problems(self, visit_type, patient, start, end, words=True) -> Iterator[str]:
         """A visit of the patient's in the other modality closer than the clinic's travel gap.
 
         Both ways round: before a visit here the patient must get from home
@@ -581,8 +627,11 @@ class Availability:
             if visit_type.modality == Modality.TELEHEALTH
             else Modality.TELEHEALTH
         )
-        for busy in self.patient_visits[patient.pk].overlapping(start - gap, end + gap):
+        for busy in self.patient_visits[patient.id].overlapping(start - gap, end + gap):
             if busy.label == other and (busy.end <= start or end <= busy.start):
+                if not words:
+                    yield UNWORDED
+                    break
                 span = format_span(busy.start, busy.end, self.tz, start.astimezone(self.tz).date())
                 kind = "a telehealth" if other == Modality.TELEHEALTH else "an in-clinic"
                 yield (
@@ -602,9 +651,9 @@ class Availability:
         seen = set()
         for member in team:
             clinician, seat = member
-            if clinician.pk in seen:
+            if clinician.id in seen:
                 yield f"{clinician} cannot take two places on one visit."
-            seen.add(clinician.pk)
+            seen.add(clinician.id)
             if not clinician.is_active:
                 yield f"{clinician} no longer takes visits."
             if seat.role_of(clinician) is None:
@@ -625,32 +674,34 @@ class Availability:
                 f"{room} has no {visit_type.room_capability.name.lower()}, which {visit_type} needs."
             )
 
-    def conflicts(self, team: Sequence[Member], room, patient, start, end) -> Iterator[str]:
+    def conflicts(
+        self, team: Sequence[Member], room, patient, start, end, words=True
+    ) -> Iterator[str]:
         """Overlaps with visits that hold someone of the team (for their span), the room or the patient."""
         self.load([member.clinician for member in team], [room], start, end)
         tz, day = self.tz, start.astimezone(self.tz).date()
         for clinician, seat in team:
             joins, leaves = seat.span(start, end)
-            for busy in self.clinician_visits[clinician.pk].overlapping(joins, leaves):
-                span = format_span(busy.start, busy.end, tz, day)
-                yield Conflict(f"{clinician} is booked {span} by another visit.")
+            for busy in self.clinician_visits[clinician.id].overlapping(joins, leaves):
+                span = format_span(busy.start, busy.end, tz, day) if words else ""
+                yield Conflict(f"{clinician} is booked {span} by another visit." if words else "")
                 break
         if room is not None:
-            for busy in self.room_visits[room.pk].overlapping(start, end):
-                span = format_span(busy.start, busy.end, tz, day)
-                yield RoomConflict(f"{room} is booked {span} by another visit.")
+            for busy in self.room_visits[room.id].overlapping(start, end):
+                span = format_span(busy.start, busy.end, tz, day) if words else ""
+                yield RoomConflict(f"{room} is booked {span} by another visit." if words else "")
                 break
         if patient is not None:
-            for busy in self.patient_visits[patient.pk].overlapping(start, end):
-                span = format_span(busy.start, busy.end, tz, day)
-                yield Conflict(f"{patient} already has a visit {span}.")
+            for busy in self.patient_visits[patient.id].overlapping(start, end):
+                span = format_span(busy.start, busy.end, tz, day) if words else ""
+                yield Conflict(f"{patient} already has a visit {span}." if words else "")
                 break
 
     def person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
         """Whether ``clinician`` works and is held by nothing (time off, own calendar, visits) then."""
         return (
-            next(self._person_problems(clinician, start, end), None) is None
-            and self.clinician_visits[clinician.pk].first_overlap(start, end) is None
+            next(self._person_problems(clinician, start, end, words=False), None) is None
+            and self.clinician_visits[clinician.id].first_overlap(start, end) is None
         )
 
     def qualified(self, seat: Seat) -> list[Clinician]:
@@ -680,19 +731,19 @@ class Availability:
         When a required place cannot be filled: ((), that seat).
         """
         preferred = list(prefer)
-        taken = {lead.pk}
+        taken = {lead.id}
         members = []
         for seat in visit_type.seats[1:]:
             joins, leaves = seat.span(start, end)
             qualified = self.qualified(seat)
-            first = [c for c in preferred if c.pk not in taken and seat.role_of(c)]
+            first = [c for c in preferred if c.id not in taken and seat.role_of(c)]
             candidates = first if only_preferred and first else first + qualified
             self.load(candidates, [], joins, leaves)
             chosen = next(
                 (
                     c
                     for c in candidates
-                    if c.pk not in taken and c.is_active and self.person_free(c, joins, leaves)
+                    if c.id not in taken and c.is_active and self.person_free(c, joins, leaves)
                 ),
                 None,
             )
@@ -700,7 +751,7 @@ class Availability:
                 if seat.optional:
                     continue
                 return (), seat
-            taken.add(chosen.pk)
+            taken.add(chosen.id)
             members.append(Member(chosen, seat))
         return tuple(members), None
 
@@ -741,7 +792,7 @@ class Availability:
         A search over weeks skips such days at once instead of refusing each
         candidate time (a clinic closed for the holidays, a therapist away).
         """
-        off = self.time_off.get(clinician.pk)
+        off = self.time_off.get(clinician.id)
         return self.closed_all_day(day) or (off is not None and off.covers(*self._local_day(day)))
 
     def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
@@ -762,7 +813,7 @@ class Availability:
         share one list (a search asks for dozens of them a day).
         """
         weekday = day.weekday()
-        hours = tuple(self.working_hours.get(clinician.pk, {}).get(weekday, ()))
+        hours = tuple(self.working_hours.get(clinician.id, {}).get(weekday, ()))
         key = (hours, day, step)
         if key not in self._starts:
             self._starts[key] = list(self._grid(hours, day, step))
