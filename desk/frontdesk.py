@@ -349,7 +349,9 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "team": team_choices(visit, clinic) if request.GET.get("team") == "change" else None,
         "change_team_url": f"{here}?{urlencode(choice | {'team': 'change'})}#team-heading",
         "planned": times.planned,
-        "visit_messages": list(Message.objects.for_visit(visit).order_by("send_at", "pk")),
+        "visit_messages": list(
+            Message.objects.for_visit(visit).select_related("clinician").order_by("send_at", "pk")
+        ),
         "move_form": move_form,
         "cancel_form": cancel_form,
         "times": times,

@@ -445,7 +445,7 @@ def test_an_invite_the_server_refuses_fails_visibly_on_the_desk(mailbox, clinic,
     assert f"Calendar invite by email to Dr. Alvarez ({CLINICIAN_EMAIL})" in page
     assert "No such user here" in page
     visit_page = client.get(reverse("desk_visit", args=[visit.pk])).text
-    assert "Calendar invite to the clinician" in visit_page
+    assert "Calendar invite to Dr. Alvarez" in visit_page
 
 
 def test_patient_invites_are_in_the_patients_zone(mailbox, clinic):
