@@ -727,7 +727,8 @@ class Availability:
         Each place goes to the first free qualified person, those in
         ``prefer`` first (the same therapist across a course); with
         ``only_preferred``, a place someone in ``prefer`` could fill goes to
-        them or to no one. An optional place nobody can fill is left empty.
+        them or to no one (an optional place then to anyone free). An optional
+        place nobody can fill is left empty.
         When a required place cannot be filled: ((), that seat).
         """
         preferred = list(prefer)
@@ -738,15 +739,12 @@ class Availability:
             qualified = self.qualified(seat)
             first = [c for c in preferred if c.id not in taken and seat.role_of(c)]
             candidates = first if only_preferred and first else first + qualified
-            self.load(candidates, [], joins, leaves)
-            chosen = next(
-                (
-                    c
-                    for c in candidates
-                    if c.id not in taken and c.is_active and self.person_free(c, joins, leaves)
-                ),
-                None,
-            )
+            chosen = self._first_free(candidates, taken, joins, leaves)
+            if chosen is None and seat.optional and only_preferred:
+                # An optional place is filled by anyone free rather than left empty.
+                chosen = self._first_free(
+                    [c for c in qualified if c not in candidates], taken, joins, leaves
+                )
             if chosen is None:
                 if seat.optional:
                     continue
@@ -754,6 +752,17 @@ class Availability:
             taken.add(chosen.id)
             members.append(Member(chosen, seat))
         return tuple(members), None
+
+    def _first_free(self, candidates, taken, start, end) -> Clinician | None:
+        self.load(candidates, [], start, end)
+        return next(
+            (
+                c
+                for c in candidates
+                if c.id not in taken and c.is_active and self.person_free(c, start, end)
+            ),
+            None,
+        )
 
     def reserve(self, visit_type, clinician, room, patient, start, end, staff=()) -> None:
         """Treat a planned visit as busy, so later searches in this window avoid it."""
