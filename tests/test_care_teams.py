@@ -6,10 +6,14 @@ constraint on the participants refuses it; on SQLite the booking checks and
 writes in one IMMEDIATE transaction.
 """
 
+import json
 from datetime import timedelta
+from io import StringIO
+from itertools import pairwise
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.test import Client
 from icalendar import Calendar
@@ -21,6 +25,7 @@ from scheduler.booking import BookingError, SlotTaken
 from scheduler.models import (
     InvitePreference,
     Modality,
+    Patient,
     StaffingRequirement,
     Visit,
     VisitKind,
@@ -375,3 +380,41 @@ def test_the_availability_of_a_person_counts_only_their_part(team):
     assert not availability.person_free(team.therapist, at(MONDAY, "10:30"), at(MONDAY, "11:30"))
     assert availability.person_free(team.therapist, at(MONDAY, "11:00"), at(MONDAY, "12:00"))
     assert not availability.person_free(team.nurse, at(MONDAY, "12:30"), at(MONDAY, "13:30"))
+
+
+@pytest.mark.parametrize("slug", ["iv-induction", "kap-lozenge", "spravato"])
+def test_every_demo_protocol_books_its_doses_with_a_monitor_and_a_therapist(db, now, slug):
+    call_command("seed_demo", stdout=StringIO())
+    # Patient 7 of the demo is screened and enrolled in the REMS.
+    patient = Patient.objects.get(email="gray.goldfinch@example.org")
+    out = StringIO()
+    call_command(
+        "plan",
+        patient=patient.email,
+        protocol=slug,
+        start="2030-02-04",
+        json=True,
+        confirm=True,
+        stdout=out,
+    )
+    doses = [v for v in json.loads(out.getvalue())["visits"] if v["kind"] == "dosing"]
+    booked = Visit.objects.filter(
+        patient=patient, visit_type__kind=VisitKind.DOSING, start__year=2030
+    )
+    assert len(doses) >= 6 and booked.count() == len(doses)
+    for visit in booked:
+        roles = [part.role for part in visit.staff]
+        assert roles[0] in ("nurse", "prescriber") and roles[1:] == ["therapist"], visit
+        assert [
+            p["role"]
+            for p in next(
+                v
+                for v in doses
+                if v["start"] == visit.start.astimezone(visit.patient.clinic.tz).isoformat()
+            )["staff"]
+        ] == roles
+    # Nobody is on two of these at once, each for their part.
+    parts = VisitParticipant.objects.filter(visit__in=booked).order_by("clinician", "start")
+    for earlier, later in pairwise(parts):
+        if earlier.clinician_id == later.clinician_id:
+            assert earlier.end <= later.start
