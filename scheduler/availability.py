@@ -39,6 +39,7 @@ from scheduler.models import (
     VisitParticipant,
     VisitType,
     Weekday,
+    WorkingHours,
     overlapping,
 )
 from scheduler.public_holidays import holidays_between
@@ -267,9 +268,10 @@ def _extend(timelines: dict[int, Timeline], new: dict[int, list[Busy]]) -> None:
 
 
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
+    """{weekday: [(opens, closes), ...]} from (weekday, opens, closes) rows."""
     week = defaultdict(list)
-    for row in rows:
-        week[row.weekday].append((row.opens, row.closes))
+    for weekday, opens, closes in rows:
+        week[weekday].append((opens, closes))
     for intervals in week.values():
         intervals.sort()
     return week
@@ -316,16 +318,25 @@ class Availability:
         # in UTC can start or end on a neighbouring local date.
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
 
-        self.opening_hours = _weekly(clinic.opening_hours.all())
+        self.opening_hours = _weekly(
+            clinic.opening_hours.values_list("weekday", "opens", "closes").order_by()
+        )
         self.closures, self.holidays = closed_times(clinic, self.start, self.end)
 
-        clinician_rows = Clinician.objects.filter(clinic=clinic).prefetch_related("working_hours")
+        # Rows as values, not as objects: a clinic of a hundred clinicians has
+        # hundreds of weekly rows, and this runs for every plan and page.
+        clinician_rows = Clinician.objects.filter(clinic=clinic)
         if clinicians is not None:
             clinician_rows = clinician_rows.filter(pk__in=[c.pk for c in clinicians])
         self.clinicians = {c.pk: c for c in clinician_rows}
-        self.working_hours = {
-            c.pk: _weekly(c.working_hours.all()) for c in self.clinicians.values()
-        }
+        hours = defaultdict(list)
+        for clinician_id, *row in (
+            WorkingHours.objects.filter(clinician__in=list(self.clinicians))
+            .values_list("clinician_id", "weekday", "opens", "closes")
+            .order_by()
+        ):
+            hours[clinician_id].append(row)
+        self.working_hours = {pk: _weekly(hours[pk]) for pk in self.clinicians}
         off, busy = defaultdict(list), defaultdict(list)
         for clinician_id, start_, end_, reason, source in _absences(
             list(self.clinicians), self.start, self.end
@@ -337,13 +348,17 @@ class Availability:
         # Busy times imported from clinicians' own calendars (scheduler.external_calendars).
         self.own_calendar_busy = {pk: Timeline(busy[pk]) for pk in self.clinicians}
 
-        room_rows = Room.objects.filter(clinic=clinic).prefetch_related("capabilities")
+        room_rows = Room.objects.filter(clinic=clinic)
         if rooms is not None:
             room_rows = room_rows.filter(pk__in=[r.pk for r in rooms])
         self.rooms = {r.pk: r for r in room_rows}
-        self.room_capabilities = {
-            r.pk: {cap.pk for cap in r.capabilities.all()} for r in self.rooms.values()
-        }
+        self.room_capabilities = {pk: set() for pk in self.rooms}
+        for room_id, capability_id in (
+            Room.capabilities.through.objects.filter(room__in=list(self.rooms))
+            .values_list("room_id", "capability_id")
+            .order_by()
+        ):
+            self.room_capabilities[room_id].add(capability_id)
 
         self.ignore_visits = set(ignore_visits)
         self.clinician_visits: dict[int, Timeline] = defaultdict(Timeline)
