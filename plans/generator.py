@@ -604,16 +604,11 @@ class Generator:
         # then the first by name): their weeks load in a query or two. Only
         # when no time suits them does the search ask everyone, day by day.
         wanted = [c for seat in seats[1:] for c in self._wanted(seat)]
-        few = tuple(
-            dict.fromkeys(
-                wanted
-                + [
-                    c
-                    for seat in seats[1:]
-                    for c in self.availability.qualified(seat)[: 1 if wanted else STAFF_FIRST]
-                ]
-            )
-        )
+        others = [
+            [c for c in self.availability.qualified(seat) if c not in wanted][:STAFF_FIRST]
+            for seat in seats[1:]
+        ]
+        few = tuple(dict.fromkeys(wanted + [c for people in others for c in people]))
         everyone = tuple(
             dict.fromkeys(c for seat in seats[1:] for c in self.availability.qualified(seat))
         )

@@ -142,7 +142,7 @@ LONGEST_VISIT = timedelta(minutes=LONGEST_VISIT_MINUTES)
 # A lazy Availability loads visits by whole UTC days (see Availability.load).
 DAY = timedelta(days=1)
 DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
-READ_AHEAD_CLINICIANS = 3
+READ_AHEAD_CLINICIANS = 4
 CLINICIAN_BLOCK_DAYS = 28
 ROOM_BLOCK_DAYS = 14
 
@@ -406,7 +406,7 @@ class Availability:
         loads the days and the people it actually looks at instead of every
         clinician's whole diary. Whole blocks save queries where they are
         cheap: a plan that keeps its clinician walks forward through that
-        clinician's weeks (28-day blocks for up to three clinicians), and
+        clinician's weeks (28-day blocks for up to four: a lead and the few people tried first for the rest of a team), and
         rooms are few (14-day blocks); many clinicians at once load by the day.
         """
         if self._complete and self.start <= start and end <= self.end:
@@ -742,8 +742,7 @@ class Availability:
         Each place goes to the first free qualified person, those in
         ``prefer`` first (the same therapist across a course); with
         ``only_preferred``, a place someone in ``prefer`` could fill goes to
-        them or to no one (an optional place then to anyone free). An optional
-        place nobody can fill is left empty.
+        them or to no one. An optional place nobody can fill is left empty.
         When a required place cannot be filled: ((), that seat).
         """
         preferred = list(prefer)
@@ -755,11 +754,6 @@ class Availability:
             first = [c for c in preferred if c.id not in taken and seat.role_of(c)]
             candidates = first if only_preferred and first else first + qualified
             chosen = self._first_free(candidates, taken, joins, leaves)
-            if chosen is None and seat.optional and only_preferred:
-                # An optional place is filled by anyone free rather than left empty.
-                chosen = self._first_free(
-                    [c for c in qualified if c not in candidates], taken, joins, leaves
-                )
             if chosen is None:
                 if seat.optional:
                     continue
