@@ -612,18 +612,19 @@ class Generator:
         everyone = tuple(
             dict.fromkeys(c for seat in seats[1:] for c in self.availability.qualified(seat))
         )
-        if relax == "nothing" and wanted:
-            pools = [(tuple(wanted), True)]  # the people the patient has, or no one
-        else:
-            pools = [(few, True)]
-            if set(few) != set(everyone):
-                pools.append((tuple(wanted), False))
+        # Keeping every preference: a required place goes to the person the
+        # patient has in it, or to no one; an optional one to whoever is free.
+        keep = tuple(wanted) if relax == "nothing" else ()
+        pools = [(few, True)]
+        if set(few) != set(everyone) and not keep:
+            pools.append((tuple(wanted), False))
         for pool, only_pool in pools:
             key = (
                 step.pk,
                 clinicians,
                 pool,
                 only_pool,
+                keep,
                 prefer_times,
                 earliest,
                 latest,
@@ -637,20 +638,18 @@ class Generator:
                     (earliest, latest),
                     clinicians,
                     prefer_times,
-                    pool,
-                    only_pool,
+                    (pool, only_pool, keep),
                     pool if only_pool else everyone,
                 )
             if self.searched[key]:
                 return self.searched[key]
         return None
 
-    def _search_days(
-        self, step, visit_type, window, clinicians, prefer_times, pool, only_pool, people
-    ):
+    def _search_days(self, step, visit_type, window, clinicians, prefer_times, staffing, people):
         """The earliest fit in ``window`` led by one of ``clinicians``; the rest of the team
-        from ``pool`` first (only from it with ``only_pool``), among ``people``."""
+        among ``people``: ``staffing`` is (pool, only_pool, keep) for ``staff_for``."""
         earliest, latest = window
+        pool, only_pool, keep = staffing
         rooms = self.availability.rooms_for(visit_type)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
@@ -680,7 +679,7 @@ class Generator:
                     if room is False:
                         continue
                     staff, missing = self.availability.staff_for(
-                        visit_type, clinician, start, end, pool, only_preferred=only_pool
+                        visit_type, clinician, start, end, pool, only_pool, keep
                     )
                     if missing is not None:
                         self.short_of[missing.label] = self.short_of.get(missing.label, 0) + 1

@@ -736,16 +736,19 @@ class Availability:
         end: datetime,
         prefer: Iterable[Clinician] = (),
         only_preferred: bool = False,
+        keep: Iterable[Clinician] = (),
     ) -> tuple[tuple[Member, ...], Seat | None]:
         """The rest of the team for a visit ``lead`` leads at [start, end): (members, None).
 
         Each place goes to the first free qualified person, those in
         ``prefer`` first (the same therapist across a course); with
         ``only_preferred``, a place someone in ``prefer`` could fill goes to
-        them or to no one. An optional place nobody can fill is left empty.
+        them or to no one; a required place someone in ``keep`` can fill goes
+        to them or to no one (the therapist the patient has). An optional
+        place nobody can fill is left empty.
         When a required place cannot be filled: ((), that seat).
         """
-        preferred = list(prefer)
+        preferred, kept = list(prefer), list(keep)
         taken = {lead.id}
         members = []
         for seat in visit_type.seats[1:]:
@@ -753,6 +756,8 @@ class Availability:
             qualified = self.qualified(seat)
             first = [c for c in preferred if c.id not in taken and seat.role_of(c)]
             candidates = first if only_preferred and first else first + qualified
+            if not seat.optional and (ours := [c for c in kept if seat.role_of(c)]):
+                candidates = ours
             chosen = self._first_free(candidates, taken, joins, leaves)
             if chosen is None:
                 if seat.optional:
