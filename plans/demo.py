@@ -259,18 +259,22 @@ def screening_visit(patient: Patient, turn: int) -> Visit | None:
         logger.warning("No past screening time for %s; not screened.", patient)
         return None
     slot = slots[0]
-    return booking.save_with_team(
-        Visit(
-            patient=patient,
-            visit_type=visit_type,
-            clinician=slot.clinician,
-            room=slot.room,
-            start=slot.start,
-            end=slot.end,
-            status=VisitStatus.COMPLETED,
-        ),
-        slot.staff,
+    return _done_in(slot, patient, visit_type)
+
+
+def _done_in(slot, patient: Patient, visit_type: VisitType, **extra) -> Visit:
+    """A visit completed in the past ``slot``, with its team, written as it stands."""
+    visit = Visit(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=slot.clinician,
+        room=slot.room,
+        start=slot.start,
+        end=slot.end,
+        status=VisitStatus.COMPLETED,
+        **extra,
     )
+    return booking.save_with_team(visit, slot.staff)
 
 
 def seed_screenings(patients: list[Patient]) -> list[Visit]:
@@ -427,19 +431,7 @@ def spravato_sessions(patient: Patient, screening: Visit) -> list[Visit]:
             logger.warning("No past Spravato time for %s; skipped.", patient)
             continue
         slot = slots[0]
-        visit = booking.save_with_team(
-            Visit(
-                patient=patient,
-                visit_type=visit_type,
-                clinician=slot.clinician,
-                room=slot.room,
-                start=slot.start,
-                end=slot.end,
-                status=VisitStatus.COMPLETED,
-                ride_home_arranged=True,
-            ),
-            slot.staff,
-        )
+        visit = _done_in(slot, patient, visit_type, ride_home_arranged=True)
         dose_at = slot.start + timedelta(minutes=30)  # after the pre-dose checks
         record = SessionRecord(
             visit=visit,

@@ -263,15 +263,7 @@ class Generator:
 
     def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
         for visit in self.visits:  # the last attempt's visits no longer hold their slots
-            self.availability.release(
-                visit.visit_type,
-                visit.clinician,
-                visit.room,
-                self.patient,
-                visit.start,
-                visit.end,
-                visit.staff,
-            )
+            self.availability.release(*self._place_of(visit))
         self.start = start
         self.first_horizon = plan_horizon(self.steps, start)
         self._load_until(self.first_horizon)
@@ -537,6 +529,18 @@ class Generator:
         for clinician, seat in (lead_of(visit_type, lead), *staff):
             self.continuity.setdefault(seat.role_of(clinician) or seat.roles[0], clinician)
 
+    def _place_of(self, visit: ProposedVisit) -> tuple:
+        """What ``Availability.reserve`` and ``release`` take for a planned visit."""
+        return (
+            visit.visit_type,
+            visit.clinician,
+            visit.room,
+            self.patient,
+            visit.start,
+            visit.end,
+            visit.staff,
+        )
+
     def _load_until(self, horizon: datetime) -> None:
         """Load what decides slots up to ``horizon`` (once, or again when it moves out).
 
@@ -551,15 +555,7 @@ class Generator:
             self.clinic, self.earliest, self.horizon, patients=[self.patient], lazy=True
         )
         for visit in self.visits:
-            self.availability.reserve(
-                visit.visit_type,
-                visit.clinician,
-                visit.room,
-                self.patient,
-                visit.start,
-                visit.end,
-                visit.staff,
-            )
+            self.availability.reserve(*self._place_of(visit))
         # Doses the patient already has count for spacing and the weekly maximum:
         # the dose_spacing gate counts them when the plan is confirmed.
         reach = self.protocol.dose_reach
