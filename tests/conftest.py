@@ -239,6 +239,20 @@ def now():
         yield traveller
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """MD5 for the tests' passwords: the production hasher (PBKDF2) costs ~0.3 s a password.
+
+    Django's own advice for test settings; no test is about the hasher's
+    strength. ``seed_demo`` alone sets eight passwords, and many fixtures seed.
+    Servers the tests start in their own process keep the production hasher.
+    """
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     """Rate-limit counts live in the cache (config.throttle): each test starts with none."""
