@@ -608,13 +608,14 @@ class Generator:
         everyone = tuple(
             dict.fromkeys(c for seat in seats[1:] for c in self.availability.qualified(seat))
         )
-        # Keeping every preference: a required place goes to the person the
-        # patient has in it, or to no one; an optional one to whoever is free.
-        keep = tuple(wanted) if relax == "nothing" else ()
-        pools = [(few, True)]
-        if set(few) != set(everyone) and not keep:
-            pools.append((tuple(wanted), False))
-        for pool, only_pool in pools:
+        # A team is searched first with the therapist the patient has, then
+        # with the few people tried first, then with everyone.
+        pools = [(few, True, ())]
+        if relax == "nothing" and wanted:
+            pools.insert(0, (few, True, tuple(wanted)))
+        if set(few) != set(everyone):
+            pools.append((tuple(wanted), False, ()))
+        for pool, only_pool, keep in pools:
             key = (
                 step.pk,
                 clinicians,
@@ -637,13 +638,15 @@ class Generator:
                     (pool, only_pool, keep),
                     pool if only_pool else everyone,
                 )
-            if self.searched[key]:
-                return self.searched[key]
+            found, short = self.searched[key]
+            if found or not short:
+                return found  # other people would not help: no lead and room were free
         return None
 
     def _search_days(self, step, visit_type, window, clinicians, prefer_times, staffing, people):
-        """The earliest fit in ``window`` led by one of ``clinicians``; the rest of the team
-        among ``people``: ``staffing`` is (pool, only_pool, keep) for ``staff_for``."""
+        """(The earliest fit in ``window`` led by one of ``clinicians``, or None; whether a
+        place went unfilled). The rest of the team among ``people``: ``staffing`` is
+        (pool, only_pool, keep) for ``staff_for``."""
         earliest, latest = window
         pool, only_pool, keep = staffing
         rooms = self.availability.rooms_for(visit_type)
@@ -651,6 +654,7 @@ class Generator:
         same_step = [v.start for v in self.by_step[step.pk]]
         duration = visit_type.duration
         people = list(dict.fromkeys([*clinicians, *people]))
+        short = False  # whether a lead and a room were free with no one for a place
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         while day <= last_day:
@@ -679,13 +683,14 @@ class Generator:
                     )
                     if missing is not None:
                         self.short_of[missing.label] = self.short_of.get(missing.label, 0) + 1
+                        short = True
                         continue
                     best = (clinician, room, start, end, staff)
                     break  # candidates come in time order for one clinician
             if best:
-                return best
+                return best, short
             day += timedelta(days=1)
-        return None
+        return None, short
 
     def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):
         """The clinician's candidate starts on ``day``; with ``prefer_times``, the preferred ones."""
