@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -14,7 +15,13 @@ from desk.forms import chosen
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.links import feed_url
-from scheduler.models import ExternalCalendar, InvitePreference, Visit, VisitStatus
+from scheduler.models import (
+    ExternalCalendar,
+    InvitePreference,
+    Visit,
+    VisitParticipant,
+    VisitStatus,
+)
 from scheduler.timezones import FIRST_DAY, LAST_DAY
 
 
@@ -93,7 +100,10 @@ def _week_of(text: str, tz) -> date:
 
 
 def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
-    """The clinician's visits of one local week, by day; one query. Proposed visits hold nothing."""
+    """The clinician's visits of one local week, by day; two queries. Proposed visits hold nothing.
+
+    Each visit's ``part`` is (start, end) of the clinician's own part of it.
+    """
     start = datetime.combine(monday, datetime.min.time(), tzinfo=tz)
     end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=tz)
     days: dict[date, list[Visit]] = {monday + timedelta(days=n): [] for n in range(7)}
@@ -103,9 +113,12 @@ def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
         .scheduled()
         .exclude(status=VisitStatus.CANCELLED)
         .select_related("patient", "visit_type", "room")
-        .prefetch_related("participants__clinician")
+        .prefetch_related(
+            Prefetch("participants", VisitParticipant.objects.select_related("clinician"))
+        )
         .order_by("start")
     )
     for visit in visits:
+        visit.part = visit.span_for(clinician)
         days.setdefault(timezone.localtime(visit.start, tz).date(), []).append(visit)
     return sorted(days.items())

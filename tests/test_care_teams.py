@@ -7,6 +7,7 @@ writes in one IMMEDIATE transaction.
 """
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 from itertools import pairwise
@@ -16,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.test import Client
+from django.urls import reverse
 from icalendar import Calendar
 
 from notifications.models import Message, Purpose, Status
@@ -33,6 +35,7 @@ from scheduler.models import (
     VisitStatus,
 )
 from tests.conftest import MONDAY, SmallClinic, at, on_postgres
+from tests.page_helpers import sign_in_verified
 from tests.races import race
 
 
@@ -418,3 +421,14 @@ def test_every_demo_protocol_books_its_doses_with_a_monitor_and_a_therapist(db, 
     for earlier, later in pairwise(parts):
         if earlier.clinician_id == later.clinician_id:
             assert earlier.end <= later.start
+
+
+def test_the_clinicians_calendar_page_shows_each_their_own_part(team, client):
+    visit = team.book_lozenge()
+    for clinician, part in ((team.therapist, "10:00-11:00"), (team.nurse, "10:00-13:00")):
+        sign_in_verified(client, clinician.user)
+        page = client.get(reverse("my_calendar"), {"week": MONDAY.isoformat()}).text
+        entry = re.search(rf'<li id="visit-{visit.pk}">(.*?)</li>', page, re.S).group(1)
+        assert f'<span class="time">{part}</span>' in entry, clinician
+        assert "Nurse Kim" in entry and "Sam Rivers" in entry
+        client.logout()
