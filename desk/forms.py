@@ -77,7 +77,7 @@ class MoveForm(forms.Form):
             return None
         if clinician is None or (room_pk and room is None) or len(staff) != len(staff_pks):
             return None
-        members, _ = seat_staff(self.visit.visit_type, staff)  # the move names what is wrong
+        members, *_ = seat_staff(self.visit.visit_type, staff)  # the move names what is wrong
         return Slot(start, end, clinician, room, tuple(members))
 
     @property

@@ -345,7 +345,6 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "tz": clinic.tz,
         "visit": visit,
         # Who could take someone's place is worked out when the desk asks.
-        "changing_team": request.GET.get("team") == "change",
         "team": team_choices(visit, clinic) if request.GET.get("team") == "change" else None,
         "change_team_url": f"{here}?{urlencode(choice | {'team': 'change'})}#team-heading",
         "planned": times.planned,
@@ -368,17 +367,11 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _swap(visit: Visit, data) -> None:
     """Put another person in one place of the visit's team (same time), as the form asks."""
-    people = {
-        c.pk: c
-        for c in Clinician.objects.filter(
-            clinic=visit.patient.clinic,
-            pk__in=[
-                pk for pk in (data.get("leaving", ""), data.get("joining", "")) if is_row_id(pk)
-            ],
-        )
-    }
-    leaving = people.get(int(data["leaving"])) if is_row_id(data.get("leaving", "")) else None
-    joining = people.get(int(data["joining"])) if is_row_id(data.get("joining", "")) else None
+    ids = [data.get("leaving", ""), data.get("joining", "")]
+    people = Clinician.objects.filter(clinic=visit.patient.clinic).in_bulk(
+        [int(pk) for pk in ids if is_row_id(pk)]
+    )
+    leaving, joining = (people.get(int(pk)) if is_row_id(pk) else None for pk in ids)
     if leaving is None or joining is None:
         raise booking.BookingError("Choose who leaves the team and who takes their place.")
     booking.replace_participant(visit, leaving, joining)
@@ -389,17 +382,15 @@ def team_choices(visit: Visit, clinic: Clinic) -> list[tuple]:
     if not visit.is_open:
         return [(part, []) for part in visit.staff]
     availability = Availability(clinic, visit.start, visit.end, ignore_visits=[visit.pk])
-    seats = visit.visit_type.seats
     on_visit = {part.clinician_id for part in visit.staff}
     choices = []
     for part in visit.staff:
-        seat = seats[part.position] if part.position < len(seats) else part.seat
         choices.append(
             (
                 part,
                 [
                     clinician
-                    for clinician in availability.qualified(seat)
+                    for clinician in availability.qualified(visit.seat_of(part))
                     if clinician.pk not in on_visit
                     and availability.person_free(clinician, part.start, part.end)
                 ],

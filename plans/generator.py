@@ -44,7 +44,7 @@ from plans.models import (
     is_spravato,
     within_weekly_limit,
 )
-from scheduler.availability import Availability, format_span, lead_of
+from scheduler.availability import Availability, format_span
 from scheduler.booking import staff_of
 from scheduler.models import (
     Clinician,
@@ -55,6 +55,7 @@ from scheduler.models import (
     Visit,
     VisitKind,
     VisitType,
+    lead_of,
 )
 
 SEARCH_STEP = timedelta(minutes=30)
@@ -124,7 +125,7 @@ class ProposedVisit:
     def team(self) -> list[tuple[Clinician, str]]:
         """Everyone on the visit, the lead first, each with the role they fill."""
         members = (lead_of(self.visit_type, self.clinician), *self.staff)
-        return [(m.clinician, m.seat.role_of(m.clinician) or m.seat.roles[0]) for m in members]
+        return [(member.clinician, member.role) for member in members]
 
 
 @dataclass
@@ -526,8 +527,8 @@ class Generator:
 
     def _keep_continuity(self, visit_type, lead, staff) -> None:
         """Remember the first person in each role: later visits ask for them first."""
-        for clinician, seat in (lead_of(visit_type, lead), *staff):
-            self.continuity.setdefault(seat.role_of(clinician) or seat.roles[0], clinician)
+        for member in (lead_of(visit_type, lead), *staff):
+            self.continuity.setdefault(member.role, member.clinician)
 
     def _place_of(self, visit: ProposedVisit) -> tuple:
         """What ``Availability.reserve`` and ``release`` take for a planned visit."""

@@ -40,6 +40,7 @@ from scheduler.models import (
     VisitType,
     Weekday,
     WorkingHours,
+    lead_of,
     overlapping,
 )
 from scheduler.public_holidays import holidays_between
@@ -91,11 +92,6 @@ class Timeline:
         index = self.intervals.index(busy, bisect_left(self.starts, busy.start))
         del self.intervals[index], self.starts[index]
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
-
-
-def lead_of(visit_type: VisitType, clinician: Clinician) -> Member:
-    """``clinician`` in the visit type's lead place (any of their roles where it names none)."""
-    return Member(clinician, visit_type.lead_seat or Seat(tuple(clinician.roles)))
 
 
 # A problem a search does not word (Availability._problems with ``words=False``).
@@ -406,8 +402,9 @@ class Availability:
         loads the days and the people it actually looks at instead of every
         clinician's whole diary. Whole blocks save queries where they are
         cheap: a plan that keeps its clinician walks forward through that
-        clinician's weeks (28-day blocks for up to four: a lead and the few people tried first for the rest of a team), and
-        rooms are few (14-day blocks); many clinicians at once load by the day.
+        clinician's weeks (28-day blocks for up to four people: a lead and the
+        few tried first for the rest of a team), and rooms are few (14-day
+        blocks); many clinicians at once load by the day.
         """
         if self._complete and self.start <= start and end <= self.end:
             return
@@ -491,7 +488,7 @@ class Availability:
         """Every reason the visit cannot take place as given; empty when it fits.
 
         ``clinician`` leads; ``staff`` are the rest of the team in their places.
-        Whether the team is complete is the booking's question (``missing_seats``).
+        Whether the team is complete is the booking's question (``booking.seat_staff``).
         """
         return list(self._problems(visit_type, clinician, room, patient, start, end, staff))
 
@@ -697,20 +694,27 @@ class Availability:
         tz, day = self.tz, start.astimezone(self.tz).date()
         for clinician, seat in team:
             joins, leaves = seat.span(start, end)
-            for busy in self.clinician_visits[clinician.id].overlapping(joins, leaves):
-                span = format_span(busy.start, busy.end, tz, day) if words else ""
-                yield Conflict(f"{clinician} is booked {span} by another visit." if words else "")
-                break
-        if room is not None:
-            for busy in self.room_visits[room.id].overlapping(start, end):
-                span = format_span(busy.start, busy.end, tz, day) if words else ""
-                yield RoomConflict(f"{room} is booked {span} by another visit." if words else "")
-                break
-        if patient is not None:
-            for busy in self.patient_visits[patient.id].overlapping(start, end):
-                span = format_span(busy.start, busy.end, tz, day) if words else ""
-                yield Conflict(f"{patient} already has a visit {span}." if words else "")
-                break
+            if busy := self.clinician_visits[clinician.id].first_overlap(joins, leaves):
+                yield Conflict(
+                    f"{clinician} is booked {format_span(busy.start, busy.end, tz, day)} "
+                    "by another visit."
+                    if words
+                    else UNWORDED
+                )
+        if room is not None and (busy := self.room_visits[room.id].first_overlap(start, end)):
+            yield RoomConflict(
+                f"{room} is booked {format_span(busy.start, busy.end, tz, day)} by another visit."
+                if words
+                else UNWORDED
+            )
+        if patient is not None and (
+            busy := self.patient_visits[patient.id].first_overlap(start, end)
+        ):
+            yield Conflict(
+                f"{patient} already has a visit {format_span(busy.start, busy.end, tz, day)}."
+                if words
+                else UNWORDED
+            )
 
     def person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
         """Whether ``clinician`` works and is held by nothing (time off, own calendar, visits) then."""

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduler.availability import Availability, Conflict, format_span, lead_of
+from scheduler.availability import Availability, Conflict, format_span
 from scheduler.models import (
     OPEN_STATUSES,
     Clinician,
@@ -34,6 +34,7 @@ from scheduler.models import (
     VisitParticipant,
     VisitStatus,
     VisitType,
+    lead_of,
 )
 from scheduler.timezones import require_aware
 
@@ -145,39 +146,34 @@ def _availability_for(visit: Visit, staff: Sequence[Member] | None = ()) -> Avai
 
 def seat_staff(
     visit_type: VisitType, clinicians: Iterable[Clinician]
-) -> tuple[list[Member], list[str]]:
-    """``clinicians`` in the places of the visit type's team after the lead, and what is wrong.
+) -> tuple[list[Member], list[str], list[str]]:
+    """``clinicians`` in the places of the visit type's team after the lead: (members,
+    anyone who fills no place, every required place left empty), the last two in words.
 
     Each takes the first open place one of their roles fills, so the order
-    they are given in does not matter; the problems name anyone who fills
-    no place and every required place left empty.
+    they are given in does not matter.
     """
     open_seats = list(enumerate(visit_type.seats[1:]))
-    placed, problems = [], []
+    placed, misplaced = [], []
     for clinician in clinicians:
         index = next((i for i, (_, seat) in enumerate(open_seats) if seat.role_of(clinician)), None)
         if index is None:
-            problems.append(
+            misplaced.append(
                 f"{clinician} has no place left on the team of {visit_type} "
                 f"({visit_type.team_text})."
             )
             continue
         number, seat = open_seats.pop(index)
         placed.append((number, Member(clinician, seat)))
-    problems += [
+    missing = [
         f"{visit_type} needs a {seat.label} as well." for _, seat in open_seats if not seat.optional
     ]
-    return [member for _, member in sorted(placed, key=lambda pair: pair[0])], problems
+    return [member for _, member in sorted(placed, key=lambda pair: pair[0])], misplaced, missing
 
 
 def staff_of(visit: Visit) -> list[Member]:
     """The visit's team after the lead, as stored, in their places."""
-    seats = visit.visit_type.seats
-    return [
-        Member(p.clinician, seats[p.position] if p.position < len(seats) else p.seat)
-        for p in visit.staff
-        if not p.is_lead
-    ]
+    return [Member(p.clinician, visit.seat_of(p)) for p in visit.staff if not p.is_lead]
 
 
 def choose_staff(visit: Visit, prefer: Iterable[Clinician] = ()) -> list[Member]:
@@ -227,10 +223,10 @@ def problems_for(visit: Visit, staff: Sequence[Member] = ()) -> list[str]:
         visit.end = visit.start + visit.visit_type.duration
     if visit.visit_type.lead_seat is None:
         return [f"{visit.visit_type} has no team set up: add who it needs in the admin."]
-    _, missing = seat_staff(visit.visit_type, [m.clinician for m in staff])
+    *_, missing = seat_staff(visit.visit_type, [m.clinician for m in staff])
     return (
         _horizon_problems(visit.start, visit.patient.clinic.tz)
-        + [problem for problem in missing if problem.endswith("as well.")]
+        + missing
         + _availability_for(visit, staff).problems(
             visit.visit_type,
             visit.clinician,
@@ -330,9 +326,9 @@ def book(
 def _staff_for(visit: Visit, staff: Iterable[Clinician] | None) -> list[Member]:
     if staff is None:
         return choose_staff(visit)
-    members, problems = seat_staff(visit.visit_type, staff)
-    if extra := [problem for problem in problems if not problem.endswith("as well.")]:
-        raise BookingError(extra)
+    members, misplaced, _ = seat_staff(visit.visit_type, staff)
+    if misplaced:
+        raise BookingError(misplaced)
     return members
 
 

@@ -103,12 +103,12 @@ def _one_line(text: str) -> str:
     return ", ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _member_text(part, visit: Visit, tz) -> str:
+def _member_text(part, tz) -> str:
     """'Rosa Finch, RN (nurse, leads)', 'Priya Fenwick (therapist, 09:00-10:00)'."""
     notes = [part.get_role_display().lower()]
     if part.is_lead:
         notes.append("leads")
-    elif (part.start, part.end) != (visit.start, visit.end):
+    elif part.is_partial:
         local_start, local_end = part.start.astimezone(tz), part.end.astimezone(tz)
         notes.append(f"{local_start:%H:%M}-{local_end:%H:%M}")
     return f"{part.clinician} ({', '.join(notes)})"
@@ -139,7 +139,7 @@ def _clinician_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
         summary = f"{kind} ({visit.patient.initials})"
         lines.append(f"{kind}, {visit_type.get_modality_display().lower()}.")
     if len(team := visit.staff) > 1:
-        lines.append("Team: " + "; ".join(_member_text(p, visit, clinic.tz) for p in team) + ".")
+        lines.append("Team: " + "; ".join(_member_text(p, clinic.tz) for p in team) + ".")
     if telehealth and link:
         lines.append(f"Video: {link}")
     lines.append(f"Open in the scheduler: {staff_url}")

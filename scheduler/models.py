@@ -348,8 +348,18 @@ class Member(NamedTuple):
     clinician: "Clinician"
     seat: Seat
 
+    @property
+    def role(self) -> str:
+        """The role they fill the place in (its first, should they hold none of its roles)."""
+        return self.seat.role_of(self.clinician) or self.seat.roles[0]
+
     def span(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
         return self.seat.span(start, end)
+
+
+def lead_of(visit_type: "VisitType", clinician: "Clinician") -> Member:
+    """``clinician`` in the visit type's lead place (any of their roles where it names none)."""
+    return Member(clinician, visit_type.lead_seat or Seat(tuple(clinician.roles)))
 
 
 class ConsentMethod(models.TextChoices):
@@ -881,6 +891,11 @@ class Visit(models.Model):
         """Everyone on the visit, the lead first (prefetch ``participants__clinician`` for many)."""
         return sorted(self.participants.all(), key=lambda p: p.position)
 
+    def seat_of(self, part: "VisitParticipant") -> Seat:
+        """The place ``part`` fills: its visit type's, or the one it recorded if the team shrank."""
+        seats = self.visit_type.seats
+        return seats[part.position] if part.position < len(seats) else part.seat
+
     def participant(self, clinician: "Clinician | int | None") -> "VisitParticipant | None":
         """``clinician``'s place on the visit (a clinician or an id), or None if they are not on it."""
         pk = getattr(clinician, "pk", clinician)
@@ -906,8 +921,7 @@ class Visit(models.Model):
             before = (row.clinician_id, row.start, row.end, row.holds_time)
             if row.position == 0 and row.clinician_id != self.clinician_id:
                 row.clinician = self.clinician
-                seat = self.visit_type.lead_seat
-                row.role = (seat and seat.role_of(self.clinician)) or row.role
+                row.role = lead_of(self.visit_type, self.clinician).role
             row.follow(self)
             if (row.clinician_id, row.start, row.end, row.holds_time) != before:
                 changed.append(row)
@@ -967,16 +981,15 @@ class VisitParticipant(models.Model):
 
     @classmethod
     def lead_of(cls, visit: Visit) -> "VisitParticipant":
-        """The visit's clinician in its lead place (any of their roles where its type names none)."""
-        seat = visit.visit_type.lead_seat or Seat(tuple(visit.clinician.roles))
-        return cls.for_seat(visit, visit.clinician, seat, 0)
+        """The visit's clinician in its lead place."""
+        return cls.for_seat(visit, *lead_of(visit.visit_type, visit.clinician), 0)
 
     @classmethod
     def for_seat(cls, visit: Visit, clinician: Clinician, seat: Seat, position: int):
         row = cls(
             visit=visit,
             clinician=clinician,
-            role=seat.role_of(clinician) or next(iter(clinician.roles), seat.roles[0]),
+            role=Member(clinician, seat).role,
             position=position,
             joins_after_minutes=seat.offset // timedelta(minutes=1),
             stays_minutes=None if seat.length is None else seat.length // timedelta(minutes=1),
