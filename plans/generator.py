@@ -275,7 +275,7 @@ class Generator:
         self.warnings: list[str] = []
         self.by_step: dict[int, list[ProposedVisit]] = {}
         self.continuity: dict[str, Clinician] = {}  # role -> the first clinician in it
-        # Places no one could fill while the lead and a room were free, by how often.
+        # Places no one could fill while a lead and a room were free, by how many searches.
         self.short_of: dict[str, int] = {}
         self.failed_after: ProposedVisit | None = None
         # Everything a search depends on besides its window: the visits placed or counted so far.
@@ -647,51 +647,70 @@ class Generator:
     def _search_days(self, step, visit_type, window, clinicians, prefer_times, staffing, people):
         """(The earliest fit in ``window`` led by one of ``clinicians``, or None; whether a
         place went unfilled). The rest of the team among ``people``: ``staffing`` is
-        (pool, only_pool, keep) for ``staff_for``."""
+        (pool, only_pool, keep) for ``staff_for``.
+
+        Each day's candidate times are tried earliest first, the leads in order
+        at each: what does not depend on the lead (weekly limit, dose spacing,
+        whether the therapist the patient has is free) is asked once a time,
+        not once a lead.
+        """
         earliest, latest = window
         pool, only_pool, keep = staffing
-        rooms = self.availability.rooms_for(visit_type)
+        availability = self.availability
+        rooms = availability.rooms_for(visit_type)
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
         duration = visit_type.duration
         people = list(dict.fromkeys([*clinicians, *people]))
-        short = False  # whether a lead and a room were free with no one for a place
+        short: set[str] = set()  # places no one could fill while a lead and a room were free
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
-        while day <= last_day:
-            best = None
+        found = None
+        while day <= last_day and found is None:
             midnight = datetime.combine(day, time(0), tzinfo=self.tz)
             # Everyone this day's search may look at, in one query (or none).
-            self.availability.load(people, rooms, midnight, midnight + timedelta(days=1))
+            availability.load(people, rooms, midnight, midnight + timedelta(days=1))
+            leads_at: dict[datetime, list[Clinician]] = {}
             for clinician in clinicians:
-                if self.availability.away_all_day(clinician, day):
+                if availability.away_all_day(clinician, day):
                     continue
                 for start in self._starts(clinician, day, duration, prefer_times):
-                    if start < earliest or start > latest or (best and start >= best[2]):
-                        continue
-                    end = start + duration
-                    if not within_weekly_limit(same_step, start, step.max_per_week):
-                        continue
-                    if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
-                        continue
-                    room = self.availability.first_room(
+                    if earliest <= start <= latest:
+                        leads_at.setdefault(start, []).append(clinician)
+            for start in sorted(leads_at):
+                end = start + duration
+                if not within_weekly_limit(same_step, start, step.max_per_week):
+                    continue
+                if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
+                    continue
+                # Whoever leads, a place kept for someone busy then stays empty.
+                unkept = availability.kept_busy(visit_type, keep, start, end)
+                if unkept is not None and unkept.label in short:
+                    continue
+                for clinician in leads_at[start]:
+                    room = availability.first_room(
                         visit_type, clinician, rooms, self.patient, start, end
                     )
                     if room is False:
                         continue
-                    staff, missing = self.availability.staff_for(
-                        visit_type, clinician, start, end, pool, only_pool, keep
-                    )
+                    missing = unkept
+                    if missing is None:
+                        staff, missing = availability.staff_for(
+                            visit_type, clinician, start, end, pool, only_pool, keep
+                        )
                     if missing is not None:
-                        self.short_of[missing.label] = self.short_of.get(missing.label, 0) + 1
-                        short = True
+                        short.add(missing.label)
+                        if missing is unkept:
+                            break
                         continue
-                    best = (clinician, room, start, end, staff)
-                    break  # candidates come in time order for one clinician
-            if best:
-                return best, short
+                    found = (clinician, room, start, end, staff)
+                    break
+                if found:
+                    break
             day += timedelta(days=1)
-        return None, short
+        for label in short:
+            self.short_of[label] = self.short_of.get(label, 0) + 1
+        return found, bool(short)
 
     def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):
         """The clinician's candidate starts on ``day``; with ``prefer_times``, the preferred ones."""
