@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, URLValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -99,6 +99,11 @@ class CalendarDetail(models.TextChoices):
     FULL = "full", "Full: visit type and names (may name the treatment)"
 
 
+class WaitlistOrder(models.TextChoices):
+    FIRST_COME = "first_come", "First come, first offered"
+    PRIORITY = "priority", "Clinical priority set by the desk, then first come"
+
+
 class ClinicQuerySet(models.QuerySet):
     def installation(self) -> "Clinic | None":
         """The clinic this installation serves: the first one set up (None before any is).
@@ -158,6 +163,51 @@ class Clinic(models.Model):
         validators=[MaxValueValidator(MAX_TRAVEL_GAP_MINUTES)],
         help_text="The least time between a patient's telehealth visit and their visit at the "
         "clinic, either way round, to travel between home and the clinic. 0: none.",
+    )
+    # What patients may do from their own page (desk.self_service).
+    self_service_notice_hours = models.PositiveIntegerField(
+        "notice for changes online (hours)",
+        default=24,
+        validators=[MaxValueValidator(24 * 14)],
+        help_text="Patients cannot move or cancel a visit from their page closer to it than "
+        "this; they call the clinic instead.",
+    )
+    self_service_moves = models.PositiveSmallIntegerField(
+        "moves online per visit",
+        default=2,
+        validators=[MaxValueValidator(20)],
+        help_text="How many times a patient may move one visit from their page. 0: never.",
+    )
+    patients_move_dosing = models.BooleanField(
+        "patients may move dosing sessions online",
+        default=False,
+        help_text="Off: dosing sessions are moved by the front desk only, whatever the visit "
+        "type says.",
+    )
+    late_cancellation_hours = models.PositiveIntegerField(
+        "late cancellation (hours)",
+        default=48,
+        validators=[MaxValueValidator(24 * 14)],
+        help_text="A cancellation closer to the visit than this is late (and marked so).",
+    )
+    late_cancellation_policy = models.TextField(
+        "late cancellation policy",
+        blank=True,
+        default="Cancelling less than 48 hours before a visit, or not coming, may be charged "
+        "as the visit. Please let us know as early as you can.",
+        help_text="Shown to a patient before they cancel from their page.",
+    )
+    waitlist_offer_minutes = models.PositiveIntegerField(
+        "waitlist offers last (minutes)",
+        default=120,
+        validators=[MinValueValidator(10), MaxValueValidator(24 * 60)],
+        help_text="How long a freed time offered to waitlisted patients stays open.",
+    )
+    waitlist_order = models.CharField(
+        max_length=20,
+        choices=WaitlistOrder.choices,
+        default=WaitlistOrder.FIRST_COME,
+        help_text="Who is offered a freed time first.",
     )
 
     objects = ClinicQuerySet.as_manager()
@@ -566,6 +616,13 @@ class VisitType(models.Model):
         help_text="Dosing only, for a patient whose care plan does not decide: at most this many "
         f"doses in any 7 days. Empty: the route's default ({_route_defaults('per week')}).",
     )
+    patients_may_move = models.BooleanField(
+        "patients may move or cancel it online",
+        null=True,
+        blank=True,
+        help_text="Empty: by its kind (yes for preparation, integration and check-ins, no for "
+        "screening). Dosing sessions also need the clinic's permission.",
+    )
 
     class Meta:
         ordering = ["clinic", "kind", "name"]
@@ -599,6 +656,20 @@ class VisitType(models.Model):
     @property
     def is_dosing(self) -> bool:
         return self.kind == VisitKind.DOSING
+
+    @property
+    def patients_may_change(self) -> bool:
+        """Whether patients may move or cancel visits of this type from their page.
+
+        The type's own setting, else by kind (not screening: its result decides
+        the rest of the course); a dosing session also needs the clinic's leave.
+        """
+        allowed = (
+            self.patients_may_move
+            if self.patients_may_move is not None
+            else self.kind != VisitKind.SCREENING
+        )
+        return allowed and (not self.is_dosing or self.clinic.patients_move_dosing)
 
     @property
     def is_telehealth(self) -> bool:
@@ -838,6 +909,11 @@ class Visit(models.Model):
     )
     ride_home_arranged = models.BooleanField(default=False)
     cancellation_reason = models.CharField(max_length=300, blank=True)
+    # Changes the patient made from their own page (desk.self_service).
+    moves_by_patient = models.PositiveSmallIntegerField(default=0, editable=False)
+    cancelled_late = models.BooleanField(
+        default=False, help_text="Cancelled closer to the visit than the clinic's policy allows."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

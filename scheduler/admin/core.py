@@ -390,6 +390,7 @@ class VisitTypeAdmin(ModelAdmin):
                     ("duration_minutes", "monitoring_minutes"),
                     "modality",
                     "room_capability",
+                    "patients_may_move",
                 )
             },
         ),

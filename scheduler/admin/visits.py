@@ -136,6 +136,8 @@ VISIT_RECORD_FIELDS = (
     "sequence",
     "end",
     "cancellation_reason",
+    "cancelled_late",
+    "moves_by_patient",
     "created_at",
     "updated_at",
 )
