@@ -43,6 +43,7 @@ from scheduler.timezones import FIRST_DAY, LAST_DAY
 SEARCH_LIMIT = 50
 SCHEDULE_CACHE_SECONDS = 60
 QUEUE_LIMIT = 200
+PATIENT_CHANGES_DAYS = 7
 
 desk_only = role_required(*DESK_ROLES)
 
@@ -178,6 +179,25 @@ def day(request: HttpRequest, day: str) -> HttpResponse:
     return _day_page(request, desk_clinic(), _day(day))
 
 
+def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> list[Visit]:
+    """Visits patients moved or cancelled from their own page in the last ``days``, latest first."""
+    since = timezone.now() - timedelta(days=days)
+    return list(
+        Visit.objects.filter(patient__clinic=clinic, changed_by_patient_at__gte=since)
+        .select_related("patient", "visit_type")
+        .only(  # what the list shows, not the whole rows
+            "start",
+            "status",
+            "cancelled_late",
+            "changed_by_patient_at",
+            "patient__first_name",
+            "patient__last_name",
+            "visit_type__name",
+        )
+        .order_by("-changed_by_patient_at")[:QUEUE_LIMIT]
+    )
+
+
 def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
     start = datetime.combine(day, datetime.min.time(), tzinfo=clinic.tz)
 
@@ -199,6 +219,8 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         "is_today": is_today,
         # The desk's home (today) also lists the REMS forms due, whatever day they are due.
         "monitoring_forms": rems.open_tasks(clinic) if is_today else None,
+        # And what patients changed from their own page lately (desk.self_service).
+        "patient_changes": changed_by_patients(clinic) if is_today else None,
         # Outside the cached schedule: its version digest covers visits, not closures.
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),

@@ -56,9 +56,18 @@ def planned_visit(visit: Visit) -> PlannedVisit | None:
 
 
 def move_times(
-    visit: Visit, clinic: Clinic, *, any_clinician: bool = False, first: date | None = None
+    visit: Visit,
+    clinic: Clinic,
+    *,
+    any_clinician: bool = False,
+    first: date | None = None,
+    days: int | None = None,
+    keep_team: bool = False,
 ) -> MoveTimes:
     """Times ``visit`` may move to in the window opening on ``first`` (default: around its date).
+
+    ``days``: the window's length (default WINDOW_DAYS); ``keep_team``: only
+    times its whole team is free for (a care plan's visit always keeps it).
 
     A fixed number of queries for the window, plus what the registered booking
     rules ask about each time they judge, unless they judge a whole window at
@@ -72,7 +81,7 @@ def move_times(
     if first is None:
         first = timezone.localtime(visit.start, tz).date() - timedelta(days=DAYS_BEFORE)
     first = min(max(first, today), last_bookable_day)
-    last = min(first + timedelta(days=WINDOW_DAYS - 1), last_bookable_day)
+    last = min(first + timedelta(days=(days or WINDOW_DAYS) - 1), last_bookable_day)
     earlier = max(today, first - timedelta(days=WINDOW_DAYS)) if first > today else None
     later = last + timedelta(days=1) if last < last_bookable_day else None
     planned = planned_visit(visit)
@@ -108,7 +117,7 @@ def move_times(
         # Today's hours already gone, and times past the horizon, booking refuses.
         if now < slot.start <= latest
         and not _where_it_is(visit, slot)
-        and (not planned or [member.clinician for member in slot.staff] == team)
+        and (not (planned or keep_team) or [member.clinician for member in slot.staff] == team)
     ]
     free.sort(key=lambda slot: (abs(slot.start - visit.start), slot.start))
     step_rules = care_plans.window_rules(planned, tz) if planned else lambda start: []

@@ -1,4 +1,8 @@
-"""The patient's private page at /p/<token>/: upcoming visits, instructions, confirm, reschedule.
+"""The patient's private page at /p/<token>/: upcoming visits, instructions, confirm, move, cancel.
+
+Moving and cancelling follow the clinic's rules for changes online
+(``desk.self_service``); where they do not allow it, the page says why and
+the patient can still ask the desk to reschedule.
 
 /p/ itself (no token: what a calendar entry or an invite links to, since
 those are kept and shared too long to carry a private link) tells a patient
@@ -9,6 +13,8 @@ visits, is never cached or indexed, and sends no referrer (the token is in the
 URL) to other sites. A wrong, revoked or expired link gets the same 404.
 """
 
+from datetime import date, datetime
+
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
@@ -18,10 +24,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
 from config.throttle import token_rate_limited
+from desk import self_service
 from desk.forms import chosen
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import ask_to_reschedule, patient_for_link
 from scheduler import audit, booking
+from scheduler.booking import BookingError
 from scheduler.calendars import Audience, build_calendar
 from scheduler.models import AuditAction, Clinic, Patient, Visit
 from scheduler.timezones import zone
@@ -88,9 +96,15 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         .upcoming()
         .scheduled()
         .annotate(asked_to_move=Exists(open_request))
-        .select_related("visit_type", "clinician", "room")
+        .select_related("visit_type__clinic", "clinician", "room")
         .order_by("start")
     )
+    now = timezone.now()
+    for visit in visits:
+        visit.patient = patient  # one patient: not read again for each visit
+        # Why the patient cannot move or cancel it here (None: they can).
+        visit.not_movable = self_service.why_not_movable(visit, now)
+        visit.not_changeable = self_service.why_not_changeable(visit, now)
     next_dosing = next((v for v in visits if v.visit_type.is_dosing), None)
     audit.record(request, AuditAction.VIEWED_PATIENT_LINK, patient)
     context = {
@@ -125,3 +139,100 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     response = HttpResponse(ics, content_type="text/calendar; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="appointment.ics"'
     return _private(response)
+
+
+def _own_visit(patient: Patient, pk: int) -> Visit:
+    return get_object_or_404(
+        Visit.objects.for_patient(patient)
+        .scheduled()
+        .select_related("patient__clinic", "visit_type__clinic", "clinician", "room")
+        .prefetch_related("participants__clinician", "visit_type__staffing"),
+        pk=pk,
+    )
+
+
+def _start(text: str | None) -> datetime | None:
+    """An aware instant from the page's ISO text, else None."""
+    try:
+        start = datetime.fromisoformat(text or "")
+    except ValueError:
+        return None
+    return start if start.tzinfo is not None else None
+
+
+def _day(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text or "")
+    except ValueError:
+        return None
+
+
+@token_rate_limited
+@never_cache
+@require_http_methods(["GET", "POST"])
+def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
+    """The times the patient may move a visit to; with ``start``, that time to confirm."""
+    patient = _patient(request, token)
+    visit = _own_visit(patient, pk)
+    tz = zone(patient.time_zone)
+    context = {"patient": patient, "clinic": patient.clinic, "tz": tz, "token": token}
+    context["visit"] = visit
+    refusal = self_service.why_not_movable(visit)
+    if refusal:
+        context["refusal"] = refusal
+        return _private(render(request, "desk/patient_move.html", context, status=409))
+    start = _start(
+        request.POST.get("start") if request.method == "POST" else request.GET.get("start")
+    )
+    if request.method == "POST":
+        if start is None:
+            raise Http404("No such time.")
+        try:
+            moved = self_service.move_by_patient(visit, start)
+        except BookingError as error:
+            context |= {"start": start, "problems": error.problems}
+            return _private(render(request, "desk/patient_move.html", context, status=409))
+        local = timezone.localtime(moved[0].start, tz)
+        messages.success(
+            request,
+            f"Your visit is moved to {local:%A %-d %B at %-I:%M %p}."
+            + (" The visits that follow it moved with it." if len(moved) > 1 else "")
+            + " We have sent you the new time.",
+        )
+        return redirect("patient_page", token=token)
+    if start is not None:  # the time chosen, to confirm
+        offer, problems = self_service.offer_at(visit, start)
+        context |= {"start": start, "offer": offer, "problems": problems}
+        return _private(render(request, "desk/patient_move.html", context))
+    found = self_service.offered_times(visit, first=_day(request.GET.get("from")))
+    context |= {"times": found.times, "offers": found.offers}
+    return _private(render(request, "desk/patient_move.html", context))
+
+
+@token_rate_limited
+@never_cache
+@require_http_methods(["GET", "POST"])
+def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
+    """The clinic's cancellation policy, then the patient's cancellation."""
+    patient = _patient(request, token)
+    visit = _own_visit(patient, pk)
+    context = {
+        "patient": patient,
+        "clinic": patient.clinic,
+        "tz": zone(patient.time_zone),
+        "token": token,
+        "visit": visit,
+        "refusal": self_service.why_not_changeable(visit),
+        "late": self_service.is_late(visit),
+    }
+    if context["refusal"]:
+        return _private(render(request, "desk/patient_cancel.html", context, status=409))
+    if request.method == "POST":
+        try:
+            self_service.cancel_by_patient(visit)
+        except BookingError as error:
+            context["refusal"] = " ".join(error.problems)
+            return _private(render(request, "desk/patient_cancel.html", context, status=409))
+        messages.success(request, "Your visit is cancelled. We have sent you a note of it.")
+        return redirect("patient_page", token=token)
+    return _private(render(request, "desk/patient_cancel.html", context))

@@ -32,6 +32,8 @@ patient_urls = [
     path("", patient_page.entrance, name="patient_page"),
     path("<str:token>/", patient_page.patient_page, name="patient_page"),
     path("<str:token>/visits/<int:pk>.ics", patient_page.visit_ics, name="patient_visit_ics"),
+    path("<str:token>/visits/<int:pk>/move/", patient_page.move_visit, name="patient_move"),
+    path("<str:token>/visits/<int:pk>/cancel/", patient_page.cancel_visit, name="patient_cancel"),
 ]
 
 # django-otp-webauthn's API under its own names (its scripts reverse them), with

@@ -117,21 +117,16 @@ def move_planned_visit(
     planned = PlannedVisit.objects.select_related("step", "follows__visit", "follows__step").get(
         visit=visit
     )
-    delta = start - visit.start
     problems = window_rules(planned, visit.patient.clinic.tz)(start)
     if problems:
         raise BookingError(problems)
+    along = followers_moving(planned, start)
     moved = []
     with transaction.atomic():
         moved.append(booking.move(visit, start=start, room=room))
-        for follower in planned.followers.select_related("visit", "step"):
-            gap = follower.visit.start - moved[0].end
-            if gap >= follower.step.min_gap and (
-                follower.step.max_gap is None or gap <= follower.step.max_gap
-            ):
-                continue
+        for follower, follower_start in along:
             try:
-                moved.append(booking.move(follower.visit, start=follower.visit.start + delta))
+                moved.append(booking.move(follower.visit, start=follower_start))
             except BookingError as error:
                 raise BookingError(
                     [
@@ -140,6 +135,31 @@ def move_planned_visit(
                     ]
                 ) from error
     return moved
+
+
+def followers_moving(
+    planned: PlannedVisit, start: datetime, followers: list[PlannedVisit] | None = None
+) -> list[tuple[PlannedVisit, datetime]]:
+    """The open visits timed from ``planned`` whose window a move to ``start`` would break,
+    each with where it would go: as far along as the visit moves.
+
+    ``followers``: ``planned.followers`` with their visits and steps, read once
+    for a page that asks about many starts (read here otherwise).
+    """
+    if followers is None:
+        followers = list(planned.followers.select_related("visit__visit_type", "step"))
+    delta = start - planned.visit.start
+    new_end = planned.visit.end + delta
+    along = []
+    for follower in followers:
+        if not follower.visit.is_open:
+            continue
+        gap = follower.visit.start - new_end
+        step = follower.step
+        if gap >= step.min_gap and (step.max_gap is None or gap <= step.max_gap):
+            continue
+        along.append((follower, follower.visit.start + delta))
+    return along
 
 
 def window_rules(planned: PlannedVisit, tz) -> Callable[[datetime], list[str]]:

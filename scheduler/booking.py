@@ -262,7 +262,7 @@ def _save_checked(visit: Visit, staff: Sequence[Member]) -> Visit:
         ) from error
 
 
-def _locked(visit: Visit) -> Visit:
+def locked(visit: Visit) -> Visit:
     """The visit as stored now, locked for this transaction (SQLite: the IMMEDIATE lock)."""
     return (
         Visit.objects.select_for_update(of=("self",))
@@ -285,7 +285,7 @@ def _changing(visit: Visit, allowed, action: str) -> Iterator[Visit]:
     itself is refreshed once the change has committed.
     """
     with transaction.atomic():
-        current = _locked(visit)
+        current = locked(visit)
         _require_status(current, allowed, action)
         yield current
     visit.refresh_from_db()
@@ -424,8 +424,12 @@ def _transition(
     return visit
 
 
-def cancel(visit: Visit, reason: str = "") -> Visit:
-    """Cancel the visit; its SEQUENCE rises so calendar clients drop the event."""
+def cancel(visit: Visit, reason: str = "", *, late: bool = False, **changes) -> Visit:
+    """Cancel the visit; its SEQUENCE rises so calendar clients drop the event.
+
+    ``late``: closer to the visit than the clinic's policy allows (recorded for
+    the desk); ``changes``: other fields to store with it.
+    """
     return _transition(
         visit,
         OPEN_STATUSES,
@@ -434,13 +438,15 @@ def cancel(visit: Visit, reason: str = "") -> Visit:
         VisitChange.CANCELLED,
         bump=True,
         cancellation_reason=reason.strip()[:300],
+        cancelled_late=late,
+        **changes,
     )
 
 
 def confirm(visit: Visit) -> Visit:
     """The patient confirmed they will come. Safety rules are checked again."""
     with transaction.atomic():
-        current = _locked(visit)
+        current = locked(visit)
         if current.status == VisitStatus.CONFIRMED:
             visit.refresh_from_db()
             return visit  # a second "C" reply changes nothing

@@ -911,6 +911,7 @@ class Visit(models.Model):
     cancellation_reason = models.CharField(max_length=300, blank=True)
     # Changes the patient made from their own page (desk.self_service).
     moves_by_patient = models.PositiveSmallIntegerField(default=0, editable=False)
+    changed_by_patient_at = models.DateTimeField(null=True, blank=True, editable=False)
     cancelled_late = models.BooleanField(
         default=False, help_text="Cancelled closer to the visit than the clinic's policy allows."
     )

@@ -138,6 +138,7 @@ VISIT_RECORD_FIELDS = (
     "cancellation_reason",
     "cancelled_late",
     "moves_by_patient",
+    "changed_by_patient_at",
     "created_at",
     "updated_at",
 )
