@@ -152,6 +152,43 @@ def test_a_patient_confirms_their_visit_on_a_phone(browser, live_server, transac
     context.close()
 
 
+def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
+    browser, live_server, transactional_db
+):
+    clinic = SmallClinic()
+    avery = clinic.patient("Avery", "Applewood")
+    to_move = _visit(clinic, avery, "integration", _next_weekday(timezone.localdate(), 3), "10:00")
+    to_cancel = _visit(clinic, avery, "integration", _next_weekday(timezone.localdate(), 6), "15:00")
+    link = issue_patient_link(avery).replace("http://localhost:8000", live_server.url)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    phone = context.new_page()
+    phone.goto(link)
+    phone.get_by_role("article").first.get_by_role("link", name="Change time").tap()
+    assert phone.get_by_role("heading", level=1).inner_text() == "Change your visit"
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    choice = phone.locator("ul.times a").nth(3)
+    chosen_text = choice.inner_text()
+    choice.tap()
+    assert chosen_text in phone.get_by_role("heading", level=2).inner_text()
+    phone.get_by_role("button", name="Move my visit").tap()
+    assert "Your visit is moved to" in phone.get_by_role("status").inner_text()
+    to_move.refresh_from_db()
+    local = timezone.localtime(to_move.start, clinic.clinic.tz)
+    assert local.strftime("%-I:%M %p") == chosen_text and to_move.moves_by_patient == 1
+
+    phone.get_by_role("article").nth(1).get_by_role("link", name="Cancel").tap()
+    phone.get_by_role("heading", name="Our cancellation policy").wait_for()
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    phone.get_by_role("button", name="Cancel my visit").tap()
+    assert "Your visit is cancelled" in phone.get_by_role("status").inner_text()
+    to_cancel.refresh_from_db()
+    assert to_cancel.status == VisitStatus.CANCELLED and not to_cancel.cancelled_late
+    context.close()
+
+
 def test_keyboard_only_sign_in(page, live_server, transactional_db):
     SmallClinic()
     user = front_desk(password=PASSWORD)
