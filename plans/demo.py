@@ -1,7 +1,8 @@
 """The plans layer of the demo clinic, created idempotently: its protocols (the
 typical induction series in docs/rules.md), the screenings of the first
 patients, each done in a visit a few weeks ago and cleared at its end, and for
-two of them a first dose with the integration session after it. The clinic's
+two of them a first dose with the integration session after it, the start of
+their care plan (so its rules hold wherever those visits move). The clinic's
 setting is certified in the Spravato REMS and two screened patients are enrolled;
 one of them had two Spravato sessions lately, recorded in full, whose monitoring
 forms are still to be submitted (one overdue, one due in a few days).
@@ -21,7 +22,10 @@ from django.utils import timezone
 from plans.models import (
     CONTRAINDICATIONS,
     Anchor,
+    CarePlan,
     MonitoringFormTask,
+    PlannedVisit,
+    PlanStatus,
     Protocol,
     ProtocolStep,
     RemsEnrollment,
@@ -364,8 +368,33 @@ def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
             booking.cancel(dose, "Demo: no integration session could follow it.")
             logger.warning("No integration time after %s's dose; dose cancelled.", patient)
             continue
-        booked += [dose, _book(patient, slot, visit_type=after.visit_type)]
+        integration = _book(patient, slot, visit_type=after.visit_type)
+        _start_of_course(patient, dosing, dose, after, integration)
+        booked += [dose, integration]
     return booked
+
+
+def _start_of_course(patient, dosing, dose: Visit, after, integration: Visit) -> CarePlan:
+    """The dose and its integration as the first visits of the patient's care plan.
+
+    So the plan's rules hold wherever the visits move (on the desk's visit page
+    or from the patient's own page): the integration stays in its window after
+    the dose, and moving the dose takes the integration along where it must.
+    """
+    plan = CarePlan.objects.create(
+        patient=patient,
+        protocol=dosing.protocol,
+        status=PlanStatus.ACTIVE,
+        start_date=timezone.localdate(dose.start, timezone=patient.clinic.tz),
+        warnings=["The first dose and its integration; the rest of the course is to be planned."],
+        total_cost=dose.visit_type.price + integration.visit_type.price,
+        confirmed_at=timezone.now(),
+    )
+    first = PlannedVisit.objects.create(care_plan=plan, visit=dose, step=dosing, occurrence=1)
+    PlannedVisit.objects.create(
+        care_plan=plan, visit=integration, step=after, occurrence=1, follows=first
+    )
+    return plan
 
 
 # Screened patients enrolled in the Spravato REMS; the first had two sessions lately.

@@ -158,7 +158,9 @@ def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
     clinic = SmallClinic()
     avery = clinic.patient("Avery", "Applewood")
     to_move = _visit(clinic, avery, "integration", _next_weekday(timezone.localdate(), 3), "10:00")
-    to_cancel = _visit(clinic, avery, "integration", _next_weekday(timezone.localdate(), 6), "15:00")
+    to_cancel = _visit(
+        clinic, avery, "integration", _next_weekday(timezone.localdate(), 6), "15:00"
+    )
     link = issue_patient_link(avery).replace("http://localhost:8000", live_server.url)
     context = browser.new_context(
         viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True

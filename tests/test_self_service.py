@@ -261,3 +261,23 @@ def test_a_time_taken_between_the_offer_and_the_confirmation_is_refused(client, 
     assert refused.status_code == 409 and self_service.NOT_FREE in refused.text
     visit.refresh_from_db()
     assert visit.start != choice and visit.moves_by_patient == 0
+
+
+def test_in_the_demo_an_integration_is_offered_only_times_after_its_dose(client, demo):
+    integration = PlannedVisit.objects.select_related("visit", "step", "follows__visit").get(
+        visit__patient__clinic=demo,
+        step__visit_type__kind="integration",
+        care_plan__patient=PlannedVisit.objects.filter(step__visit_type__kind="dosing")
+        .order_by("pk")
+        .first()
+        .care_plan.patient,
+    )
+    dose = integration.follows.visit
+    token = _token(integration.visit.patient)
+    offered = _offered_starts(
+        client.get(reverse("patient_move", args=[token, integration.visit.pk])).text
+    )
+    assert offered
+    for start in offered:
+        gap = start - dose.end
+        assert integration.step.min_gap <= gap <= integration.step.max_gap
