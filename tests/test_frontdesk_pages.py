@@ -36,6 +36,7 @@ DESK_PAGES = [
     reverse("desk_patients") + "?q=avery",
     reverse("desk_messages"),
     reverse("desk_new_plan"),
+    reverse("desk_new_patient"),
 ]
 
 
@@ -493,6 +494,9 @@ def _count(client, url) -> int:
 # people's times on visits read apart from the rooms').
 # The day page's ninth query is the day's closures (a public holiday opened anyway).
 PAGE_BOUNDS = {"day": 9, "week": 8, "patient": 12, "visit": 23, "messages": 7, "patients": 5}
+# Booking a visit: the window's availability, and what the booking rules read once
+# for all its times (screening, dose spacing, REMS; scheduler.booking.rules_for_times).
+PAGE_BOUNDS |= {"new patient": 4, "edit patient": 6, "book visit": 21}
 
 
 def _urls(clinic, day, patient, visit):
@@ -503,6 +507,10 @@ def _urls(clinic, day, patient, visit):
         "visit": reverse("desk_visit", args=[visit.pk]),
         "messages": reverse("desk_messages"),
         "patients": reverse("desk_patients") + "?q=Crowd",
+        "new patient": reverse("desk_new_patient"),
+        "edit patient": reverse("desk_edit_patient", args=[patient.pk]),
+        "book visit": reverse("desk_book_visit", args=[patient.pk])
+        + f"?type={clinic.iv.pk}&from={day.isoformat()}",
     }
 
 
