@@ -35,6 +35,7 @@ COMMON_TIME_ZONES = (
     "Pacific/Honolulu",
 )
 CONSENT_FIELDS = ("sms_consent_at", "sms_express_consent_at")
+CONSENT_METHODS = ("sms_consent_method", "sms_express_consent_method")
 
 
 def _day_field(label: str, **options) -> forms.DateField:
@@ -98,7 +99,7 @@ class PatientForm(PatientAdminForm):
             if given:
                 self.initial[name] = timezone.localdate(given, timezone=clinic.tz)
         # "Replied START by text" is recorded by the text itself, never typed.
-        for name in ("sms_consent_method", "sms_express_consent_method"):
+        for name in CONSENT_METHODS:
             if getattr(patient, name) != ConsentMethod.SMS_KEYWORD:
                 field = self.fields[name]
                 field.choices = [c for c in field.choices if c[0] != ConsentMethod.SMS_KEYWORD]
@@ -133,6 +134,9 @@ class PatientForm(PatientAdminForm):
 
     def clean(self):
         data = super().clean()
+        for day, method in zip(CONSENT_FIELDS, CONSENT_METHODS, strict=True):
+            if data.get(method) and day not in self.errors and not data.get(day):
+                self.add_error(day, "Give the day the patient agreed, or leave both empty.")
         opted_out = self.opted_out
         if opted_out is None:
             return data

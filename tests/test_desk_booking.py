@@ -103,6 +103,10 @@ def test_consent_needs_its_method_a_mobile_and_a_day_not_to_come(desk, clinic):
     url = reverse("desk_new_patient")
     no_method = desk.post(url, _patient_form(sms_consent_at="2029-12-20")).context["form"]
     assert no_method.errors["sms_consent_method"] == ["Record how the patient agreed to texts."]
+    no_day = desk.post(url, _patient_form(sms_express_consent_method="verbal")).context["form"]
+    assert no_day.errors["sms_express_consent_at"] == [
+        "Give the day the patient agreed, or leave both empty."
+    ]
     no_mobile = desk.post(
         url, _patient_form(mobile="", sms_consent_at="2029-12-20", sms_consent_method="verbal")
     ).context["form"]
