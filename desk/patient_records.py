@@ -157,7 +157,7 @@ class PatientForm(PatientAdminForm):
                     "Record new consent only if they asked to get texts again, and tick the box "
                     "that says so.",
                 )
-        elif data.get("texts_again") and not renewing:
+        elif data.get("texts_again") and "sms_consent_at" not in renewing:
             self.add_error(
                 "texts_again",
                 f"Give the day the patient agreed to texts again (after {stopped:%a %Y-%m-%d}).",

@@ -205,6 +205,15 @@ def test_an_opt_out_is_never_lifted_without_the_desk_saying_the_patient_asked_ag
     assert "Give the day the patient agreed to texts again" in str(
         only_ticked.errors["texts_again"]
     )
+    # Ticked with express consent alone: texts themselves need consent again.
+    express_only = base | {
+        "texts_again": "on",
+        "sms_express_consent_at": TODAY.isoformat(),
+        "sms_express_consent_method": "verbal",
+    }
+    assert desk.post(edit_url, express_only).context["form"].errors["texts_again"]
+    patient.refresh_from_db()
+    assert patient.sms_express_consent_at is None
     # Said in so many words: texts again, from now.
     desk.post(edit_url, renew | {"texts_again": "on"})
     patient.refresh_from_db()
