@@ -200,6 +200,7 @@ def test_an_opt_out_is_never_lifted_without_the_desk_saying_the_patient_asked_ag
     assert "Record new consent only if they asked to get texts again" in refused.text
     patient.refresh_from_db()
     assert not patient.can_receive_sms and patient.sms_consent_method == "web_form"
+    assert _audited(AuditAction.CHANGED_PATIENT) == ["email"]  # the refusal changed nothing
     # Ticked without a consent after the opt-out: refused too.
     only_ticked = desk.post(edit_url, base | {"texts_again": "on"}).context["form"]
     assert "Give the day the patient agreed to texts again" in str(
@@ -316,6 +317,7 @@ def test_a_dose_the_rules_refuse_is_offered_no_time_and_the_page_says_why(desk, 
     assert "The visit was not booked:" in refused.text
     assert words.replace("'", "&#x27;") in refused.text
     assert not Visit.objects.filter(patient=patient).exists()
+    assert _audited(AuditAction.CHANGED_VISIT) == []  # a refusal leaves no trace of a change
 
 
 def test_a_time_taken_since_the_page_was_drawn_is_refused_in_the_rules_words(desk, clinic):
