@@ -32,11 +32,20 @@ from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
-from plans.models import CarePlan, Screening
+from plans.models import CarePlan, PlannedVisit, Screening
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
-from scheduler.models import AuditAction, Clinic, Clinician, Patient, Visit, VisitStatus, is_row_id
+from scheduler.models import (
+    AuditAction,
+    Clinic,
+    Clinician,
+    Patient,
+    Visit,
+    VisitParticipant,
+    VisitStatus,
+    is_row_id,
+)
 from scheduler.roles import DESK_ROLES, role_required
 from scheduler.timezones import FIRST_DAY, LAST_DAY
 
@@ -299,7 +308,25 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "preferences": preferences_of(person),
         "text_limits": text_limits_for(person),
         "screening": Screening.objects.filter(patient=person).order_by("-pk").first(),
-        "care_plans": list(CarePlan.objects.filter(patient=person).select_related("protocol")),
+        # Each plan as a whole: its visits in order, with their steps and teams.
+        "care_plans": list(
+            CarePlan.objects.filter(patient=person)
+            .select_related("protocol")
+            .order_by("-start_date", "-pk")
+            .prefetch_related(
+                Prefetch(
+                    "planned_visits",
+                    queryset=PlannedVisit.objects.select_related(
+                        "step__visit_type", "visit__visit_type", "visit__clinician", "visit__room"
+                    ).prefetch_related(
+                        Prefetch(
+                            "visit__participants",
+                            queryset=VisitParticipant.objects.select_related("clinician"),
+                        )
+                    ),
+                )
+            )
+        ),
         "past": [v for v in visits if v.start < now],
         "upcoming": [v for v in visits if v.start >= now],
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),

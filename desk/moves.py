@@ -12,8 +12,9 @@ those same checks; this only keeps the desk from being offered what they refuse.
 """
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -55,6 +56,30 @@ def planned_visit(visit: Visit) -> PlannedVisit | None:
         return None
 
 
+def window(clinic: Clinic, first: date, now: datetime, days: int | None = None) -> MoveTimes:
+    """The window of ``days`` days (default WINDOW_DAYS) opening on ``first`` (between today
+    and the booking horizon), no times yet."""
+    today, last_bookable_day = _bookable_days(clinic, now)
+    first = min(max(first, today), last_bookable_day)
+    last = min(first + timedelta(days=(days or WINDOW_DAYS) - 1), last_bookable_day)
+    earlier = max(today, first - timedelta(days=WINDOW_DAYS)) if first > today else None
+    later = last + timedelta(days=1) if last < last_bookable_day else None
+    return MoveTimes(first, last, earlier, later, planned=None)
+
+
+def _bookable_days(clinic: Clinic, now: datetime) -> tuple[date, date]:
+    """Today and the last day visits can be booked on, in the clinic's zone."""
+    latest = now + timedelta(days=settings.BOOKING_HORIZON_DAYS)
+    return timezone.localdate(now, timezone=clinic.tz), timezone.localdate(
+        latest, timezone=clinic.tz
+    )
+
+
+def bookable(slot: Slot, now: datetime) -> bool:
+    """Whether booking accepts ``slot``'s time: not today's hours already gone, nor past the horizon."""
+    return now < slot.start <= now + timedelta(days=settings.BOOKING_HORIZON_DAYS)
+
+
 def move_times(
     visit: Visit,
     clinic: Clinic,
@@ -75,17 +100,10 @@ def move_times(
     """
     tz = clinic.tz
     now = timezone.now()
-    today = timezone.localdate(now, timezone=tz)
-    latest = now + timedelta(days=settings.BOOKING_HORIZON_DAYS)
-    last_bookable_day = timezone.localdate(latest, timezone=tz)
     if first is None:
         first = timezone.localtime(visit.start, tz).date() - timedelta(days=DAYS_BEFORE)
-    first = min(max(first, today), last_bookable_day)
-    last = min(first + timedelta(days=(days or WINDOW_DAYS) - 1), last_bookable_day)
-    earlier = max(today, first - timedelta(days=WINDOW_DAYS)) if first > today else None
-    later = last + timedelta(days=1) if last < last_bookable_day else None
-    planned = planned_visit(visit)
-    times = MoveTimes(first, last, earlier, later, planned)
+    times = window(clinic, first, now, days)
+    planned = times.planned = planned_visit(visit)
     if not visit.is_open:
         return times
 
@@ -98,8 +116,8 @@ def move_times(
     team = [part.clinician for part in visit.staff if not part.is_lead]
     availability = Availability.for_days(
         clinic,
-        first,
-        last,
+        times.first,
+        times.last,
         patients=[visit.patient],
         ignore_visits=[visit.pk],  # the visit does not stand in its own way
     )
@@ -107,15 +125,14 @@ def move_times(
         slot
         for slot in availability.free_slots(
             visit.visit_type,
-            first,
-            last,
+            times.first,
+            times.last,
             clinicians=clinicians,
             patient=visit.patient,
             step=STEP,
             prefer_staff=team,
         )
-        # Today's hours already gone, and times past the horizon, booking refuses.
-        if now < slot.start <= latest
+        if bookable(slot, now)
         and not _where_it_is(visit, slot)
         and (not (planned or keep_team) or [member.clinician for member in slot.staff] == team)
     ]
@@ -123,12 +140,36 @@ def move_times(
     step_rules = care_plans.window_rules(planned, tz) if planned else lambda start: []
     starts = [slot.start for slot in free] or [visit.start]
     booking_rules = booking.rules_for_times(visit, min(starts), max(starts))
+    offer(
+        times,
+        free,
+        lambda slot: step_rules(slot.start) or booking_rules(moved_to(visit, slot)),
+        clinic,
+        now,
+    )
+    return times
+
+
+def offer(
+    times: MoveTimes,
+    free: list[Slot],
+    objections: Callable[[Slot], list[str]],
+    clinic: Clinic,
+    now: datetime,
+) -> None:
+    """Offer in ``times`` the ``free`` slots (best first) nothing objects to, at most SLOT_LIMIT.
+
+    ``objections`` says what the rules have against a slot. When none is
+    offered, ``times.refusals`` says why, in the rules' words; when more were
+    free than offered, the window narrows to the days the offered times cover.
+    """
+    today, last_bookable_day = _bookable_days(clinic, now)
     refusals: dict[str, None] = {}  # ordered and distinct
     for slot in free:
         if len(times.slots) == SLOT_LIMIT:
-            times.more = True  # the rest, farther from the visit's time, are not judged
+            times.more = True  # the rest, farther from the best, are not judged
             break
-        problems = step_rules(slot.start) or booking_rules(_moved(visit, slot))
+        problems = objections(slot)
         if problems:
             refusals.update(dict.fromkeys(problems))
         else:
@@ -138,7 +179,7 @@ def move_times(
         times.refusals = list(refusals)[:REASONS_SHOWN]
     elif times.more:
         # The times offered are every good time within some distance of the
-        # visit's: the window is the days they cover, and the windows either
+        # best: the window is the days they cover, and the windows either
         # side start from its edges (whose days may hold more times).
         times.first = times.slots[0].start.date()
         times.last = times.slots[-1].start.date()
@@ -148,7 +189,6 @@ def move_times(
             else None
         )
         times.later = times.last if times.last < last_bookable_day else None
-    return times
 
 
 def _where_it_is(visit: Visit, slot: Slot) -> bool:
@@ -159,8 +199,8 @@ def _where_it_is(visit: Visit, slot: Slot) -> bool:
     )
 
 
-def _moved(visit: Visit, slot: Slot) -> Visit:
-    """The visit as a move to ``slot`` would save it, for the booking rules to judge."""
+def moved_to(visit: Visit, slot: Slot) -> Visit:
+    """The visit as a move to ``slot`` (or a booking at it) would save it, for the booking rules to judge."""
     moved = copy.copy(visit)  # keeps what was loaded with it (its plan, type, patient)
     moved.start, moved.end = slot.start, slot.end
     moved.clinician, moved.room = slot.clinician, slot.room

@@ -5,7 +5,16 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 from django_otp_webauthn import views as passkey_views
 
-from desk import calendar_page, frontdesk, patient_page, rems, second_factor, signin
+from desk import (
+    calendar_page,
+    frontdesk,
+    patient_page,
+    patient_records,
+    rems,
+    second_factor,
+    signin,
+    single_booking,
+)
 
 frontdesk_urls = [
     path("", frontdesk.today, name="desk_today"),
@@ -14,6 +23,9 @@ frontdesk_urls = [
     path("week/<str:day>/", frontdesk.week, name="desk_week"),
     path("patients/", frontdesk.patients, name="desk_patients"),
     path("patients/<int:pk>/", frontdesk.patient, name="desk_patient"),
+    path("patients/new/", patient_records.new_patient, name="desk_new_patient"),
+    path("patients/<int:pk>/edit/", patient_records.edit_patient, name="desk_edit_patient"),
+    path("patients/<int:pk>/book/", single_booking.book_visit, name="desk_book_visit"),
     path("visits/<int:pk>/", frontdesk.visit_page, name="desk_visit"),
     path("visits/<int:pk>/session/", rems.session_record, name="desk_session_record"),
     path("visits/<int:pk>/rems-form/", rems.monitoring_form, name="desk_monitoring_form"),

@@ -1256,6 +1256,8 @@ class BusyBlock(models.Model):
 
 class AuditAction(models.TextChoices):
     VIEWED_PATIENT = "viewed_patient", "viewed patient page"
+    ADDED_PATIENT = "added_patient", "added patient"
+    CHANGED_PATIENT = "changed_patient", "changed patient details"
     LISTED_PATIENTS = "listed_patients", "listed patients"
     VIEWED_VISIT = "viewed_visit", "viewed visit page"
     CHANGED_VISIT = "changed_visit", "changed visit"

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from notifications.models import InboundKind, InboundMessage, Message, Status
 from notifications.patient_links import ask_to_reschedule
+from plans import care_plans
+from plans.generator import generate
 from plans.models import CarePlan, PlanStatus, Protocol, SessionRecord
 from scheduler import booking
 from scheduler.models import Clinic, Closure, Patient, Visit, VisitStatus
@@ -36,6 +38,7 @@ DESK_PAGES = [
     reverse("desk_patients") + "?q=avery",
     reverse("desk_messages"),
     reverse("desk_new_plan"),
+    reverse("desk_new_patient"),
 ]
 
 
@@ -493,6 +496,9 @@ def _count(client, url) -> int:
 # people's times on visits read apart from the rooms').
 # The day page's ninth query is the day's closures (a public holiday opened anyway).
 PAGE_BOUNDS = {"day": 9, "week": 8, "patient": 12, "visit": 23, "messages": 7, "patients": 5}
+# Booking a visit: the window's availability, and what the booking rules read once
+# for all its times (screening, dose spacing, REMS; scheduler.booking.rules_for_times).
+PAGE_BOUNDS |= {"new patient": 4, "edit patient": 6, "book visit": 21}
 
 
 def _urls(clinic, day, patient, visit):
@@ -503,6 +509,10 @@ def _urls(clinic, day, patient, visit):
         "visit": reverse("desk_visit", args=[visit.pk]),
         "messages": reverse("desk_messages"),
         "patients": reverse("desk_patients") + "?q=Crowd",
+        "new patient": reverse("desk_new_patient"),
+        "edit patient": reverse("desk_edit_patient", args=[patient.pk]),
+        "book visit": reverse("desk_book_visit", args=[patient.pk])
+        + f"?type={clinic.iv.pk}&from={day.isoformat()}",
     }
 
 
@@ -546,3 +556,37 @@ def test_a_reschedule_request_shows_under_needs_attention_until_handled(desk, cl
     assert "Needs attention (1)" in page and "Asked to reschedule" in page
     InboundMessage.objects.update(handled_at=timezone.now())
     assert "Needs attention (0)" in desk.get(day).text
+
+
+def test_the_patient_page_shows_each_care_plan_as_a_whole_in_a_fixed_number_of_queries(
+    client, demo, django_assert_max_num_queries
+):
+    """Each plan: protocol, status, its visits in order with step, date, status and team."""
+    patient = Patient.objects.filter(clinic=demo, care_plans__isnull=True).order_by("pk")[0]
+    url = reverse("desk_patient", args=[patient.pk])
+    counts = []
+    for slug, start in (("iv-induction", date(2030, 2, 4)), ("kap-lozenge", date(2030, 6, 3))):
+        proposal = generate(patient, Protocol.objects.get(clinic=demo, slug=slug), start)
+        care_plans.confirm(care_plans.save_proposal(proposal))
+        client.get(url)
+        counts.append(_count(client, url))
+    # Two more than without plans: the plans' visits, and their teams.
+    with django_assert_max_num_queries(PAGE_BOUNDS["patient"] + 2):
+        page = client.get(url)
+    assert counts[0] == counts[1], counts
+    shown = page.context["care_plans"]
+    assert [plan.protocol.slug for plan in shown] == ["kap-lozenge", "iv-induction"]
+    for plan in shown:
+        planned = list(plan.planned_visits.all())
+        assert planned == sorted(planned, key=lambda p: p.visit.start) and len(planned) > 5
+        section = page.text.split(f'id="plan-{plan.pk}"', 1)[1].split("</table>", 1)[0]
+        assert f"{plan.protocol} from {plan.start_date:%Y-%m-%d}: Booked" in page.text
+        rows = section.split("<tr")[2:]  # past the heading row
+        assert len(rows) == len(planned)
+        for row, entry in zip(rows, planned, strict=True):
+            visit = entry.visit
+            assert str(entry.step) in row
+            assert f"{timezone.localtime(visit.start, demo.tz):%a %Y-%m-%d %H:%M}" in row
+            assert visit.get_status_display() in row
+            for part in visit.staff:
+                assert str(part.clinician) in row

@@ -723,6 +723,26 @@ def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(worl
             sweep.send(desk, "get", page, {name: value}, endpoint="desk visit page")
     person = reverse("desk_patient", args=[patient.pk])
     sweep.each_field(desk, person, {"action": ["issue_link"]}, ["action"], endpoint="desk patient")
+    # A patient's details, added and edited: every field as the page offers it.
+    for name, url in {
+        "desk new patient": reverse("desk_new_patient"),
+        "desk edit patient": reverse("desk_edit_patient", args=[patient.pk]),
+    }.items():
+        reader = page_forms(desk.get(url).text)
+        key = next(key for key, names in reader.names.items() if "mobile" in names)
+        names = [n for n in dict.fromkeys([*reader.names[key], "texts_again"]) if _mutable(n)]
+        baseline = as_post(reader.forms[key]) | {"sms_consent_method": ["verbal"]}
+        sweep.each_field(desk, url, baseline, names, endpoint=name)
+    # Booking one visit: the time chosen, the ride home, and the window asked for.
+    dose = clinic.visit_types.filter(kind="dosing").first()
+    book = reverse("desk_book_visit", args=[patient.pk]) + f"?type={dose.pk}"
+    offered = desk.get(book).context["form"].slots
+    baseline = {"slot": [next(iter(offered), slot)], "ride_home_arranged": ["yes"]}
+    sweep.each_field(desk, book, baseline, list(baseline), endpoint="desk book a visit")
+    window = reverse("desk_book_visit", args=[patient.pk])
+    for value in HOSTILE:
+        for asked in ({"type": value}, {"type": str(dose.pk), "from": value}):
+            sweep.send(desk, "get", window, asked, endpoint="desk book a visit page", what=asked)
     for value in HOSTILE:
         sweep.send(desk, "get", reverse("desk_patients"), {"q": value}, endpoint="desk search")
         sweep.send(desk, "get", reverse("desk_this_week"), {"day": value}, endpoint="desk week")
