@@ -4,6 +4,7 @@ from datetime import date, datetime, timedelta
 
 from django import forms
 from django.conf import settings
+from django.http import Http404
 from django.utils import timezone
 
 from plans.generator import Preferences
@@ -11,7 +12,7 @@ from plans.models import Protocol
 from scheduler.availability import Slot
 from scheduler.booking import seat_staff
 from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday
-from scheduler.timezones import validate_calendar_day
+from scheduler.timezones import FIRST_DAY, LAST_DAY, validate_calendar_day
 
 
 def slot_value(slot: Slot) -> str:
@@ -172,3 +173,14 @@ def _pk(text: str) -> int:
 
 def parse_day(text: str) -> date:
     return datetime.strptime(text, "%Y-%m-%d").date()
+
+
+def day_in_url(text: str) -> date:
+    """The date a page's URL names (``2030-01-04``); 404 for anything else or out of range."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError as error:
+        raise Http404("Not a date.") from error
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise Http404("No schedule that far away.")
+    return day

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from desk.forms import CancelForm, MoveForm, PlanForm
+from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url
 from desk.moves import move_times, planned_visit
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
@@ -47,7 +47,6 @@ from scheduler.models import (
     is_row_id,
 )
 from scheduler.roles import DESK_ROLES, role_required
-from scheduler.timezones import FIRST_DAY, LAST_DAY
 
 SEARCH_LIMIT = 50
 SCHEDULE_CACHE_SECONDS = 60
@@ -62,16 +61,6 @@ def desk_clinic() -> Clinic:
     if clinic is None:
         raise Http404("No clinic is set up yet.")
     return clinic
-
-
-def _day(text: str) -> date:
-    try:
-        day = date.fromisoformat(text)
-    except ValueError as error:
-        raise Http404("Not a date.") from error
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise Http404("No schedule that far away.")
-    return day
 
 
 def _visits(clinic: Clinic):
@@ -185,7 +174,7 @@ def today(request: HttpRequest) -> HttpResponse:
 @require_safe
 @desk_only
 def day(request: HttpRequest, day: str) -> HttpResponse:
-    return _day_page(request, desk_clinic(), _day(day))
+    return _day_page(request, desk_clinic(), day_in_url(day))
 
 
 def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> list[Visit]:
@@ -246,7 +235,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     clinic = desk_clinic()
     day = day or request.GET.get("day")  # the "go to" form asks by query string
-    anchor = _day(day) if day else timezone.localdate(timezone=clinic.tz)
+    anchor = day_in_url(day) if day else timezone.localdate(timezone=clinic.tz)
     monday = anchor - timedelta(days=anchor.weekday())
     start = datetime.combine(monday, datetime.min.time(), tzinfo=clinic.tz)
     # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
@@ -362,7 +351,7 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
     clinic = desk_clinic()
     visit = _visit_for_desk(pk, clinic)
     any_clinician = request.GET.get("with") == "anyone"
-    first = _day(request.GET["from"]) if "from" in request.GET else None
+    first = day_in_url(request.GET["from"]) if "from" in request.GET else None
     times = move_times(visit, clinic, any_clinician=any_clinician, first=first)
     move_form, cancel_form = MoveForm(slots=times.slots, visit=visit), CancelForm()
     if request.method == "POST":
@@ -405,10 +394,10 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
         "times": times,
         "any_clinician": any_clinician,
         "whose": whose,
-        "earlier_url": _window_url(here, choice, times.earlier),
-        "later_url": _window_url(here, choice, times.later),
-        "own_clinician_url": _window_url(here, {}, times.first),
-        "any_clinician_url": _window_url(here, {"with": "anyone"}, times.first),
+        "earlier_url": window_url(here, choice, times.earlier),
+        "later_url": window_url(here, choice, times.later),
+        "own_clinician_url": window_url(here, {}, times.first),
+        "any_clinician_url": window_url(here, {"with": "anyone"}, times.first),
     }
     audit.record(request, AuditAction.VIEWED_VISIT, visit.patient, f"visit {visit.pk}")
     return render(request, "desk/visit.html", context)
@@ -448,7 +437,7 @@ def team_choices(visit: Visit, clinic: Clinic) -> list[tuple]:
     return choices
 
 
-def _window_url(here: str, choice: dict, first: date | None) -> str:
+def window_url(here: str, choice: dict, first: date | None) -> str:
     """The visit page showing the window of times that opens on ``first``."""
     return f"{here}?{urlencode(choice | {'from': first.isoformat()})}" if first else ""
 

@@ -13,7 +13,7 @@ visits, is never cached or indexed, and sends no referrer (the token is in the
 URL) to other sites. A wrong, revoked or expired link gets the same 404.
 """
 
-from datetime import date, datetime
+from datetime import datetime
 
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from config.throttle import token_rate_limited
 from desk import self_service
-from desk.forms import chosen
+from desk.forms import chosen, day_in_url
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import ask_to_reschedule, patient_for_link
 from scheduler import audit, booking
@@ -160,13 +160,6 @@ def _start(text: str | None) -> datetime | None:
     return start if start.tzinfo is not None else None
 
 
-def _day(text: str | None) -> date | None:
-    try:
-        return date.fromisoformat(text or "")
-    except ValueError:
-        return None
-
-
 @token_rate_limited
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -204,7 +197,8 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         offer, problems = self_service.offer_at(visit, start)
         context |= {"start": start, "offer": offer, "problems": problems}
         return _private(render(request, "desk/patient_move.html", context))
-    found = self_service.offered_times(visit, first=_day(request.GET.get("from")))
+    first = day_in_url(request.GET["from"]) if "from" in request.GET else None
+    found = self_service.offered_times(visit, first=first)
     context |= {"times": found.times, "offers": found.offers}
     return _private(render(request, "desk/patient_move.html", context))
 

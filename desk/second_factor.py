@@ -77,6 +77,8 @@ OPEN_PAGES = {
     "calendar_feed",
     "patient_page",
     "patient_visit_ics",
+    "patient_move",
+    "patient_cancel",
     "twilio-status",
     "twilio-inbound",
 }

@@ -20,8 +20,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from desk import moves
-from desk.forms import MoveForm
-from desk.frontdesk import _day, _window_url, desk_clinic, desk_only
+from desk.forms import MoveForm, day_in_url
+from desk.frontdesk import desk_clinic, desk_only, window_url
 from desk.moves import MoveTimes
 from scheduler import audit, booking
 from scheduler.availability import Availability, Slot
@@ -103,7 +103,7 @@ def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
     visit_types = list(VisitType.objects.filter(clinic=clinic).prefetch_related("staffing"))
     asked = request.GET.get("type", "")
     visit_type = next((kind for kind in visit_types if str(kind.pk) == asked), None)
-    first = _day(request.GET["from"]) if "from" in request.GET else None
+    first = day_in_url(request.GET["from"]) if "from" in request.GET else None
     here = reverse("desk_book_visit", args=[person.pk])
     context = {
         "clinic": clinic,
@@ -136,8 +136,8 @@ def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
         context |= {
             "times": times,
             "form": form,
-            "earlier_url": _window_url(here, choice, times.earlier),
-            "later_url": _window_url(here, choice, times.later),
+            "earlier_url": window_url(here, choice, times.earlier),
+            "later_url": window_url(here, choice, times.later),
         }
     elif request.method == "POST":
         context["problems"] = ["Choose a visit type first."]

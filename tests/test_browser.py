@@ -240,7 +240,7 @@ def test_confirm_books_the_plan_on_screen_and_a_plan_changed_since_is_shown_firs
     page.get_by_role("button", name="Confirm and book").click()
     assert "Nothing was booked" in page.get_by_role("alert").inner_text()
     assert proposal.inner_text() == f"Proposed plan: IV induction series for {patient}"
-    assert not CarePlan.objects.exists()
+    assert not CarePlan.objects.filter(patient=patient).exists()
     assert Visit.objects.count() == visits_before
     rows = _proposal_rows(page)
     # Visits the patient already has are listed too, marked as not booked again.
@@ -249,7 +249,7 @@ def test_confirm_books_the_plan_on_screen_and_a_plan_changed_since_is_shown_firs
 
     page.get_by_role("button", name="Confirm and book").click()
     page.wait_for_url(f"**/desk/patients/{patient.pk}/")
-    plan = CarePlan.objects.get()
+    plan = CarePlan.objects.get(patient=patient)
     assert plan.protocol.slug == "iv-induction"
     booked = [
         [

@@ -388,12 +388,12 @@ def test_new_plan_is_proposed_then_confirmed_and_booked(client, demo):
     page = client.post(reverse("desk_new_plan"), _plan_form(patient, action="propose"))
     assert "Proposed plan: IV" in page.text and "Estimated cost" in page.text
     assert "Confirm and book" in page.text
-    assert not CarePlan.objects.exists()
+    assert not CarePlan.objects.filter(patient=patient).exists()
     done = client.post(
         reverse("desk_new_plan"), _plan_form(patient, action="confirm", shown=_shown(page))
     )
     assert done["Location"] == reverse("desk_patient", args=[patient.pk])
-    plan = CarePlan.objects.get()
+    plan = CarePlan.objects.get(patient=patient)
     assert plan.status == PlanStatus.ACTIVE
     assert plan.planned_visits.filter(visit__status=VisitStatus.BOOKED).count() == len(
         page.context["proposal"].visits
@@ -419,14 +419,15 @@ def test_confirming_a_plan_whose_times_were_taken_since_shows_the_new_plan_and_b
     page = client.post(url, _plan_form(patient, action="confirm", shown=_shown(shown)))
     assert page.status_code == 200
     assert "Nothing was booked" in page.text
-    assert not CarePlan.objects.exists() and Visit.objects.count() == visits
+    assert not CarePlan.objects.filter(patient=patient).exists()
+    assert Visit.objects.count() == visits
     new = page.context["proposal"]
     assert new.visits[0].start != first.start
     assert _shown(page) not in ("", _shown(shown))
     # The new plan, once seen, is booked as shown.
     done = client.post(url, _plan_form(patient, action="confirm", shown=_shown(page)))
     assert done.status_code == 302
-    booked = CarePlan.objects.get().planned_visits.order_by("visit__start", "pk")
+    booked = CarePlan.objects.get(patient=patient).planned_visits.order_by("visit__start", "pk")
     assert [(p.visit.start, p.visit.clinician_id) for p in booked] == [
         (v.start, v.clinician.pk) for v in new.visits
     ]
@@ -436,6 +437,7 @@ def test_a_form_changed_after_the_proposal_books_nothing(client, demo):
     patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
     url = reverse("desk_new_plan")
     shown = _shown(client.post(url, _plan_form(patient, action="propose")))
+    plans = CarePlan.objects.count()  # the demo's own
     for change in (
         {"protocol": Protocol.objects.get(slug="kap-lozenge").pk},
         {"patient": Patient.objects.filter(clinic=demo).order_by("pk")[1].pk},
@@ -446,7 +448,7 @@ def test_a_form_changed_after_the_proposal_books_nothing(client, demo):
         page = client.post(url, _plan_form(patient, action="confirm", shown=shown) | change)
         assert page.status_code == 200, change
         assert "Nothing was booked" in page.text, change
-        assert not CarePlan.objects.exists(), change
+        assert CarePlan.objects.count() == plans, change
 
 
 def test_a_plan_that_cannot_be_confirmed_says_why_and_saves_nothing(client, demo):
@@ -455,7 +457,7 @@ def test_a_plan_that_cannot_be_confirmed_says_why_and_saves_nothing(client, demo
     shown = _shown(client.post(url, _plan_form(unscreened, action="propose")))
     page = client.post(url, _plan_form(unscreened, action="confirm", shown=shown))
     assert "The plan was not booked" in page.text and "screening" in page.text.lower()
-    assert not CarePlan.objects.exists()
+    assert not CarePlan.objects.filter(patient=unscreened).exists()
 
 
 def test_an_infeasible_plan_shows_the_generators_reason_and_bad_times_are_refused(client, demo):
@@ -467,7 +469,8 @@ def test_an_infeasible_plan_shows_the_generators_reason_and_bad_times_are_refuse
     patient = Patient.objects.filter(clinic=demo).order_by("pk")[0]
     page = client.post(reverse("desk_new_plan"), _plan_form(patient, action="confirm"))
     assert "No slot for step" in page.text and "Screening" in page.text
-    assert "Confirm and book" not in page.text and not CarePlan.objects.exists()
+    assert "Confirm and book" not in page.text
+    assert not CarePlan.objects.filter(patient=patient).exists()
     bad = client.post(
         reverse("desk_new_plan"),
         _plan_form(patient, action="propose", time_from="12:00", time_to="09:00"),

@@ -149,6 +149,10 @@ MATRIX = [
         "get",
         NOBODY_404,
     ),
+    ("patient moves own visit", "patient_move", "link_own_visit", "get", EVERYONE),
+    ("patient moves other's visit", "patient_move", "link_other_visit", "get", NOBODY_404),
+    ("patient cancels own visit", "patient_cancel", "link_own_visit", "get", EVERYONE),
+    ("patient cancels other's visit", "patient_cancel", "link_other_visit", "post", NOBODY_404),
     ("calendar feed, live token", "calendar_feed", "feed", "get", EVERYONE),
     ("calendar feed, revoked token", "calendar_feed", "revoked_feed", "get", NOBODY_404),
     (
