@@ -22,4 +22,5 @@ urlpatterns = [
     path("webhooks/twilio/", include("notifications.urls")),
     path("", include("scheduler.urls")),
     path("", include("desk.urls")),
+    path("", include("waitlist.urls")),
 ]

@@ -32,6 +32,7 @@ patient_urls = [
     path("", patient_page.entrance, name="patient_page"),
     path("<str:token>/", patient_page.patient_page, name="patient_page"),
     path("<str:token>/visits/<int:pk>.ics", patient_page.visit_ics, name="patient_visit_ics"),
+    path("<str:token>/waitlist/", include("waitlist.patient_urls")),
 ]
 
 # django-otp-webauthn's API under its own names (its scripts reverse them), with
