@@ -19,7 +19,6 @@ from notifications.webhooks import (
     OPT_OUT_KEYWORDS,
     classify,
 )
-from scheduler import booking
 from scheduler.models import Visit, VisitStatus, WaitlistOrder
 from tests.conftest import MONDAY, at
 from tests.page_helpers import front_desk
