@@ -4,8 +4,10 @@ that it is taken, and offers expire to the next in line. Real parts only: the tw
 against the fake Twilio, a real SMTP server, signed webhooks."""
 
 from datetime import date, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -279,3 +281,16 @@ def test_a_patient_joins_the_waitlist_from_their_page(clinic):
     entry = WaitlistEntry.objects.get(patient=patient)
     assert (entry.gives_up, entry.visit_type, entry.added_by_patient) == (later, clinic.iv, True)
     assert Client().get(join.replace(url.split("/")[2], "x" * 43)).status_code == 404
+
+
+def test_cancelling_the_demo_dose_offers_its_time_to_the_waiting_demo_patients(now):
+    call_command("seed_demo", stdout=StringIO())
+    assert WaitlistEntry.objects.waiting().count() == 3
+    dose = Visit.objects.get(visit_type__slug="iv-infusion", status=VisitStatus.BOOKED)
+    cancel(dose)
+    assert offer_freed_times()["offered"] >= 1
+    first = Offer.objects.order_by("pk").first()
+    assert first.patient.first_name in {"Avery", "Blake", "Dana"}
+    assert Message.objects.filter(
+        purpose=Purpose.WAITLIST_OFFER, patient=first.patient, channel="sms"
+    ).exists()
