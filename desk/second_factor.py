@@ -77,6 +77,8 @@ OPEN_PAGES = {
     "calendar_feed",
     "patient_page",
     "patient_visit_ics",
+    "patient_waitlist",
+    "waitlist_offer",
     "twilio-status",
     "twilio-inbound",
 }
