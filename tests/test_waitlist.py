@@ -294,3 +294,40 @@ def test_cancelling_the_demo_dose_offers_its_time_to_the_waiting_demo_patients(n
     assert Message.objects.filter(
         purpose=Purpose.WAITLIST_OFFER, patient=first.patient, channel="sms"
     ).exists()
+
+
+def _queries(client, url) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+# Measured: the session, the user and their roles, then the page: the clinic, the
+# form's lists, the filters' lists, the entries, their offers with their times, the
+# freed times; the same however many entries and offers there are.
+WAITLIST_PAGE_QUERIES = 12
+
+
+def test_the_waitlist_page_and_today_run_a_fixed_number_of_queries(clinic):
+    desk = Client()
+    desk.force_login(front_desk())
+    counts = {"waitlist": [], "today": []}
+    for n in (2, 6):
+        while WaitlistEntry.objects.count() < n:
+            k = WaitlistEntry.objects.count()
+            entry = clinic.waiting(f"Crowd{k}")
+            visit = clinic.dosing_visit(
+                clinic.patient(f"Holder{entry.pk}"),
+                at(MONDAY + timedelta(days=k // 5), f"{8 + 2 * (k % 5):02d}:00"),
+            )
+            cancel(visit)
+        offer_freed_times()
+        desk.get(reverse("desk_today"))  # the first page after signing in refreshes the session
+        counts["waitlist"].append(_queries(desk, reverse("desk_waitlist")))
+        counts["today"].append(_queries(desk, reverse("desk_today")))
+    assert Offer.objects.count() > 2
+    assert counts["waitlist"][0] == counts["waitlist"][1] <= WAITLIST_PAGE_QUERIES, counts
+    assert counts["today"][0] == counts["today"][1], counts
