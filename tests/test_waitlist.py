@@ -134,6 +134,23 @@ def test_taking_by_the_link_books_it_and_unanswered_offers_of_the_time_are_close
     assert client.post(url, {"action": "nonsense"}).status_code == 400
 
 
+def test_no_thanks_on_the_link_passes_the_time_to_the_next_in_line(clinic, twilio, settings):
+    settings.WAITLIST_OFFERS_AT_ONCE = 1
+    ada = clinic.waiting("Ada").patient
+    clinic.waiting("Ben")
+    cancel(clinic.dosing_visit())
+    offer_freed_times()
+    dispatch()
+    url = link_in(twilio.sent_to(ada.mobile)[0]["body"])
+    assert "stay on the list" in Client().post(url, {"action": "decline"}).text
+    assert offers_by_patient() == {"Ada": Outcome.DECLINED}
+    offer_freed_times()
+    assert offers_by_patient() == {"Ada": Outcome.DECLINED, "Ben": Outcome.OPEN}
+    # Declined is final: taking afterwards books nothing.
+    assert "turned that time down" in Client().post(url, {"action": "take"}).text
+    assert not Visit.objects.filter(patient=ada).exists()
+
+
 def test_offers_expire_and_the_next_in_line_is_asked(clinic, clock, twilio, settings):
     settings.WAITLIST_OFFERS_AT_ONCE = 1
     ada, ben = (clinic.waiting(name).patient for name in ("Ada", "Ben"))
