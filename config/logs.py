@@ -16,7 +16,7 @@ TOKEN_MARKER = "[token]"
 # (a path inside a query string or a referer).
 _SLASH = r"(?:/|%2F)"
 _END = r"""(?=["']?(?:[/?#\s]|%2F|$))"""
-# The project's token URLs (desk/urls.py, scheduler/urls.py), the whole
+# The project's token URLs (desk/urls.py, scheduler/urls.py, waitlist/urls.py), the whole
 # segment after the prefix, whatever it holds: a live token with a typo or a
 # suffix (/p/<token>x/, /calendars/<token>.ics/x) is still most of a live token.
 # tests/test_logging.py fails when a URL with a token parameter is not covered.
@@ -24,7 +24,9 @@ _TOKEN_URLS = re.compile(
     # /p/<token>/ and /p/<token>/visits/<pk>.ics; /p/ alone is the entrance.
     rf"(?P<patient>{_SLASH}p{_SLASH})[^/?#\s]+?{_END}"
     # /calendars/<token>.ics; /calendars/mine/ is a page, not a token.
-    rf"|(?P<feed>{_SLASH}calendars{_SLASH})(?!mine{_END})[^/?#\s]+?(?=(?:\.ics)?{_END})",
+    rf"|(?P<feed>{_SLASH}calendars{_SLASH})(?!mine{_END})[^/?#\s]+?(?=(?:\.ics)?{_END})"
+    # /w/<token>/: a waitlist offer's page (waitlist/urls.py).
+    rf"|(?P<offer>{_SLASH}w{_SLASH})[^/?#\s]+?{_END}",
     re.IGNORECASE,
 )
 
@@ -35,7 +37,9 @@ def redact_tokens(text: str) -> str:
     A token URL is the credential itself (whoever holds /p/<token>/ sees that
     patient's visits), so it has no place in a log, an access log included.
     """
-    return _TOKEN_URLS.sub(lambda m: (m.group("patient") or m.group("feed")) + TOKEN_MARKER, text)
+    return _TOKEN_URLS.sub(
+        lambda m: (m.group("patient") or m.group("feed") or m.group("offer")) + TOKEN_MARKER, text
+    )
 
 
 class RedactTokens(logging.Filter):

@@ -20,8 +20,18 @@ class WaitlistEntryAdmin(admin.ModelAdmin):
     inlines = [OfferInline]
 
 
+class WrittenByTheSystem:
+    """Freed times and offers are recorded by bookings and the worker: read here, not written."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(FreedSlot)
-class FreedSlotAdmin(admin.ModelAdmin):
+class FreedSlotAdmin(WrittenByTheSystem, admin.ModelAdmin):
     list_display = ("start", "visit_type", "clinician", "change", "status", "freed_at")
     list_filter = ("status", "change")
     raw_id_fields = ("visit",)
@@ -29,7 +39,7 @@ class FreedSlotAdmin(admin.ModelAdmin):
 
 
 @admin.register(Offer)
-class OfferAdmin(admin.ModelAdmin):
+class OfferAdmin(WrittenByTheSystem, admin.ModelAdmin):
     list_display = ("patient", "slot", "sent_at", "expires_at", "outcome", "answered_by")
     list_filter = ("outcome",)
     raw_id_fields = ("slot", "entry", "patient", "visit")
