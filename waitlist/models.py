@@ -159,10 +159,21 @@ class WaitlistEntry(models.Model):
             errors["visit_type"] = "Choose a visit type or a step of a care plan, not both."
         if self.earliest and self.latest and self.latest < self.earliest:
             errors["latest"] = "The latest date comes on or after the earliest."
-        if any(day not in Weekday.values for day in self.weekdays or []):
-            errors["weekdays"] = "Weekdays are 0 (Monday) to 6 (Sunday)."
-        if any(t not in TimeOfDay.values for t in self.times_of_day or []):
-            errors["times_of_day"] = "Times of day are morning, afternoon or evening."
+        # Empty is "any"; anything but a list of known values is refused (the admin posts JSON).
+        self.weekdays = self.weekdays or []
+        self.times_of_day = self.times_of_day or []
+        if not isinstance(self.weekdays, list) or any(
+            type(day) is not int or day not in Weekday.values for day in self.weekdays
+        ):
+            errors["weekdays"] = "A list of weekdays, 0 (Monday) to 6 (Sunday), e.g. [0, 2]."
+        if (
+            not isinstance(self.times_of_day, list)
+            or any(t not in TimeOfDay.values for t in self.times_of_day if isinstance(t, str))
+            or not all(isinstance(t, str) for t in self.times_of_day)
+        ):
+            errors["times_of_day"] = (
+                'A list of times of day: "morning", "afternoon", "evening", e.g. ["morning"].'
+            )
         if self.gives_up_id and self.patient_id:
             visit = self.gives_up
             if visit.patient_id != self.patient_id:
