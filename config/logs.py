@@ -24,7 +24,9 @@ _TOKEN_URLS = re.compile(
     # /p/<token>/ and /p/<token>/visits/<pk>.ics; /p/ alone is the entrance.
     rf"(?P<patient>{_SLASH}p{_SLASH})[^/?#\s]+?{_END}"
     # /calendars/<token>.ics; /calendars/mine/ is a page, not a token.
-    rf"|(?P<feed>{_SLASH}calendars{_SLASH})(?!mine{_END})[^/?#\s]+?(?=(?:\.ics)?{_END})",
+    rf"|(?P<feed>{_SLASH}calendars{_SLASH})(?!mine{_END})[^/?#\s]+?(?=(?:\.ics)?{_END})"
+    # /w/<token>/: a waitlist offer's page (desk/urls.py).
+    rf"|(?P<offer>{_SLASH}w{_SLASH})[^/?#\s]+?{_END}",
     re.IGNORECASE,
 )
 
@@ -35,7 +37,9 @@ def redact_tokens(text: str) -> str:
     A token URL is the credential itself (whoever holds /p/<token>/ sees that
     patient's visits), so it has no place in a log, an access log included.
     """
-    return _TOKEN_URLS.sub(lambda m: (m.group("patient") or m.group("feed")) + TOKEN_MARKER, text)
+    return _TOKEN_URLS.sub(
+        lambda m: (m.group("patient") or m.group("feed") or m.group("offer")) + TOKEN_MARKER, text
+    )
 
 
 class RedactTokens(logging.Filter):

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "plans",
     "notifications",
     "desk",
+    "waitlist",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,10 @@ PHONE_REGION = env("PHONE_REGION", "US")
 CURRENCY = env("CURRENCY", "USD")
 # How far ahead visits can be booked; further is almost always a typo in the year.
 BOOKING_HORIZON_DAYS = env_int("BOOKING_HORIZON_DAYS", 730)
+# The waitlist (waitlist.offers): how many patients hold an offer of one freed
+# time at once, and how long before a freed time it is no use offering any more.
+WAITLIST_OFFERS_AT_ONCE = env_int("WAITLIST_OFFERS_AT_ONCE", 3)
+WAITLIST_MIN_NOTICE_MINUTES = env_int("WAITLIST_MIN_NOTICE_MINUTES", 60)
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -47,6 +47,7 @@ from scheduler.models import (
     is_row_id,
 )
 from scheduler.roles import DESK_ROLES, role_required
+from waitlist.models import freed_without_taker
 
 SEARCH_LIMIT = 50
 SCHEDULE_CACHE_SECONDS = 60
@@ -219,6 +220,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         "monitoring_forms": rems.open_tasks(clinic) if is_today else None,
         # And what patients changed from their own page lately (desk.self_service).
         "patient_changes": changed_by_patients(clinic) if is_today else None,
+        "freed_without_taker": freed_without_taker(clinic) if is_today else None,
         # Outside the cached schedule: its version digest covers visits, not closures.
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),
@@ -286,7 +288,13 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
     visits = list(
         Visit.objects.for_patient(person)
         .select_related("visit_type", "clinician", "room", "planned__care_plan__protocol")
-        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("send_at", "pk")))
+        .prefetch_related(
+            # Its own patient's: not offers of its freed time to others (waitlist).
+            Prefetch(
+                "messages",
+                queryset=Message.objects.filter(patient=person).order_by("send_at", "pk"),
+            )
+        )
         .order_by("start", "pk")
     )
     now = timezone.now()

@@ -35,7 +35,7 @@ from scheduler.models import AuditAction, Clinic, Patient, Visit
 from scheduler.timezones import zone
 
 
-def _patient(request: HttpRequest, token: str) -> Patient:
+def link_patient(request: HttpRequest, token: str) -> Patient:
     patient = patient_for_link(token)
     if patient is None:
         raise Http404("This link does not work (any more). Ask the clinic for a new one.")
@@ -44,7 +44,7 @@ def _patient(request: HttpRequest, token: str) -> Patient:
     return patient
 
 
-def _private(response: HttpResponse) -> HttpResponse:
+def private(response: HttpResponse) -> HttpResponse:
     response["X-Robots-Tag"] = "noindex, nofollow"
     # "same-origin", not "no-referrer": with no-referrer Chrome sends "Origin: null"
     # on the page's own forms and CSRF refuses them; links out still carry no token.
@@ -56,14 +56,14 @@ def _private(response: HttpResponse) -> HttpResponse:
 def entrance(request: HttpRequest) -> HttpResponse:
     """Where links without a token land: how to get a private link, in the clinic's words."""
     context = {"clinic": Clinic.objects.installation()}
-    return _private(render(request, "desk/patient_entrance.html", context))
+    return private(render(request, "desk/patient_entrance.html", context))
 
 
 @token_rate_limited
 @never_cache
 @require_http_methods(["GET", "POST"])
 def patient_page(request: HttpRequest, token: str) -> HttpResponse:
-    patient = _patient(request, token)
+    patient = link_patient(request, token)
     if request.method == "POST":
         # Only this patient's visits: another patient's visit id, or no id, is a 404.
         visit = chosen(
@@ -115,7 +115,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         "next_dosing": next_dosing,
         "token": token,
     }
-    return _private(render(request, "desk/patient_page.html", context))
+    return private(render(request, "desk/patient_page.html", context))
 
 
 @token_rate_limited
@@ -123,7 +123,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
 @require_safe
 def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """One visit as an .ics file, for "add to calendar" (the feed URL cannot be shown again)."""
-    patient = _patient(request, token)
+    patient = link_patient(request, token)
     visit = get_object_or_404(
         Visit.objects.scheduled().select_related("visit_type", "clinician", "room"),
         pk=pk,
@@ -138,7 +138,7 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     )
     response = HttpResponse(ics, content_type="text/calendar; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="appointment.ics"'
-    return _private(response)
+    return private(response)
 
 
 def _own_visit(patient: Patient, pk: int) -> Visit:
@@ -165,7 +165,7 @@ def _start(text: str | None) -> datetime | None:
 @require_http_methods(["GET", "POST"])
 def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """The times the patient may move a visit to; with ``start``, that time to confirm."""
-    patient = _patient(request, token)
+    patient = link_patient(request, token)
     visit = _own_visit(patient, pk)
     tz = zone(patient.time_zone)
     context = {"patient": patient, "clinic": patient.clinic, "tz": tz, "token": token}
@@ -173,7 +173,7 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     refusal = self_service.why_not_movable(visit)
     if refusal:
         context["refusal"] = refusal
-        return _private(render(request, "desk/patient_move.html", context, status=409))
+        return private(render(request, "desk/patient_move.html", context, status=409))
     start = _start(
         request.POST.get("start") if request.method == "POST" else request.GET.get("start")
     )
@@ -184,7 +184,7 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
             moved = self_service.move_by_patient(visit, start)
         except BookingError as error:
             context |= {"start": start, "problems": error.problems}
-            return _private(render(request, "desk/patient_move.html", context, status=409))
+            return private(render(request, "desk/patient_move.html", context, status=409))
         local = timezone.localtime(moved[0].start, tz)
         messages.success(
             request,
@@ -196,11 +196,11 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     if start is not None:  # the time chosen, to confirm
         offer, problems = self_service.offer_at(visit, start)
         context |= {"start": start, "offer": offer, "problems": problems}
-        return _private(render(request, "desk/patient_move.html", context))
+        return private(render(request, "desk/patient_move.html", context))
     first = day_in_url(request.GET["from"]) if "from" in request.GET else None
     found = self_service.offered_times(visit, first=first)
     context |= {"times": found.times, "offers": found.offers}
-    return _private(render(request, "desk/patient_move.html", context))
+    return private(render(request, "desk/patient_move.html", context))
 
 
 @token_rate_limited
@@ -208,7 +208,7 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """The clinic's cancellation policy, then the patient's cancellation."""
-    patient = _patient(request, token)
+    patient = link_patient(request, token)
     visit = _own_visit(patient, pk)
     context = {
         "patient": patient,
@@ -220,13 +220,13 @@ def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         "late": self_service.is_late(visit),
     }
     if context["refusal"]:
-        return _private(render(request, "desk/patient_cancel.html", context, status=409))
+        return private(render(request, "desk/patient_cancel.html", context, status=409))
     if request.method == "POST":
         try:
             self_service.cancel_by_patient(visit)
         except BookingError as error:
             context["refusal"] = " ".join(error.problems)
-            return _private(render(request, "desk/patient_cancel.html", context, status=409))
+            return private(render(request, "desk/patient_cancel.html", context, status=409))
         messages.success(request, "Your visit is cancelled. We have sent you a note of it.")
         return redirect("patient_page", token=token)
-    return _private(render(request, "desk/patient_cancel.html", context))
+    return private(render(request, "desk/patient_cancel.html", context))

@@ -79,6 +79,8 @@ OPEN_PAGES = {
     "patient_visit_ics",
     "patient_move",
     "patient_cancel",
+    "patient_waitlist",
+    "waitlist_offer",
     "twilio-status",
     "twilio-inbound",
 }

@@ -14,6 +14,7 @@ from desk import (
     second_factor,
     signin,
     single_booking,
+    waitlist_pages,
 )
 
 frontdesk_urls = [
@@ -31,6 +32,7 @@ frontdesk_urls = [
     path("visits/<int:pk>/rems-form/", rems.monitoring_form, name="desk_monitoring_form"),
     path("rems-forms/<int:pk>/submitted", rems.form_submitted, name="desk_form_submitted"),
     path("messages/", frontdesk.message_queue, name="desk_messages"),
+    path("waitlist/", waitlist_pages.desk_waitlist, name="desk_waitlist"),
     path("messages/<int:pk>/resend", frontdesk.resend, name="desk_resend"),
     path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),
     path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
@@ -46,6 +48,7 @@ patient_urls = [
     path("<str:token>/visits/<int:pk>.ics", patient_page.visit_ics, name="patient_visit_ics"),
     path("<str:token>/visits/<int:pk>/move/", patient_page.move_visit, name="patient_move"),
     path("<str:token>/visits/<int:pk>/cancel/", patient_page.cancel_visit, name="patient_cancel"),
+    path("<str:token>/waitlist/", waitlist_pages.patient_join, name="patient_waitlist"),
 ]
 
 # django-otp-webauthn's API under its own names (its scripts reverse them), with
@@ -89,6 +92,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("desk/", include(frontdesk_urls)),
     path("p/", include(patient_urls)),
+    path("w/<str:token>/", waitlist_pages.offer_page, name="waitlist_offer"),
     path("calendars/mine/", calendar_page.my_calendar, name="my_calendar"),
     path("", signin.home, name="home"),
 ]

@@ -17,6 +17,7 @@ clinician's name) but never names the treatment either.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from notifications.models import INVITE_PURPOSES, Message, Purpose
+from notifications.models import COMPOSED_PURPOSES, INVITE_PURPOSES, Message, Purpose
 from notifications.transports import Attachment
 from scheduler.calendars import (
     Audience,
@@ -196,6 +197,8 @@ def sms_body(message: Message, *, link: str) -> str:
     issued (a dispatch batch issues its links together); other texts carry
     none, and ignore it.
     """
+    if message.purpose in composers:
+        return to_gsm(" ".join(composers[message.purpose].sms(message).split()))
     context = _sms_context(message.visit)
     if message.purpose == Purpose.PREPARATION:
         # The instructions live behind the patient's private page, never in the
@@ -247,6 +250,8 @@ class Email:
 
 
 def email_content(message: Message) -> Email:
+    if message.purpose in composers:
+        return composers[message.purpose].email(message)
     if message.purpose in INVITE_PURPOSES:
         return invite_email(message)
     visit = message.visit
@@ -351,5 +356,28 @@ def invite_email(message: Message) -> Email:
     )
 
 
+@dataclass(frozen=True)
+class Composer:
+    """How the app a message's purpose belongs to words it and knows it is still wanted.
+
+    For messages not about the visit they hang on (``COMPOSED_PURPOSES``: a
+    waitlist offer of a freed time goes to another patient than the visit's).
+    ``sms`` gives the text (checked for treatment words like any other),
+    ``email`` the email, and ``refusal`` the reason the message must not go
+    any more, or "" (asked instead of the visit's status and sequence).
+    """
+
+    sms: Callable[[Message], str]
+    email: Callable[[Message], Email]
+    refusal: Callable[[Message], str]
+
+
+# By purpose; an app registers its own in its ``ready()``.
+composers: dict[str, Composer] = {}
+
 # Every purpose that has SMS templates (invites go by email only), for tests and checks.
-SMS_PURPOSES = tuple(purpose for purpose in Purpose if purpose not in INVITE_PURPOSES)
+SMS_PURPOSES = tuple(
+    purpose
+    for purpose in Purpose
+    if purpose not in INVITE_PURPOSES and purpose not in COMPOSED_PURPOSES
+)

@@ -621,7 +621,13 @@ class Batch:
         current = self.current.get(message.pk)
         if current is None:
             return False  # our claim lapsed and another dispatcher holds the message now
-        if message.purpose in CANCELLATION_PURPOSES:
+        composer = content.composers.get(message.purpose)
+        if composer is not None:
+            # Not about the visit it hangs on: its own app says whether it may still go.
+            if reason := composer.refusal(message):
+                self.finish(message, Status.CANCELLED, reason)
+                return False
+        elif message.purpose in CANCELLATION_PURPOSES:
             if current["visit__status"] != VisitStatus.CANCELLED:
                 # A visit still on: only a clinician it moved away from still
                 # hears a CANCEL, while it is someone else's.
@@ -634,7 +640,7 @@ class Batch:
         elif current["visit__status"] not in ACTIVE_STATUSES:
             self.finish(message, Status.CANCELLED, "The visit is no longer on.")
             return False
-        if current["visit__sequence"] != message.visit_sequence:
+        if composer is None and current["visit__sequence"] != message.visit_sequence:
             self.finish(message, Status.CANCELLED, "The visit moved after this was planned.")
             return False
         if message.rule_id and not (

@@ -36,10 +36,15 @@ class Purpose(models.TextChoices):
     INVITE = "invite", "Calendar invite"
     INVITE_UPDATE = "invite_update", "Calendar update"
     INVITE_CANCEL = "invite_cancel", "Calendar cancellation"
+    # A freed time offered to a waitlisted patient: hangs on the freed visit (someone
+    # else's), so its app composes it and says whether it may still go (``content.composers``).
+    WAITLIST_OFFER = "waitlist_offer", "Waitlist offer"
 
 
 RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
 INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
+# Not about the visit they hang on, nor to its patient: their app composes them.
+COMPOSED_PURPOSES = (Purpose.WAITLIST_OFFER,)
 # Go only while the visit is cancelled; every other message only while it is on.
 CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
 # Texts that lose their point if they wait or are dropped: the video link just
@@ -53,6 +58,7 @@ ESSENTIAL_PURPOSES = (*TIME_CRITICAL_PURPOSES, Purpose.PREPARATION)
 # express consent, those of one local day go as one text (docs/rules.md).
 COMBINED_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE)
 PRIORITY = {
+    Purpose.WAITLIST_OFFER: 100,
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
     Purpose.INVITE: 90,
@@ -235,7 +241,8 @@ class MessageQuerySet(models.QuerySet):
         return self.filter(status__in=NEEDS_ATTENTION_STATUSES)
 
     def for_visit(self, visit: Visit):
-        return self.filter(visit=visit)
+        """The visit's own messages (not offers of its freed time to other patients)."""
+        return self.filter(visit=visit).exclude(purpose__in=COMPOSED_PURPOSES)
 
     def in_dispatch_order(self):
         return self.order_by(*DISPATCH_ORDER)
@@ -396,10 +403,11 @@ class Message(models.Model):
                 condition=Q(rule__isnull=False),
                 name="message_once_per_rule_and_sequence",
             ),
+            # Per patient: a visit's freed time may be offered to several.
             models.UniqueConstraint(
-                fields=["visit", "purpose", "channel", "visit_sequence"],
+                fields=["visit", "purpose", "channel", "visit_sequence", "patient"],
                 condition=Q(rule__isnull=True, clinician__isnull=True),
-                name="notice_once_per_change",
+                name="notice_once_per_change_and_patient",
             ),
             models.UniqueConstraint(
                 fields=["visit", "purpose", "channel", "visit_sequence", "clinician"],
@@ -497,6 +505,7 @@ class InboundKind(models.TextChoices):
     HELP = "help", "Asked for help"
     CONFIRM = "confirm", "Confirmed (C)"
     RESCHEDULE = "reschedule", "Asked to reschedule (R)"
+    TAKE = "take", "Took a waitlist offer (TAKE)"
     OTHER = "other", "Other text"
 
 

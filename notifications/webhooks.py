@@ -6,6 +6,7 @@ an inbound text is recorded once per MessageSid, answered the same each time.
 """
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -104,6 +105,12 @@ HELP_KEYWORDS = {"HELP", "INFO"}
 # The clinic's own reply words must not be carrier keywords (CANCEL, YES).
 CONFIRM_KEYWORDS = {"C", "CONFIRM"}
 RESCHEDULE_KEYWORDS = {"R", "RESCHEDULE"}
+# Taking a freed time offered from the waitlist (never YES: an opt-in keyword).
+TAKE_KEYWORDS = {"TAKE"}
+# What the app that owns a reply word does with it (the waitlist: TAKE), by kind:
+# given the recorded text, the patients of its number and the time, it sets the
+# text's outcome, reply and visit. Registered in that app's ``ready()``.
+reply_handlers: dict[str, Callable[[InboundMessage, list[Patient], datetime], None]] = {}
 # "Stop texting me"-style replies revoke consent too (FCC 2025: any reasonable
 # means). A message that starts with END or QUIT is not one ("End of the week
 # works"), so only these patterns count beyond the exact keywords.
@@ -138,6 +145,8 @@ def classify(body: str) -> tuple[str, bool]:
         return InboundKind.CONFIRM, False
     if text in RESCHEDULE_KEYWORDS:
         return InboundKind.RESCHEDULE, False
+    if text in TAKE_KEYWORDS:
+        return InboundKind.TAKE, False
     if OPT_OUT_PHRASES.search(text):
         return InboundKind.OPT_OUT, False
     return InboundKind.OTHER, False
@@ -221,6 +230,9 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
     if kind == InboundKind.OPT_IN:
         revived = consent.record_opt_in(same_number, now)
         inbound.outcome = f"Agreed to texts again; {revived} texts will go as planned."
+        return
+    if kind in reply_handlers:
+        reply_handlers[kind](inbound, patients, now)
         return
     visit = next_visit(patients, now)
     if kind == InboundKind.CONFIRM:

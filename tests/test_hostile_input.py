@@ -582,6 +582,11 @@ def world(db, settings, client, now):
         MONDAY + timedelta(days=28),
     )
     care_plans.confirm(care_plans.save_proposal(proposal))
+    # A freed time and its offers (waitlist): the demo's waiting patients are offered a dose.
+    from waitlist.offers import offer_freed_times
+
+    booking.cancel(Visit.objects.filter(visit_type__slug="iv-infusion", status="booked").first())
+    offer_freed_times()
     superuser = get_user_model().objects.create_superuser("sweeper", password=None)
     return {"patient": patient, "clinic": clinic, "therapist": therapist, "superuser": superuser}
 

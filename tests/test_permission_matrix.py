@@ -25,6 +25,8 @@ from scheduler.models import Modality, Visit, VisitKind, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
 from tests.page_helpers import failed_message, front_desk, sign_in_verified
+from waitlist.models import FreedSlot, Offer, WaitlistEntry
+from waitlist.offers import offer_link
 
 ROLES = ("anonymous", "link", "desk", "therapist", "prescriber", "nurse", "admin", "unverified")
 L = "login"
@@ -138,6 +140,12 @@ MATRIX = [
     ("desk mark handled by GET", "desk_handled", "message", "get", STAFF_405),
     ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
+    ("desk waitlist", "desk_waitlist", None, "get", DESK),
+    ("desk waitlist, empty form posted", "desk_waitlist", None, "post", DESK),
+    ("patient waitlist form, live link", "patient_waitlist", "link", "get", EVERYONE),
+    ("patient waitlist form, revoked link", "patient_waitlist", "revoked_link", "get", NOBODY_404),
+    ("waitlist offer, live link", "waitlist_offer", "offer", "get", EVERYONE),
+    ("waitlist offer, forged link", "waitlist_offer", "forged_offer", "get", NOBODY_404),
     ("patient page entrance, no link", "patient_page", None, "get", EVERYONE),
     ("patient page, live link", "patient_page", "link", "get", EVERYONE),
     ("patient page, revoked link", "patient_page", "revoked_link", "get", NOBODY_404),
@@ -231,6 +239,24 @@ def world(clinic):
         status=VisitStatus.COMPLETED,
     )
     form_task = MonitoringFormTask.objects.create(visit=spravato_dose, due_on=MONDAY)
+    slot = FreedSlot.objects.create(
+        clinic=clinic.clinic,
+        visit=other,
+        visit_sequence=0,
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=other.start,
+        end=other.end,
+        change="cancelled",
+    )
+    entry = WaitlistEntry.objects.create(
+        patient=avery, visit_type=clinic.iv, earliest=MONDAY, latest=MONDAY
+    )
+    offer = Offer.objects.create(
+        slot=slot, entry=entry, patient=avery, sent_at=other.start, expires_at=other.start
+    )
+    offer_token = offer_link(offer).rsplit("/", 2)[-2]
     link = issue_patient_link(avery).rsplit("/", 2)[-2]
     _, revoked_feed = tokens.issue(clinic.therapist)
     _, feed = tokens.issue(clinic.therapist)
@@ -250,6 +276,8 @@ def world(clinic):
         "link_own_visit": [link, own.pk],
         "link_other_visit": [link, other.pk],
         "feed": [feed],
+        "offer": [offer_token],
+        "forged_offer": [f"{offer.pk}:{'x' * 27}"],
         "revoked_feed": [revoked_feed],
     }
     desk = front_desk()

@@ -5,7 +5,8 @@ scheduling (``scheduler.demo``: clinic, staff, rooms, visit types, patients, a
 few visits, calendars), then plans (``plans.demo``: protocols, screenings and
 the visits they were done in, first doses and their integration sessions),
 then reminders (``notifications.demo``: policies, and the messages of the
-visits already booked), then the sign-in groups' permissions (``desk.demo``).
+visits already booked), then a few patients waiting for a dosing time
+(``waitlist.demo``), then the sign-in groups' permissions (``desk.demo``).
 Every layer is idempotent, so the command is: run it again and nothing is added.
 """
 
@@ -20,6 +21,7 @@ from plans.demo import PlansDemo
 from scheduler import demo as scheduler_demo
 from scheduler.demo import STAFF, SchedulingDemo
 from scheduler.models import Visit
+from waitlist import demo as waitlist_demo
 
 
 class Command(BaseCommand):
@@ -30,6 +32,7 @@ class Command(BaseCommand):
             demo = scheduler_demo.seed()
             plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
+            waitlist_demo.seed(demo.clinic, demo.patients)
             desk_demo.seed()
             keys = desk_demo.seed_second_factors()
         self.report(demo, plans, keys)
