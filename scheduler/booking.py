@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -61,8 +62,10 @@ booking_checks: list[BookingCheck] = []
 # yet (``plans`` registers the dosing session record there).
 completion_checks: list[BookingCheck] = []
 
-# Two signals per change, both with ``visit`` (as stored) and ``change`` (a
-# VisitChange). ``visit_saved`` is sent inside the transaction that changed the
+# Two signals per change, both with ``visit`` (as stored), ``change`` (a
+# VisitChange) and ``previous`` (the ``Held`` time and place the visit had
+# before a change to an existing visit, None for a new one: what a move or a
+# cancellation gave up). ``visit_saved`` is sent inside the transaction that changed the
 # visit: a receiver's writes (the outbox: reminders, notices, calendar invites)
 # commit or roll back with it. ``visit_changed`` is sent after that transaction
 # commits: the place to queue background work, so nothing is queued for a
@@ -82,10 +85,25 @@ class VisitChange(StrEnum):
     RIDE_HOME = "ride_home"
 
 
-def _announce(visit: Visit, change: VisitChange) -> None:
-    visit_saved.send(sender=Visit, visit=visit, change=change)
+class Held(NamedTuple):
+    """The time and place a visit held, and its status then."""
+
+    start: datetime
+    end: datetime
+    clinician_id: int
+    room_id: int | None
+    status: str
+
+    @classmethod
+    def of(cls, visit: Visit) -> "Held":
+        return cls(visit.start, visit.end, visit.clinician_id, visit.room_id, visit.status)
+
+
+def _announce(visit: Visit, change: VisitChange, previous: Held | None = None) -> None:
+    visit_saved.send(sender=Visit, visit=visit, change=change, previous=previous)
     transaction.on_commit(
-        lambda: visit_changed.send(sender=Visit, visit=visit, change=change), robust=False
+        lambda: visit_changed.send(sender=Visit, visit=visit, change=change, previous=previous),
+        robust=False,
     )
 
 
@@ -358,6 +376,7 @@ def move(
     """
     start = require_aware(start, "start").astimezone(UTC)
     with _changing(visit, OPEN_STATUSES, "moved") as current:
+        previous = Held.of(current)
         team = (
             [m for m in staff_of(current) if m.clinician != (clinician or current.clinician)]
             if staff is None
@@ -375,7 +394,7 @@ def move(
         if team is None:
             team = _staff_for(current, staff)
         _save_checked(current, team)
-        _announce(current, VisitChange.MOVED)
+        _announce(current, VisitChange.MOVED, previous)
     return visit
 
 
@@ -386,6 +405,7 @@ def replace_participant(visit: Visit, leaving: Clinician, joining: Clinician) ->
     booking; calendars update (SEQUENCE rises), and ``leaving`` gets a cancellation.
     """
     with _changing(visit, OPEN_STATUSES, "changed") as current:
+        previous = Held.of(current)
         staff = staff_of(current)
         if current.clinician == leaving:
             current.clinician = joining
@@ -395,7 +415,7 @@ def replace_participant(visit: Visit, leaving: Clinician, joining: Clinician) ->
             raise BookingError(f"{leaving} is not on this visit.")
         current.sequence += 1
         _save_checked(current, staff)
-        _announce(current, VisitChange.MOVED)
+        _announce(current, VisitChange.MOVED, previous)
     return visit
 
 
@@ -414,13 +434,14 @@ def _transition(
     with _changing(visit, allowed, action) as current:
         if guard is not None:
             guard(current)
+        previous = Held.of(current)
         current.status = to
         for name, value in changes.items():
             setattr(current, name, value)
         if bump:
             current.sequence += 1
         current.save()
-        _announce(current, change)
+        _announce(current, change, previous)
     return visit
 
 

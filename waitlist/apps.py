@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_init, post_migrate
+from django.db.models.signals import post_migrate
 
 
 class WaitlistConfig(AppConfig):
@@ -10,11 +10,9 @@ class WaitlistConfig(AppConfig):
         from notifications import content, webhooks
         from notifications.models import InboundKind, Purpose
         from scheduler.booking import visit_changed, visit_saved
-        from scheduler.models import Visit
         from waitlist import offers, taking
         from waitlist.schedule import ensure_schedule
 
-        post_init.connect(offers.remember_time, sender=Visit, dispatch_uid="waitlist.remember")
         # Inside the booking transaction: the freed time commits with the change.
         visit_saved.connect(offers.on_visit_saved, dispatch_uid="waitlist.freed")
         # After it: the worker makes the offers.

@@ -37,7 +37,7 @@ from notifications.rules import quiet_hours_for
 from plans.care_plans import window_rules
 from plans.models import PlannedVisit
 from scheduler import booking
-from scheduler.booking import VisitChange
+from scheduler.booking import Held, VisitChange
 from scheduler.models import (
     OPEN_STATUSES,
     Clinician,
@@ -68,57 +68,47 @@ def min_notice() -> timedelta:
 # -- freed times -------------------------------------------------------------------
 
 
-def remember_time(sender, instance: Visit, **kwargs) -> None:
-    """post_init: the time, place and status a visit was loaded with (a move frees those).
+def freed_time(visit: Visit, change: str, previous: Held | None) -> Held | None:
+    """The time and place the change gave up, if it was worth offering; else None.
 
-    Read from the instance's own fields, never from the database: a deferred
-    field is simply not remembered.
+    ``previous`` is what the visit held before the change (``booking.Held``):
+    a cancellation gives it up, a move too unless the visit kept its time
+    (someone else on the team). A proposal held nothing, and a time too near
+    to fill is not offered.
     """
-    fields = instance.__dict__
-    instance._waitlist_was = tuple(
-        fields.get(name) for name in ("start", "end", "clinician_id", "room_id", "status")
-    )
-
-
-def freed_time(visit: Visit, change: str) -> tuple | None:
-    """(start, end, lead id, room id) the change gave up, or None if it gave up none."""
-    was = getattr(visit, "_waitlist_was", None)
-    if change not in FREEING_CHANGES or was is None or was[0] is None:
+    if change not in FREEING_CHANGES or previous is None:
         return None
-    start, end, clinician_id, room_id, status = was
-    if status not in (VisitStatus.BOOKED, VisitStatus.CONFIRMED):
+    if previous.status not in (VisitStatus.BOOKED, VisitStatus.CONFIRMED):
         return None  # a proposal held no time
-    if change == VisitChange.MOVED and start == visit.start:
+    if change == VisitChange.MOVED and previous.start == visit.start:
         return None  # someone else on the team, same time
-    return start, end, clinician_id, room_id
+    if previous.start <= timezone.now() + min_notice():
+        return None  # too near to fill
+    return previous
 
 
-def on_visit_saved(sender, visit: Visit, change: str, **kwargs) -> None:
+def on_visit_saved(sender, visit: Visit, change: str, previous=None, **kwargs) -> None:
     """Record the time ``visit`` gave up, in the transaction that gave it up."""
-    freed = freed_time(visit, change)
+    freed = freed_time(visit, change, previous)
     if freed is None:
         return
-    start, end, clinician_id, room_id = freed
-    if start <= timezone.now() + min_notice():
-        return  # too near to fill
     FreedSlot.objects.create(
         clinic_id=visit.visit_type.clinic_id,
         visit=visit,
         visit_sequence=visit.sequence,
         visit_type_id=visit.visit_type_id,
-        clinician_id=clinician_id,
-        room_id=room_id,
+        clinician_id=freed.clinician_id,
+        room_id=freed.room_id,
         staff=[p.clinician_id for p in visit.staff if not p.is_lead],
-        start=start,
-        end=end,
+        start=freed.start,
+        end=freed.end,
         change=change,
     )
-    visit._waitlist_freed = True
 
 
-def on_visit_changed(sender, visit: Visit, change: str, **kwargs) -> None:
+def on_visit_changed(sender, visit: Visit, change: str, previous=None, **kwargs) -> None:
     """After the change committed: the worker makes the offers."""
-    if getattr(visit, "_waitlist_freed", False):
+    if freed_time(visit, change, previous) is not None:
         queue_offers()
 
 
