@@ -65,19 +65,11 @@ class PatientForm(PatientAdminForm):
     )
 
     class Meta(PatientAdminForm.Meta):
-        fields = (
-            "first_name",
-            "last_name",
-            "date_of_birth",
-            "mobile",
-            "email",
-            "time_zone",
-            "contact_by_sms",
-            "contact_by_email",
-            "sms_consent_at",
-            "sms_consent_method",
-            "sms_express_consent_at",
-            "sms_express_consent_method",
+        # The admin's, less the clinic (the desk's own) and the opt-out (only a STOP sets it).
+        fields = tuple(
+            name
+            for name in PatientAdminForm.Meta.fields
+            if name not in ("clinic", "sms_opted_out_at")
         )
         widgets = {
             "mobile": forms.TextInput(attrs={"type": "tel", "autocomplete": "off"}),

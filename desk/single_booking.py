@@ -83,16 +83,7 @@ class BookingForm(MoveForm):
 
 
 def _book(form: BookingForm, patient: Patient, visit_type: VisitType) -> Visit:
-    slot = form.chosen
-    return booking.book(
-        patient=patient,
-        visit_type=visit_type,
-        clinician=slot.clinician,
-        start=slot.start,
-        room=slot.room,
-        ride_home_arranged=form.ride_home,
-        staff=[member.clinician for member in slot.staff],
-    )
+    return booking.book_slot(patient, visit_type, form.chosen, ride_home_arranged=form.ride_home)
 
 
 @require_http_methods(["GET", "POST"])

@@ -318,16 +318,7 @@ def _first_slot(visit_type, patient, earliest, latest):
 
 
 def _book(patient: Patient, slot, **extra) -> Visit:
-    visit_type = extra.pop("visit_type")
-    return booking.book(
-        patient=patient,
-        visit_type=visit_type,
-        clinician=slot.clinician,
-        start=slot.start,
-        room=slot.room,
-        staff=[member.clinician for member in slot.staff],
-        **extra,
-    )
+    return booking.book_slot(patient, extra.pop("visit_type"), slot, **extra)
 
 
 def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:

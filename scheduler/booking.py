@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from scheduler.availability import Availability, Conflict, format_span
+from scheduler.availability import Availability, Conflict, Slot, format_span
 from scheduler.models import (
     OPEN_STATUSES,
     Clinician,
@@ -339,6 +339,20 @@ def book(
         _save_checked(visit, _staff_for(visit, staff))
         _announce(visit, VisitChange.BOOKED)
     return visit
+
+
+def book_slot(patient: Patient, visit_type: VisitType, slot: Slot, **extra) -> Visit:
+    """Book ``visit_type`` for ``patient`` at a free ``slot`` (``Availability.free_slots``),
+    with its lead, room and team; ``extra`` as ``book`` takes it (``ride_home_arranged``)."""
+    return book(
+        patient=patient,
+        visit_type=visit_type,
+        clinician=slot.clinician,
+        start=slot.start,
+        room=slot.room,
+        staff=[member.clinician for member in slot.staff],
+        **extra,
+    )
 
 
 def _staff_for(visit: Visit, staff: Iterable[Clinician] | None) -> list[Member]:
