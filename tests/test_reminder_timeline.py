@@ -216,7 +216,7 @@ def test_rehearsing_a_confirmed_demo_plan_with_dispatch_reminders_over_twilio(
         "--confirm",
         stdout=io.StringIO(),
     )
-    plan = CarePlan.objects.get(status="active")
+    plan = CarePlan.objects.get(status="active", patient__email="avery.applewood@example.org")
     last = plan.planned_visits.order_by("-visit__start").first().visit
     out = io.StringIO()
     call_command(
