@@ -141,14 +141,24 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     return private(response)
 
 
-def _own_visit(patient: Patient, pk: int) -> Visit:
-    return get_object_or_404(
+def _own_visit(request: HttpRequest, token: str, pk: int) -> tuple[Visit, dict]:
+    """The link's patient's visit ``pk`` (404 for anyone else's), and what its pages show."""
+    patient = link_patient(request, token)
+    visit = get_object_or_404(
         Visit.objects.for_patient(patient)
         .scheduled()
         .select_related("patient__clinic", "visit_type__clinic", "clinician", "room")
         .prefetch_related("participants__clinician", "visit_type__staffing"),
         pk=pk,
     )
+    context = {
+        "patient": patient,
+        "clinic": patient.clinic,
+        "tz": zone(patient.time_zone),
+        "token": token,
+        "visit": visit,
+    }
+    return visit, context
 
 
 def _start(text: str | None) -> datetime | None:
@@ -165,11 +175,8 @@ def _start(text: str | None) -> datetime | None:
 @require_http_methods(["GET", "POST"])
 def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """The times the patient may move a visit to; with ``start``, that time to confirm."""
-    patient = link_patient(request, token)
-    visit = _own_visit(patient, pk)
-    tz = zone(patient.time_zone)
-    context = {"patient": patient, "clinic": patient.clinic, "tz": tz, "token": token}
-    context["visit"] = visit
+    visit, context = _own_visit(request, token, pk)
+    tz = context["tz"]
     refusal = self_service.why_not_movable(visit)
     if refusal:
         context["refusal"] = refusal
@@ -208,17 +215,9 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """The clinic's cancellation policy, then the patient's cancellation."""
-    patient = link_patient(request, token)
-    visit = _own_visit(patient, pk)
-    context = {
-        "patient": patient,
-        "clinic": patient.clinic,
-        "tz": zone(patient.time_zone),
-        "token": token,
-        "visit": visit,
-        "refusal": self_service.why_not_changeable(visit),
-        "late": self_service.is_late(visit),
-    }
+    visit, context = _own_visit(request, token, pk)
+    context["refusal"] = self_service.why_not_changeable(visit)
+    context["late"] = self_service.is_late(visit)
     if context["refusal"]:
         return private(render(request, "desk/patient_cancel.html", context, status=409))
     if request.method == "POST":

@@ -34,7 +34,7 @@ from notifications.content import Composer, Email, sms_clinic_name, when_text
 from notifications.models import PRIORITY, Message, Purpose
 from notifications.planning import contact_channels
 from notifications.rules import quiet_hours_for
-from plans.care_plans import window_rules
+from plans.care_plans import followers_moving, window_rules
 from plans.models import PlannedVisit
 from scheduler import booking
 from scheduler.booking import Held, VisitChange
@@ -144,28 +144,27 @@ def plan_problems(visit: Visit, start: datetime, end: datetime) -> list[str]:
     """What the care plan of ``visit`` (if it is a planned visit) says against moving it there.
 
     Its own window (``care_plans.window_rules``), and the visits timed from it,
-    which an offer does not move: each must still fit its gap after the new end.
+    which an offer does not move: none may be one that would have to move along
+    (``care_plans.followers_moving``).
     """
     planned = (
-        PlannedVisit.objects.select_related("step", "follows__visit", "follows__step")
+        PlannedVisit.objects.select_related("visit", "step", "follows__visit", "follows__step")
         .filter(visit_id=visit.pk)
         .first()
     )
     if planned is None:
         return []
     problems = window_rules(planned, visit.patient.clinic.tz)(start)
-    for follower in planned.followers.select_related("visit", "step"):
-        if follower.visit.status not in OPEN_STATUSES:
-            continue
-        gap = follower.visit.start - end
-        step = follower.step
-        if gap < step.min_gap or (step.max_gap is not None and gap > step.max_gap):
-            problems.append(f"{step} must start {step.gap_text} after this visit.")
+    problems += [
+        f"{follower.step} must start {follower.step.gap_text} after this visit."
+        for follower, _ in followers_moving(planned, start)
+    ]
     return problems
 
 
-def offer_problems(entry: WaitlistEntry, slot: FreedSlot) -> list[str]:
-    """Every reason ``entry``'s patient may not have ``slot``; none: they may be offered it."""
+def offer_problems(entry: WaitlistEntry, slot: FreedSlot, staff: list[Member]) -> list[str]:
+    """Every reason ``entry``'s patient may not have ``slot`` (whose team after the lead is
+    ``staff``, from ``slot_staff``); none: they may be offered it."""
     if entry.wanted_type.pk != slot.visit_type_id:
         return [f"The freed time is for {slot.visit_type}, not {entry.wanted_type}."]
     if not entry.fits(slot.start):
@@ -173,7 +172,7 @@ def offer_problems(entry: WaitlistEntry, slot: FreedSlot) -> list[str]:
     if entry.gives_up_id and entry.gives_up.status not in OPEN_STATUSES:
         return ["The visit to give up is no longer booked."]
     visit = candidate_visit(entry, slot)
-    problems = booking.problems_for(visit, slot_staff(slot)) + booking.rule_problems(visit)
+    problems = booking.problems_for(visit, staff) + booking.rule_problems(visit)
     if entry.gives_up_id:
         problems += plan_problems(entry.gives_up, slot.start, slot.end)
     return problems
@@ -237,12 +236,13 @@ def offer_slot(slot_id: int, now: datetime) -> Counter:
         wanted = settings.WAITLIST_OFFERS_AT_ONCE - offers.count()
         made = 0
         if wanted > 0:
+            staff = slot_staff(slot)
             for entry in waiting_for(slot):
                 if made >= wanted:
                     break
                 channels = contact_channels(entry.patient)
                 send_at = quiet_hours_for(entry.patient).next_allowed(now)
-                if not channels or send_at >= last_call or offer_problems(entry, slot):
+                if not channels or send_at >= last_call or offer_problems(entry, slot, staff):
                     continue
                 make_offer(slot, entry, channels, send_at, last_call)
                 made += 1
