@@ -20,11 +20,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
 from typing import NamedTuple
 
-from django.db import connections
-from django.db.models import CharField, Q, TextField, Value
-from django.db.models.functions import Cast
+from django.db import connections, router
+from django.db.models import CharField, Value
 
 from scheduler.models import (
+    BLOCKING_STATUSES,
     LONGEST_VISIT_MINUTES,
     BusyBlock,
     Clinic,
@@ -43,7 +43,6 @@ from scheduler.models import (
     Weekday,
     WorkingHours,
     lead_of,
-    overlapping,
 )
 from scheduler.public_holidays import holidays_between
 from scheduler.timezones import LocalTimeError, local_datetime
@@ -160,31 +159,51 @@ def _blocks(days: range, size: int) -> range:
     return range(days.start - days.start % size, days.stop + (-days.stop) % size)
 
 
-def _held_during(holder: Q, days: range) -> Q:
-    """Visits of ``holder`` overlapping the days numbered ``days``."""
-    return holder & overlapping(DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY)
+def _day_span(days: range) -> tuple[datetime, datetime]:
+    """The instants the days numbered ``days`` begin and end."""
+    return DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY
 
 
-def _spans(rows, *fields: str) -> Iterator[tuple]:
-    """(start, end, *fields) of each row: thousands of them a search, read fast.
+def _busy_rows(table: type, columns: str, where: str, params: list, start, end) -> list[tuple]:
+    """(start, end, *columns) of ``table``'s rows meeting ``where`` that overlap [start, end).
 
-    On SQLite Django turns each stored time into a datetime twice over (the
-    driver's converter, then the backend's), which was most of the cost of
-    loading a busy diary; read as text, a time is one C call
-    (``datetime.fromisoformat``) and the load takes a third as long.
-    PostgreSQL's driver hands over datetimes as they are.
+    Written as SQL, not built with the ORM: a plan search loads busy times
+    a dozen or more times, and building and compiling a query cost more than
+    running it (about a millisecond each). The lower bound on start is
+    ``scheduler.models.overlapping``'s: nothing lasts longer than
+    LONGEST_VISIT, so an index on start bounds the scan on both sides.
+
+    On SQLite times are read as text, UTC offset included, and parsed here:
+    Django's converters turn each one into a datetime twice over, which was
+    most of the cost of loading a busy diary; ``datetime.fromisoformat`` is one
+    C call (and eight times faster than parsing without the offset and
+    ``replace(tzinfo=UTC)`` after). PostgreSQL's driver hands over aware
+    datetimes as they are.
     """
-    if connections[rows.db].vendor != "sqlite":
-        yield from rows.values_list("start", "end", *fields).order_by()
-        return
-    text = TextField()
+    db = connections[router.db_for_read(table)]
+    quote, adapt = db.ops.quote_name, db.ops.adapt_datetimefield_value
+    sqlite = db.vendor == "sqlite"
+    times = ", ".join(
+        f"CAST(t.{quote(name)} AS text) || '+00:00'" if sqlite else f"t.{quote(name)}"
+        for name in ("start", "end")
+    )
+    sql = (
+        f"SELECT {times}, {columns} FROM {quote(table._meta.db_table)} t WHERE ({where})"
+        f' AND t."start" < %s AND t."end" > %s AND t."start" >= %s'
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*params, adapt(end), adapt(start), adapt(start - LONGEST_VISIT)])
+        rows = cursor.fetchall()
+    if not sqlite:
+        return rows
     parse = datetime.fromisoformat
-    for start, end, *rest in (
-        rows.annotate(start_text=Cast("start", text), end_text=Cast("end", text))
-        .values_list("start_text", "end_text", *fields)
-        .order_by()
-    ):
-        yield parse(start).replace(tzinfo=UTC), parse(end).replace(tzinfo=UTC), *rest
+    return [(parse(a), parse(b), *rest) for a, b, *rest in rows]
+
+
+def _in(column: str, values) -> tuple[str, list]:
+    """``column IN (...)`` for ``values`` (never empty), as SQL and its parameters."""
+    values = list(values)
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", values
 
 
 def _absences(clinician_ids: list[int], start: datetime, end: datetime):
@@ -392,15 +411,11 @@ class Availability:
         self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
-        held = Q(patient__in=self.patient_ids)
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
         if not lazy:
-            held |= Q(room__in=list(self.rooms))
-            self._load_participations(
-                Q(clinician__in=list(self.clinicians)) & overlapping(self.start, self.end)
-            )
-        self._load_visits(held & overlapping(self.start, self.end))
+            self._load_participations(self.clinicians, self.start, self.end)
+        self._load_visits(() if lazy else self.rooms, self.patient_ids, self.start, self.end)
 
     # -- loading visits ----------------------------------------------------
 
@@ -451,26 +466,36 @@ class Availability:
         clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
         room_days = _blocks(days, ROOM_BLOCK_DAYS)
         if wanted_clinicians:
-            self._load_participations(
-                _held_during(Q(clinician__in=wanted_clinicians), clinician_days)
-            )
+            self._load_participations(wanted_clinicians, *_day_span(clinician_days))
         if wanted_rooms:
-            self._load_visits(_held_during(Q(room__in=wanted_rooms), room_days))
+            self._load_visits(wanted_rooms, (), *_day_span(room_days))
         self._loaded.update(("c", pk, n) for pk in wanted_clinicians for n in clinician_days)
         self._loaded.update(("r", pk, n) for pk in wanted_rooms for n in room_days)
 
-    def _load_visits(self, condition: Q) -> None:
-        """Visits holding rooms and patients: each holds its room and patient for all of its time."""
-        rows = _spans(
-            Visit.objects.blocking().filter(condition).exclude(pk__in=self.ignore_visits),
-            "pk",
-            "room_id",
-            "patient_id",
-            "visit_type__modality",
+    def _load_visits(self, rooms, patients, start: datetime, end: datetime) -> None:
+        """Visits holding ``rooms`` or ``patients`` in [start, end): each holds its room and
+        patient for all of its time."""
+        held = [
+            _in("t.room_id", rooms) if rooms else None,
+            _in("t.patient_id", patients) if patients else None,
+        ]
+        held = [part for part in held if part]
+        if not held:
+            return
+        # Status is checked here, not in SQL: given a status, SQLite walks its
+        # (status, start) index over every room's visits instead of (room, start).
+        where = f"({' OR '.join(sql for sql, _ in held)})"
+        params = [value for _, values in held for value in values]
+        if self.ignore_visits:
+            ignored = _in("t.id", self.ignore_visits)
+            where, params = f"{where} AND NOT {ignored[0]}", params + ignored[1]
+        modality = f"(SELECT modality FROM {VisitType._meta.db_table} WHERE id = t.visit_type_id)"
+        rows = _busy_rows(
+            Visit, f"t.id, t.status, t.room_id, t.patient_id, {modality}", where, params, start, end
         )
         by_room, by_patient = defaultdict(list), defaultdict(list)
-        for start_, end_, pk, room_id, patient_id, modality in rows:
-            if pk in self._seen:
+        for start_, end_, pk, status, room_id, patient_id, modality in rows:
+            if pk in self._seen or status not in BLOCKING_STATUSES:
                 continue
             self._seen.add(pk)
             if room_id:
@@ -481,15 +506,17 @@ class Availability:
         _extend(self.room_visits, by_room)
         _extend(self.patient_visits, by_patient)
 
-    def _load_participations(self, condition: Q) -> None:
-        """Clinicians' times on visits: each holds a person for the span their place needs."""
-        rows = _spans(
-            VisitParticipant.objects.filter(holds_time=True)
-            .filter(condition)
-            .exclude(visit__in=self.ignore_visits),
-            "pk",
-            "clinician_id",
-        )
+    def _load_participations(self, clinicians, start: datetime, end: datetime) -> None:
+        """Clinicians' times on visits in [start, end): each holds a person for the span
+        their place needs."""
+        if not clinicians:
+            return
+        where, params = _in("t.clinician_id", clinicians)
+        where = f"t.holds_time AND {where}"
+        if self.ignore_visits:
+            ignored = _in("t.visit_id", self.ignore_visits)
+            where, params = f"{where} AND NOT {ignored[0]}", params + ignored[1]
+        rows = _busy_rows(VisitParticipant, "t.id, t.clinician_id", where, params, start, end)
         by_clinician = defaultdict(list)
         for start_, end_, pk, clinician_id in rows:
             if pk not in self._seen_people:
