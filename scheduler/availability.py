@@ -164,8 +164,9 @@ def _day_span(days: range) -> tuple[datetime, datetime]:
     return DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY
 
 
-def _busy_rows(table: type, columns: str, where: str, params: list, start, end) -> list[tuple]:
-    """(start, end, *columns) of ``table``'s rows meeting ``where`` that overlap [start, end).
+def _busy_rows(table: type, columns: str, conditions, start, end) -> list[tuple]:
+    """(start, end, *columns) of ``table``'s rows (as ``t``) overlapping [start, end)
+    and meeting every one of ``conditions``, each (SQL, parameters).
 
     Written as SQL, not built with the ORM: a plan search loads busy times
     a dozen or more times, and building and compiling a query cost more than
@@ -181,18 +182,27 @@ def _busy_rows(table: type, columns: str, where: str, params: list, start, end) 
     datetimes as they are.
     """
     db = connections[router.db_for_read(table)]
-    quote, adapt = db.ops.quote_name, db.ops.adapt_datetimefield_value
+    adapt = db.ops.adapt_datetimefield_value
     sqlite = db.vendor == "sqlite"
-    times = ", ".join(
-        f"CAST(t.{quote(name)} AS text) || '+00:00'" if sqlite else f"t.{quote(name)}"
-        for name in ("start", "end")
+    begins, ends = (f"t.{db.ops.quote_name(name)}" for name in ("start", "end"))
+    times = (
+        f"CAST({begins} AS text) || '+00:00', CAST({ends} AS text) || '+00:00'"
+        if sqlite
+        else f"{begins}, {ends}"
     )
+    conditions = [
+        *conditions,
+        (
+            f"{begins} < %s AND {ends} > %s AND {begins} >= %s",
+            [adapt(end), adapt(start), adapt(start - LONGEST_VISIT)],
+        ),
+    ]
     sql = (
-        f"SELECT {times}, {columns} FROM {quote(table._meta.db_table)} t WHERE ({where})"
-        f' AND t."start" < %s AND t."end" > %s AND t."start" >= %s'
+        f"SELECT {times}, {columns} FROM {db.ops.quote_name(table._meta.db_table)} t WHERE "
+        + " AND ".join(f"({sql})" for sql, _ in conditions)
     )
     with db.cursor() as cursor:
-        cursor.execute(sql, [*params, adapt(end), adapt(start), adapt(start - LONGEST_VISIT)])
+        cursor.execute(sql, [value for _, values in conditions for value in values])
         rows = cursor.fetchall()
     if not sqlite:
         return rows
@@ -476,22 +486,25 @@ class Availability:
         """Visits holding ``rooms`` or ``patients`` in [start, end): each holds its room and
         patient for all of its time."""
         held = [
-            _in("t.room_id", rooms) if rooms else None,
-            _in("t.patient_id", patients) if patients else None,
+            _in(column, ids)
+            for column, ids in (("t.room_id", rooms), ("t.patient_id", patients))
+            if ids
         ]
-        held = [part for part in held if part]
         if not held:
             return
         # Status is checked here, not in SQL: given a status, SQLite walks its
         # (status, start) index over every room's visits instead of (room, start).
-        where = f"({' OR '.join(sql for sql, _ in held)})"
-        params = [value for _, values in held for value in values]
-        if self.ignore_visits:
-            ignored = _in("t.id", self.ignore_visits)
-            where, params = f"{where} AND NOT {ignored[0]}", params + ignored[1]
+        either = (
+            " OR ".join(sql for sql, _ in held),
+            [value for _, values in held for value in values],
+        )
         modality = f"(SELECT modality FROM {VisitType._meta.db_table} WHERE id = t.visit_type_id)"
         rows = _busy_rows(
-            Visit, f"t.id, t.status, t.room_id, t.patient_id, {modality}", where, params, start, end
+            Visit,
+            f"t.id, t.status, t.room_id, t.patient_id, {modality}",
+            [either, *self._not_ignored("t.id")],
+            start,
+            end,
         )
         by_room, by_patient = defaultdict(list), defaultdict(list)
         for start_, end_, pk, status, room_id, patient_id, modality in rows:
@@ -511,18 +524,30 @@ class Availability:
         their place needs."""
         if not clinicians:
             return
-        where, params = _in("t.clinician_id", clinicians)
-        where = f"t.holds_time AND {where}"
-        if self.ignore_visits:
-            ignored = _in("t.visit_id", self.ignore_visits)
-            where, params = f"{where} AND NOT {ignored[0]}", params + ignored[1]
-        rows = _busy_rows(VisitParticipant, "t.id, t.clinician_id", where, params, start, end)
+        rows = _busy_rows(
+            VisitParticipant,
+            "t.id, t.clinician_id",
+            [
+                ("t.holds_time", []),
+                _in("t.clinician_id", clinicians),
+                *self._not_ignored("t.visit_id"),
+            ],
+            start,
+            end,
+        )
         by_clinician = defaultdict(list)
         for start_, end_, pk, clinician_id in rows:
             if pk not in self._seen_people:
                 self._seen_people.add(pk)
                 by_clinician[clinician_id].append(Busy(start_, end_))
         _extend(self.clinician_visits, by_clinician)
+
+    def _not_ignored(self, visit_column: str) -> list[tuple[str, list]]:
+        """The condition leaving out the visits being moved, if any."""
+        if not self.ignore_visits:
+            return []
+        sql, ids = _in(visit_column, self.ignore_visits)
+        return [(f"NOT {sql}", ids)]
 
     # -- deciding one visit ------------------------------------------------
 

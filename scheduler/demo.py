@@ -629,16 +629,7 @@ def seed_visits(clinic, types, patients, clinicians) -> list[Visit]:
             logger.warning("No free slot for %s for %s; skipped.", visit_type, patient)
             continue
         slot = slots[0]
-        booked.append(
-            booking.book(
-                patient=patient,
-                visit_type=visit_type,
-                clinician=slot.clinician,
-                start=slot.start,
-                room=slot.room,
-                staff=[member.clinician for member in slot.staff],
-            )
-        )
+        booked.append(booking.book_slot(patient, visit_type, slot))
     return booked
 
 

@@ -130,7 +130,7 @@ def test_taking_by_the_link_books_it_and_unanswered_offers_of_the_time_are_close
     assert "is yours" in answer.text
     assert Visit.objects.get(start=SLOT, status=VisitStatus.BOOKED).patient == ada
     assert offers_by_patient() == {"Ada": Outcome.TAKEN, "Ben": Outcome.TOO_LATE}
-    # The unanswered offer's texts that had not gone yet are withdrawn, not sent.
+    # An answer that is neither take nor decline is refused.
     assert client.post(url, {"action": "nonsense"}).status_code == 400
 
 
