@@ -527,10 +527,12 @@ class Sweep:
             self.failures.append(f"{response.status_code} {method.upper()} {url} {what}")
         return response
 
-    def each_field(self, client, url: str, baseline, names, *, endpoint: str, **extra):
-        """POST ``baseline`` with each of ``names`` in turn set to each hostile value."""
+    def each_field(
+        self, client, url: str, baseline, names, *, endpoint: str, values=HOSTILE, **extra
+    ):
+        """POST ``baseline`` with each of ``names`` in turn set to each of ``values``."""
         for name in names:
-            for value in HOSTILE:
+            for value in values:
                 data = {**baseline, name: [value]}
                 self.send(
                     client, "post", url, data, endpoint=endpoint, what=f"{name}={value!r}", **extra
@@ -595,47 +597,74 @@ def _admin_url(model, view: str, *args) -> str:
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
 
 
-def _parsing_fields(page) -> set[str]:
-    """The names, as posted, of an admin page's fields that parse their text (not free text).
+def _parsing_fields(page) -> dict[str, list[str]]:
+    """The names, as posted, of an admin page's fields that parse their text (not free
+    text), each with the hostile values for its kind.
 
-    Dates, times, numbers, choices, related rows and booleans: each gets every
-    hostile value on its own, the rest of the form valid. Free-text fields take
-    them all at once (``Sweep.admin_form``).
+    Dates and times get the dates past the calendar's ends (and text that is no
+    date); numbers, choices, related rows and booleans get the ids that are no
+    ids. Each value goes on its own, the rest of the form valid. Free-text
+    fields take them all at once (``_admin_form``).
     """
     forms_ = [page.context["adminform"].form]
     for inline in page.context.get("inline_admin_formsets", []):
         forms_ += inline.formset.forms[:1]
-    names = set()
+    names = {}
     for form in forms_:
         for name, form_field in form.fields.items():
             if type(form_field) in FREE_TEXT:
                 continue
+            values = HOSTILE_DATES if isinstance(form_field, DATES) else NOT_IDS
             posted = form.add_prefix(name)
-            names |= {posted, f"{posted}_0", f"{posted}_1"}
+            names |= {posted: values, f"{posted}_0": values, f"{posted}_1": values}
     return names
 
 
 FREE_TEXT = (forms.CharField, forms.EmailField, forms.SlugField)
+DATES = (forms.DateField, forms.DateTimeField, forms.TimeField, forms.SplitDateTimeField)
+# Text that is no date, and none at all, besides the dates past the calendar's ends.
+HOSTILE_DATES = [*OUT_OF_RANGE_DATES, "abc", ""]
 
 
 def _admin_form(sweep: Sweep, client, url: str, page, baseline, *, endpoint: str) -> None:
+    """Each parsing field of the page with each hostile value of its kind, then every
+    field at once with each hostile value."""
     reader = page_forms(page.text)
     key = next(k for k in reader.forms if k.endswith("_form"))
     names = [n for n in dict.fromkeys(reader.names[key]) if _mutable(n)]
-    parsing = _parsing_fields(page)
-    sweep.each_field(client, url, baseline, [n for n in names if n in parsing], endpoint=endpoint)
+    for name, values in _parsing_fields(page).items():
+        if name in names:
+            sweep.each_field(client, url, baseline, [name], endpoint=endpoint, values=values)
     for value in HOSTILE:  # every field at once, free text included
         data = {**baseline, **{name: [value] for name in names}}
         sweep.send(client, "post", url, data, endpoint=endpoint, what=f"every field={value!r}")
 
 
-def test_no_admin_add_or_change_form_answers_hostile_values_with_a_server_error(world):
+def _admin_models(app_labels):
     from django.contrib import admin
 
+    models = [
+        (model, model_admin)
+        for model, model_admin in admin.site._registry.items()
+        if (model._meta.app_label in app_labels) != (app_labels == OTHER_APPS)
+    ]
+    assert models, app_labels  # each part of the sweep has pages to sweep
+    return models
+
+
+# The sweeps over every admin page, split so that test workers share them.
+OUR_APPS = [("scheduler",), ("plans",), ("notifications", "waitlist")]
+OTHER_APPS = ("scheduler", "plans", "notifications", "waitlist")  # everything else
+
+
+@pytest.mark.parametrize(
+    "app_labels", [*OUR_APPS, OTHER_APPS], ids=[*("-".join(a) for a in OUR_APPS), "other-apps"]
+)
+def test_no_admin_add_or_change_form_answers_hostile_values_with_a_server_error(world, app_labels):
     client = Client(raise_request_exception=False)
     sign_in_verified(client, world["superuser"])
     sweep, without_rows = Sweep(), []
-    for model, model_admin in admin.site._registry.items():
+    for model, model_admin in _admin_models(app_labels):
         label = model._meta.label
         request = RequestFactory().get("/")
         request.user = world["superuser"]
@@ -826,16 +855,19 @@ def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(worl
     sweep.check()
 
 
-def test_no_admin_list_filter_or_action_answers_hostile_values_with_a_server_error(world):
+@pytest.mark.parametrize(
+    "app_labels", [*OUR_APPS, OTHER_APPS], ids=[*("-".join(a) for a in OUR_APPS), "other-apps"]
+)
+def test_no_admin_list_filter_or_action_answers_hostile_values_with_a_server_error(
+    world, app_labels
+):
     from html import unescape
     from urllib.parse import parse_qsl
-
-    from django.contrib import admin
 
     client = Client(raise_request_exception=False)
     sign_in_verified(client, world["superuser"])
     sweep = Sweep()
-    for model, model_admin in admin.site._registry.items():
+    for model, model_admin in _admin_models(app_labels):
         label = model._meta.label
         changelist = _admin_url(model, "changelist")
         page = client.get(changelist)
