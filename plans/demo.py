@@ -35,7 +35,7 @@ from plans.models import (
     SpravatoDose,
 )
 from scheduler import booking
-from scheduler.availability import free_slots
+from scheduler.availability import Availability, free_slots
 from scheduler.demo import BOOKING_WINDOW_DAYS
 from scheduler.models import (
     Clinic,
@@ -304,16 +304,19 @@ def seed_screenings(patients: list[Patient]) -> list[Visit]:
 
 
 def _first_slot(visit_type, patient, earliest, latest):
-    """The first free time for ``visit_type`` between two instants, or None."""
-    tz = patient.clinic.tz
-    for slot in free_slots(
-        visit_type,
-        timezone.localdate(earliest, timezone=tz),
-        timezone.localdate(latest, timezone=tz),
-        patient=patient,
-    ):
-        if earliest <= slot.start <= latest:
-            return slot
+    """The first free time for ``visit_type`` between two instants, or None.
+
+    Day by day from one read of the days, so the search stops at the first day
+    with a time instead of finding every free time of the weeks.
+    """
+    clinic = patient.clinic
+    day, last_day = (timezone.localdate(t, timezone=clinic.tz) for t in (earliest, latest))
+    availability = Availability.for_days(clinic, day, last_day, patients=[patient])
+    while day <= last_day:
+        for slot in availability.free_slots(visit_type, day, day, patient=patient):
+            if earliest <= slot.start <= latest:
+                return slot
+        day += timedelta(days=1)
     return None
 
 
