@@ -498,7 +498,12 @@ class Availability:
             " OR ".join(sql for sql, _ in held),
             [value for _, values in held for value in values],
         )
-        modality = f"(SELECT modality FROM {VisitType._meta.db_table} WHERE id = t.visit_type_id)"
+        # The modality only for patients' visits (rooms are loaded many times a plan).
+        modality = (
+            f"(SELECT modality FROM {VisitType._meta.db_table} WHERE id = t.visit_type_id)"
+            if patients
+            else "''"
+        )
         rows = _busy_rows(
             Visit,
             f"t.id, t.status, t.room_id, t.patient_id, {modality}",
@@ -513,7 +518,7 @@ class Availability:
             self._seen.add(pk)
             if room_id:
                 by_room[room_id].append(Busy(start_, end_))
-            if patient_id in self.patient_ids:  # other patients' diaries never matter here
+            if patients and patient_id in self.patient_ids:  # others' diaries never matter here
                 # Labelled with the modality: the travel gap is between a video visit and one here.
                 by_patient[patient_id].append(Busy(start_, end_, modality))
         _extend(self.room_visits, by_room)
