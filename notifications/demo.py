@@ -41,19 +41,27 @@ def default_rules(visit_type: VisitType) -> list[tuple[str, timedelta, str, tupl
 
 def seed_reminder_policies(clinic: Clinic) -> list[ReminderPolicy]:
     """A policy per visit type with the default rules; visits already booked get their messages."""
-    policies = []
+    policies, new_rules = [], []
     for visit_type in VisitType.objects.filter(clinic=clinic):
         policy, _ = ReminderPolicy.objects.get_or_create(visit_type=visit_type)
+        # The policy's rules in one read; missing ones written together below.
+        have = {(r.purpose, r.timing, r.offset): r for r in policy.rules.all()}
         for purpose, offset, timing, (by_sms, by_email) in default_rules(visit_type):
-            rule, _ = ReminderRule.objects.update_or_create(
-                policy=policy,
-                purpose=purpose,
-                timing=timing,
-                offset=offset,
-                defaults={"by_sms": by_sms, "by_email": by_email, "is_active": True},
-            )
-            rule.full_clean()
+            rule = have.get((purpose, timing, offset))
+            wanted = {"by_sms": by_sms, "by_email": by_email, "is_active": True}
+            if rule is None:
+                rule = ReminderRule(
+                    policy=policy, purpose=purpose, timing=timing, offset=offset, **wanted
+                )
+                new_rules.append(rule)
+            elif any(getattr(rule, name) != value for name, value in wanted.items()):
+                for name, value in wanted.items():
+                    setattr(rule, name, value)
+                rule.save(update_fields=list(wanted))
+            # Unique by the read above; the fields' own rules still hold.
+            rule.full_clean(validate_unique=False, validate_constraints=False)
         policies.append(policy)
+    ReminderRule.objects.bulk_create(new_rules)
     # The demo's own bookings were made before their policies existed.
     plan_upcoming(
         Visit.objects.filter(

@@ -511,12 +511,18 @@ def seed_state_holiday_openings(clinic: Clinic) -> None:
 
 
 def replace_weekly(model, owner: dict, hours) -> None:
-    """Make the owner's weekly rows exactly ``hours``; rows already right keep their ids."""
-    keep = []
-    for weekday, opens, closes in hours:
-        row, _ = model.objects.get_or_create(**owner, weekday=weekday, opens=opens, closes=closes)
-        keep.append(row.pk)
-    model.objects.filter(**owner).exclude(pk__in=keep).delete()
+    """Make the owner's weekly rows exactly ``hours``; rows already right keep their ids.
+
+    One read, one delete and one insert (the demo writes dozens of them, and
+    the tests seed it over a hundred times a run).
+    """
+    wanted = {tuple(row) for row in hours}
+    have = {(row.weekday, row.opens, row.closes): row.pk for row in model.objects.filter(**owner)}
+    model.objects.filter(pk__in=[pk for key, pk in have.items() if key not in wanted]).delete()
+    model.objects.bulk_create(
+        model(**owner, weekday=weekday, opens=opens, closes=closes)
+        for weekday, opens, closes in sorted(wanted - set(have))
+    )
 
 
 def seed_staff(clinic: Clinic) -> dict[str, Clinician]:
