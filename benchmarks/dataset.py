@@ -11,7 +11,8 @@ and the travel gap it ignores, as it never books through the rules:
 
 - each clinician fills slots of a fixed grid inside their working hours:
   therapists hourly (50-minute sessions), prescribers every 2 hours, nurses
-  every 3 hours (165-minute lozenge sessions);
+  every 3 hours (165-minute lozenge and 150-minute Spravato sessions); no visit
+  type outlasts its role's slot (checked as the rows are made);
 - nurses and prescribers draw rooms from separate pools, so a room is only
   ever taken on one grid;
 - each patient belongs to one clinician, who sees at most one patient a slot.
@@ -105,14 +106,9 @@ ROLE_GRID = {  # role -> (first slot, slot length, last start) in local wall-clo
 }
 ROLE_TYPES = {  # what each role's slots hold, with weights
     "therapist": {"preparation": 1, "integration": 3},
-    "prescriber": {
-        "maintenance": 5,
-        "screening": 1,
-        "iv-infusion": 2,
-        "im-dosing": 1,
-        "intranasal-dosing": 1,
-    },
-    "nurse": {"lozenge-dosing": 1},
+    "prescriber": {"maintenance": 5, "screening": 1, "iv-infusion": 2, "im-dosing": 1},
+    # Spravato's 150 minutes (arrival and dose, two hours' monitoring) need the 3-hour grid.
+    "nurse": {"lozenge-dosing": 1, "intranasal-dosing": 1},
 }
 NURSE_ROOMS = 6  # rooms kept for the 3-hour grid
 
@@ -369,6 +365,11 @@ def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list
     types = {
         vt.slug: vt for vt in VisitType.objects.filter(clinic=clinic).prefetch_related("staffing")
     }
+    for role, weights in ROLE_TYPES.items():  # a longer visit would overlap the next slot
+        slot = timedelta(hours=ROLE_GRID[role][1])
+        for slug in weights:
+            if types[slug].duration > slot:
+                raise ValueError(f"{slug} ({types[slug].duration}) outlasts a {role}'s {slot} slot")
     hours: dict[int, dict[int, list]] = {}
     for row in WorkingHours.objects.filter(clinician__clinic=clinic):
         hours.setdefault(row.clinician_id, {}).setdefault(row.weekday, []).append(

@@ -75,3 +75,28 @@ def test_the_same_seed_builds_the_same_dataset(db):
             prints.append(built.fingerprint)
             transaction.set_rollback(True)
     assert prints[0] == prints[1] != prints[2]
+
+
+def test_the_dataset_never_double_books_a_room_or_a_person(db):
+    """As PostgreSQL's exclusion constraints insist; SQLite has none to say so."""
+    from collections import defaultdict
+    from itertools import pairwise
+
+    from benchmarks import dataset
+    from scheduler.models import BLOCKING_STATUSES, Visit, VisitParticipant
+
+    dataset.build(dataset.FULL.divided(50), 7, say=lambda text: None)
+    held = defaultdict(list)  # room or person -> their (start, end) spans
+    for room, start, end in Visit.objects.filter(
+        status__in=BLOCKING_STATUSES, room__isnull=False
+    ).values_list("room", "start", "end"):
+        held["room", room].append((start, end))
+    for person, start, end in VisitParticipant.objects.filter(
+        holds_time=True, visit__status__in=BLOCKING_STATUSES
+    ).values_list("clinician", "start", "end"):
+        held["person", person].append((start, end))
+    assert len(held) > 10
+    for who, spans in held.items():
+        spans.sort()
+        for (_, end), (start, _) in pairwise(spans):
+            assert end <= start, who
