@@ -295,7 +295,9 @@ def test_a_clinician_sets_up_an_authenticator_app_signs_in_with_a_code_and_a_rec
     key = b32decode(page.locator("#secret").inner_text().replace(" ", ""))
     page.get_by_label("Code the app shows now").fill(f"{totp(key):06d}")
     page.get_by_role("button", name="Turn on").click()
-    codes = page.get_by_role("list", name="Recovery codes").locator("code").all_inner_texts()
+    recovery_codes = page.get_by_role("list", name="Recovery codes")
+    recovery_codes.wait_for()  # the next page, not the form still on screen
+    codes = recovery_codes.locator("code").all_inner_texts()
     assert len(codes) == 10
     page.get_by_role("link", name="I have saved them: continue").click()
     page.wait_for_url("**/calendars/mine/")
