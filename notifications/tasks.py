@@ -1,9 +1,7 @@
 """django-q2 entry points: the every-minute dispatch pass and its schedule."""
 
-from django.apps import apps as global_apps
-from django.db import DEFAULT_DB_ALIAS
-
 from notifications.dispatch import dispatch
+from scheduler.periodic import every
 
 SCHEDULE_NAME = "dispatch reminders"
 SCHEDULE_FUNC = "notifications.tasks.dispatch_due"
@@ -14,20 +12,5 @@ def dispatch_due() -> dict[str, int]:
     return dispatch().as_dict()
 
 
-def ensure_schedule(sender=None, *, using: str = DEFAULT_DB_ALIAS, apps=None, **kwargs) -> None:
-    """post_migrate: the every-minute dispatch schedule exists, once, whatever runs migrate."""
-    try:
-        schedule = (apps or global_apps).get_model("django_q", "Schedule")
-    except LookupError:
-        return  # django_q is not migrated yet in this run
-    schedule.objects.using(using).update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"func": SCHEDULE_FUNC},
-        # Staff may change how often it runs; a later migrate keeps their choice.
-        create_defaults={
-            "func": SCHEDULE_FUNC,
-            "schedule_type": "I",  # django_q.models.Schedule.MINUTES
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
+# The every-minute dispatch schedule exists wherever the database does.
+ensure_schedule = every(1, SCHEDULE_NAME, SCHEDULE_FUNC)

@@ -39,14 +39,14 @@ from datetime import time as clock
 from zoneinfo import ZoneInfo
 
 import recurring_ical_events
-from django.apps import apps as global_apps
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 from icalendar import Calendar
 
 from scheduler.models import BusyBlock, ExternalCalendar
+from scheduler.periodic import every
 from scheduler.timezones import zone
 
 logger = logging.getLogger(__name__)
@@ -436,19 +436,5 @@ def queue_refreshes() -> int:
     return len(calendars)
 
 
-def ensure_schedule(sender=None, *, using: str = DEFAULT_DB_ALIAS, apps=None, **kwargs) -> None:
-    """post_migrate: the 15-minute schedule exists (once; staff may change its interval)."""
-    try:
-        schedule = (apps or global_apps).get_model("django_q", "Schedule")
-    except LookupError:
-        return  # django_q not migrated yet in this run
-    schedule.objects.using(using).update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={"func": "scheduler.external_calendars.queue_refreshes"},
-        create_defaults={
-            "func": "scheduler.external_calendars.queue_refreshes",
-            "schedule_type": "I",  # django_q.models.Schedule.MINUTES
-            "minutes": 15,
-            "repeats": -1,
-        },
-    )
+# The 15-minute import exists wherever the database does.
+ensure_schedule = every(15, SCHEDULE_NAME, "scheduler.external_calendars.queue_refreshes")
