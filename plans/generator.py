@@ -666,6 +666,9 @@ class Generator:
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
         found = None
+        # No start before these can be free of what holds the lead (by lead), or anyone.
+        held_until: dict[int, datetime] = {}
+        all_held_until = earliest
         while day <= last_day and found is None:
             midnight = datetime.combine(day, time(0), tzinfo=self.tz)
             # Everyone this day's search may look at, in one query (or none).
@@ -678,20 +681,31 @@ class Generator:
                     if earliest <= start <= latest:
                         leads_at.setdefault(start, []).append(clinician)
             for start in sorted(leads_at):
+                leads = [c for c in leads_at[start] if start >= held_until.get(c.id, start)]
+                if not leads or start < all_held_until:
+                    continue
                 end = start + duration
                 if not within_weekly_limit(same_step, start, step.max_per_week):
                     continue
                 if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
+                    if near := self.protocol.dose_too_near(doses, start):
+                        all_held_until = near + self.protocol.dose_spacing
                     continue
                 # Whoever leads, a place kept for someone busy then stays empty.
-                unkept = availability.kept_busy(visit_type, keep, start, end)
+                unkept, until = availability.kept_busy(visit_type, keep, start, end)
                 if unkept is not None and unkept.label in short:
+                    all_held_until = until or all_held_until
                     continue
-                for clinician in leads_at[start]:
+                for clinician in leads:
                     room = availability.first_room(
                         visit_type, clinician, rooms, self.patient, start, end
                     )
                     if room is False:
+                        until = availability.held_until(
+                            visit_type, clinician, self.patient, start, end
+                        )
+                        if until is not None:
+                            held_until[clinician.id] = until
                         continue
                     missing = unkept
                     if missing is None:

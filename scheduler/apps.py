@@ -9,6 +9,7 @@ class SchedulerConfig(AppConfig):
     def ready(self):
         from axes.signals import user_locked_out
 
+        from scheduler import diary
         from scheduler.audit import record_lockout, record_visit_change
         from scheduler.booking import visit_saved
         from scheduler.external_calendars import ensure_schedule
@@ -21,4 +22,8 @@ class SchedulerConfig(AppConfig):
         # the database does (created once, idempotently, after migrate).
         post_migrate.connect(
             ensure_schedule, sender=self, dispatch_uid="scheduler.external_calendars.schedule"
+        )
+        # The change log behind kept diaries is cut back every hour (scheduler.diary).
+        post_migrate.connect(
+            diary.ensure_schedule, sender=self, dispatch_uid="scheduler.diary.schedule"
         )

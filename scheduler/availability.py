@@ -17,15 +17,29 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from itertools import accumulate
-from typing import NamedTuple
 
-from django.db import connections, router
 from django.db.models import CharField, Value
+from django.utils import timezone
 
+from scheduler.diary import (
+    DAY,
+    LONGEST_VISIT,
+    PARTICIPATIONS,
+    ROOM_VISITS,
+    Busy,
+    busy_by_resource,
+    busy_rows,
+    current_diary,
+    day_span,
+    days_touched,
+    not_among,
+    read_rows,
+    sql_in,
+)
 from scheduler.models import (
     BLOCKING_STATUSES,
-    LONGEST_VISIT_MINUTES,
     BusyBlock,
     Clinic,
     Clinician,
@@ -38,7 +52,6 @@ from scheduler.models import (
     Seat,
     TimeOff,
     Visit,
-    VisitParticipant,
     VisitType,
     Weekday,
     WorkingHours,
@@ -46,13 +59,6 @@ from scheduler.models import (
 )
 from scheduler.public_holidays import holidays_between
 from scheduler.timezones import LocalTimeError, local_datetime
-
-
-class Busy(NamedTuple):
-    # A tuple, not a dataclass: a plan search makes thousands of them a second.
-    start: datetime
-    end: datetime
-    label: str = ""
 
 
 class Timeline:
@@ -66,8 +72,19 @@ class Timeline:
         self.intervals = sorted(intervals)  # by start, then end
         self.starts = [busy.start for busy in self.intervals]
         self.max_ends = list(accumulate((busy.end for busy in self.intervals), max))
+        self.pending: list[Busy] = []
+
+    def extend(self, intervals: Iterable[Busy]) -> None:
+        """Add ``intervals``, sorted in only when next asked: a plan loads dozens of
+        people's days at once and asks about a few of them."""
+        self.pending.extend(intervals)
+
+    def _settle(self) -> None:
+        self.__init__(self.intervals + self.pending)
 
     def overlapping(self, start: datetime, end: datetime) -> Iterator[Busy]:
+        if self.pending:
+            self._settle()
         index = bisect_left(self.starts, end) - 1
         while index >= 0 and self.max_ends[index] > start:
             busy = self.intervals[index]
@@ -83,6 +100,8 @@ class Timeline:
         return any(busy.start <= start and end <= busy.end for busy in self.overlapping(start, end))
 
     def add(self, busy: Busy) -> None:
+        if self.pending:
+            self._settle()
         index = bisect_left(self.starts, busy.start)
         self.intervals.insert(index, busy)
         self.starts.insert(index, busy.start)
@@ -90,6 +109,8 @@ class Timeline:
 
     def remove(self, busy: Busy) -> None:
         """Take out one interval equal to ``busy`` (one that ``add`` put in)."""
+        if self.pending:
+            self._settle()
         index = self.intervals.index(busy, bisect_left(self.starts, busy.start))
         del self.intervals[index], self.starts[index]
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
@@ -135,18 +156,9 @@ def format_span(start: datetime, end: datetime, tz, on: date | None = None) -> s
 
 OWN_CALENDAR = "own_calendar"
 
-LONGEST_VISIT = timedelta(minutes=LONGEST_VISIT_MINUTES)
-# A lazy Availability loads visits by whole UTC days (see Availability.load).
-DAY = timedelta(days=1)
-DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
 READ_AHEAD_CLINICIANS = 4
 CLINICIAN_BLOCK_DAYS = 28
 ROOM_BLOCK_DAYS = 14
-
-
-def _days(start: datetime, end: datetime) -> range:
-    """The day numbers that [start, end) touches."""
-    return range((start - DAY_ZERO) // DAY, (end - DAY_ZERO - timedelta.resolution) // DAY + 1)
 
 
 def _blocks(days: range, size: int) -> range:
@@ -157,63 +169,6 @@ def _blocks(days: range, size: int) -> range:
     where in them the free slots happened to be.
     """
     return range(days.start - days.start % size, days.stop + (-days.stop) % size)
-
-
-def _day_span(days: range) -> tuple[datetime, datetime]:
-    """The instants the days numbered ``days`` begin and end."""
-    return DAY_ZERO + days.start * DAY, DAY_ZERO + days.stop * DAY
-
-
-def _busy_rows(table: type, columns: str, conditions, start, end) -> list[tuple]:
-    """(start, end, *columns) of ``table``'s rows (as ``t``) overlapping [start, end)
-    and meeting every one of ``conditions``, each (SQL, parameters).
-
-    Written as SQL, not built with the ORM: a plan search loads busy times
-    a dozen or more times, and building and compiling a query cost more than
-    running it (about a millisecond each). The lower bound on start is
-    ``scheduler.models.overlapping``'s: nothing lasts longer than
-    LONGEST_VISIT, so an index on start bounds the scan on both sides.
-
-    On SQLite times are read as text, UTC offset included, and parsed here:
-    Django's converters turn each one into a datetime twice over, which was
-    most of the cost of loading a busy diary; ``datetime.fromisoformat`` is one
-    C call (and eight times faster than parsing without the offset and
-    ``replace(tzinfo=UTC)`` after). PostgreSQL's driver hands over aware
-    datetimes as they are.
-    """
-    db = connections[router.db_for_read(table)]
-    adapt = db.ops.adapt_datetimefield_value
-    sqlite = db.vendor == "sqlite"
-    begins, ends = (f"t.{db.ops.quote_name(name)}" for name in ("start", "end"))
-    times = (
-        f"CAST({begins} AS text) || '+00:00', CAST({ends} AS text) || '+00:00'"
-        if sqlite
-        else f"{begins}, {ends}"
-    )
-    conditions = [
-        *conditions,
-        (
-            f"{begins} < %s AND {ends} > %s AND {begins} >= %s",
-            [adapt(end), adapt(start), adapt(start - LONGEST_VISIT)],
-        ),
-    ]
-    sql = (
-        f"SELECT {times}, {columns} FROM {db.ops.quote_name(table._meta.db_table)} t WHERE "
-        + " AND ".join(f"({sql})" for sql, _ in conditions)
-    )
-    with db.cursor() as cursor:
-        cursor.execute(sql, [value for _, values in conditions for value in values])
-        rows = cursor.fetchall()
-    if not sqlite:
-        return rows
-    parse = datetime.fromisoformat
-    return [(parse(a), parse(b), *rest) for a, b, *rest in rows]
-
-
-def _in(column: str, values) -> tuple[str, list]:
-    """``column IN (...)`` for ``values`` (never empty), as SQL and its parameters."""
-    values = list(values)
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", values
 
 
 def _absences(clinician_ids: list[int], start: datetime, end: datetime):
@@ -311,9 +266,10 @@ def closures_on(clinic: Clinic, day: date) -> list[str]:
     return notes
 
 
-def _extend(timelines: dict[int, Timeline], new: dict[int, list[Busy]]) -> None:
-    for key, intervals in new.items():
-        timelines[key] = Timeline(timelines[key].intervals + intervals)
+def _extend(timelines: dict[int, Timeline], new) -> None:
+    """Add each (key, intervals) of ``new`` (a dict or pairs) to the key's timeline."""
+    for key, intervals in new.items() if isinstance(new, dict) else new:
+        timelines[key].extend(intervals)
 
 
 def _weekly(rows) -> dict[int, list[tuple[time, time]]]:
@@ -338,6 +294,121 @@ def _within(week, local_start: datetime, local_end: datetime) -> bool:
         opens <= local_start.time() and end_time <= closes
         for opens, closes in week.get(local_start.weekday(), ())
     )
+
+
+@lru_cache(maxsize=8192)
+def wall_clock_grid(
+    tz, opening_hours: tuple, working_hours: tuple, day: date, step: timedelta
+) -> tuple[datetime, ...]:
+    """The UTC instants on local ``day`` at ``step`` intervals of wall-clock time
+    within both ``opening_hours`` and ``working_hours`` ((opens, closes) pairs).
+
+    Kept for the process: every plan and page asks for the same few hours on
+    the same days (clinicians with equal hours share an entry), and working
+    out a day's instants through its time zone is a tenth of a plan's time.
+    """
+    instants = []
+    for opens, closes in opening_hours:
+        for works_from, works_until in working_hours:
+            begin, finish = max(opens, works_from), min(closes, works_until)
+            if begin >= finish:
+                continue
+            wall = datetime.combine(day, begin)
+            while wall.time() < finish and wall.date() == day:
+                for fold in (0, 1):
+                    try:
+                        instant = local_datetime(day, wall.time(), tz, fold=fold)
+                    except LocalTimeError:
+                        break
+                    # Arithmetic on aware datetimes of one zone is wall-clock
+                    # arithmetic in Python; durations must be added in UTC.
+                    instants.append(instant.astimezone(UTC))
+                    if instant.replace(fold=1).utcoffset() == instant.replace(fold=0).utcoffset():
+                        break
+                wall += step
+    return tuple(instants)
+
+
+# How far around now a kept set-up reaches (closures, holidays, time off):
+# plans look weeks to months ahead.
+SETUP_KEPT_BEFORE = timedelta(days=2)
+SETUP_KEPT_AFTER = timedelta(days=400)
+
+
+@dataclass
+class ClinicSetup:
+    """What decides visits at a clinic over [start, end) besides the visits:
+    opening hours, closures, public holidays, clinicians with their hours, time
+    off and own-calendar busy times, rooms with what they offer.
+
+    Read in seven queries; a lazy Availability keeps one for the process in
+    its diary (scheduler.diary) until a set-up table is written.
+    """
+
+    start: datetime
+    end: datetime
+    opening_hours: dict
+    closures: Timeline
+    holidays: Timeline
+    clinicians: dict[int, Clinician]
+    working_hours: dict[int, dict]
+    time_off: dict[int, Timeline]
+    own_calendar_busy: dict[int, Timeline]
+    rooms: dict[int, Room]
+    room_capabilities: dict[int, set[int]]
+
+    @classmethod
+    def read(cls, clinic: Clinic, start, end, clinicians=None, rooms=None) -> "ClinicSetup":
+        """``clinicians`` and ``rooms``: only these (default: all of the clinic's)."""
+        opening_hours = _weekly(
+            clinic.opening_hours.values_list("weekday", "opens", "closes").order_by()
+        )
+        closures, holidays = closed_times(clinic, start, end)
+
+        # Rows as values, not as objects: a clinic of a hundred clinicians has
+        # hundreds of weekly rows, and this runs for every plan and page.
+        clinician_rows = Clinician.objects.filter(clinic=clinic)
+        if clinicians is not None:
+            clinician_rows = clinician_rows.filter(pk__in=[c.pk for c in clinicians])
+        people = {c.pk: c for c in clinician_rows}
+        hours = defaultdict(list)
+        for clinician_id, *row in (
+            WorkingHours.objects.filter(clinician__in=list(people))
+            .values_list("clinician_id", "weekday", "opens", "closes")
+            .order_by()
+        ):
+            hours[clinician_id].append(row)
+        off, busy = defaultdict(list), defaultdict(list)
+        for clinician_id, start_, end_, reason, source in _absences(list(people), start, end):
+            (busy if source == OWN_CALENDAR else off)[clinician_id].append(
+                Busy(start_, end_, reason)
+            )
+
+        room_rows = Room.objects.filter(clinic=clinic)
+        if rooms is not None:
+            room_rows = room_rows.filter(pk__in=[r.pk for r in rooms])
+        places = {r.pk: r for r in room_rows}
+        capabilities = {pk: set() for pk in places}
+        for room_id, capability_id in (
+            Room.capabilities.through.objects.filter(room__in=list(places))
+            .values_list("room_id", "capability_id")
+            .order_by()
+        ):
+            capabilities[room_id].add(capability_id)
+        return cls(
+            start,
+            end,
+            opening_hours,
+            closures,
+            holidays,
+            people,
+            {pk: _weekly(hours[pk]) for pk in people},
+            {pk: Timeline(off[pk]) for pk in people},
+            # Busy times imported from clinicians' own calendars (scheduler.external_calendars).
+            {pk: Timeline(busy[pk]) for pk in people},
+            places,
+            capabilities,
+        )
 
 
 class Availability:
@@ -366,65 +437,43 @@ class Availability:
         # A day either side: hours are checked on local dates, and a window given
         # in UTC can start or end on a neighbouring local date.
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
-
-        self.opening_hours = _weekly(
-            clinic.opening_hours.values_list("weekday", "opens", "closes").order_by()
-        )
-        self.closures, self.holidays = closed_times(clinic, self.start, self.end)
-
-        # Rows as values, not as objects: a clinic of a hundred clinicians has
-        # hundreds of weekly rows, and this runs for every plan and page.
-        clinician_rows = Clinician.objects.filter(clinic=clinic)
-        if clinicians is not None:
-            clinician_rows = clinician_rows.filter(pk__in=[c.pk for c in clinicians])
-        self.clinicians = {c.pk: c for c in clinician_rows}
-        hours = defaultdict(list)
-        for clinician_id, *row in (
-            WorkingHours.objects.filter(clinician__in=list(self.clinicians))
-            .values_list("clinician_id", "weekday", "opens", "closes")
-            .order_by()
-        ):
-            hours[clinician_id].append(row)
-        self.working_hours = {pk: _weekly(hours[pk]) for pk in self.clinicians}
-        off, busy = defaultdict(list), defaultdict(list)
-        for clinician_id, start_, end_, reason, source in _absences(
-            list(self.clinicians), self.start, self.end
-        ):
-            (busy if source == OWN_CALENDAR else off)[clinician_id].append(
-                Busy(start_, end_, reason)
+        # Kept between plans (scheduler.diary); a search for a visit being moved reads afresh.
+        self.diary = current_diary() if lazy and not ignore_visits else None
+        if self.diary is not None and clinicians is None and rooms is None:
+            setup = self.diary.setup(
+                ("availability", clinic.pk),
+                lambda kept: kept.start <= self.start and self.end <= kept.end,
+                lambda: ClinicSetup.read(
+                    clinic,
+                    min(self.start, timezone.now() - SETUP_KEPT_BEFORE),
+                    max(self.end, timezone.now() + SETUP_KEPT_AFTER),
+                ),
             )
-        self.time_off = {pk: Timeline(off[pk]) for pk in self.clinicians}
-        # Busy times imported from clinicians' own calendars (scheduler.external_calendars).
-        self.own_calendar_busy = {pk: Timeline(busy[pk]) for pk in self.clinicians}
-
-        room_rows = Room.objects.filter(clinic=clinic)
-        if rooms is not None:
-            room_rows = room_rows.filter(pk__in=[r.pk for r in rooms])
-        self.rooms = {r.pk: r for r in room_rows}
-        self.room_capabilities = {pk: set() for pk in self.rooms}
-        for room_id, capability_id in (
-            Room.capabilities.through.objects.filter(room__in=list(self.rooms))
-            .values_list("room_id", "capability_id")
-            .order_by()
-        ):
-            self.room_capabilities[room_id].add(capability_id)
+        else:
+            setup = ClinicSetup.read(clinic, self.start, self.end, clinicians, rooms)
+        self.opening_hours = setup.opening_hours
+        self.closures, self.holidays = setup.closures, setup.holidays
+        self.clinicians = setup.clinicians
+        self.working_hours = setup.working_hours
+        self.time_off = setup.time_off
+        self.own_calendar_busy = setup.own_calendar_busy
+        self.rooms = setup.rooms
+        self.room_capabilities = setup.room_capabilities
 
         self.ignore_visits = set(ignore_visits)
         self.clinician_visits: dict[int, Timeline] = defaultdict(Timeline)
         self.room_visits: dict[int, Timeline] = defaultdict(Timeline)
         self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
-        self._seen: set[int] = set()  # visits already on the room and patient timelines
-        self._seen_people: set[int] = set()  # participations already on clinicians' timelines
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
         self._load_seen: set[tuple] = set()  # what load() was asked already
-        self._starts: dict[tuple, list[datetime]] = {}  # candidate_starts, by hours and day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
         if not lazy:
-            self._load_participations(self.clinicians, self.start, self.end)
+            rows = read_rows(PARTICIPATIONS, self.clinicians, self.start, self.end, ignore_visits)
+            _extend(self.clinician_visits, busy_by_resource(PARTICIPATIONS, rows))
         self._load_visits(() if lazy else self.rooms, self.patient_ids, self.start, self.end)
 
     # -- loading visits ----------------------------------------------------
@@ -457,7 +506,7 @@ class Availability:
         """
         if self._complete and self.start <= start and end <= self.end:
             return
-        days = _days(start, end)
+        days = days_touched(start, end)
         asked = (tuple(c.id for c in clinicians), tuple(r and r.id for r in rooms), days)
         if asked in self._load_seen:  # a search asks the same thousands of times
             return
@@ -476,24 +525,31 @@ class Availability:
         clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
         room_days = _blocks(days, ROOM_BLOCK_DAYS)
         if wanted_clinicians:
-            self._load_participations(wanted_clinicians, *_day_span(clinician_days))
+            _extend(
+                self.clinician_visits, self._busy(PARTICIPATIONS, wanted_clinicians, clinician_days)
+            )
         if wanted_rooms:
-            self._load_visits(wanted_rooms, (), *_day_span(room_days))
+            _extend(self.room_visits, self._busy(ROOM_VISITS, wanted_rooms, room_days))
         self._loaded.update(("c", pk, n) for pk in wanted_clinicians for n in clinician_days)
         self._loaded.update(("r", pk, n) for pk in wanted_rooms for n in room_days)
+
+    def _busy(self, kind: str, ids, days: range):
+        """(id, busy times) of ``kind`` holding ``ids`` on ``days``: from this process's
+        diary when there is one (scheduler.diary), else from the database."""
+        if self.diary is not None:
+            return self.diary.busy(kind, ids, days)
+        return busy_by_resource(kind, read_rows(kind, ids, *day_span(days), self.ignore_visits))
 
     def _load_visits(self, rooms, patients, start: datetime, end: datetime) -> None:
         """Visits holding ``rooms`` or ``patients`` in [start, end): each holds its room and
         patient for all of its time."""
         held = [
-            _in(column, ids)
+            sql_in(column, ids)
             for column, ids in (("t.room_id", rooms), ("t.patient_id", patients))
             if ids
         ]
         if not held:
             return
-        # Status is checked here, not in SQL: given a status, SQLite walks its
-        # (status, start) index over every room's visits instead of (room, start).
         either = (
             " OR ".join(sql for sql, _ in held),
             [value for _, values in held for value in values],
@@ -504,55 +560,30 @@ class Availability:
             if patients
             else "''"
         )
-        rows = _busy_rows(
+        # The columns of scheduler.diary's room visits, then the patient's.
+        rows = busy_rows(
             Visit,
-            f"t.id, t.status, t.room_id, t.patient_id, {modality}",
-            [either, *self._not_ignored("t.id")],
+            f"t.id, t.room_id, t.id, t.status, t.patient_id, {modality}",
+            [either, *not_among("t.id", self.ignore_visits)],
             start,
             end,
         )
-        by_room, by_patient = defaultdict(list), defaultdict(list)
-        for start_, end_, pk, status, room_id, patient_id, modality in rows:
-            if pk in self._seen or status not in BLOCKING_STATUSES:
-                continue
-            self._seen.add(pk)
-            if room_id:
-                by_room[room_id].append(Busy(start_, end_))
-            if patients and patient_id in self.patient_ids:  # others' diaries never matter here
-                # Labelled with the modality: the travel gap is between a video visit and one here.
-                by_patient[patient_id].append(Busy(start_, end_, modality))
-        _extend(self.room_visits, by_room)
-        _extend(self.patient_visits, by_patient)
+        self._take_visits(rows, with_patients=bool(patients))
 
-    def _load_participations(self, clinicians, start: datetime, end: datetime) -> None:
-        """Clinicians' times on visits in [start, end): each holds a person for the span
-        their place needs."""
-        if not clinicians:
+    def _take_visits(self, rows, with_patients=False) -> None:
+        """Put rows of visits (scheduler.diary's ROOM_VISITS, with the patient and the
+        visit type's modality after them ``with_patients``) on the rooms' and patients'
+        timelines: each holds its room and patient for all of its time."""
+        _extend(self.room_visits, busy_by_resource(ROOM_VISITS, rows))
+        if not with_patients:
             return
-        rows = _busy_rows(
-            VisitParticipant,
-            "t.id, t.clinician_id",
-            [
-                ("t.holds_time", []),
-                _in("t.clinician_id", clinicians),
-                *self._not_ignored("t.visit_id"),
-            ],
-            start,
-            end,
-        )
-        by_clinician = defaultdict(list)
-        for start_, end_, pk, clinician_id in rows:
-            if pk not in self._seen_people:
-                self._seen_people.add(pk)
-                by_clinician[clinician_id].append(Busy(start_, end_))
-        _extend(self.clinician_visits, by_clinician)
-
-    def _not_ignored(self, visit_column: str) -> list[tuple[str, list]]:
-        """The condition leaving out the visits being moved, if any."""
-        if not self.ignore_visits:
-            return []
-        sql, ids = _in(visit_column, self.ignore_visits)
-        return [(f"NOT {sql}", ids)]
+        by_patient = defaultdict(list)
+        for start, end, _, _, _, status, patient_id, modality in rows:
+            # Others' visits never matter here (a room's visits may be in the same rows).
+            if status in BLOCKING_STATUSES and patient_id in self.patient_ids:
+                # Labelled with the modality: the travel gap is between a video visit and one here.
+                by_patient[patient_id].append(Busy(start, end, modality))
+        _extend(self.patient_visits, by_patient)
 
     # -- deciding one visit ------------------------------------------------
 
@@ -797,6 +828,33 @@ class Availability:
                 else UNWORDED
             )
 
+    def held_until(self, visit_type, clinician, patient, start, end) -> datetime | None:
+        """A start before which every later visit ``clinician`` leads still clashes with
+        what holds the lead or ``patient`` at [start, end) (a visit, time off, their own
+        calendar), or None when nothing does.
+
+        A search trying starts in order skips to it: a later start shifts the
+        lead's part by as much, and overlaps the same interval until its part
+        begins at that interval's end.
+        """
+        ends = [self._held_until(lead_of(visit_type, clinician), start, end)]
+        if patient is not None and (
+            busy := self.patient_visits[patient.id].first_overlap(start, end)
+        ):
+            ends.append(busy.end)
+        return max((e for e in ends if e is not None), default=None)
+
+    def _held_until(self, member: Member, start, end) -> datetime | None:
+        """``held_until`` for one person in their place: None when nothing holds them."""
+        joins, leaves = member.span(start, end)
+        cid = member.clinician.id
+        held = [
+            busy.end - (joins - start)
+            for timeline in (self.clinician_visits, self.time_off, self.own_calendar_busy)
+            if cid in timeline and (busy := timeline[cid].first_overlap(joins, leaves))
+        ]
+        return max(held, default=None)
+
     def person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
         """Whether ``clinician`` works and is held by nothing (time off, own calendar, visits) then."""
         return (
@@ -852,14 +910,16 @@ class Availability:
             members.append(Member(chosen, seat))
         return tuple(members), None
 
-    def kept_busy(self, visit_type, keep, start, end) -> Seat | None:
+    def kept_busy(self, visit_type, keep, start, end) -> tuple[Seat | None, datetime | None]:
         """The first required place after the lead that ``staff_for`` with ``keep`` cannot
-        fill at [start, end) whoever leads (everyone in ``keep`` who could is busy), or None."""
+        fill at [start, end) whoever leads (everyone in ``keep`` who could is busy), or
+        None; and a start before which it stays so (as ``held_until``), if known."""
         for seat in visit_type.seats[1:]:
             ours = [c for c in keep if seat.role_of(c)] if not seat.optional else ()
             if ours and not any(self.person_free(c, *seat.span(start, end)) for c in ours):
-                return seat
-        return None
+                until = [self._held_until(Member(c, seat), start, end) for c in ours]
+                return seat, None if None in until else min(until)
+        return None, None
 
     def _first_free(self, candidates, taken, start, end) -> Clinician | None:
         self.load(candidates, [], start, end)
@@ -922,42 +982,22 @@ class Availability:
             if capability is None or capability in self.room_capabilities[room.pk]
         ]
 
-    def candidate_starts(self, clinician: Clinician, day: date, step: timedelta) -> list[datetime]:
+    def candidate_starts(
+        self, clinician: Clinician, day: date, step: timedelta
+    ) -> tuple[datetime, ...]:
         """Instants on local ``day`` where a visit could start, on a ``step`` grid of wall-clock time.
 
         Times skipped by a spring-forward change are left out; a repeated hour on
-        a fall-back day yields both instants. Clinicians with the same hours
-        share one list (a search asks for dozens of them a day).
+        a fall-back day yields both instants.
         """
         weekday = day.weekday()
-        hours = tuple(self.working_hours.get(clinician.id, {}).get(weekday, ()))
-        key = (hours, day, step)
-        if key not in self._starts:
-            self._starts[key] = list(self._grid(hours, day, step))
-        return self._starts[key]
-
-    def _grid(self, working_hours, day: date, step: timedelta) -> Iterator[datetime]:
-        for opens, closes in self.opening_hours.get(day.weekday(), ()):
-            for works_from, works_until in working_hours:
-                begin, finish = max(opens, works_from), min(closes, works_until)
-                if begin >= finish:
-                    continue
-                wall = datetime.combine(day, begin)
-                while wall.time() < finish and wall.date() == day:
-                    for fold in (0, 1):
-                        try:
-                            instant = local_datetime(day, wall.time(), self.tz, fold=fold)
-                        except LocalTimeError:
-                            break
-                        # Arithmetic on aware datetimes of one zone is wall-clock
-                        # arithmetic in Python; durations must be added in UTC.
-                        yield instant.astimezone(UTC)
-                        if (
-                            instant.replace(fold=1).utcoffset()
-                            == instant.replace(fold=0).utcoffset()
-                        ):
-                            break
-                    wall += step
+        return wall_clock_grid(
+            self.tz,
+            tuple(self.opening_hours.get(weekday, ())),
+            tuple(self.working_hours.get(clinician.id, {}).get(weekday, ())),
+            day,
+            step,
+        )
 
     def free_slots(
         self,

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from scheduler.phones import MobileNumberField, format_for_display, search_digits
@@ -1320,3 +1321,35 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only: an event cannot be deleted.")
+
+
+class DiaryChange(models.Model):
+    """A visit whose hold on people or rooms may have changed, or (no visit) a
+    change to a clinic's set-up: written by the database's own triggers
+    (migration 0018) on every insert, delete and change of a visit's or a
+    participant's times, status, room or person, and on every write to the
+    set-up tables listed there, whatever writes them (booking, the admin, bulk
+    loads, a cascade). A table that comes to decide availability needs its
+    trigger too.
+
+    Processes that keep diaries in memory (``scheduler.diary``) read the rows
+    they have not seen, read those visits again, and forget the set-up they
+    kept when it changed. ``transaction`` is
+    PostgreSQL's transaction id: there transactions commit in another order
+    than their rows were numbered, and a reader finds what it has not seen by
+    transaction, not by number. SQLite writes one transaction at a time, so
+    numbers follow commits.
+    """
+
+    visit_id = models.BigIntegerField(null=True)
+    transaction = models.BigIntegerField(null=True, editable=False)
+    at = models.DateTimeField(db_default=Now(), editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["transaction"], name="diary_change_transaction"),
+            models.Index(fields=["at"], name="diary_change_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"visit {self.visit_id} changed"
