@@ -198,7 +198,7 @@ class Generator:
         self.now = now or timezone.now()
         self.start_date = start_date
         self.steps = list(
-            protocol.steps.select_related("visit_type__room_capability", "after_step")
+            protocol.steps.select_related("visit_type__room_capability")
             .prefetch_related("visit_type__staffing")
             .order_by("position")
         )
@@ -343,7 +343,8 @@ class Generator:
         if step.anchor == Anchor.START or (previous is None and not step.after_step_id):
             yield None, self.start, "from the plan's start"
             return
-        earlier = step.after_step or previous
+        # The step it names among the plan's own (their visit types are loaded).
+        earlier = next((s for s in self.steps if s.pk == step.after_step_id), previous)
         earlier_visits = sorted(self.by_step.get(earlier.pk, []), key=lambda v: v.start)
         if not earlier_visits:
             yield None, self.start, "from the plan's start"
@@ -570,17 +571,20 @@ class Generator:
 
     def _wanted(self, seat: Seat) -> list[Clinician]:
         """Whom the patient asked for, else whom the plan already has, in ``seat``'s roles."""
+        # By id: comparing model instances costs a call or two each, and searches ask often.
         ids = {self.preferences.clinicians.get(role) for role in seat.roles} - {None}
         qualified = self.availability.qualified(seat)
-        return [c for c in qualified if c.pk in ids] or [
-            c for c in qualified if any(self.continuity.get(role) == c for role in seat.roles)
-        ][:1]
+        if asked := [c for c in qualified if c.id in ids]:
+            return asked
+        kept = {c.id for role in seat.roles if (c := self.continuity.get(role))}
+        return [c for c in qualified if c.id in kept][:1]
 
     def _clinicians(self, seat: Seat, relax: str) -> list[Clinician]:
         first = self._wanted(seat)
         if relax == "nothing" and first:
             return first
-        return first + [c for c in self.availability.qualified(seat) if c not in first]
+        chosen = {c.id for c in first}
+        return first + [c for c in self.availability.qualified(seat) if c.id not in chosen]
 
     def _search(self, step, visit_type, earliest, latest, relax):
         """The earliest (lead, room, start, end, staff) in [earliest, latest] that every rule allows.
