@@ -44,7 +44,7 @@ from plans.models import (
     is_spravato,
     within_weekly_limit,
 )
-from scheduler.availability import Availability, format_span
+from scheduler.availability import Availability, format_span, local_day
 from scheduler.booking import staff_of
 from scheduler.models import (
     Clinician,
@@ -674,15 +674,19 @@ class Generator:
         held_until: dict[int, datetime] = {}
         all_held_until = earliest
         while day <= last_day and found is None:
-            midnight = datetime.combine(day, time(0), tzinfo=self.tz)
+            midnight, next_midnight = local_day(self.tz, day)
+            if next_midnight <= all_held_until or availability.closed_all_day(day):
+                day += timedelta(days=1)
+                continue
             # Everyone this day's search may look at, in one query (or none).
-            availability.load(people, rooms, midnight, midnight + timedelta(days=1))
+            availability.load(people, rooms, midnight, next_midnight)
+            first = max(earliest, all_held_until)
             leads_at: dict[datetime, list[Clinician]] = {}
             for clinician in clinicians:
                 if availability.away_all_day(clinician, day):
                     continue
                 for start in self._starts(clinician, day, duration, prefer_times):
-                    if earliest <= start <= latest:
+                    if first <= start <= latest:
                         leads_at.setdefault(start, []).append(clinician)
             for start in sorted(leads_at):
                 leads = [c for c in leads_at[start] if start >= held_until.get(c.id, start)]

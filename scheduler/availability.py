@@ -297,6 +297,15 @@ def _within(week, local_start: datetime, local_end: datetime) -> bool:
 
 
 @lru_cache(maxsize=8192)
+def local_day(tz, day: date) -> tuple[datetime, datetime]:
+    """The UTC instants local ``day`` begins and ends in ``tz`` (kept: asked thousands of times)."""
+    return (
+        datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC),
+        datetime.combine(day + DAY, time(0), tzinfo=tz).astimezone(UTC),
+    )
+
+
+@lru_cache(maxsize=8192)
 def wall_clock_grid(
     tz, opening_hours: tuple, working_hours: tuple, day: date, step: timedelta
 ) -> tuple[datetime, ...]:
@@ -467,6 +476,7 @@ class Availability:
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
         self._load_seen: set[tuple] = set()  # what load() was asked already
+        self._closed_days: dict[date, bool] = {}  # closed_all_day, by day
         self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
         self.patient_ids = {p.pk for p in patients}
         # Eager: every clinician's and room's visits in the window, now, in the same query.
@@ -953,15 +963,16 @@ class Availability:
     # -- searching ---------------------------------------------------------
 
     def _local_day(self, day: date) -> tuple[datetime, datetime]:
-        return (
-            datetime.combine(day, time(0), tzinfo=self.tz).astimezone(UTC),
-            datetime.combine(day + DAY, time(0), tzinfo=self.tz).astimezone(UTC),
-        )
+        return local_day(self.tz, day)
 
     def closed_all_day(self, day: date) -> bool:
         """Whether a closure or a public holiday (not opened anyway) takes the whole local ``day``."""
-        start, end = self._local_day(day)
-        return self.closures.covers(start, end) or self.holidays.covers(start, end)
+        if day not in self._closed_days:  # asked for every lead of a search
+            start, end = self._local_day(day)
+            self._closed_days[day] = self.closures.covers(start, end) or self.holidays.covers(
+                start, end
+            )
+        return self._closed_days[day]
 
     def away_all_day(self, clinician: Clinician, day: date) -> bool:
         """Whether the clinic is closed, or the clinician off, the whole local ``day``.

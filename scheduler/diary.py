@@ -47,11 +47,13 @@ EVER = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
 # A diary not used for this long is read afresh (the change log is kept
 # CHANGES_KEPT, so a diary can always catch up from it).
 IDLE_SECONDS = 15 * 60
-CHANGES_KEPT = timedelta(hours=1)
+# A day: far longer than any diary goes without reading it, and than any
+# transaction that writes visits stays open (its rows are stamped when written).
+CHANGES_KEPT = timedelta(days=1)
 # More changes than this at once (a bulk load): start again rather than patch.
 MOST_CHANGES = 2_000
-# Busy times kept before a diary starts again (about 150 bytes each).
-MOST_KEPT = 500_000
+# Busy times kept before a diary starts again (about 200 bytes each: 40 MB).
+MOST_KEPT = 200_000
 
 
 class Busy(NamedTuple):
@@ -242,20 +244,25 @@ class Diary:
             ]
 
     def _keep(self, kind: str, rows: list[tuple], into) -> None:
-        """Put the busy times of ``rows`` into the days of ``into``, which are kept from now."""
-        for key in into:
-            if key not in self.days:
-                self.days[key], self.visits_on[key] = [], []
+        """Put the busy times of ``rows`` into the days of ``into``, which are kept from now.
+
+        Each day gets a new list: plans in other threads may still be reading
+        the one they were given.
+        """
+        busy, visits = defaultdict(list), defaultdict(list)
         for row in rows:
             if not holds(kind, row):
                 continue
             for day in days_touched(row[0], row[1]):
                 key = (kind, row[3], day)
                 if key in into:
-                    self.days[key].append(Busy(row[0], row[1]))
-                    self.visits_on[key].append(row[4])
+                    busy[key].append(Busy(row[0], row[1]))
+                    visits[key].append(row[4])
                     self.kept_in[row[4]].add(key)
-                    self.kept += 1
+        for key in into:
+            self.days[key] = self.days.get(key, []) + busy[key]
+            self.visits_on[key] = self.visits_on.get(key, []) + visits[key]
+            self.kept += len(busy[key])
 
     def refresh(self) -> bool:
         """Catch up with the change log; False when this diary must be dropped instead."""
