@@ -17,12 +17,20 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def timed(run: Callable[[], object], times: int, warm_up: int = 1) -> list[float]:
-    """Milliseconds for each of ``times`` calls, after ``warm_up`` untimed ones."""
+def timed(
+    run: Callable[[], object],
+    times: int,
+    warm_up: int = 1,
+    before: Callable[[], object] | None = None,
+) -> list[float]:
+    """Milliseconds for each of ``times`` calls, after ``warm_up`` untimed ones;
+    ``before`` runs, untimed, before each timed call."""
     for _ in range(warm_up):
         run()
     samples = []
     for _ in range(times):
+        if before is not None:
+            before()
         started = time.perf_counter()
         run()
         samples.append((time.perf_counter() - started) * 1000)

@@ -343,6 +343,13 @@ def current_diary(using: str = DEFAULT_DB_ALIAS) -> Diary | None:
     return diary
 
 
+def forget_diaries() -> None:
+    """Drop every diary this process keeps: the next plan reads afresh (benchmarks
+    measure that first plan)."""
+    with _diaries_lock:
+        _diaries.clear()
+
+
 def forget_old_changes() -> int:
     """Scheduled: delete change-log rows older than any diary can still need (by the
     database's clock, which stamped them)."""
