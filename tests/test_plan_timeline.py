@@ -9,6 +9,7 @@ protocols through the real generator, saving and moving.
 import re
 from datetime import date, datetime, timedelta
 from io import StringIO
+from xml.etree import ElementTree
 
 import pytest
 from django.core.management import call_command
@@ -328,6 +329,14 @@ def test_the_proposal_page_draws_the_plan_before_confirming_with_its_text_altern
     assert '<title id="proposal-name">Timeline of IV induction series for' in text
     assert f"<figcaption>{timeline.summary}</figcaption>" in text
     assert text.count('class="tl-mark tl-proposed"') == len(timeline.marks) + 1  # and the key
+    # The picture is well-formed: one mark a visit where the layout put it, windows behind.
+    svg = ElementTree.fromstring(text[text.index('<svg class="tl"') : text.index("</svg>") + 6])
+    uses = [u for u in svg.iter("use") if "tl-mark" in u.get("class", "")]
+    assert [(int(u.get("x")) + 8, int(u.get("y")) + 8) for u in uses] == [
+        (m.x, m.y) for lane in timeline.lanes for m in lane.marks
+    ]
+    windows = [r for r in svg.findall("rect") if "tl-window" in r.get("class", "")]
+    assert len(windows) == sum(1 for m in timeline.marks if m.window)
     # The same facts in words: a row a visit, with its lane, week, time, status and window.
     rows = _table_rows(text)
     assert len(rows) == len(timeline.marks) == len(page.context["proposal"].visits)
