@@ -27,6 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url
 from desk.moves import move_times, planned_visit
+from desk.plan_timeline import for_care_plan, for_proposal
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
@@ -298,6 +299,27 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         .order_by("start", "pk")
     )
     now = timezone.now()
+    plans = list(
+        CarePlan.objects.filter(patient=person)
+        .select_related("protocol")
+        .order_by("-start_date", "-pk")
+        .prefetch_related(
+            Prefetch(
+                "planned_visits",
+                queryset=PlannedVisit.objects.select_related(
+                    "step__visit_type", "visit__visit_type", "visit__clinician", "visit__room"
+                ).prefetch_related(
+                    Prefetch(
+                        "visit__participants",
+                        queryset=VisitParticipant.objects.select_related("clinician"),
+                    )
+                ),
+            )
+        )
+    )
+    today = timezone.localdate(now, timezone=clinic.tz)
+    for plan in plans:
+        plan.timeline = for_care_plan(plan, clinic.tz, today)
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
@@ -305,25 +327,9 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "preferences": preferences_of(person),
         "text_limits": text_limits_for(person),
         "screening": Screening.objects.filter(patient=person).order_by("-pk").first(),
-        # Each plan as a whole: its visits in order, with their steps and teams.
-        "care_plans": list(
-            CarePlan.objects.filter(patient=person)
-            .select_related("protocol")
-            .order_by("-start_date", "-pk")
-            .prefetch_related(
-                Prefetch(
-                    "planned_visits",
-                    queryset=PlannedVisit.objects.select_related(
-                        "step__visit_type", "visit__visit_type", "visit__clinician", "visit__room"
-                    ).prefetch_related(
-                        Prefetch(
-                            "visit__participants",
-                            queryset=VisitParticipant.objects.select_related("clinician"),
-                        )
-                    ),
-                )
-            )
-        ),
+        # Each plan as a whole: its visits in order, with their steps and teams,
+        # and drawn week by week (plan.timeline).
+        "care_plans": plans,
         "past": [v for v in visits if v.start < now],
         "upcoming": [v for v in visits if v.start >= now],
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),
@@ -560,7 +566,7 @@ def new_plan(request: HttpRequest) -> HttpResponse:
     confirming differs from the one shown, it is shown instead and nothing is booked.
     """
     clinic = desk_clinic()
-    proposal, problems, changed = None, [], False
+    proposal, problems, changed, timeline = None, [], False, None
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)
         if form.is_valid():
@@ -571,6 +577,8 @@ def new_plan(request: HttpRequest) -> HttpResponse:
                 )
             except PlanInfeasible as error:
                 problems = [str(error)]
+            else:
+                timeline = for_proposal(proposal, clinic.tz, asked_from=data["start_date"])
             confirming = proposal is not None and request.POST.get("action") == "confirm"
             changed = confirming and request.POST.get("shown") != proposal_fingerprint(proposal)
             if confirming and not changed:
@@ -601,5 +609,6 @@ def new_plan(request: HttpRequest) -> HttpResponse:
         "shown": proposal_fingerprint(proposal) if proposal else "",
         "changed": changed,
         "problems": problems,
+        "timeline": timeline,
     }
     return render(request, "desk/new_plan.html", context)

@@ -1,5 +1,8 @@
 """The patient's private page at /p/<token>/: upcoming visits, instructions, confirm, move, cancel.
 
+Made for a phone: the next visit first, with what to do before it; later
+visits folded, each with its own instructions.
+
 Moving and cancelling follow the clinic's rules for changes online
 (``desk.self_service``); where they do not allow it, the page says why and
 the patient can still ask the desk to reschedule.
@@ -105,13 +108,20 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         # Why the patient cannot move or cancel it here (None: they can).
         visit.not_movable = self_service.why_not_movable(visit, now)
         visit.not_changeable = self_service.why_not_changeable(visit, now)
-    next_dosing = next((v for v in visits if v.visit_type.is_dosing), None)
+    # On a phone the next visit comes first, whole, with what to do before it;
+    # the later ones fold away, each with its own instructions. A dose among
+    # them is named up front: its preparation (fasting, a ride home) starts early.
+    next_visit, later = (visits[0], visits[1:]) if visits else (None, [])
+    next_dosing = None
+    if next_visit is not None and not next_visit.visit_type.is_dosing:
+        next_dosing = next((v for v in later if v.visit_type.is_dosing), None)
     audit.record(request, AuditAction.VIEWED_PATIENT_LINK, patient)
     context = {
         "patient": patient,
         "clinic": patient.clinic,
         "tz": zone(patient.time_zone),
-        "visits": visits,
+        "next_visit": next_visit,
+        "later": later,
         "next_dosing": next_dosing,
         "token": token,
     }

@@ -22,6 +22,8 @@ def save_proposal(proposal: Proposal) -> CarePlan:
 
     Visits the plan counts as already done stay as they are; a new visit timed
     from one follows it through that visit's own place in a plan, if it has one.
+    Each new visit keeps where the proposal put it and the window it was
+    allowed in (the care-plan timeline draws both).
     """
     already_planned = {
         planned.visit_id: planned
@@ -62,12 +64,16 @@ def save_proposal(proposal: Proposal) -> CarePlan:
                 ),
                 proposed.staff,
             )
+            window = proposed.window
             saved[id(proposed)] = PlannedVisit.objects.create(
                 care_plan=plan,
                 visit=visit,
                 step=proposed.step,
                 occurrence=proposed.occurrence,
                 follows=followed(proposed),
+                proposed_start=proposed.start,
+                window_earliest=window.earliest if window else None,
+                window_latest=window.latest if window else None,
             )
     return plan
 

@@ -355,25 +355,28 @@ def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
             logger.warning("No free time for a dose for %s; skipped.", patient)
             continue
         dose = _book(patient, slot, visit_type=dosing.visit_type, ride_home_arranged=True)
-        slot = _first_slot(
-            after.visit_type, patient, dose.end + after.min_gap, dose.end + after.max_gap
-        )
+        window = (dose.end + after.min_gap, dose.end + after.max_gap)
+        slot = _first_slot(after.visit_type, patient, *window)
         if slot is None:
             booking.cancel(dose, "Demo: no integration session could follow it.")
             logger.warning("No integration time after %s's dose; dose cancelled.", patient)
             continue
         integration = _book(patient, slot, visit_type=after.visit_type)
-        _start_of_course(patient, dosing, dose, after, integration)
+        _start_of_course(patient, dosing, dose, after, integration, window)
         booked += [dose, integration]
     return booked
 
 
-def _start_of_course(patient, dosing, dose: Visit, after, integration: Visit) -> CarePlan:
+def _start_of_course(
+    patient, dosing, dose: Visit, after, integration: Visit, window: tuple
+) -> CarePlan:
     """The dose and its integration as the first visits of the patient's care plan.
 
     So the plan's rules hold wherever the visits move (on the desk's visit page
     or from the patient's own page): the integration stays in its window after
     the dose, and moving the dose takes the integration along where it must.
+    Both keep where they were first booked; the integration keeps ``window``,
+    the one it was booked in (the dose went to a free time, in no step's window).
     """
     plan = CarePlan.objects.create(
         patient=patient,
@@ -384,9 +387,18 @@ def _start_of_course(patient, dosing, dose: Visit, after, integration: Visit) ->
         total_cost=dose.visit_type.price + integration.visit_type.price,
         confirmed_at=timezone.now(),
     )
-    first = PlannedVisit.objects.create(care_plan=plan, visit=dose, step=dosing, occurrence=1)
+    first = PlannedVisit.objects.create(
+        care_plan=plan, visit=dose, step=dosing, occurrence=1, proposed_start=dose.start
+    )
     PlannedVisit.objects.create(
-        care_plan=plan, visit=integration, step=after, occurrence=1, follows=first
+        care_plan=plan,
+        visit=integration,
+        step=after,
+        occurrence=1,
+        follows=first,
+        proposed_start=integration.start,
+        window_earliest=window[0],
+        window_latest=window[1],
     )
     return plan
 

@@ -120,6 +120,8 @@ class ProposedVisit:
     # What its window was counted from: the anchor, or the visit before it in its series.
     timed_from: "ProposedVisit | None" = None
     staff: tuple[Member, ...] = ()  # the team after the lead, in their places
+    # The window its step's rule gave it (latest None: no upper bound).
+    window: "Window | None" = None
 
     @property
     def team(self) -> list[tuple[Clinician, str]]:
@@ -405,6 +407,7 @@ class Generator:
                 latest,
                 f"{step.spacing_text} after visit {occurrence - 1} on {self._local_span(before)}",
             )
+        allowed = window  # before a search horizon stands in for "no latest"
         if window.latest is None:
             # Look as far past the plan so far as its first visit looks past the
             # start: weekly limits, dose spacing and preferences can push later
@@ -432,6 +435,7 @@ class Generator:
                 existing=existing,
                 timed_from=timed_from,
                 staff=tuple(staff_of(existing)),
+                window=allowed,
             )
             self.counted.add(existing.pk)
             self._keep_continuity(step.visit_type, existing.clinician, visit.staff)
@@ -446,6 +450,7 @@ class Generator:
             self.failed_after = timed_from
             raise
         visit.timed_from = timed_from
+        visit.window = allowed
         return visit
 
     def _existing_in(self, step, window: Window) -> Visit | None:

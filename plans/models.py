@@ -373,6 +373,16 @@ class PlannedVisit(models.Model):
         related_name="followers",
         help_text="The visit this one is timed from (e.g. the dosing an integration follows).",
     )
+    # The plan as proposed, kept as the generator made it (plans.generator
+    # ProposedVisit): where it put the visit, and the window its step's rule
+    # allowed then. A visit that moved since shows where it came from; the
+    # window stays the proposal's, so a visit moved along with the one it
+    # follows can lie outside it. Empty for plans saved before they were kept.
+    proposed_start = models.DateTimeField(null=True, blank=True, editable=False)
+    window_earliest = models.DateTimeField(null=True, blank=True, editable=False)
+    window_latest = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Empty with an earliest: no bound."
+    )
 
     class Meta:
         ordering = ["visit__start"]

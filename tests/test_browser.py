@@ -181,6 +181,8 @@ def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
     local = timezone.localtime(to_move.start, clinic.clinic.tz)
     assert local.strftime("%-I:%M %p") == chosen_text and to_move.moves_by_patient == 1
 
+    # The later visit is folded: open it first.
+    phone.locator(f"#later-{to_cancel.pk} summary").tap()
     phone.get_by_role("article").nth(1).get_by_role("link", name="Cancel").tap()
     phone.get_by_role("heading", name="Our cancellation policy").wait_for()
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -188,6 +190,58 @@ def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
     assert "Your visit is cancelled" in phone.get_by_role("status").inner_text()
     to_cancel.refresh_from_db()
     assert to_cancel.status == VisitStatus.CANCELLED and not to_cancel.cancelled_late
+    context.close()
+
+
+def test_on_a_320_px_phone_the_next_visit_comes_first_with_its_preparation_and_later_ones_fold(
+    browser, live_server, transactional_db
+):
+    clinic = SmallClinic()
+    clinic.clinic.address = "1200 Riverside Boulevardwithaverylongnamethatdoesnotbreak, Suite 5"
+    clinic.clinic.save()
+    clinic.iv.preparation_instructions = "- No solid food for 6 hours before.\n- Bring a blanket."
+    clinic.iv.aftercare_instructions = "- Rest for the rest of the day."
+    clinic.iv.save()
+    avery = clinic.patient("Avery", "Applewood")
+    first_day = _next_weekday(timezone.localdate(), 1)
+    dose = _visit(clinic, avery, "dosing", first_day, "10:00")
+    later = [
+        _visit(clinic, avery, "integration", _next_weekday(first_day, n), "14:00") for n in (1, 3)
+    ]
+    link = issue_patient_link(avery).replace("http://localhost:8000", live_server.url)
+    context = browser.new_context(
+        viewport={"width": 320, "height": 640}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    phone = context.new_page()
+    phone.goto(link)
+    no_sideways_scroll = "document.documentElement.scrollWidth <= 320"
+    assert phone.evaluate(no_sideways_scroll), phone.evaluate(
+        "document.documentElement.scrollWidth"
+    )
+
+    # First after the greeting: the next visit, whole, with what to do before it.
+    assert phone.get_by_role("heading", level=2).first.inner_text() == "Your next visit"
+    first = phone.get_by_role("article").first
+    assert first.get_attribute("aria-labelledby") == f"visit-{dose.pk}"
+    assert first.get_by_text("No solid food for 6 hours before.").is_visible()
+    assert first.get_by_text("Arrange an adult to drive you home.").is_visible()
+    assert first.get_by_role("button", name="Confirm this visit").is_visible()
+    box = first.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 320
+    # Later visits: folded, one line each, their actions out of the way until opened.
+    folds = phone.locator("details.later-visit")
+    assert folds.count() == 2
+    for visit in later:
+        assert phone.locator(f"#later-{visit.pk}").get_attribute("open") is None
+        assert not phone.locator(f"#visit-{visit.pk}").is_visible()
+    phone.locator(f"#later-{later[0].pk} summary").tap()
+    opened = phone.locator(f"#later-{later[0].pk}")
+    assert opened.get_by_role("link", name="Add to calendar").is_visible()
+    assert not phone.locator(f"#visit-{later[1].pk}").is_visible()
+    assert phone.evaluate(no_sideways_scroll), phone.evaluate(
+        "document.documentElement.scrollWidth"
+    )
     context.close()
 
 

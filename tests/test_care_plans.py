@@ -246,6 +246,41 @@ def test_moving_a_dosing_visit_moves_its_integration_when_the_window_would_break
         assert follower.visit.start - moved[0].end >= follower.step.min_gap
 
 
+def test_a_saved_plan_keeps_where_each_visit_was_proposed_and_the_window_it_was_allowed_in(demo):
+    person = patient(demo)
+    clear_screening(person, demo)
+    proposal = generate(person, protocol(demo, "iv-induction"), START)
+    plan = confirm(save_proposal(proposal))
+    kept = {item.visit.start: item for item in plan.planned_visits.select_related("visit")}
+    for proposed in proposal.visits:
+        item = kept[proposed.start]
+        assert item.proposed_start == proposed.start
+        assert (item.window_earliest, item.window_latest) == (
+            proposed.window.earliest,
+            proposed.window.latest,
+        )
+        assert item.window_earliest <= proposed.start
+        assert item.window_latest is None or proposed.start <= item.window_latest
+    # The rule's own bounds, not the search's horizon: the screening, timed from
+    # the plan's start with no latest, keeps no latest.
+    screening = kept[proposal.visits[0].start]
+    assert (screening.window_earliest, screening.window_latest) == (at(START, "00:00"), None)
+    # A move changes where the visit is, not what the proposal said.
+    last = plan.planned_visits.filter(step__visit_type__slug="maintenance").latest("visit__start")
+    for days in range(1, 6):
+        try:
+            move_planned_visit(last.visit, last.visit.start + timedelta(days=days))
+        except BookingError:
+            continue
+        break
+    else:
+        pytest.fail("no later day was free for the last check-in")
+    before = (last.proposed_start, last.window_earliest, last.window_latest)
+    last.refresh_from_db()
+    assert (last.proposed_start, last.window_earliest, last.window_latest) == before
+    assert last.visit.start == last.proposed_start + timedelta(days=days)
+
+
 def test_moves_that_break_dose_spacing_or_the_anchor_window_are_refused(demo):
     person = patient(demo)
     clear_screening(person, demo)

@@ -193,15 +193,48 @@ def test_a_visit_the_patient_asked_to_move_no_longer_asks_for_confirmation(clien
     assert client.get(path).text.count("please confirm") == 2
 
 
-def test_the_next_three_visits_come_first_and_the_rest_fold_away(client, clinic, avery):
+def test_the_next_visit_comes_first_with_what_to_do_before_it_and_the_rest_fold_away(
+    client, clinic, avery
+):
+    clinic.integration.preparation_instructions = "Join from a quiet, private room."
+    clinic.integration.save()
     weekdays = [
-        DAY + timedelta(days=n) for n in range(7) if (DAY + timedelta(days=n)).weekday() < 5
+        DAY + timedelta(days=n) for n in range(8) if (DAY + timedelta(days=n)).weekday() < 5
     ]
-    visits = [_book(clinic, avery, "integration", "09:00", day) for day in weekdays]
+    talks = [_book(clinic, avery, "integration", "09:00", day) for day in weekdays[:3]]
+    dose = _book(clinic, avery, "iv", "11:00", weekdays[3])
     page = client.get(_path(issue_patient_link(avery))).text
-    folded = page[page.index("<details") : page.index("</details>")]
-    assert "2 later visits" in folded
-    for visit in visits[:3]:
-        assert f'id="visit-{visit.pk}"' in page and f'id="visit-{visit.pk}"' not in folded
-    for visit in visits[3:]:
-        assert f'id="visit-{visit.pk}"' in folded
+
+    first_fold = page.index("<details")
+    next_card = page[page.index('<article class="card next"') : page.index("</article>")]
+    assert page.index("Your next visit") < page.index('<article class="card next"') < first_fold
+    assert f'id="visit-{talks[0].pk}"' in next_card
+    assert "Before this visit" in next_card and "Join from a quiet, private room." in next_card
+    # Each later visit folded on its own, in time order, its instructions inside it.
+    folds = re.findall(r'<details class="later-visit" id="later-(\d+)">(.*?)</details>', page, re.S)
+    assert [int(pk) for pk, _ in folds] == [talks[1].pk, talks[2].pk, dose.pk]
+    assert all(f'id="visit-{pk}"' in body for pk, body in folds)
+    assert "Later visits (3)" in page and "<details open" not in page
+    dose_fold = folds[-1][1]
+    assert "No solid food for 6 hours before." in dose_fold
+    assert "Arrange an adult to drive you home." in dose_fold
+    assert "Rest and drink water." in dose_fold
+    assert page.count("No solid food for 6 hours before.") == 1  # beside its own visit only
+    # The dose's preparation starts days ahead: the next visit's section points to it.
+    assert f'href="#later-{dose.pk}"' in page[:first_fold]
+    assert "Preparing for your session on" in page[:first_fold]
+
+
+def test_a_dose_that_is_the_next_visit_has_its_preparation_and_aftercare_in_the_first_card(
+    client, clinic, avery
+):
+    dose = _book(clinic, avery, "iv", "10:00")
+    _book(clinic, avery, "integration", "10:00", DAY + timedelta(days=3))  # the Monday after
+    page = client.get(_path(issue_patient_link(avery))).text
+    next_card = page[page.index('<article class="card next"') : page.index("</article>")]
+    assert f'id="visit-{dose.pk}"' in next_card
+    assert "No solid food for 6 hours before." in next_card
+    assert "Tell the clinic who will drive you." in next_card
+    assert "Rest and drink water." in next_card
+    assert "Preparing for your session on" not in page
+    assert "Later visits (1)" in page
