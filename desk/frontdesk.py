@@ -9,14 +9,13 @@ about the times it offers).
 """
 
 import hashlib
-from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Prefetch, Q, Sum
+from django.db.models import Exists, F, Func, IntegerField, OuterRef, Prefetch, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -25,6 +24,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from desk import time_grid
 from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url
 from desk.moves import move_times, planned_visit
 from notifications.models import InboundKind, InboundMessage, Message
@@ -32,7 +32,7 @@ from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
-from plans.models import CarePlan, PlannedVisit, Screening
+from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Screening
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
@@ -41,6 +41,7 @@ from scheduler.models import (
     Clinic,
     Clinician,
     Patient,
+    Room,
     Visit,
     VisitParticipant,
     VisitStatus,
@@ -64,12 +65,29 @@ def desk_clinic() -> Clinic:
     return clinic
 
 
+def _scheduled(clinic: Clinic):
+    return Visit.objects.filter(patient__clinic=clinic).scheduled()
+
+
 def _visits(clinic: Clinic):
+    """The clinic's visits as the schedules draw them, each with what its flags need
+    (``flag_visits``) read in the same query."""
     return (
-        Visit.objects.filter(patient__clinic=clinic)
-        .scheduled()
+        _scheduled(clinic)
         .select_related("patient", "visit_type", "clinician", "room")
-        .prefetch_related("participants__clinician")
+        .prefetch_related(
+            Prefetch("participants", VisitParticipant.objects.select_related("clinician"))
+        )
+        .annotate(
+            screening_cleared=Exists(
+                Screening.objects.filter(patient=OuterRef("patient"), cleared=True)
+            ),
+            message_failed=Exists(Message.objects.needs_attention().filter(visit=OuterRef("pk"))),
+            asked_to_move=Exists(_open_reschedule_requests().filter(visit=OuterRef("pk"))),
+            rems_form_due=Subquery(
+                MonitoringFormTask.objects.open().filter(visit=OuterRef("pk")).values("due_on")[:1]
+            ),
+        )
         .order_by("start", "pk")
     )
 
@@ -78,77 +96,87 @@ def _open_reschedule_requests():
     return InboundMessage.objects.inbox().filter(kind=InboundKind.RESCHEDULE)
 
 
-def flag_visits(visits: list[Visit]) -> list[Visit]:
-    """Set ``visit.flags``: what the front desk must act on. Three queries for any number of visits."""
-    open_dosing_patients = {v.patient_id for v in visits if v.visit_type.is_dosing and v.is_open}
-    cleared = set(
-        Screening.objects.filter(patient__in=open_dosing_patients, cleared=True).values_list(
-            "patient_id", flat=True
-        )
-    )
-    failing = set(
-        Message.objects.needs_attention()
-        .filter(visit__in=[v.pk for v in visits])
-        .values_list("visit_id", flat=True)
-    )
-    asked_to_move = set(
-        _open_reschedule_requests()
-        .filter(visit__in=[v.pk for v in visits])
-        .values_list("visit_id", flat=True)
-    )
+def flag_visits(visits: list[Visit], today: date) -> list[Visit]:
+    """Set ``visit.flags``: what the front desk must act on, in words. No query: the facts
+    come with the visits (``_visits``)."""
     for visit in visits:
         flags = []
-        if visit.pk in asked_to_move:
+        if visit.asked_to_move:
             flags.append("Asked to reschedule")
-        if visit.status == VisitStatus.BOOKED and visit.pk not in asked_to_move:
+        elif visit.status == VisitStatus.BOOKED:
             flags.append("Not confirmed")
         if visit.lacks_ride_home:
             flags.append("No ride home")
-        if visit.visit_type.is_dosing and visit.is_open and visit.patient_id not in cleared:
+        if visit.visit_type.is_dosing and visit.is_open and not visit.screening_cleared:
             flags.append("Screening not cleared")
-        if visit.pk in failing:
+        if visit.message_failed:
             flags.append("Message failed")
+        if visit.rems_form_due:
+            late = "overdue" if visit.rems_form_due < today else "due"
+            flags.append(f"REMS form {late} {visit.rems_form_due:%a %-d %b}")
         visit.flags = flags
     return visits
 
 
+def _value(queryset, function: str, column: str = "pk", output=None) -> Subquery:
+    """``function(column)`` over all of ``queryset`` as one value (a scalar subquery, no GROUP BY)."""
+    expression = Func(F(column), function=function, output_field=output)
+    return Subquery(queryset.order_by().annotate(value=expression).values("value")[:1])
+
+
 def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
-    """A digest of everything a day or week schedule shows between start and end.
+    """A digest of every visit a day or week schedule shows between start and end, with its flags.
 
-    Four aggregate queries, whatever the number of visits: the visits (count,
-    latest change, sum of sequences: a move, a cancellation, a check-in or a
-    ride home all change one), their failed messages, their open reschedule
-    requests and their patients' screenings (the flags).
+    One query, whatever the number of visits: the visits (count, latest change,
+    sum of sequences: a move, a cancellation, a check-in or a ride home all
+    change one), their teams, their failed messages, open reschedule requests,
+    REMS monitoring forms and their patients' screenings (the flags).
     """
-    visits = _visits(clinic).overlapping(start, end)
-    shown = visits.aggregate(count=Count("pk"), latest=Max("updated_at"), moves=Sum("sequence"))
-    failing = (
-        Message.objects.needs_attention()
-        .filter(visit__in=visits.values("pk"))
-        .aggregate(count=Count("pk"), latest=Max("updated_at"))
+    visits = _scheduled(clinic).overlapping(start, end)
+    ids = visits.values("pk")
+    number = IntegerField()
+    failing = Message.objects.needs_attention().filter(visit__in=ids)
+    requests = _open_reschedule_requests().filter(visit__in=ids)
+    screenings = Screening.objects.filter(patient__in=visits.values("patient_id"))
+    forms = MonitoringFormTask.objects.filter(visit__in=ids)
+    team = VisitParticipant.objects.filter(visit__in=ids)
+    parts = (
+        Clinic.objects.filter(pk=clinic.pk)
+        .values_list(
+            _value(visits, "COUNT", output=number),
+            _value(visits, "MAX", "updated_at"),
+            _value(visits, "SUM", "sequence"),
+            _value(team, "COUNT", output=number),
+            _value(team, "SUM", "clinician_id"),
+            _value(failing, "COUNT", output=number),
+            _value(failing, "MAX", "updated_at"),
+            _value(requests, "COUNT", output=number),
+            _value(requests, "MAX", "pk"),
+            _value(screenings, "COUNT", output=number),
+            _value(screenings.filter(cleared=True), "COUNT", output=number),
+            _value(screenings, "MAX", "pk"),
+            _value(forms, "COUNT", output=number),
+            _value(forms.open(), "COUNT", output=number),
+            _value(forms, "MAX", "pk"),
+        )
+        .get()
     )
-    requests = (
-        _open_reschedule_requests()
-        .filter(visit__in=visits.values("pk"))
-        .aggregate(count=Count("pk"), latest=Max("pk"))
-    )
-    screenings = Screening.objects.filter(patient__in=visits.values("patient_id")).aggregate(
-        count=Count("pk"), cleared=Count("pk", filter=Q(cleared=True)), latest=Max("pk")
-    )
-    parts = [start, end, *shown.values(), *failing.values(), *requests.values()]
-    parts += screenings.values()
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+    return hashlib.sha256("|".join(map(str, [start, end, *parts])).encode()).hexdigest()[:32]
 
 
-def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str:
+def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, also=()) -> str:
     """The rendered schedule between start and end, from the cache while nothing in it changed.
 
-    Twenty desks looking at today's 400 visits would otherwise render the same
-    tables over and over. The key is ``schedule_version``; names of patients,
-    clinicians and rooms are not in it, so the cache keeps a copy at most
-    SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
+    Twenty desks looking at today's 400 visits would otherwise draw the same
+    grid over and over. The key is ``schedule_version`` and ``also``: what
+    else the schedule shows (the grid's backdrop, the view chosen, the
+    minute, which moves the now-line and ends the free times past). Names of
+    patients, clinicians and rooms are not in it, so the cache keeps a copy at
+    most SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
     """
-    key = f"desk-schedule:{template}:{schedule_version(clinic, start, end)}"
+    version = schedule_version(clinic, start, end)
+    extra = hashlib.sha256("|".join(map(str, also)).encode()).hexdigest()[:16]
+    key = f"desk-schedule:{template}:{version}:{extra}"
     html = cache.get(key)
     if html is None:
         html = render_to_string(template, context())
@@ -156,13 +184,21 @@ def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str
     return mark_safe(html)  # rendered by our own template, escaped there
 
 
-def _grouped(visits: list[Visit], keys) -> list[tuple[str, list[Visit]]]:
-    """Visits under each of the names ``keys(visit)`` gives (a visit may come under several)."""
-    groups: dict[str, list[Visit]] = defaultdict(list)
-    for visit in visits:
-        for key in keys(visit):
-            groups[key].append(visit)
-    return sorted(groups.items())
+def _minute(now: datetime) -> str:
+    return now.replace(second=0, microsecond=0).isoformat()
+
+
+def _booker(clinic: Clinic, week: bool = False):
+    """Links of free cells: the patient picker, then booking with that clinician and time."""
+    patients = reverse("desk_patients")
+
+    def book(clinician: Clinician, start: datetime) -> tuple[str, str]:
+        local = timezone.localtime(start, clinic.tz)
+        query = urlencode({"with": clinician.pk, "at": local.isoformat()})
+        when = f"{local:%a %-d %b} at {local:%H:%M}" if week else f"{local:%H:%M}"
+        return f"{patients}?{query}", f"Book {clinician} {'on ' if week else 'at '}{when}"
+
+    return book
 
 
 @require_safe
@@ -197,36 +233,58 @@ def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> lis
     )
 
 
+def _local_midnight(day: date, tz) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=tz)
+
+
 def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
-    start = datetime.combine(day, datetime.min.time(), tzinfo=clinic.tz)
+    # Local midnights: on the days clocks change a day is 23 or 25 hours long.
+    start, end = (
+        _local_midnight(day, clinic.tz),
+        _local_midnight(day + timedelta(days=1), clinic.tz),
+    )
+    by_room = request.GET.get("by") == "room"
+    now = timezone.now()
+    today = timezone.localdate(now, timezone=clinic.tz)
+    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    rooms = list(Room.objects.filter(clinic=clinic).order_by("name")) if by_room else []
 
     def schedule() -> dict:
-        visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)))
+        visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)), today)
+        axis = time_grid.day_axis(day, backdrop, visits)
+        if by_room:
+            columns = time_grid.by_room(day, axis, backdrop, rooms, visits, now)
+        else:
+            # Everyone on a visit's team sees it in their column, for their part.
+            columns = time_grid.by_person(day, axis, backdrop, visits, now, _booker(clinic))
         return {
             "tz": clinic.tz,
             "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
-            # Everyone on a visit's team sees it under their name.
-            "by_clinician": _grouped(visits, lambda v: [str(p.clinician) for p in v.staff]),
-            "by_room": _grouped(visits, lambda v: [str(v.room) if v.room else "Telehealth"]),
+            "grid": time_grid.Grid.of(columns, axis),
+            "cancelled": [v for v in visits if v.status == VisitStatus.CANCELLED],
+            "any_visits": bool(visits),
+            "by_room": by_room,
         }
 
-    is_today = day == timezone.localdate(timezone=clinic.tz)
+    is_today = day == today
+    also = [backdrop.digest(), by_room, [(room.pk, room.name) for room in rooms], _minute(now)]
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "day": day,
         "is_today": is_today,
+        "by_room": by_room,
         # The desk's home (today) also lists the REMS forms due, whatever day they are due.
         "monitoring_forms": rems.open_tasks(clinic) if is_today else None,
         # And what patients changed from their own page lately (desk.self_service).
         "patient_changes": changed_by_patients(clinic) if is_today else None,
         "freed_without_taker": freed_without_taker(clinic) if is_today else None,
-        # Outside the cached schedule: its version digest covers visits, not closures.
+        # The day's closures and holiday in words (the grid shades them).
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),
         "next": day + timedelta(days=1),
         "schedule": schedule_fragment(
-            "desk/_day_schedule.html", clinic, start, start + timedelta(days=1), schedule
+            "desk/_day_schedule.html", clinic, start, end, schedule, also=also
         ),
     }
     return render(request, "desk/day.html", context)
@@ -237,19 +295,41 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     clinic = desk_clinic()
     day = day or request.GET.get("day")  # the "go to" form asks by query string
-    anchor = day_in_url(day) if day else timezone.localdate(timezone=clinic.tz)
+    now = timezone.now()
+    today = timezone.localdate(now, timezone=clinic.tz)
+    anchor = day_in_url(day) if day else today
     monday = anchor - timedelta(days=anchor.weekday())
-    start = datetime.combine(monday, datetime.min.time(), tzinfo=clinic.tz)
     # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
-    end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=clinic.tz)
+    start = _local_midnight(monday, clinic.tz)
+    end = _local_midnight(monday + timedelta(days=7), clinic.tz)
+    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    # One clinician's week (their part of each visit, and free times to book) or everyone's.
+    asked = request.GET.get("clinician", "")
+    person = backdrop.people.get(int(asked)) if is_row_id(asked) else None
 
     def schedule() -> dict:
-        visits = flag_visits(list(_visits(clinic).overlapping(start, end)))
-        days = {monday + timedelta(days=n): [] for n in range(7)}
-        for visit in visits:
-            local_day = timezone.localtime(visit.start, clinic.tz).date()
-            days.setdefault(local_day, []).append(visit)
-        return {"tz": clinic.tz, "days": sorted(days.items())}
+        visits = _visits(clinic).overlapping(start, end)
+        if person is not None:
+            visits = visits.for_clinician(person)
+        visits = flag_visits(list(visits), today)
+        days = time_grid.days_of(monday)
+        axes = time_grid.week_axes(days, backdrop, visits)
+        columns = time_grid.by_day(
+            days,
+            axes,
+            backdrop,
+            visits,
+            now,
+            person=person,
+            book=(lambda at: _booker(clinic, week=True)(person, at)) if person else None,
+            link=lambda day: reverse("desk_day", args=[day.isoformat()]),
+        )
+        return {
+            "tz": clinic.tz,
+            "grid": time_grid.Grid.of(columns, axes[0]),
+            "cancelled": [v for v in visits if v.status == VisitStatus.CANCELLED],
+            "person": person,
+        }
 
     context = {
         "clinic": clinic,
@@ -257,8 +337,18 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
         "monday": monday,
         "previous": monday - timedelta(days=7),
         "next": monday + timedelta(days=7),
-        "this_week": timezone.localdate(timezone=clinic.tz),
-        "schedule": schedule_fragment("desk/_week_schedule.html", clinic, start, end, schedule),
+        "this_week": today,
+        "person": person,
+        "people": list(backdrop.people.values()),
+        "filter": f"?{urlencode({'clinician': person.pk})}" if person else "",
+        "schedule": schedule_fragment(
+            "desk/_week_schedule.html",
+            clinic,
+            start,
+            end,
+            schedule,
+            also=[backdrop.digest(), person.pk if person else "", _minute(now)],
+        ),
     }
     return render(request, "desk/week.html", context)
 
