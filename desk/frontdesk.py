@@ -25,7 +25,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from desk import time_grid
-from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url
+from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url, grid_choice
 from desk.moves import move_times, planned_visit
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
@@ -356,10 +356,19 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
 @require_safe
 @desk_only
 def patients(request: HttpRequest) -> HttpResponse:
+    """Search patients; coming from a free time of the day grid, the one to book it for."""
     clinic = desk_clinic()
     query = request.GET.get("q", "").strip()
     found = list(Patient.objects.filter(clinic=clinic).search(query)[:SEARCH_LIMIT])
-    context = {"clinic": clinic, "tz": clinic.tz, "query": query, "patients": found}
+    from_grid = grid_choice(request.GET, clinic)
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "query": query,
+        "patients": found,
+        "from_grid": from_grid,
+        "carry": urlencode(from_grid.query) if from_grid else "",
+    }
     return render(request, "desk/patients.html", context)
 
 
