@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Exists, F, Func, IntegerField, OuterRef, Prefetch, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Subquery, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -69,24 +69,27 @@ def _scheduled(clinic: Clinic):
     return Visit.objects.filter(patient__clinic=clinic).scheduled()
 
 
+def _with_flags(visits):
+    """``visits`` with what their flags need (``flag_visits``), read in the same query."""
+    return visits.annotate(
+        screening_cleared=Exists(
+            Screening.objects.filter(patient=OuterRef("patient"), cleared=True)
+        ),
+        message_failed=Exists(Message.objects.needs_attention().filter(visit=OuterRef("pk"))),
+        asked_to_move=Exists(_open_reschedule_requests().filter(visit=OuterRef("pk"))),
+        rems_form_due=Subquery(
+            MonitoringFormTask.objects.open().filter(visit=OuterRef("pk")).values("due_on")[:1]
+        ),
+    )
+
+
 def _visits(clinic: Clinic):
-    """The clinic's visits as the schedules draw them, each with what its flags need
-    (``flag_visits``) read in the same query."""
-    return (
+    """The clinic's visits as the schedules draw them, with their teams and flags."""
+    return _with_flags(
         _scheduled(clinic)
         .select_related("patient", "visit_type", "clinician", "room")
         .prefetch_related(
             Prefetch("participants", VisitParticipant.objects.select_related("clinician"))
-        )
-        .annotate(
-            screening_cleared=Exists(
-                Screening.objects.filter(patient=OuterRef("patient"), cleared=True)
-            ),
-            message_failed=Exists(Message.objects.needs_attention().filter(visit=OuterRef("pk"))),
-            asked_to_move=Exists(_open_reschedule_requests().filter(visit=OuterRef("pk"))),
-            rems_form_due=Subquery(
-                MonitoringFormTask.objects.open().filter(visit=OuterRef("pk")).values("due_on")[:1]
-            ),
         )
         .order_by("start", "pk")
     )
@@ -98,7 +101,7 @@ def _open_reschedule_requests():
 
 def flag_visits(visits: list[Visit], today: date) -> list[Visit]:
     """Set ``visit.flags``: what the front desk must act on, in words. No query: the facts
-    come with the visits (``_visits``)."""
+    come with the visits (``_with_flags``)."""
     for visit in visits:
         flags = []
         if visit.asked_to_move:
@@ -118,50 +121,32 @@ def flag_visits(visits: list[Visit], today: date) -> list[Visit]:
     return visits
 
 
-def _value(queryset, function: str, column: str = "pk", output=None) -> Subquery:
-    """``function(column)`` over all of ``queryset`` as one value (a scalar subquery, no GROUP BY)."""
-    expression = Func(F(column), function=function, output_field=output)
-    return Subquery(queryset.order_by().annotate(value=expression).values("value")[:1])
-
-
 def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
     """A digest of every visit a day or week schedule shows between start and end, with its flags.
 
-    One query, whatever the number of visits: the visits (count, latest change,
-    sum of sequences: a move, a cancellation, a check-in or a ride home all
-    change one), their teams, their failed messages, open reschedule requests,
-    REMS monitoring forms and their patients' screenings (the flags).
+    One query, whatever the number of visits: their count, latest change and
+    sum of sequences (a move, a cancellation, a change of team, a check-in or
+    a ride home all change one), and for each flag's facts the number and the
+    sum of ids of the visits that have it: a failed message, an open
+    reschedule request, a cleared screening, an open REMS form (and its latest
+    due date). The facts are the ``_with_flags`` ones, asked once a visit;
+    each as a subquery of its own compiled to a query too long to build on
+    every request (tens of milliseconds, the query itself under one).
     """
-    visits = _scheduled(clinic).overlapping(start, end)
-    ids = visits.values("pk")
-    number = IntegerField()
-    failing = Message.objects.needs_attention().filter(visit__in=ids)
-    requests = _open_reschedule_requests().filter(visit__in=ids)
-    screenings = Screening.objects.filter(patient__in=visits.values("patient_id"))
-    forms = MonitoringFormTask.objects.filter(visit__in=ids)
-    team = VisitParticipant.objects.filter(visit__in=ids)
-    parts = (
-        Clinic.objects.filter(pk=clinic.pk)
-        .values_list(
-            _value(visits, "COUNT", output=number),
-            _value(visits, "MAX", "updated_at"),
-            _value(visits, "SUM", "sequence"),
-            _value(team, "COUNT", output=number),
-            _value(team, "SUM", "clinician_id"),
-            _value(failing, "COUNT", output=number),
-            _value(failing, "MAX", "updated_at"),
-            _value(requests, "COUNT", output=number),
-            _value(requests, "MAX", "pk"),
-            _value(screenings, "COUNT", output=number),
-            _value(screenings.filter(cleared=True), "COUNT", output=number),
-            _value(screenings, "MAX", "pk"),
-            _value(forms, "COUNT", output=number),
-            _value(forms.open(), "COUNT", output=number),
-            _value(forms, "MAX", "pk"),
-        )
-        .get()
-    )
-    return hashlib.sha256("|".join(map(str, [start, end, *parts])).encode()).hexdigest()[:32]
+    visits = _with_flags(_scheduled(clinic).overlapping(start, end)).order_by()
+    shown = {"count": Count("pk"), "latest": Max("updated_at"), "moves": Sum("sequence")}
+    for fact in ("message_failed", "asked_to_move", "screening_cleared"):
+        shown |= {
+            f"{fact}_n": Count("pk", filter=Q(**{fact: True})),
+            f"{fact}_ids": Sum("pk", filter=Q(**{fact: True})),
+        }
+    shown |= {
+        "forms_n": Count("rems_form_due"),
+        "forms_ids": Sum("pk", filter=Q(rems_form_due__isnull=False)),
+        "forms_due": Max("rems_form_due"),
+    }
+    parts = [start, end, *visits.aggregate(**shown).values()]
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
 def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, also=()) -> str:

@@ -13,7 +13,9 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from notifications.models import InboundMessage
 from notifications.patient_links import ask_to_reschedule
 from plans.models import MonitoringFormTask
 from scheduler import booking
@@ -270,6 +272,39 @@ def test_the_grid_is_drawn_again_when_what_shades_it_changes_and_as_time_passes(
     assert "Book Sam Rivers at 11:15" not in free_cells(sam)
     assert "Book Sam Rivers at 11:30" in free_cells(sam)
     assert 'class="tg-now r14 m5"' in later  # 11:15 is row 14, five minutes in
+
+
+def test_the_grid_is_drawn_again_when_a_flag_comes_or_goes(desk, clinic):
+    talk = booking.book(
+        patient=clinic.patient("Avery", "Applewood"),
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(MONDAY, "11:00"),
+    )
+    done = Visit.objects.create(
+        patient=clinic.patient("Dana", "Done"),
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        room=clinic.room1,
+        start=at(MONDAY, "08:00"),
+        end=at(MONDAY, "10:00"),
+        status=VisitStatus.COMPLETED,
+        ride_home_arranged=True,
+    )
+    task = MonitoringFormTask.objects.create(visit=done, due_on=MONDAY + timedelta(days=7))
+
+    def flags() -> tuple[str, str]:
+        grid = columns(day_page(desk, MONDAY))
+        return block(grid["Sam Rivers"], talk), block(grid["Dr. Alvarez"], done)
+
+    asked, form = flags()
+    assert "Asked to reschedule" not in asked and "REMS form due" in form
+    ask_to_reschedule(talk.patient, talk)
+    assert "Asked to reschedule" in flags()[0]
+    InboundMessage.objects.update(handled_at=timezone.now())
+    assert "Asked to reschedule" not in flags()[0]
+    MonitoringFormTask.objects.filter(pk=task.pk).update(submitted_on=MONDAY)
+    assert "REMS form" not in flags()[1]
 
 
 def test_the_clinicians_week_is_a_grid_of_their_part_with_busy_times_and_video_links(
