@@ -20,7 +20,7 @@ from notifications.patient_links import ask_to_reschedule
 from plans.models import MonitoringFormTask
 from scheduler import booking
 from scheduler.models import BusyBlock, Closure, TimeOff, Visit, VisitStatus
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, SmallClinic, at
 from tests.page_helpers import crowd, failed_message, front_desk, sign_in_verified
 from tests.test_public_holidays import THANKSGIVING
 
@@ -408,6 +408,17 @@ def test_a_quarter_hour_too_short_for_the_visit_type_says_so_and_offers_the_days
         assert response.status_code == 200 and "chosen on the" not in response.text
         response = desk.get(reverse("desk_patients"), bad)
         assert response.status_code == 200 and "<h1>Patients</h1>" in response.text
+
+
+def test_a_free_quarter_hour_keeps_its_instant_in_a_clinic_east_of_utc(client, db):
+    berlin = SmallClinic("Europe/Berlin")
+    client.force_login(front_desk())
+    grid = columns(day_page(client, MONDAY))
+    link = free_cells(grid["Sam Rivers"])["Book Sam Rivers at 10:15"]
+    assert "at=2030-06-03T10:15:00%2B02:00" in link  # "+" would read as a space
+    page = client.get(link).text
+    assert "Book Sam Rivers on Monday 3 June at 10:15" in page
+    assert berlin.clinic.time_zone == "Europe/Berlin"
 
 
 # -- queries: fixed, however many visits -----------------------------------------------------
