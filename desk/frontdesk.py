@@ -129,9 +129,9 @@ def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
     a ride home all change one), and for each flag's facts the number and the
     sum of ids of the visits that have it: a failed message, an open
     reschedule request, a cleared screening, an open REMS form (and its latest
-    due date). The facts are the ``_with_flags`` ones, asked once a visit;
-    each as a subquery of its own compiled to a query too long to build on
-    every request (tens of milliseconds, the query itself under one).
+    due date), asked as the grid's flags ask them (``_with_flags``). Written
+    as a scalar subquery a figure, the query took longer to build and compile
+    on every request than to run (tens of milliseconds against under one).
     """
     visits = _with_flags(_scheduled(clinic).overlapping(start, end)).order_by()
     shown = {"count": Count("pk"), "latest": Max("updated_at"), "moves": Sum("sequence")}
@@ -173,7 +173,7 @@ def _minute(now: datetime) -> str:
     return now.replace(second=0, microsecond=0).isoformat()
 
 
-def _booker(clinic: Clinic, week: bool = False):
+def _booker(week: bool = False):
     """Links of free cells: the patient search, then booking with that clinician and time."""
     patients = reverse("desk_patients")
 
@@ -245,7 +245,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
             columns = time_grid.by_room(day, axis, backdrop, rooms, visits, now)
         else:
             # Everyone on a visit's team sees it in their column, for their part.
-            columns = time_grid.by_person(day, axis, backdrop, visits, now, _booker(clinic))
+            columns = time_grid.by_person(day, axis, backdrop, visits, now, _booker())
         return {
             "tz": clinic.tz,
             "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
@@ -310,7 +310,7 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
             visits,
             now,
             person=person,
-            book=(lambda at: _booker(clinic, week=True)(person, at)) if person else None,
+            book=(lambda at: _booker(week=True)(person, at)) if person else None,
             link=lambda day: reverse("desk_day", args=[day.isoformat()]),
         )
         return {
