@@ -1,4 +1,4 @@
-"""A clinician's own calendar page: the week's visits, the feed address, invites and own calendars."""
+"""A clinician's own calendar page: the week as a time grid, the feed address, invites and own calendars."""
 
 from datetime import date, datetime, timedelta
 
@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from desk import time_grid
 from desk.forms import chosen
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
@@ -77,7 +78,7 @@ def my_calendar(request: HttpRequest) -> HttpResponse:
         "monday": monday,
         "previous": monday - timedelta(days=7),
         "next": monday + timedelta(days=7),
-        "days": _week_visits(clinician, monday, tz),
+        "grid": _week_grid(clinician, monday, tz),
         "clinician": clinician,
         "feed": tokens.active(clinician),
         "new_feed_url": new_feed_url,
@@ -99,15 +100,15 @@ def _week_of(text: str, tz) -> date:
     return day - timedelta(days=day.weekday())
 
 
-def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
-    """The clinician's visits of one local week, by day; two queries. Proposed visits hold nothing.
+def _week_grid(clinician, monday: date, tz) -> time_grid.Grid:
+    """The clinician's local week as a grid (desk.time_grid): their part of each visit, their
+    hours, time off and busy times from their own calendars shaded. Six queries.
 
-    Each visit's ``part`` is (start, end) of the clinician's own part of it.
+    Proposed visits hold nothing and cancelled ones free their time: neither is drawn.
     """
     start = datetime.combine(monday, datetime.min.time(), tzinfo=tz)
     end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=tz)
-    days: dict[date, list[Visit]] = {monday + timedelta(days=n): [] for n in range(7)}
-    visits = (
+    visits = list(
         Visit.objects.for_clinician(clinician)
         .filter(start__lt=end, end__gt=start)
         .scheduled()
@@ -118,7 +119,8 @@ def _week_visits(clinician, monday: date, tz) -> list[tuple[date, list[Visit]]]:
         )
         .order_by("start")
     )
-    for visit in visits:
-        visit.part = visit.span_for(clinician)
-        days.setdefault(timezone.localtime(visit.start, tz).date(), []).append(visit)
-    return sorted(days.items())
+    backdrop = time_grid.Backdrop.load(clinician.clinic, start, end, clinician=clinician)
+    days = time_grid.days_of(monday)
+    axes = time_grid.week_axes(days, backdrop, visits)
+    columns = time_grid.by_day(days, axes, backdrop, visits, timezone.now(), person=clinician)
+    return time_grid.Grid.of(columns, axes[0])

@@ -1,5 +1,6 @@
 """Forms of the front desk's and the patient's pages."""
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from django import forms
@@ -11,7 +12,7 @@ from plans.generator import Preferences
 from plans.models import Protocol
 from scheduler.availability import Slot
 from scheduler.booking import seat_staff
-from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday
+from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday, is_row_id
 from scheduler.timezones import FIRST_DAY, LAST_DAY, validate_calendar_day
 
 
@@ -184,3 +185,33 @@ def day_in_url(text: str) -> date:
     if not FIRST_DAY <= day <= LAST_DAY:
         raise Http404("No schedule that far away.")
     return day
+
+
+@dataclass(frozen=True)
+class GridChoice:
+    """A free time clicked on the desk's grid: book ``clinician`` at ``start`` (clinic's zone)."""
+
+    clinician: Clinician
+    start: datetime
+
+    @property
+    def query(self) -> dict:
+        """The query string that carries the choice from page to page."""
+        return {"with": self.clinician.pk, "at": self.start.isoformat()}
+
+
+def grid_choice(data, clinic: Clinic) -> GridChoice | None:
+    """The clinician and time a free cell of the grid asks to book (``?with=<id>&at=<ISO time
+    with its UTC offset>``), or None when they name no active clinician of the clinic or
+    no instant: the pages then work as they do without."""
+    pk, text = data.get("with", ""), data.get("at", "")
+    if not is_row_id(pk) or not text:
+        return None
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if start.tzinfo is None or not FIRST_DAY <= start.date() <= LAST_DAY:
+        return None
+    clinician = Clinician.objects.filter(clinic=clinic, pk=int(pk), is_active=True).first()
+    return GridChoice(clinician, start.astimezone(clinic.tz)) if clinician else None

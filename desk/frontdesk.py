@@ -9,14 +9,13 @@ about the times it offers).
 """
 
 import hashlib
-from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Prefetch, Q, Sum
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Subquery, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -25,7 +24,8 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url
+from desk import time_grid
+from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url, grid_choice
 from desk.moves import move_times, planned_visit
 from desk.plan_timeline import for_care_plan, for_proposal
 from notifications.models import InboundKind, InboundMessage, Message
@@ -33,7 +33,7 @@ from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
-from plans.models import CarePlan, PlannedVisit, Screening
+from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Screening
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
@@ -42,6 +42,7 @@ from scheduler.models import (
     Clinic,
     Clinician,
     Patient,
+    Room,
     Visit,
     VisitParticipant,
     VisitStatus,
@@ -65,12 +66,32 @@ def desk_clinic() -> Clinic:
     return clinic
 
 
+def _scheduled(clinic: Clinic):
+    return Visit.objects.filter(patient__clinic=clinic).scheduled()
+
+
+def _with_flags(visits):
+    """``visits`` with what their flags need (``flag_visits``), read in the same query."""
+    return visits.annotate(
+        screening_cleared=Exists(
+            Screening.objects.filter(patient=OuterRef("patient"), cleared=True)
+        ),
+        message_failed=Exists(Message.objects.needs_attention().filter(visit=OuterRef("pk"))),
+        asked_to_move=Exists(_open_reschedule_requests().filter(visit=OuterRef("pk"))),
+        rems_form_due=Subquery(
+            MonitoringFormTask.objects.open().filter(visit=OuterRef("pk")).values("due_on")[:1]
+        ),
+    )
+
+
 def _visits(clinic: Clinic):
-    return (
-        Visit.objects.filter(patient__clinic=clinic)
-        .scheduled()
+    """The clinic's visits as the schedules draw them, with their teams and flags."""
+    return _with_flags(
+        _scheduled(clinic)
         .select_related("patient", "visit_type", "clinician", "room")
-        .prefetch_related("participants__clinician")
+        .prefetch_related(
+            Prefetch("participants", VisitParticipant.objects.select_related("clinician"))
+        )
         .order_by("start", "pk")
     )
 
@@ -79,77 +100,69 @@ def _open_reschedule_requests():
     return InboundMessage.objects.inbox().filter(kind=InboundKind.RESCHEDULE)
 
 
-def flag_visits(visits: list[Visit]) -> list[Visit]:
-    """Set ``visit.flags``: what the front desk must act on. Three queries for any number of visits."""
-    open_dosing_patients = {v.patient_id for v in visits if v.visit_type.is_dosing and v.is_open}
-    cleared = set(
-        Screening.objects.filter(patient__in=open_dosing_patients, cleared=True).values_list(
-            "patient_id", flat=True
-        )
-    )
-    failing = set(
-        Message.objects.needs_attention()
-        .filter(visit__in=[v.pk for v in visits])
-        .values_list("visit_id", flat=True)
-    )
-    asked_to_move = set(
-        _open_reschedule_requests()
-        .filter(visit__in=[v.pk for v in visits])
-        .values_list("visit_id", flat=True)
-    )
+def flag_visits(visits: list[Visit], today: date) -> list[Visit]:
+    """Set ``visit.flags``: what the front desk must act on, in words. No query: the facts
+    come with the visits (``_with_flags``)."""
     for visit in visits:
         flags = []
-        if visit.pk in asked_to_move:
+        if visit.asked_to_move:
             flags.append("Asked to reschedule")
-        if visit.status == VisitStatus.BOOKED and visit.pk not in asked_to_move:
+        elif visit.status == VisitStatus.BOOKED:
             flags.append("Not confirmed")
         if visit.lacks_ride_home:
             flags.append("No ride home")
-        if visit.visit_type.is_dosing and visit.is_open and visit.patient_id not in cleared:
+        if visit.visit_type.is_dosing and visit.is_open and not visit.screening_cleared:
             flags.append("Screening not cleared")
-        if visit.pk in failing:
+        if visit.message_failed:
             flags.append("Message failed")
+        if visit.rems_form_due:
+            late = "overdue" if visit.rems_form_due < today else "due"
+            flags.append(f"REMS form {late} {visit.rems_form_due:%a %-d %b}")
         visit.flags = flags
     return visits
 
 
 def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
-    """A digest of everything a day or week schedule shows between start and end.
+    """A digest of every visit a day or week schedule shows between start and end, with its flags.
 
-    Four aggregate queries, whatever the number of visits: the visits (count,
-    latest change, sum of sequences: a move, a cancellation, a check-in or a
-    ride home all change one), their failed messages, their open reschedule
-    requests and their patients' screenings (the flags).
+    One query, whatever the number of visits: their count, latest change and
+    sum of sequences (a move, a cancellation, a change of team, a check-in or
+    a ride home all change one), and for each flag's facts the number and the
+    sum of ids of the visits that have it: a failed message, an open
+    reschedule request, a cleared screening, an open REMS form (and its latest
+    due date), asked as the grid's flags ask them (``_with_flags``). Written
+    as a scalar subquery a figure, the query took longer to build and compile
+    on every request than to run (tens of milliseconds against under one).
     """
-    visits = _visits(clinic).overlapping(start, end)
-    shown = visits.aggregate(count=Count("pk"), latest=Max("updated_at"), moves=Sum("sequence"))
-    failing = (
-        Message.objects.needs_attention()
-        .filter(visit__in=visits.values("pk"))
-        .aggregate(count=Count("pk"), latest=Max("updated_at"))
-    )
-    requests = (
-        _open_reschedule_requests()
-        .filter(visit__in=visits.values("pk"))
-        .aggregate(count=Count("pk"), latest=Max("pk"))
-    )
-    screenings = Screening.objects.filter(patient__in=visits.values("patient_id")).aggregate(
-        count=Count("pk"), cleared=Count("pk", filter=Q(cleared=True)), latest=Max("pk")
-    )
-    parts = [start, end, *shown.values(), *failing.values(), *requests.values()]
-    parts += screenings.values()
+    visits = _with_flags(_scheduled(clinic).overlapping(start, end)).order_by()
+    shown = {"count": Count("pk"), "latest": Max("updated_at"), "moves": Sum("sequence")}
+    for fact in ("message_failed", "asked_to_move", "screening_cleared"):
+        shown |= {
+            f"{fact}_n": Count("pk", filter=Q(**{fact: True})),
+            f"{fact}_ids": Sum("pk", filter=Q(**{fact: True})),
+        }
+    shown |= {
+        "forms_n": Count("rems_form_due"),
+        "forms_ids": Sum("pk", filter=Q(rems_form_due__isnull=False)),
+        "forms_due": Max("rems_form_due"),
+    }
+    parts = [start, end, *visits.aggregate(**shown).values()]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str:
+def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, also=()) -> str:
     """The rendered schedule between start and end, from the cache while nothing in it changed.
 
-    Twenty desks looking at today's 400 visits would otherwise render the same
-    tables over and over. The key is ``schedule_version``; names of patients,
-    clinicians and rooms are not in it, so the cache keeps a copy at most
-    SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
+    Twenty desks looking at today's 400 visits would otherwise draw the same
+    grid over and over. The key is ``schedule_version`` and ``also``: what
+    else the schedule shows (the grid's backdrop, the view chosen, the
+    minute, which moves the now-line and ends the free times past). Names of
+    patients, clinicians and rooms are not in it, so the cache keeps a copy at
+    most SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
     """
-    key = f"desk-schedule:{template}:{schedule_version(clinic, start, end)}"
+    version = schedule_version(clinic, start, end)
+    extra = hashlib.sha256("|".join(map(str, also)).encode()).hexdigest()[:16]
+    key = f"desk-schedule:{template}:{version}:{extra}"
     html = cache.get(key)
     if html is None:
         html = render_to_string(template, context())
@@ -157,13 +170,25 @@ def schedule_fragment(template: str, clinic: Clinic, start, end, context) -> str
     return mark_safe(html)  # rendered by our own template, escaped there
 
 
-def _grouped(visits: list[Visit], keys) -> list[tuple[str, list[Visit]]]:
-    """Visits under each of the names ``keys(visit)`` gives (a visit may come under several)."""
-    groups: dict[str, list[Visit]] = defaultdict(list)
-    for visit in visits:
-        for key in keys(visit):
-            groups[key].append(visit)
-    return sorted(groups.items())
+def _minute(now: datetime) -> str:
+    return now.replace(second=0, microsecond=0).isoformat()
+
+
+def _booker(week: bool = False):
+    """Links of free cells: the patient search, then booking with that clinician and time."""
+    patients = reverse("desk_patients")
+
+    def book(clinician: Clinician, start: datetime) -> tuple[str, str]:
+        # ``start`` is in the clinic's zone (the grid's rows are); its UTC offset keeps
+        # the instant, also in the hour clocks repeat. Only a "+" needs escaping in it
+        # (urlencode, once a cell of thousands, was a third of building the grid).
+        at = start.isoformat().replace("+", "%2B")
+        url = f"{patients}?with={clinician.pk}&at={at}"
+        if week:
+            return url, f"Book {clinician} on {start:%a %-d %b} at {start:%H:%M}"
+        return url, f"Book {clinician} at {start:%H:%M}"
+
+    return book
 
 
 @require_safe
@@ -198,36 +223,58 @@ def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> lis
     )
 
 
+def _local_midnight(day: date, tz) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=tz)
+
+
 def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
-    start = datetime.combine(day, datetime.min.time(), tzinfo=clinic.tz)
+    # Local midnights: on the days clocks change a day is 23 or 25 hours long.
+    start, end = (
+        _local_midnight(day, clinic.tz),
+        _local_midnight(day + timedelta(days=1), clinic.tz),
+    )
+    by_room = request.GET.get("by") == "room"
+    now = timezone.now()
+    today = timezone.localdate(now, timezone=clinic.tz)
+    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    rooms = list(Room.objects.filter(clinic=clinic).order_by("name")) if by_room else []
 
     def schedule() -> dict:
-        visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)))
+        visits = flag_visits(list(_visits(clinic).on_local_day(day, clinic.tz)), today)
+        axis = time_grid.day_axis(day, backdrop, visits)
+        if by_room:
+            columns = time_grid.by_room(day, axis, backdrop, rooms, visits, now)
+        else:
+            # Everyone on a visit's team sees it in their column, for their part.
+            columns = time_grid.by_person(day, axis, backdrop, visits, now, _booker())
         return {
             "tz": clinic.tz,
             "flagged": [v for v in visits if v.flags and v.status != VisitStatus.CANCELLED],
-            # Everyone on a visit's team sees it under their name.
-            "by_clinician": _grouped(visits, lambda v: [str(p.clinician) for p in v.staff]),
-            "by_room": _grouped(visits, lambda v: [str(v.room) if v.room else "Telehealth"]),
+            "grid": time_grid.Grid.of(columns, axis),
+            "cancelled": [v for v in visits if v.status == VisitStatus.CANCELLED],
+            "any_visits": bool(visits),
+            "by_room": by_room,
         }
 
-    is_today = day == timezone.localdate(timezone=clinic.tz)
+    is_today = day == today
+    also = [backdrop.digest(), by_room, [(room.pk, room.name) for room in rooms], _minute(now)]
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
         "day": day,
         "is_today": is_today,
+        "by_room": by_room,
         # The desk's home (today) also lists the REMS forms due, whatever day they are due.
         "monitoring_forms": rems.open_tasks(clinic) if is_today else None,
         # And what patients changed from their own page lately (desk.self_service).
         "patient_changes": changed_by_patients(clinic) if is_today else None,
         "freed_without_taker": freed_without_taker(clinic) if is_today else None,
-        # Outside the cached schedule: its version digest covers visits, not closures.
+        # The day's closures and holiday in words (the grid shades them).
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),
         "next": day + timedelta(days=1),
         "schedule": schedule_fragment(
-            "desk/_day_schedule.html", clinic, start, start + timedelta(days=1), schedule
+            "desk/_day_schedule.html", clinic, start, end, schedule, also=also
         ),
     }
     return render(request, "desk/day.html", context)
@@ -238,19 +285,41 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     clinic = desk_clinic()
     day = day or request.GET.get("day")  # the "go to" form asks by query string
-    anchor = day_in_url(day) if day else timezone.localdate(timezone=clinic.tz)
+    now = timezone.now()
+    today = timezone.localdate(now, timezone=clinic.tz)
+    anchor = day_in_url(day) if day else today
     monday = anchor - timedelta(days=anchor.weekday())
-    start = datetime.combine(monday, datetime.min.time(), tzinfo=clinic.tz)
     # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
-    end = datetime.combine(monday + timedelta(days=7), datetime.min.time(), tzinfo=clinic.tz)
+    start = _local_midnight(monday, clinic.tz)
+    end = _local_midnight(monday + timedelta(days=7), clinic.tz)
+    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    # One clinician's week (their part of each visit, and free times to book) or everyone's.
+    asked = request.GET.get("clinician", "")
+    person = backdrop.people.get(int(asked)) if is_row_id(asked) else None
 
     def schedule() -> dict:
-        visits = flag_visits(list(_visits(clinic).overlapping(start, end)))
-        days = {monday + timedelta(days=n): [] for n in range(7)}
-        for visit in visits:
-            local_day = timezone.localtime(visit.start, clinic.tz).date()
-            days.setdefault(local_day, []).append(visit)
-        return {"tz": clinic.tz, "days": sorted(days.items())}
+        visits = _visits(clinic).overlapping(start, end)
+        if person is not None:
+            visits = visits.for_clinician(person)
+        visits = flag_visits(list(visits), today)
+        days = time_grid.days_of(monday)
+        axes = time_grid.week_axes(days, backdrop, visits)
+        columns = time_grid.by_day(
+            days,
+            axes,
+            backdrop,
+            visits,
+            now,
+            person=person,
+            book=(lambda at: _booker(week=True)(person, at)) if person else None,
+            link=lambda day: reverse("desk_day", args=[day.isoformat()]),
+        )
+        return {
+            "tz": clinic.tz,
+            "grid": time_grid.Grid.of(columns, axes[0]),
+            "cancelled": [v for v in visits if v.status == VisitStatus.CANCELLED],
+            "person": person,
+        }
 
     context = {
         "clinic": clinic,
@@ -258,8 +327,18 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
         "monday": monday,
         "previous": monday - timedelta(days=7),
         "next": monday + timedelta(days=7),
-        "this_week": timezone.localdate(timezone=clinic.tz),
-        "schedule": schedule_fragment("desk/_week_schedule.html", clinic, start, end, schedule),
+        "this_week": today,
+        "person": person,
+        "people": list(backdrop.people.values()),
+        "filter": f"?{urlencode({'clinician': person.pk})}" if person else "",
+        "schedule": schedule_fragment(
+            "desk/_week_schedule.html",
+            clinic,
+            start,
+            end,
+            schedule,
+            also=[backdrop.digest(), person.pk if person else "", _minute(now)],
+        ),
     }
     return render(request, "desk/week.html", context)
 
@@ -267,10 +346,19 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
 @require_safe
 @desk_only
 def patients(request: HttpRequest) -> HttpResponse:
+    """Search patients; coming from a free time of the day grid, the one to book it for."""
     clinic = desk_clinic()
     query = request.GET.get("q", "").strip()
     found = list(Patient.objects.filter(clinic=clinic).search(query)[:SEARCH_LIMIT])
-    context = {"clinic": clinic, "tz": clinic.tz, "query": query, "patients": found}
+    from_grid = grid_choice(request.GET, clinic)
+    context = {
+        "clinic": clinic,
+        "tz": clinic.tz,
+        "query": query,
+        "patients": found,
+        "from_grid": from_grid,
+        "carry": urlencode(from_grid.query) if from_grid else "",
+    }
     return render(request, "desk/patients.html", context)
 
 

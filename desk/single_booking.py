@@ -7,9 +7,15 @@ times*), free for the whole team the type needs, a room and the patient
 registered booking rules. ``scheduler.booking.book`` then decides, checking
 every rule again; its refusals are shown as they are worded (a time another
 desk took meanwhile too).
+
+Coming from a free time clicked on the desk's day or week grid
+(``desk.forms.grid_choice``), the page offers that day's times with that
+clinician leading, every quarter hour, the time clicked chosen when it is
+free for the visit type; booked, it goes back to that day's grid.
 """
 
 from datetime import date
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
@@ -19,8 +25,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from desk import moves
-from desk.forms import MoveForm, day_in_url
+from desk import moves, time_grid
+from desk.forms import GridChoice, MoveForm, day_in_url, grid_choice, slot_value
 from desk.frontdesk import desk_clinic, desk_only, window_url
 from desk.moves import MoveTimes
 from scheduler import audit, booking
@@ -40,23 +46,39 @@ def new_visit(patient: Patient, visit_type: VisitType) -> Visit:
 
 
 def booking_times(
-    patient: Patient, visit_type: VisitType, clinic: Clinic, first: date | None = None
+    patient: Patient,
+    visit_type: VisitType,
+    clinic: Clinic,
+    first: date | None = None,
+    choice: GridChoice | None = None,
 ) -> MoveTimes:
     """Times a ``visit_type`` visit may be booked at for ``patient`` in the window opening on ``first``.
 
     Earliest first, with any qualified lead and whoever is free for the rest
-    of the team; default window: from today. A fixed number of queries.
+    of the team; default window: from today. With ``choice``, the day of the
+    time chosen on the grid, its clinician leading, every quarter hour (the
+    nearest to the time chosen are judged first). A fixed number of queries.
     """
     now = timezone.now()
-    times = moves.window(clinic, first or timezone.localdate(now, timezone=clinic.tz), now)
+    if choice is not None:
+        times = moves.window(clinic, choice.start.date(), now, days=1)
+    else:
+        times = moves.window(clinic, first or timezone.localdate(now, timezone=clinic.tz), now)
     availability = Availability.for_days(clinic, times.first, times.last, patients=[patient])
     free = [
         slot
         for slot in availability.free_slots(
-            visit_type, times.first, times.last, patient=patient, step=moves.STEP
+            visit_type,
+            times.first,
+            times.last,
+            clinicians=[choice.clinician] if choice else None,
+            patient=patient,
+            step=time_grid.ROW if choice else moves.STEP,
         )
         if moves.bookable(slot, now)
     ]
+    if choice is not None:
+        free.sort(key=lambda slot: (abs(slot.start - choice.start), slot.start))
     visit = new_visit(patient, visit_type)
     starts = [slot.start for slot in free] or [now]
     rules = booking.rules_for_times(visit, min(starts), max(starts))
@@ -86,12 +108,34 @@ def _book(form: BookingForm, patient: Patient, visit_type: VisitType) -> Visit:
     return booking.book_slot(patient, visit_type, form.chosen, ride_home_arranged=form.ride_home)
 
 
+def _chosen(times: MoveTimes, choice: GridChoice | None) -> Slot | None:
+    """The time offered that is the one chosen on the grid, if it is offered."""
+    if choice is None:
+        return None
+    return next(
+        (
+            slot
+            for slot in times.slots
+            if slot.start == choice.start and slot.clinician.pk == choice.clinician.pk
+        ),
+        None,
+    )
+
+
 @require_http_methods(["GET", "POST"])
 @desk_only
 def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
     clinic = desk_clinic()
     person = get_object_or_404(Patient.objects.select_related("clinic"), pk=pk, clinic=clinic)
+    choice = grid_choice(request.GET, clinic)
     visit_types = list(VisitType.objects.filter(clinic=clinic).prefetch_related("staffing"))
+    if choice is not None:
+        # Only what the clinician chosen may lead.
+        visit_types = [
+            kind
+            for kind in visit_types
+            if kind.lead_seat is not None and kind.lead_seat.role_of(choice.clinician)
+        ]
     asked = request.GET.get("type", "")
     visit_type = next((kind for kind in visit_types if str(kind.pk) == asked), None)
     first = day_in_url(request.GET["from"]) if "from" in request.GET else None
@@ -102,12 +146,15 @@ def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
         "patient": person,
         "visit_types": visit_types,
         "visit_type": visit_type,
+        "choice": choice,
         "problems": [],
     }
     if visit_type is not None:
-        times = booking_times(person, visit_type, clinic, first)
+        times = booking_times(person, visit_type, clinic, first, choice)
         visit = new_visit(person, visit_type)
-        form = BookingForm(slots=times.slots, visit=visit)
+        chosen = _chosen(times, choice)
+        initial = {"slot": slot_value(chosen)} if chosen else {}
+        form = BookingForm(slots=times.slots, visit=visit, initial=initial)
         if request.method == "POST":
             form = BookingForm(request.POST, slots=times.slots, visit=visit)
             if form.is_valid():
@@ -116,19 +163,22 @@ def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
                 except BookingError as error:
                     context["problems"] = error.problems
                 else:
+                    local = timezone.localtime(booked.start, clinic.tz)
                     messages.success(
                         request,
-                        f"Booked: {visit_type}, "
-                        f"{timezone.localtime(booked.start, clinic.tz):%a %Y-%m-%d %H:%M}, "
-                        f"with {booked.clinician}.",
+                        f"Booked: {visit_type}, {local:%a %Y-%m-%d %H:%M}, with {booked.clinician}.",
                     )
+                    if choice is not None:  # back to the grid it was chosen on
+                        return redirect("desk_day", local.date().isoformat())
                     return redirect("desk_patient", person.pk)
-        choice = {"type": visit_type.pk}
+        choice_query = {"type": visit_type.pk}
         context |= {
             "times": times,
             "form": form,
-            "earlier_url": window_url(here, choice, times.earlier),
-            "later_url": window_url(here, choice, times.later),
+            "chosen": chosen,
+            "earlier_url": "" if choice else window_url(here, choice_query, times.earlier),
+            "later_url": "" if choice else window_url(here, choice_query, times.later),
+            "other_times_url": f"{here}?{urlencode(choice_query)}" if choice else "",
         }
     elif request.method == "POST":
         context["problems"] = ["Choose a visit type first."]

@@ -428,7 +428,7 @@ def test_the_clinicians_calendar_page_shows_each_their_own_part(team, client):
     for clinician, part in ((team.therapist, "10:00-11:00"), (team.nurse, "10:00-13:00")):
         sign_in_verified(client, clinician.user)
         page = client.get(reverse("my_calendar"), {"week": MONDAY.isoformat()}).text
-        entry = re.search(rf'<li id="visit-{visit.pk}">(.*?)</li>', page, re.S).group(1)
+        entry = re.search(rf'<li id="visit-{visit.pk}"[^>]*>(.*?)</li>', page, re.S).group(1)
         assert f'<span class="time">{part}</span>' in entry, clinician
         assert "Nurse Kim" in entry and "Sam Rivers" in entry
         client.logout()

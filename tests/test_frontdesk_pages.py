@@ -497,8 +497,11 @@ def _count(client, url) -> int:
 # each); 19 otherwise (tests/test_move_times.py, scheduler.booking.rules_for_times).
 # Teams cost the visit page four more (its participants, its type's team, and
 # people's times on visits read apart from the rooms').
-# The day page's ninth query is the day's closures (a public holiday opened anyway).
-PAGE_BOUNDS = {"day": 9, "week": 8, "patient": 12, "visit": 23, "messages": 7, "patients": 5}
+# The day page's closures in words (a public holiday opened anyway) are one query.
+# The day and week are time grids (tests/test_desk_grids.py): four queries read
+# what shades them (hours, closures and holidays, clinicians with their working
+# hours, time off and busy times), and their schedule's version is one (it was four).
+PAGE_BOUNDS = {"day": 10, "week": 9, "patient": 12, "visit": 23, "messages": 7, "patients": 5}
 # Booking a visit: the window's availability, and what the booking rules read once
 # for all its times (screening, dose spacing, REMS; scheduler.booking.rules_for_times).
 PAGE_BOUNDS |= {"new patient": 4, "edit patient": 6, "book visit": 21}
