@@ -722,12 +722,15 @@ class Generator:
                         continue
                     missing = unkept
                     if missing is None:
-                        staff, missing = availability.staff_for(
+                        staff, missing, until = availability.staff_or_wait(
                             visit_type, clinician, start, end, pool, only_pool, keep
                         )
                     if missing is not None:
                         short.add(missing.label)
                         if missing is unkept:
+                            break
+                        if until is not None:  # nobody for the place until then, whoever leads
+                            all_held_until = until
                             break
                         continue
                     found = (clinician, room, start, end, staff)

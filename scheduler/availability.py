@@ -475,9 +475,9 @@ class Availability:
         self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
-        self._load_seen: set[tuple] = set()  # what load() was asked already
         self._closed_days: dict[date, bool] = {}  # closed_all_day, by day
-        self._loaded: set[tuple[str, int, int]] = set()  # ("c" or "r", id, day number)
+        # By day number: (ids of the clinicians, ids of the rooms) whose visits are loaded.
+        self._loaded: dict[int, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))
         self.patient_ids = {p.pk for p in patients}
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
@@ -517,17 +517,11 @@ class Availability:
         if self._complete and self.start <= start and end <= self.end:
             return
         days = days_touched(start, end)
-        asked = (tuple(c.id for c in clinicians), tuple(r and r.id for r in rooms), days)
-        if asked in self._load_seen:  # a search asks the same thousands of times
-            return
-        self._load_seen.add(asked)
-        wanted_clinicians = {
-            c.id for c in clinicians if any(("c", c.id, n) not in self._loaded for n in days)
-        }
+        # By day, the people and rooms loaded: set lookups, as a search asks thousands of times.
+        loaded = [self._loaded[n] for n in days]
+        wanted_clinicians = {c.id for c in clinicians for people, _ in loaded if c.id not in people}
         wanted_rooms = {
-            r.id
-            for r in rooms
-            if r is not None and any(("r", r.id, n) not in self._loaded for n in days)
+            r.id for r in rooms if r is not None for _, places in loaded if r.id not in places
         }
         if not (wanted_clinicians or wanted_rooms):
             return
@@ -538,10 +532,12 @@ class Availability:
             _extend(
                 self.clinician_visits, self._busy(PARTICIPATIONS, wanted_clinicians, clinician_days)
             )
+            for n in clinician_days:
+                self._loaded[n][0].update(wanted_clinicians)
         if wanted_rooms:
             _extend(self.room_visits, self._busy(ROOM_VISITS, wanted_rooms, room_days))
-        self._loaded.update(("c", pk, n) for pk in wanted_clinicians for n in clinician_days)
-        self._loaded.update(("r", pk, n) for pk in wanted_rooms for n in room_days)
+            for n in room_days:
+                self._loaded[n][1].update(wanted_rooms)
 
     def _busy(self, kind: str, ids, days: range):
         """(id, busy times) of ``kind`` holding ``ids`` on ``days``: from this process's
@@ -901,24 +897,49 @@ class Availability:
         place nobody can fill is left empty.
         When a required place cannot be filled: ((), that seat).
         """
+        members, missing, _ = self.staff_or_wait(
+            visit_type, lead, start, end, prefer, only_preferred, keep
+        )
+        return members, missing
+
+    def staff_or_wait(
+        self, visit_type, lead, start, end, prefer=(), only_preferred=False, keep=()
+    ) -> tuple[tuple[Member, ...], Seat | None, datetime | None]:
+        """``staff_for``, and when a place cannot be filled, a start before which it
+        stays so whoever leads (as ``held_until``: everyone who could fill it is held
+        by something that lasts), or None when that is not known."""
         preferred, kept = list(prefer), list(keep)
         taken = {lead.id}
         members = []
-        for seat in visit_type.seats[1:]:
+        seats = visit_type.seats
+        for place, seat in enumerate(seats[1:], start=1):
             joins, leaves = seat.span(start, end)
             qualified = self.qualified(seat)
             first = [c for c in preferred if c.id not in taken and seat.role_of(c)]
+            # The preferred alone are asked; another lead would ask others only if one
+            # of them could lead or take an earlier place (and so be taken then).
+            narrowed = (
+                only_preferred and first and any(s.role_of(c) for s in seats[:place] for c in first)
+            )
             candidates = first if only_preferred and first else first + qualified
             if not seat.optional and (ours := [c for c in kept if seat.role_of(c)]):
-                candidates = ours
+                candidates, narrowed = ours, False
             chosen = self._first_free(candidates, taken, joins, leaves)
             if chosen is None:
                 if seat.optional:
                     continue
-                return (), seat
+                # Known only when another lead would ask the same people or fewer, and
+                # nobody taken (the lead, an earlier place) could do.
+                held = [
+                    None if c.id in taken else self._held_until(Member(c, seat), start, end)
+                    for c in candidates
+                    if c.is_active
+                ]
+                known = held and not narrowed and None not in held
+                return (), seat, min(held) if known else None
             taken.add(chosen.id)
             members.append(Member(chosen, seat))
-        return tuple(members), None
+        return tuple(members), None, None
 
     def kept_busy(self, visit_type, keep, start, end) -> tuple[Seat | None, datetime | None]:
         """The first required place after the lead that ``staff_for`` with ``keep`` cannot

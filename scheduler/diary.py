@@ -260,8 +260,16 @@ class Diary:
                     visits[key].append(row[4])
                     self.kept_in[row[4]].add(key)
         for key in into:
-            self.days[key] = self.days.get(key, []) + busy[key]
-            self.visits_on[key] = self.visits_on.get(key, []) + visits[key]
+            # In time order: a timeline made of several days sorts their runs by merging.
+            pairs = sorted(
+                zip(
+                    self.days.get(key, []) + busy[key],
+                    self.visits_on.get(key, []) + visits[key],
+                    strict=True,
+                )
+            )
+            self.days[key] = [held for held, _ in pairs]
+            self.visits_on[key] = [visit for _, visit in pairs]
             self.kept += len(busy[key])
 
     def refresh(self) -> bool:

@@ -432,3 +432,46 @@ def test_the_clinicians_calendar_page_shows_each_their_own_part(team, client):
         assert f'<span class="time">{part}</span>' in entry, clinician
         assert "Nurse Kim" in entry and "Sam Rivers" in entry
         client.logout()
+
+
+def test_a_place_nobody_can_fill_says_until_when_whoever_leads(team):
+    """A search skips to the time a place can next be filled: the earliest any candidate's
+    visit ends, and only when that holds for every lead (plans/generator.py)."""
+    for therapist, until in ((team.therapist, "11:30"), (team.second_therapist, "11:00")):
+        booking.book(
+            patient=team.patient(screened=True),
+            visit_type=team.integration,
+            clinician=therapist,
+            start=at(MONDAY, until) - team.integration.duration,
+        )
+    window = (at(MONDAY, "00:00"), at(MONDAY + timedelta(days=1), "00:00"))
+    availability = Availability(team.clinic, *window, lazy=True)
+    start = at(MONDAY, "10:30")
+    end = start + team.lozenge.duration
+
+    members, missing, until = availability.staff_or_wait(team.lozenge, team.nurse, start, end)
+    assert (members, missing.label, until) == ((), "therapist", at(MONDAY, "11:00"))
+    # Only the preferred therapist asked, and nobody who could lead among them: their end.
+    *_, until = availability.staff_or_wait(
+        team.lozenge, team.nurse, start, end, prefer=[team.therapist], only_preferred=True
+    )
+    assert until == at(MONDAY, "11:30")
+
+    # A nurse who is a therapist too: leading, she is taken for the therapist's place,
+    # and with another lead she could take it. Nothing is known then.
+    both = team.clinician("Ada Ray", "nurse", "therapist")
+    availability = Availability(team.clinic, *window, lazy=True)
+    _, missing, until = availability.staff_or_wait(team.lozenge, both, start, end)
+    assert (missing.label, until) == ("therapist", None)
+    # Busy herself and the only one preferred: another lead (she) would make everyone asked.
+    booking.book(
+        patient=team.patient(screened=True),
+        visit_type=team.integration,
+        clinician=both,
+        start=at(MONDAY, "10:10"),
+    )
+    availability = Availability(team.clinic, *window, lazy=True)
+    _, missing, until = availability.staff_or_wait(
+        team.lozenge, team.nurse, start, end, prefer=[both], only_preferred=True
+    )
+    assert (missing.label, until) == ("therapist", None)
