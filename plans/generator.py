@@ -614,24 +614,22 @@ class Generator:
             [c for c in self.availability.qualified(seat) if c not in wanted][:STAFF_FIRST]
             for seat in seats[1:]
         ]
-        few = tuple(dict.fromkeys(wanted + [c for people in others for c in people]))
-        everyone = tuple(
-            dict.fromkeys(c for seat in seats[1:] for c in self.availability.qualified(seat))
-        )
+        few = _distinct(wanted + [c for people in others for c in people])
+        everyone = _distinct(c for seat in seats[1:] for c in self.availability.qualified(seat))
         # A team is searched first with the therapist the patient has, then
         # with the few people tried first, then with everyone.
         pools = [(few, True, ())]
         if relax == "nothing" and wanted:
             pools.insert(0, (few, True, tuple(wanted)))
-        if set(few) != set(everyone):
+        if {c.id for c in few} != {c.id for c in everyone}:
             pools.append((tuple(wanted), False, ()))
         for pool, only_pool, keep in pools:
             key = (
                 step.pk,
-                clinicians,
-                pool,
+                _ids(clinicians),
+                _ids(pool),
                 only_pool,
-                keep,
+                _ids(keep),
                 prefer_times,
                 earliest,
                 latest,
@@ -670,7 +668,7 @@ class Generator:
         doses = self.booked_doses + [v.start for v in self.visits if v.visit_type.is_dosing]
         same_step = [v.start for v in self.by_step[step.pk]]
         duration = visit_type.duration
-        people = list(dict.fromkeys([*clinicians, *people]))
+        people = list(_distinct([*clinicians, *people]))
         short: set[str] = set()  # places no one could fill while a lead and a room were free
         day = earliest.astimezone(self.tz).date()
         last_day = min(latest, self.horizon).astimezone(self.tz).date()
@@ -769,6 +767,15 @@ class Generator:
     def _local_window(self, window: Window) -> str:
         first, last = window.earliest.astimezone(self.tz), window.latest.astimezone(self.tz)
         return f"{first:%a %Y-%m-%d %H:%M} to {last:%a %Y-%m-%d %H:%M}"
+
+
+def _distinct(clinicians) -> tuple[Clinician, ...]:
+    """Each clinician once, in order (by id: hashing a model instance costs calls)."""
+    return tuple({c.id: c for c in clinicians}.values())
+
+
+def _ids(clinicians) -> tuple[int, ...]:
+    return tuple(c.id for c in clinicians)
 
 
 def generate(

@@ -72,19 +72,8 @@ class Timeline:
         self.intervals = sorted(intervals)  # by start, then end
         self.starts = [busy.start for busy in self.intervals]
         self.max_ends = list(accumulate((busy.end for busy in self.intervals), max))
-        self.pending: list[Busy] = []
-
-    def extend(self, intervals: Iterable[Busy]) -> None:
-        """Add ``intervals``, sorted in only when next asked: a plan loads dozens of
-        people's days at once and asks about a few of them."""
-        self.pending.extend(intervals)
-
-    def _settle(self) -> None:
-        self.__init__(self.intervals + self.pending)
 
     def overlapping(self, start: datetime, end: datetime) -> Iterator[Busy]:
-        if self.pending:
-            self._settle()
         index = bisect_left(self.starts, end) - 1
         while index >= 0 and self.max_ends[index] > start:
             busy = self.intervals[index]
@@ -100,8 +89,6 @@ class Timeline:
         return any(busy.start <= start and end <= busy.end for busy in self.overlapping(start, end))
 
     def add(self, busy: Busy) -> None:
-        if self.pending:
-            self._settle()
         index = bisect_left(self.starts, busy.start)
         self.intervals.insert(index, busy)
         self.starts.insert(index, busy.start)
@@ -109,11 +96,70 @@ class Timeline:
 
     def remove(self, busy: Busy) -> None:
         """Take out one interval equal to ``busy`` (one that ``add`` put in)."""
-        if self.pending:
-            self._settle()
         index = self.intervals.index(busy, bisect_left(self.starts, busy.start))
         del self.intervals[index], self.starts[index]
         self.max_ends = list(accumulate((b.end for b in self.intervals), max))
+
+
+class DayTimeline:
+    """Visits holding one person, room or patient, kept by the UTC days they touch
+    (scheduler.diary numbers them): a day's visits come in at once, as the diary
+    keeps them, and "what overlaps [start, end)?" looks at the day or two that
+    span touches, a handful of visits each.
+
+    A day's list may be the diary's own, shared until this timeline changes it.
+    Answers as ``Timeline`` does: of several overlaps, the latest first.
+    """
+
+    __slots__ = ("days", "shared")
+
+    def __init__(self):
+        self.days: dict[int, list[Busy]] = {}
+        self.shared: set[int] = set()
+
+    def put_day(self, day: int, intervals: list[Busy]) -> None:
+        """Every interval touching ``day``, at once (kept as given until changed)."""
+        if day in self.days:
+            self._own(day).extend(intervals)
+        else:
+            self.days[day] = intervals
+            self.shared.add(day)
+
+    def _own(self, day: int) -> list[Busy]:
+        if day in self.shared or day not in self.days:
+            self.days[day] = list(self.days.get(day, ()))
+            self.shared.discard(day)
+        return self.days[day]
+
+    def extend(self, intervals: Iterable[Busy]) -> None:
+        for busy in intervals:
+            self.add(busy)
+
+    def add(self, busy: Busy) -> None:
+        for day in days_touched(busy.start, busy.end):
+            self._own(day).append(busy)
+
+    def remove(self, busy: Busy) -> None:
+        """Take out one interval equal to ``busy`` (one that ``add`` put in)."""
+        for day in days_touched(busy.start, busy.end):
+            self._own(day).remove(busy)
+
+    def overlapping(self, start: datetime, end: datetime) -> Iterator[Busy]:
+        found = {
+            busy
+            for day in days_touched(start, end)
+            for busy in self.days.get(day, ())
+            if busy.start < end and start < busy.end
+        }
+        return iter(sorted(found, reverse=True))
+
+    def first_overlap(self, start: datetime, end: datetime) -> Busy | None:
+        latest = None
+        for day in days_touched(start, end):
+            for busy in self.days.get(day, ()):
+                if busy.start < end and start < busy.end and (latest is None or busy > latest):
+                    latest = busy
+        return latest
 
 
 # A problem a search does not word (Availability._problems with ``words=False``).
@@ -266,9 +312,9 @@ def closures_on(clinic: Clinic, day: date) -> list[str]:
     return notes
 
 
-def _extend(timelines: dict[int, Timeline], new) -> None:
-    """Add each (key, intervals) of ``new`` (a dict or pairs) to the key's timeline."""
-    for key, intervals in new.items() if isinstance(new, dict) else new:
+def _extend(timelines: dict, new: dict[int, list[Busy]]) -> None:
+    """Add each key's intervals in ``new`` to the key's timeline."""
+    for key, intervals in new.items():
         timelines[key].extend(intervals)
 
 
@@ -470,9 +516,9 @@ class Availability:
         self.room_capabilities = setup.room_capabilities
 
         self.ignore_visits = set(ignore_visits)
-        self.clinician_visits: dict[int, Timeline] = defaultdict(Timeline)
-        self.room_visits: dict[int, Timeline] = defaultdict(Timeline)
-        self.patient_visits: dict[int, Timeline] = defaultdict(Timeline)
+        self.clinician_visits: dict[int, DayTimeline] = defaultdict(DayTimeline)
+        self.room_visits: dict[int, DayTimeline] = defaultdict(DayTimeline)
+        self.patient_visits: dict[int, DayTimeline] = defaultdict(DayTimeline)
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
         self._closed_days: dict[date, bool] = {}  # closed_all_day, by day
@@ -529,22 +575,24 @@ class Availability:
         clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
         room_days = _blocks(days, ROOM_BLOCK_DAYS)
         if wanted_clinicians:
-            _extend(
-                self.clinician_visits, self._busy(PARTICIPATIONS, wanted_clinicians, clinician_days)
-            )
+            self._take(self.clinician_visits, PARTICIPATIONS, wanted_clinicians, clinician_days)
             for n in clinician_days:
                 self._loaded[n][0].update(wanted_clinicians)
         if wanted_rooms:
-            _extend(self.room_visits, self._busy(ROOM_VISITS, wanted_rooms, room_days))
+            self._take(self.room_visits, ROOM_VISITS, wanted_rooms, room_days)
             for n in room_days:
                 self._loaded[n][1].update(wanted_rooms)
 
-    def _busy(self, kind: str, ids, days: range):
-        """(id, busy times) of ``kind`` holding ``ids`` on ``days``: from this process's
-        diary when there is one (scheduler.diary), else from the database."""
-        if self.diary is not None:
-            return self.diary.busy(kind, ids, days)
-        return busy_by_resource(kind, read_rows(kind, ids, *day_span(days), self.ignore_visits))
+    def _take(self, timelines: dict[int, "DayTimeline"], kind: str, ids, days: range) -> None:
+        """Put the busy times of ``kind`` holding ``ids`` on ``days`` on their timelines:
+        from this process's diary when there is one (scheduler.diary), else from the database."""
+        if self.diary is None:
+            rows = read_rows(kind, ids, *day_span(days), self.ignore_visits)
+            _extend(timelines, busy_by_resource(kind, rows))
+            return
+        for resource, day, busy in self.diary.busy(kind, ids, days):
+            if busy:
+                timelines[resource].put_day(day, busy)
 
     def _load_visits(self, rooms, patients, start: datetime, end: datetime) -> None:
         """Visits holding ``rooms`` or ``patients`` in [start, end): each holds its room and

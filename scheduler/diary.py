@@ -198,7 +198,7 @@ class Diary:
     """Busy times of both kinds, by (kind, person or room id, day number), as read so far.
 
     A day's list holds every time touching that day (a visit over midnight is
-    in two, and a reader may take it twice: a timeline answers the same).
+    in two), in time order.
     """
 
     def __init__(self, using: str):
@@ -221,8 +221,8 @@ class Diary:
                 kept = self.setups[key] = read()
             return kept
 
-    def busy(self, kind: str, resource_ids, days: range) -> list[tuple[int, list[Busy]]]:
-        """(id, busy times) of ``kind`` for ``resource_ids`` on each of ``days``: read from
+    def busy(self, kind: str, resource_ids, days: range) -> list[tuple[int, int, list[Busy]]]:
+        """(id, day, busy times) of ``kind`` for ``resource_ids`` on each of ``days``: read from
         the database where not yet kept (one query for all that is missing), else from memory.
 
         The lists are the diary's own: readers copy, never change them.
@@ -238,7 +238,7 @@ class Diary:
                 wanted = {resource for _, resource, _ in missing}
                 self._keep(kind, read_rows(kind, wanted, *day_span(days)), missing)
             return [
-                (resource, self.days[(kind, resource, day)])
+                (resource, day, self.days[(kind, resource, day)])
                 for resource in resource_ids
                 for day in days
             ]
