@@ -224,12 +224,12 @@ def test_a_change_committed_after_a_later_one_is_still_seen(demo):
     other = VisitParticipant.objects.exclude(clinician=therapist).order_by("pk")[0]
     VisitParticipant.objects.filter(pk=other.pk).update(end=other.end - timedelta(minutes=5))
     diary = current_diary()
-    before = [b for _, busy in diary.busy(PARTICIPATIONS, [therapist.pk], day) for b in busy]
+    before = [b for *_, busy in diary.busy(PARTICIPATIONS, [therapist.pk], day) for b in busy]
     assert participation.start in [b.start for b in before]
     go.set()
     writer.join()
     after = [
-        b for _, busy in current_diary().busy(PARTICIPATIONS, [therapist.pk], day) for b in busy
+        b for *_, busy in current_diary().busy(PARTICIPATIONS, [therapist.pk], day) for b in busy
     ]
     starts = [b.start for b in after]
     assert participation.start not in starts
