@@ -684,15 +684,11 @@ class Generator:
             # Everyone this day's search may look at, in one query (or none).
             availability.load(people, rooms, midnight, next_midnight)
             first = max(earliest, all_held_until)
-            leads_at: dict[datetime, list[Clinician]] = {}
-            for clinician in clinicians:
-                if availability.away_all_day(clinician, day):
-                    continue
-                for start in self._starts(clinician, day, duration, prefer_times):
-                    if first <= start <= latest:
-                        leads_at.setdefault(start, []).append(clinician)
+            leads_at = self._leads_at(clinicians, day, duration, prefer_times, first, latest)
             for start in sorted(leads_at):
-                leads = [c for c in leads_at[start] if start >= held_until.get(c.id, start)]
+                leads = leads_at[start]
+                if held_until:
+                    leads = [c for c in leads if start >= held_until.get(c.id, start)]
                 if not leads or start < all_held_until:
                     continue
                 end = start + duration
@@ -740,12 +736,34 @@ class Generator:
             self.short_of[label] = self.short_of.get(label, 0) + 1
         return found, bool(short)
 
+    def _leads_at(self, clinicians, day, duration, prefer_times, first, last):
+        """{start: the leads (in ``clinicians``' order) who could start a visit then}
+        for local ``day``, within [first, last]. Leads with the same hours share one
+        grid of starts (scheduler.availability.wall_clock_grid): walked once for all."""
+        grids: dict[int, tuple[tuple, list[Clinician]]] = {}
+        for clinician in clinicians:
+            if self.availability.away_all_day(clinician, day):
+                continue
+            starts = self._starts(clinician, day, duration, prefer_times)
+            grids.setdefault(id(starts), (starts, []))[1].append(clinician)
+        rank = {c.id: n for n, c in enumerate(clinicians)}
+        leads_at: dict[datetime, list[Clinician]] = {}
+        for starts, leads in grids.values():
+            for start in starts:
+                if first <= start <= last:
+                    if start in leads_at:  # leads of another grid too: back in order
+                        leads_at[start] = sorted(leads_at[start] + leads, key=lambda c: rank[c.id])
+                    else:
+                        leads_at[start] = leads
+        return leads_at
+
     def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):
         """The clinician's candidate starts on ``day``; with ``prefer_times``, the preferred ones."""
         starts = self.availability.candidate_starts(clinician, day, SEARCH_STEP)
         if not prefer_times:
             return starts
-        key = (clinician.pk, day, duration)
+        # By the grid itself: leads with the same hours share the list (see _leads_at).
+        key = (starts, duration)
         if key not in self.liked:  # asked again by every later visit and attempt
             self.liked[key] = [
                 start
