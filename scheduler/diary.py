@@ -42,6 +42,7 @@ LONGEST_VISIT = timedelta(minutes=LONGEST_VISIT_MINUTES)
 # Busy times are read and kept by whole UTC days, numbered from DAY_ZERO.
 DAY = timedelta(days=1)
 DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
+DAY_ZERO_ORDINAL = DAY_ZERO.toordinal()
 EVER = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
 
 # A diary not used for this long is read afresh (the change log is kept
@@ -66,8 +67,19 @@ class Busy(NamedTuple):
 
 
 def days_touched(start: datetime, end: datetime) -> range:
-    """The day numbers that [start, end) touches."""
-    return range((start - DAY_ZERO) // DAY, (end - DAY_ZERO - timedelta.resolution) // DAY + 1)
+    """The day numbers that [start, end) touches.
+
+    By the dates' ordinals (a search asks thousands of times; dividing
+    timedeltas cost four times as much).
+    """
+    if start.tzinfo is not UTC:
+        start = start.astimezone(UTC)
+    if end.tzinfo is not UTC:
+        end = end.astimezone(UTC)
+    at_midnight = not (end.hour or end.minute or end.second or end.microsecond)
+    return range(
+        start.toordinal() - DAY_ZERO_ORDINAL, end.toordinal() - DAY_ZERO_ORDINAL + (not at_midnight)
+    )
 
 
 def day_span(days: range) -> tuple[datetime, datetime]:
