@@ -46,6 +46,7 @@ from plans.models import (
 )
 from scheduler.availability import Availability, format_span, local_day
 from scheduler.booking import staff_of
+from scheduler.diary import current_diary
 from scheduler.models import (
     Clinician,
     Member,
@@ -199,11 +200,9 @@ class Generator:
         self.preferences = preferences or Preferences()
         self.now = now or timezone.now()
         self.start_date = start_date
-        self.steps = list(
-            protocol.steps.select_related("visit_type__room_capability")
-            .prefetch_related("visit_type__staffing")
-            .order_by("position")
-        )
+        # Kept between plans, with the clinic's set-up (scheduler.diary); None in a transaction.
+        self.diary = current_diary()
+        self.steps = self._steps_of(protocol)
         # Visits the patient already has that may do for a step, earliest first.
         self.existing: dict[int, list[Visit]] = {}
         for visit in (
@@ -221,6 +220,22 @@ class Generator:
         self.liked: dict[tuple, list[datetime]] = {}
         self.horizon = self.start
         self._load_until(plan_horizon(self.steps, self.start))
+
+    def _steps_of(self, protocol: Protocol) -> list[ProtocolStep]:
+        """The protocol's steps in order, with their visit types and teams: kept in the
+        diary until a protocol, step, visit type or team changes (migrations
+        plans/0004 and scheduler/0018 log those writes)."""
+
+        def read() -> list[ProtocolStep]:
+            return list(
+                protocol.steps.select_related("visit_type__room_capability")
+                .prefetch_related("visit_type__staffing")
+                .order_by("position")
+            )
+
+        if self.diary is None:
+            return read()
+        return self.diary.setup(("protocol steps", protocol.pk), lambda kept: True, read)
 
     # -- the plan ----------------------------------------------------------
 
@@ -559,7 +574,12 @@ class Generator:
         # With room to spare: an attempt from a later start looks that much further.
         self.horizon = max(horizon, self.horizon + timedelta(days=LATER_START_DAYS))
         self.availability = Availability(
-            self.clinic, self.earliest, self.horizon, patients=[self.patient], lazy=True
+            self.clinic,
+            self.earliest,
+            self.horizon,
+            patients=[self.patient],
+            lazy=True,
+            diary=self.diary,
         )
         for visit in self.visits:
             self.availability.reserve(*self._place_of(visit))

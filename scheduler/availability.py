@@ -29,6 +29,7 @@ from scheduler.diary import (
     PARTICIPATIONS,
     ROOM_VISITS,
     Busy,
+    Diary,
     busy_by_resource,
     busy_rows,
     current_diary,
@@ -478,6 +479,7 @@ class Availability:
         patients: Iterable[Patient] = (),
         ignore_visits: Iterable[int] = (),
         lazy: bool = False,
+        diary: Diary | bool | None = True,
     ):
         """Load what decides visits touching [start, end) at ``clinic``.
 
@@ -486,6 +488,8 @@ class Availability:
         ``ignore_visits`` are ids of visits being moved (they do not block themselves).
         ``lazy``: load clinicians' and rooms' visits only when asked about
         (see ``load``); the patients' visits are loaded at once either way.
+        ``diary``: where a lazy one keeps what it loads (scheduler.diary): by
+        default this process's, brought up to date now; None for none.
         """
         self.clinic = clinic
         self.tz = clinic.tz
@@ -493,7 +497,9 @@ class Availability:
         # in UTC can start or end on a neighbouring local date.
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
         # Kept between plans (scheduler.diary); a search for a visit being moved reads afresh.
-        self.diary = current_diary() if lazy and not ignore_visits else None
+        if diary is True:
+            diary = current_diary() if lazy else None
+        self.diary = diary if lazy and not ignore_visits else None
         if self.diary is not None and clinicians is None and rooms is None:
             setup = self.diary.setup(
                 ("availability", clinic.pk),

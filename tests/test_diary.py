@@ -16,7 +16,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from plans.generator import PlanInfeasible, generate
-from plans.models import Protocol
+from plans.models import Protocol, ProtocolStep
 from scheduler import booking
 from scheduler.diary import PARTICIPATIONS, current_diary, days_touched, forget_old_changes
 from scheduler.models import (
@@ -138,6 +138,12 @@ def test_plans_from_the_kept_diary_match_plans_read_afresh_through_every_kind_of
         reason="Away",
     )
     assert same_plans()["kap-lozenge"][0] != without_lead["kap-lozenge"][0]  # after the time off
+    # A protocol's step changed by a bare UPDATE: its steps are read again.
+    later = ProtocolStep.objects.filter(protocol=lozenge).order_by("position")[1]
+    ProtocolStep.objects.filter(pk=later.pk).update(min_gap_hours=later.min_gap_hours + 72)
+    before_change = _afresh(patient, lozenge)
+    assert same_plans()["kap-lozenge"] == before_change
+
     # The only room with what a screening needs loses it: no plan, the same refusal.
     demo.rooms.get(pk=first["kap-lozenge"][0][3]).capabilities.clear()
     assert "No slot for step 1" in same_plans()["kap-lozenge"]
