@@ -15,11 +15,13 @@ is missing. Two tests, one per kind of user, each seeding once: a page load cost
 """
 
 import os
+import re
 import shutil
 from base64 import b32decode
 from datetime import date, datetime, time
 from io import StringIO
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -139,6 +141,13 @@ def sign_in(page, live_server, username: str) -> None:
     page.wait_for_load_state("load")
 
 
+def opened(page, address: str) -> None:
+    """Go to ``address``: the page itself, not an error or the sign-in page in its place."""
+    response = page.goto(address)
+    assert response.status == 200, (address, response.status)
+    assert urlsplit(page.url).path == urlsplit(address).path, (address, page.url)
+
+
 def scrolled_to(page, element_id: str):
     """The page scrolled so that the element starts at the top (for a screenshot)."""
     page.locator(f"#{element_id}").evaluate("element => element.scrollIntoView()")
@@ -181,52 +190,54 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     unplanned = Patient.objects.filter(clinic=clinic).order_by("pk")[0]  # screened, no plan
 
     context, page = new_page(browser)
-    page.goto(url + "/login/")
+    opened(page, url + "/login/")
     audit.check(page, "sign in")
     sign_in(page, live_server, "frontdesk")
     assert page.url.endswith("/desk/")
     audit.check(page, "desk: today")
-    page.goto(f"{url}/desk/day/{GRID_DAY}/")
+    opened(page, f"{url}/desk/day/{GRID_DAY}/")
     scrolled_to(page, "schedule").screenshot(path=screenshots / "desk-day.png")
     audit.check(page, "desk: day by clinician")
-    page.goto(f"{url}/desk/day/{GRID_DAY}/?by=room")
+    opened(page, f"{url}/desk/day/{GRID_DAY}/?by=room")
     audit.check(page, "desk: day by room")
-    page.goto(f"{url}/desk/week/{GRID_DAY}/")
+    opened(page, f"{url}/desk/week/{GRID_DAY}/")
     scrolled_to(page, "week-grid").screenshot(path=screenshots / "desk-week.png")
     audit.check(page, "desk: week, everyone")
-    page.goto(f"{url}/desk/week/{GRID_DAY}/?clinician={therapist.pk}")
+    opened(page, f"{url}/desk/week/{GRID_DAY}/?clinician={therapist.pk}")
     audit.check(page, "desk: week, one clinician")
-    page.goto(f"{url}/desk/patients/?q=a")
+    opened(page, f"{url}/desk/patients/?q=a")
     audit.check(page, "patients: search")
-    page.goto(f"{url}/desk/patients/?with={therapist.pk}&at={free.replace('+', '%2B')}&q=a")
+    opened(page, f"{url}/desk/patients/?with={therapist.pk}&at={free.replace('+', '%2B')}&q=a")
     audit.check(page, "patients: search from a free time")
-    page.goto(f"{url}/desk/patients/{plan.patient.pk}/")
+    opened(page, f"{url}/desk/patients/{plan.patient.pk}/")
+    assert page.get_by_role("img", name=re.compile("^Timeline of")).count() == 1
     audit.check(page, "patient's desk page, with a care plan's timeline")
-    page.goto(f"{url}/desk/patients/new/")
+    opened(page, f"{url}/desk/patients/new/")
     audit.check(page, "new patient")
     page.get_by_role("button", name="Save patient").click()
     page.get_by_role("alert").wait_for()
     audit.check(page, "new patient, refused with errors")
-    page.goto(f"{url}/desk/patients/{plan.patient.pk}/book/?type={integration.pk}")
+    opened(page, f"{url}/desk/patients/{plan.patient.pk}/book/?type={integration.pk}")
     audit.check(page, "book a visit")
-    page.goto(f"{url}/desk/visits/{dose.pk}/")
+    opened(page, f"{url}/desk/visits/{dose.pk}/")
     audit.check(page, "visit")
-    page.goto(f"{url}/desk/visits/{spravato.pk}/session/")
+    opened(page, f"{url}/desk/visits/{spravato.pk}/session/")
     audit.check(page, "session record")
-    page.goto(f"{url}/desk/visits/{spravato.pk}/rems-form/")
+    opened(page, f"{url}/desk/visits/{spravato.pk}/rems-form/")
     audit.check(page, "REMS monitoring form")
-    page.goto(f"{url}/desk/messages/")
+    opened(page, f"{url}/desk/messages/")
     audit.check(page, "messages")
-    page.goto(f"{url}/desk/waitlist/")
+    opened(page, f"{url}/desk/waitlist/")
     audit.check(page, "waitlist")
-    page.goto(f"{url}/desk/plans/new/?patient={unplanned.pk}")
+    opened(page, f"{url}/desk/plans/new/?patient={unplanned.pk}")
     page.get_by_label("Protocol").select_option(label="IV induction series")
     page.get_by_role("button", name="Propose plan").click()
     course = page.get_by_role("region", name="The course of care, week by week")
+    assert course.get_by_role("img", name=re.compile("^Timeline of")).count() == 1
     course.screenshot(path=screenshots / "plan-timeline.png")
     audit.check(page, "new care plan, a proposal shown")
     # Last for the front desk: an authenticator app, then the recovery codes shown once.
-    page.goto(f"{url}/account/second-factor/")
+    opened(page, f"{url}/account/second-factor/")
     audit.check(page, "second factor: set up")
     key = b32decode(page.locator("#secret").inner_text().replace(" ", ""))
     page.get_by_label("Code the app shows now").fill(f"{totp(key):06d}")
@@ -249,7 +260,7 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     # Last, as it pauses sign-in from this address: a wrong password past the limit.
     settings.AXES_FAILURE_LIMIT = 1
     context, page = new_page(browser)
-    page.goto(url + "/login/")
+    opened(page, url + "/login/")
     page.get_by_label("Username").fill("frontdesk")
     page.get_by_label("Password").fill("not-the-password")
     page.get_by_role("button", name="Sign in").click()
@@ -280,22 +291,33 @@ def test_every_patient_page_has_no_serious_accessibility_violation_on_a_320_px_p
         is_mobile=True,
         has_touch=True,
     )
-    phone.goto(link)
+    opened(phone, link)
+    assert phone.get_by_role("heading", level=2).first.inner_text() == "Your next visit"
     phone.screenshot(path=screenshots / "patient-phone.png")
     audit.check(phone, "patient page")
-    phone.goto(f"{link}visits/{later.pk}/move/")
-    audit.check(phone, "patient: change time")
-    phone.goto(f"{link}visits/{later.pk}/cancel/")
+    opened(phone, f"{link}visits/{later.pk}/move/")
+    audit.check(phone, "patient: change time, none free in the plan's window")
+    opened(phone, f"{link}visits/{later.pk}/cancel/")
+    assert phone.get_by_role("button", name="Cancel my visit").is_visible()
     audit.check(phone, "patient: cancel")
-    phone.goto(f"{link}waitlist/")
+    opened(phone, f"{link}waitlist/")
     audit.check(phone, "patient: join the waitlist")
-    phone.goto(f"{url}/p/")
+    # Another patient's link: their preparation session has times to move to.
+    preparation = Visit.objects.filter(visit_type__slug="preparation").order_by("start")[0]
+    other = issue_patient_link(preparation.patient).replace(SITE_URL, url)
+    opened(phone, f"{other}visits/{preparation.pk}/move/")
+    audit.check(phone, "patient: change time")
+    phone.locator("ul.times a").first.tap()
+    phone.get_by_role("button", name="Move my visit").wait_for()
+    audit.check(phone, "patient: change time, a time chosen")
+    opened(phone, f"{url}/p/")
     audit.check(phone, "patient: entrance without a link")
     # The dose given up goes to the demo's waitlist: the first patient's offer.
     booking.cancel(dose, reason="Unwell")
     offer_freed_times()
     offer = Offer.objects.order_by("pk").first()
-    phone.goto(offer_link(offer).replace(SITE_URL, url))
+    opened(phone, offer_link(offer).replace(SITE_URL, url))
+    assert phone.get_by_role("button", name="Take this time").is_visible()
     audit.check(phone, "waitlist offer")
     context.close()
 
