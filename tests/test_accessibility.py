@@ -221,6 +221,8 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     audit.check(page, "book a visit")
     opened(page, f"{url}/desk/visits/{dose.pk}/")
     audit.check(page, "visit")
+    opened(page, f"{url}/desk/visits/{dose.pk}/?team=change")
+    audit.check(page, "visit, changing who is on the team")
     opened(page, f"{url}/desk/visits/{spravato.pk}/session/")
     audit.check(page, "session record")
     opened(page, f"{url}/desk/visits/{spravato.pk}/rems-form/")
