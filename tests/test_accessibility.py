@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from django.core.management import call_command
 from django_otp.oath import totp
 
@@ -69,13 +70,11 @@ class Audit:
     def __init__(self):
         self.axe = axe_playwright.Axe()
         self.findings: dict[str, list[str]] = {}
-        self.pages: list[str] = []
 
     def check(self, page, name: str) -> None:
         page.wait_for_load_state("load")
         page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         results = self.axe.run(page).response
-        self.pages.append(name)
         undecided = [
             {**rule, "id": f"{rule['id']} (needs review)"}
             for rule in results["incomplete"]
@@ -115,8 +114,6 @@ def clinic_morning(settings, transactional_db):
     The server's cookies expire by its clock, in the real clock's past: the browser would
     drop them at once, so here they last as long as the browser instead.
     """
-    import time_machine
-
     settings.SESSION_EXPIRE_AT_BROWSER_CLOSE = True
     settings.CSRF_COOKIE_AGE = None
     with time_machine.travel(NOW, tick=True):
