@@ -60,7 +60,8 @@ def desk_waitlist(request: HttpRequest) -> HttpResponse:
             return redirect("desk_waitlist")
     query = request.GET.copy()
     query.setdefault("status", EntryStatus.WAITING)
-    filters = FilterForm(query, clinic=clinic)
+    # Its own ids: the form for adding an entry below has fields of the same names.
+    filters = FilterForm(query, clinic=clinic, auto_id="filter_%s")
     offers = Offer.objects.select_related("slot").order_by("sent_at", "pk")
     entries = filters.filter(
         WaitlistEntry.objects.filter(patient__clinic=clinic)
