@@ -3,10 +3,12 @@
 A plan searches weeks of a dozen people's and rooms' diaries. Reading them
 again for every plan was most of a plan's time on PostgreSQL (a round trip
 for each block of days, 20-30 a plan). A ``Diary`` keeps the rows it has read,
-by person or room and day, for the life of the process, and before each use
-reads the change log (``DiaryChange``, written by the database's own triggers
-on every write to a visit or a participant, whoever makes it) and reads the
-changed visits again.
+by person or room and day, and what else plans read unchanged (a clinic's
+set-up, a protocol's steps: ``Diary.setup``), for the life of the process.
+Before each use it reads the change log (``DiaryChange``, written by the
+database's own triggers on every write to a visit, a participant or a set-up
+table, whoever makes it), reads the changed visits again and forgets the
+set-up when that changed.
 
 What a diary never does is decide a booking: booking checks against the
 database inside its own transaction, with PostgreSQL's exclusion constraints
