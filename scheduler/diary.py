@@ -225,6 +225,7 @@ class Diary:
         self.position: int | None = None  # in the change log; see refresh
         self.used_at = monotonic()
         self.setups: dict = {}  # see setup
+        self.applied: set[int] = set()  # PostgreSQL: log rows read since the position
 
     def setup(self, key, covers, read):
         """What ``read()`` returns (a clinic's set-up, say), kept under ``key`` until the
@@ -310,21 +311,34 @@ class Diary:
         commit order: what this diary has not seen is numbered after its
         position. PostgreSQL numbers rows when they are written, and commits
         in another order; there the position is the oldest transaction still
-        running when the log was last read (the snapshot's xmin), and
-        everything written by it or later is read again (reading a change
-        twice does no harm).
+        running when the log was last read (the snapshot's xmin, over the
+        whole server: another database's long transaction holds it back too),
+        rows written by it or later are read again, and those already applied
+        are known by their numbers (``applied``), so a long transaction
+        elsewhere costs a longer list, not reading visits again.
         """
         db = connections[self.using]
         log = db.ops.quote_name(DiaryChange._meta.db_table)
         with db.cursor() as cursor:
             if db.vendor == "postgresql":
                 cursor.execute(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
-                    f"ARRAY(SELECT DISTINCT visit_id FROM {log} WHERE transaction >= %s)",
-                    [self.position if self.position is not None else 2**62],
+                    "SELECT x.horizon, t.id, t.visit_id, t.transaction FROM "
+                    "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) x "
+                    f"LEFT JOIN {log} t ON t.transaction >= COALESCE(%s, x.horizon)",
+                    [self.position],
                 )
-                position, changed = cursor.fetchone()
-                return position, set(changed)
+                rows = cursor.fetchall()
+                position = rows[0][0]
+                seen = [row[1:] for row in rows if row[1] is not None]
+                # On the first read, what is visible is in whatever is read after it.
+                changed = (
+                    set()
+                    if self.position is None
+                    else {visit for pk, visit, _ in seen if pk not in self.applied}
+                )
+                # Only rows the next read returns again need remembering.
+                self.applied = {pk for pk, _, transaction in seen if transaction >= position}
+                return position, changed
             if self.position is None:
                 cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {log}")
                 return cursor.fetchone()[0], set()
