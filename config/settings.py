@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "notifications",
     "desk",
     "waitlist",
+    "questionnaires",
 ]
 
 MIDDLEWARE = [

@@ -318,6 +318,11 @@ class Clinician(models.Model):
     is_therapist = models.BooleanField("therapist", default=False)
     is_nurse = models.BooleanField("nurse", default=False)
     telehealth_link = models.URLField(blank=True, help_text="Video room for telehealth visits.")
+    mobile = MobileNumberField(
+        blank=True,
+        help_text="For urgent clinical alerts by text (a patient's answers that need review "
+        "today); stored in international (E.164) form.",
+    )
     is_active = models.BooleanField(default=True)
 
     objects = ClinicianQuerySet.as_manager()
