@@ -39,12 +39,25 @@ class Purpose(models.TextChoices):
     # A freed time offered to a waitlisted patient: hangs on the freed visit (someone
     # else's), so its app composes it and says whether it may still go (``content.composers``).
     WAITLIST_OFFER = "waitlist_offer", "Waitlist offer"
+    # A questionnaire asked before a visit (a link only), and one reminder of it.
+    QUESTIONNAIRE = "questionnaire", "Questions before a visit"
+    QUESTIONNAIRE_REMINDER = "questionnaire_reminder", "Questions before a visit: reminder"
+    # To clinicians: a patient's answers need review today, and, when nobody
+    # acknowledged that in time, to the clinic's clinical lead.
+    SAFETY_ALERT = "safety_alert", "Answers need review"
+    SAFETY_ESCALATION = "safety_escalation", "Answers need review: escalated"
 
 
 RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
 INVITE_PURPOSES = (Purpose.INVITE, Purpose.INVITE_UPDATE, Purpose.INVITE_CANCEL)
 # Not about the visit they hang on, nor to its patient: their app composes them.
-COMPOSED_PURPOSES = (Purpose.WAITLIST_OFFER,)
+COMPOSED_PURPOSES = (
+    Purpose.WAITLIST_OFFER,
+    Purpose.QUESTIONNAIRE,
+    Purpose.QUESTIONNAIRE_REMINDER,
+    Purpose.SAFETY_ALERT,
+    Purpose.SAFETY_ESCALATION,
+)
 # Go only while the visit is cancelled; every other message only while it is on.
 CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
 # Texts that lose their point if they wait or are dropped: the video link just
@@ -58,6 +71,8 @@ ESSENTIAL_PURPOSES = (*TIME_CRITICAL_PURPOSES, Purpose.PREPARATION)
 # express consent, those of one local day go as one text (docs/rules.md).
 COMBINED_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE)
 PRIORITY = {
+    Purpose.SAFETY_ALERT: 120,
+    Purpose.SAFETY_ESCALATION: 120,
     Purpose.WAITLIST_OFFER: 100,
     Purpose.MOVED: 100,
     Purpose.CANCELLED: 100,
@@ -68,6 +83,8 @@ PRIORITY = {
     Purpose.VIDEO_LINK: 60,
     Purpose.AFTERCARE: 50,
     Purpose.REMINDER: 40,
+    Purpose.QUESTIONNAIRE: 40,
+    Purpose.QUESTIONNAIRE_REMINDER: 30,
 }
 
 
@@ -349,7 +366,7 @@ class Message(models.Model):
     rule = models.ForeignKey(
         ReminderRule, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
     )
-    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    purpose = models.CharField(max_length=30, choices=Purpose.choices)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     visit_sequence = models.PositiveIntegerField(
         help_text="The visit's SEQUENCE when planned: a moved visit's old messages are stale."
