@@ -119,7 +119,7 @@ def _week_grid(clinician, monday: date, tz) -> time_grid.Grid:
         )
         .order_by("start")
     )
-    backdrop = time_grid.Backdrop.load(clinician.clinic, start, end, clinician=clinician)
+    backdrop = time_grid.Backdrop.kept(clinician.clinic, start, end, clinician=clinician)
     days = time_grid.days_of(monday)
     axes = time_grid.week_axes(days, backdrop, visits)
     columns = time_grid.by_day(days, axes, backdrop, visits, timezone.now(), person=clinician)

@@ -236,7 +236,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
     by_room = request.GET.get("by") == "room"
     now = timezone.now()
     today = timezone.localdate(now, timezone=clinic.tz)
-    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    backdrop = time_grid.Backdrop.kept(clinic, start, end)
     rooms = list(Room.objects.filter(clinic=clinic).order_by("name")) if by_room else []
 
     def schedule() -> dict:
@@ -292,7 +292,7 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     # Seven local days; on DST weeks the span is 167 or 169 hours, not 7 x 24.
     start = _local_midnight(monday, clinic.tz)
     end = _local_midnight(monday + timedelta(days=7), clinic.tz)
-    backdrop = time_grid.Backdrop.load(clinic, start, end)
+    backdrop = time_grid.Backdrop.kept(clinic, start, end)
     # One clinician's week (their part of each visit, and free times to book) or everyone's.
     asked = request.GET.get("clinician", "")
     person = backdrop.people.get(int(asked)) if is_row_id(asked) else None

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db.models import CharField, Value
 
 from scheduler.availability import Busy, closed_times
+from scheduler.diary import current_diary
 from scheduler.models import (
     BusyBlock,
     Clinic,
@@ -348,6 +349,22 @@ class Backdrop:
     working: dict[int, dict[int, list[tuple[time, time]]]]
     time_off: dict[int, list[Busy]]
     own_busy: dict[int, list[Busy]]
+
+    @classmethod
+    def kept(
+        cls, clinic: Clinic, start: datetime, end: datetime, clinician: Clinician | None = None
+    ) -> "Backdrop":
+        """``load``, kept by this process until the clinic's set-up changes.
+
+        Every table a backdrop reads writes the set-up change log
+        (``scheduler.diary``), so twenty desks on the same day read it once;
+        inside a transaction there is no diary, and it is read afresh.
+        """
+        diary = current_diary()
+        if diary is None:
+            return cls.load(clinic, start, end, clinician)
+        key = ("grid backdrop", clinic.pk, start, end, clinician.pk if clinician else None)
+        return diary.setup(key, lambda kept: True, lambda: cls.load(clinic, start, end, clinician))
 
     @classmethod
     def load(

@@ -57,6 +57,8 @@ CHANGES_KEPT = timedelta(days=1)
 MOST_CHANGES = 2_000
 # Busy times kept before a diary starts again (about 200 bytes each: 40 MB).
 MOST_KEPT = 200_000
+# Set-ups kept at most (a clinic's, each protocol's steps, each grid's backdrop).
+MOST_SETUPS = 500
 
 
 class Busy(NamedTuple):
@@ -233,6 +235,8 @@ class Diary:
         with self.lock:
             kept = self.setups.get(key)
             if kept is None or not covers(kept):
+                if len(self.setups) >= MOST_SETUPS:
+                    self.setups.clear()  # desk pages of many days: keep the recent ones
                 kept = self.setups[key] = read()
             return kept
 

@@ -19,7 +19,8 @@ from notifications.models import InboundMessage
 from notifications.patient_links import ask_to_reschedule
 from plans.models import MonitoringFormTask
 from scheduler import booking
-from scheduler.models import BusyBlock, Closure, TimeOff, Visit, VisitStatus
+from scheduler.diary import forget_diaries
+from scheduler.models import BusyBlock, Closure, TimeOff, Visit, VisitStatus, WorkingHours
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.page_helpers import crowd, failed_message, front_desk, sign_in_verified
 from tests.test_public_holidays import THANKSGIVING
@@ -434,8 +435,9 @@ def _queries(client, url, query=None, *, drawn: bool) -> int:
 
 # The session, the user and their roles (3), the clinic (1), the schedule's version
 # (1), what shades the grid (4: opening hours, closures and holidays, clinicians with
-# their working hours, time off with busy times), the day's closures in words (1).
-# Drawing adds the visits with their flags and their teams (2).
+# their working hours, time off with busy times; read afresh here, inside the
+# test's transaction: outside one a process keeps it, see below), the day's closures
+# in words (1). Drawing adds the visits with their flags and their teams (2).
 GRID_PAGES = {
     "day": ("desk_day", {}, 10, 12),
     "day by room": ("desk_day", {"by": "room"}, 11, 13),  # the rooms (1)
@@ -491,3 +493,22 @@ def test_the_clinicians_week_runs_a_fixed_number_of_queries_however_many_visits(
         counts.append(_queries(client, url, {"week": MONDAY.isoformat()}, drawn=False))
     assert counts[0] == counts[1], counts
     print(f"my calendar: {counts[0]} queries")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_shades_the_grid_is_kept_between_pages_until_the_set_up_changes(desk, clinic):
+    """Twenty desks on one day read its backdrop once: the change log (scheduler.diary)
+    says when a clinician's hours, time off or the clinic's closures change."""
+    url = reverse("desk_day", args=[MONDAY.isoformat()])
+    desk.get(url)  # the first page after signing in refreshes the session
+    forget_diaries()
+    first = _queries(desk, url, drawn=False)
+    kept = _queries(desk, url, drawn=False)
+    assert kept == first - 4, (first, kept)  # the four reads of the backdrop
+    assert "Book Sam Rivers at 12:00" in free_cells(columns(desk.get(url).text)["Sam Rivers"])
+    # A bare UPDATE, as the admin's or a script's: the log's trigger sees it.
+    WorkingHours.objects.filter(clinician=clinic.therapist).update(opens="13:00")
+    grid = columns(desk.get(url).text)
+    assert "Book Sam Rivers at 12:00" not in free_cells(grid["Sam Rivers"])
+    assert "Book Sam Rivers at 13:00" in free_cells(grid["Sam Rivers"])
+    forget_diaries()
