@@ -496,12 +496,13 @@ class Availability:
         # A day either side: hours are checked on local dates, and a window given
         # in UTC can start or end on a neighbouring local date.
         self.start, self.end = start - timedelta(days=1), end + timedelta(days=1)
-        # Kept between plans (scheduler.diary); a search for a visit being moved reads afresh.
+        # Kept between plans (scheduler.diary); a search for a visit being moved reads
+        # its visits afresh, but takes the clinic's set-up from the diary all the same.
         if diary is True:
-            diary = current_diary() if lazy else None
+            diary = current_diary()
         self.diary = diary if lazy and not ignore_visits else None
-        if self.diary is not None and clinicians is None and rooms is None:
-            setup = self.diary.setup(
+        if diary is not None and clinicians is None and rooms is None:
+            setup = diary.setup(
                 ("availability", clinic.pk),
                 lambda kept: kept.start <= self.start and self.end <= kept.end,
                 lambda: ClinicSetup.read(

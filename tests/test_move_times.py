@@ -14,7 +14,16 @@ from plans import care_plans
 from plans.generator import generate
 from plans.models import Protocol, within_weekly_limit
 from scheduler import booking
-from scheduler.models import BLOCKING_STATUSES, Clinic, Closure, Patient, Visit, VisitKind
+from scheduler.diary import forget_diaries
+from scheduler.models import (
+    BLOCKING_STATUSES,
+    Clinic,
+    Closure,
+    Patient,
+    Visit,
+    VisitKind,
+    WorkingHours,
+)
 from tests.conftest import at
 from tests.page_helpers import front_desk, offered_times
 
@@ -304,3 +313,32 @@ def test_a_rule_that_judges_a_window_at_once_costs_the_page_one_query(desk, clin
 # what decides free times (9: people's and rooms' visits apart), the visit's
 # messages, the audit event, and one read for the rule above.
 VISIT_PAGE_QUERIES = 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_visit_page_takes_the_clinics_set_up_from_the_kept_diary(desk, clinic):
+    """Outside a transaction the clinic's hours, staff and rooms come from the process's
+    diary (scheduler.diary), read again only when the set-up change log says so; the
+    visits of the window are read afresh all the same (the visit must not block itself)."""
+    mornings = clinic.clinician("Morgan Mornings", "therapist", hours=("09:00", "11:00"))
+    visit = booking.book(
+        patient=clinic.patient(),
+        visit_type=clinic.integration,
+        clinician=mornings,
+        start=at(date(2030, 4, 10), "09:30"),
+    )
+    url = reverse("desk_visit", args=[visit.pk])
+    desk.get(url)  # the first page after signing in refreshes the session
+    forget_diaries()
+    with CaptureQueriesContext(connection) as first:
+        desk.get(url)
+    with CaptureQueriesContext(connection) as kept:
+        page = desk.get(url).text
+    assert len(kept) < len(first), (len(first), len(kept))
+    assert at(date(2030, 4, 10), "10:00") in _starts(page)
+    # Morgan now starts at 10:00 (a bare UPDATE: the log's trigger sees it).
+    WorkingHours.objects.filter(clinician=mornings).update(opens="10:00")
+    starts = _starts(desk.get(url).text)
+    assert at(date(2030, 4, 10), "09:00") not in starts
+    assert at(date(2030, 4, 10), "10:00") in starts
+    forget_diaries()
