@@ -120,6 +120,15 @@ def move_times(
         times.last,
         patients=[visit.patient],
         ignore_visits=[visit.pk],  # the visit does not stand in its own way
+        # The visits of the people and rooms the search asks about, not every
+        # clinician's (16,000 busy times a fortnight at full scale).
+        lazy=True,
+    )
+    availability.load(
+        [visit.clinician, *team],
+        list(availability.rooms.values()),
+        availability.start,
+        availability.end,
     )
     free = [
         slot

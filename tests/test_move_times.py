@@ -310,9 +310,10 @@ def test_a_rule_that_judges_a_window_at_once_costs_the_page_one_query(desk, clin
 
 
 # Signing in (3), the clinic, the visit with its team and its type's team (3),
-# what decides free times (9: people's and rooms' visits apart), the visit's
-# messages, the audit event, and one read for the rule above.
-VISIT_PAGE_QUERIES = 20
+# what decides free times (10: the set-up, the patient's visits, then the
+# window's visits of the visit's own people and of the rooms, apart), the
+# visit's messages, the audit event, and one read for the rule above.
+VISIT_PAGE_QUERIES = 21
 
 
 @pytest.mark.django_db(transaction=True)
