@@ -263,10 +263,10 @@ def screening_visit(patient: Patient, turn: int) -> Visit | None:
         logger.warning("No past screening time for %s; not screened.", patient)
         return None
     slot = slots[0]
-    return _done_in(slot, patient, visit_type)
+    return done_in(slot, patient, visit_type)
 
 
-def _done_in(slot, patient: Patient, visit_type: VisitType, **extra) -> Visit:
+def done_in(slot, patient: Patient, visit_type: VisitType, **extra) -> Visit:
     """A visit completed in the past ``slot``, with its team, written as it stands."""
     visit = Visit(
         patient=patient,
@@ -466,7 +466,7 @@ def spravato_sessions(patient: Patient, screening: Visit) -> list[Visit]:
             logger.warning("No past Spravato time for %s; skipped.", patient)
             continue
         slot = slots[0]
-        visit = _done_in(slot, patient, visit_type, ride_home_arranged=True)
+        visit = done_in(slot, patient, visit_type, ride_home_arranged=True)
         dose_at = slot.start + timedelta(minutes=30)  # after the pre-dose checks
         record = SessionRecord(
             visit=visit,

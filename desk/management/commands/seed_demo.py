@@ -6,7 +6,9 @@ few visits, calendars), then plans (``plans.demo``: protocols, screenings and
 the visits they were done in, first doses and their integration sessions),
 then reminders (``notifications.demo``: policies, and the messages of the
 visits already booked), then a few patients waiting for a dosing time
-(``waitlist.demo``), then the sign-in groups' permissions (``desk.demo``).
+(``waitlist.demo``), then a course of questionnaire scores and answers that need a
+clinician today (``questionnaires.demo``), then the sign-in groups' permissions
+(``desk.demo``).
 Every layer is idempotent, so the command is: run it again and nothing is added.
 """
 
@@ -18,6 +20,7 @@ from desk import demo as desk_demo
 from notifications import demo as notifications_demo
 from plans import demo as plans_demo
 from plans.demo import PlansDemo
+from questionnaires import demo as questionnaires_demo
 from scheduler import demo as scheduler_demo
 from scheduler.demo import STAFF, SchedulingDemo
 from scheduler.models import Visit
@@ -33,6 +36,7 @@ class Command(BaseCommand):
             plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
             waitlist_demo.seed(demo.clinic, demo.patients)
+            questionnaires_demo.seed(demo.clinic, demo.patients)
             desk_demo.seed()
             keys = desk_demo.seed_second_factors()
         self.report(demo, plans, keys)
