@@ -33,7 +33,7 @@ first was dealt with.
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -266,10 +266,15 @@ def acknowledge(alert: SafetyAlert, user, action_taken: str, now: datetime | Non
 
 
 def open_alerts(clinic: Clinic):
-    """The clinic's unacknowledged alerts, oldest first, with their patients: one query."""
+    """The clinic's unacknowledged alerts, oldest first, with their patients and whether the
+    clinic has a clinical lead to escalate to (``has_lead``): one query."""
+    lead = SafetyPolicy.objects.filter(
+        clinic=OuterRef("patient__clinic"), clinical_lead__isnull=False
+    )
     return (
         SafetyAlert.objects.unacknowledged()
         .filter(patient__clinic=clinic)
+        .annotate(has_lead=Exists(lead))
         .select_related("patient")
         .order_by("created_at", "pk")
     )
