@@ -6,7 +6,8 @@ few visits, calendars), then plans (``plans.demo``: protocols, screenings and
 the visits they were done in, first doses and their integration sessions),
 then reminders (``notifications.demo``: policies, and the messages of the
 visits already booked), then a few patients waiting for a dosing time
-(``waitlist.demo``), then the sign-in groups' permissions (``desk.demo``).
+(``waitlist.demo``), then who hears of a patient's answers that need review
+(``questionnaires.safety_demo``), then the sign-in groups' permissions (``desk.demo``).
 Every layer is idempotent, so the command is: run it again and nothing is added.
 """
 
@@ -18,6 +19,7 @@ from desk import demo as desk_demo
 from notifications import demo as notifications_demo
 from plans import demo as plans_demo
 from plans.demo import PlansDemo
+from questionnaires import safety_demo
 from scheduler import demo as scheduler_demo
 from scheduler.demo import STAFF, SchedulingDemo
 from scheduler.models import Visit
@@ -33,6 +35,7 @@ class Command(BaseCommand):
             plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
             waitlist_demo.seed(demo.clinic, demo.patients)
+            safety_demo.seed(demo.clinic)
             desk_demo.seed()
             keys = desk_demo.seed_second_factors()
         self.report(demo, plans, keys)
