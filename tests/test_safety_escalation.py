@@ -8,10 +8,11 @@ import pytest
 import time_machine
 from django.test import Client
 from django.urls import reverse
+from django_q.models import Schedule
 
 from notifications.dispatch import dispatch
 from notifications.models import Message, Purpose
-from questionnaires.escalation import escalate, escalate_due
+from questionnaires.escalation import SCHEDULE_NAME, OpeningClock, escalate, escalate_due
 from questionnaires.models import SafetyAlert
 from questionnaires.safety import acknowledge, policy_for
 from tests.conftest import at
@@ -116,3 +117,18 @@ def test_without_a_clinical_lead_nothing_escalates_and_the_desk_says_so(safety_c
     safety_clinic.policy.save()
     with time_machine.travel(OPEN_MORNING + timedelta(hours=2, minutes=1), tick=False):
         assert escalate_due()["escalated"] == 1
+
+
+def test_the_escalation_runs_every_minute_on_the_worker(db):
+    schedule = Schedule.objects.get(name=SCHEDULE_NAME)
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
+        "questionnaires.escalation.escalate_due",
+        Schedule.MINUTES,
+        1,
+    )
+
+
+def test_a_clinic_that_never_opens_counts_plain_minutes(safety_clinic):
+    safety_clinic.clinic.opening_hours.all().delete()
+    clock = OpeningClock(safety_clinic.clinic, OPEN_MORNING, OPEN_MORNING + timedelta(days=31))
+    assert clock.after(60) == OPEN_MORNING + timedelta(minutes=60)

@@ -16,6 +16,7 @@ from questionnaires.models import Instrument, QuestionnaireRequest, SafetyAlert
 from questionnaires.safety import acknowledge
 from scheduler.models import ConsentMethod, InvitePreference
 from tests.conftest import at
+from tests.fake_twilio import Failure
 from tests.page_helpers import sign_in_verified
 from tests.safety_helpers import (
     DOSE_DAY,
@@ -160,3 +161,18 @@ def test_two_alerts_on_one_visit_each_reach_the_clinicians_once(safety_clinic, t
         assert len(smtp.to(clinician.user.email)) == 2
     links = {body.rsplit(" ", 1)[-1] for body in texts_to(twilio, safety_clinic.prescriber)}
     assert len(links) == 2  # each text opens its own alert
+
+
+def test_a_text_twilio_could_not_take_is_retried_and_then_goes(safety_clinic, twilio, smtp):
+    patient = safety_clinic.patient("Avery", "Applewood")
+    twilio.fail_next(Failure(500))
+    with time_machine.travel(OPEN_MORNING, tick=False):
+        answer_phq9(request_before(safety_clinic.dose(patient), OPEN_MORNING), item_9=SEVERAL_DAYS)
+        dispatch()
+    waiting = Message.objects.get(status=Status.PENDING, purpose=Purpose.SAFETY_ALERT)
+    assert waiting.channel == "sms" and waiting.attempts == 1 and waiting.last_error
+    assert waiting.send_at > OPEN_MORNING
+    with time_machine.travel(waiting.send_at, tick=False):
+        dispatch()
+    for clinician in (safety_clinic.prescriber, safety_clinic.therapist):
+        assert len(texts_to(twilio, clinician)) == 1
