@@ -19,7 +19,6 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from desk.frontdesk import desk_clinic
@@ -116,7 +115,6 @@ def alert_page(request: HttpRequest, pk: int) -> HttpResponse:
         ],
         "policy": policy,
         "escalates_at": escalates_at(alert, policy, clinic) if waiting else None,
-        "now": timezone.now(),
         "form": form,
     }
     audit.record(
