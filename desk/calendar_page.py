@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods
 
 from desk import time_grid
 from desk.forms import chosen
+from questionnaires.models import SafetyAlert
 from scheduler import tokens
 from scheduler.external_calendars import queue_refresh
 from scheduler.links import feed_url
@@ -80,6 +81,13 @@ def my_calendar(request: HttpRequest) -> HttpResponse:
         "next": monday + timedelta(days=7),
         "grid": _week_grid(clinician, monday, tz),
         "clinician": clinician,
+        # Their patients' answers that need a clinician today, above the week.
+        "safety_alerts": list(
+            SafetyAlert.objects.unacknowledged()
+            .for_clinician(clinician)
+            .select_related("patient")
+            .order_by("created_at", "pk")
+        ),
         "feed": tokens.active(clinician),
         "new_feed_url": new_feed_url,
         "email_invites": bool(preference and preference.email_invites),

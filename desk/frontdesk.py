@@ -34,6 +34,7 @@ from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Screening
+from questionnaires.safety import open_alerts
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
@@ -269,6 +270,8 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         # And what patients changed from their own page lately (desk.self_service).
         "patient_changes": changed_by_patients(clinic) if is_today else None,
         "freed_without_taker": freed_without_taker(clinic) if is_today else None,
+        # Above everything else: patients whose answers need a clinician today.
+        "safety_alerts": list(open_alerts(clinic)) if is_today else None,
         # The day's closures and holiday in words (the grid shades them).
         "closures": closures_on(clinic, day),
         "previous": day - timedelta(days=1),

@@ -6,6 +6,7 @@ from django.views.i18n import JavaScriptCatalog
 from django_otp_webauthn import views as passkey_views
 
 from desk import (
+    alert_pages,
     calendar_page,
     frontdesk,
     patient_page,
@@ -36,6 +37,7 @@ frontdesk_urls = [
     path("messages/<int:pk>/resend", frontdesk.resend, name="desk_resend"),
     path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),
     path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
+    path("alerts/<int:pk>/", alert_pages.alert_page, name="desk_alert"),
 ]
 
 # One name for the patient page: reversed without a token it is the entrance

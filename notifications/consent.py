@@ -22,8 +22,9 @@ def record_opt_out(patients: QuerySet[Patient], now: datetime) -> int:
     patients.filter(
         Q(sms_opted_out_at__isnull=True) | Q(sms_opted_out_at__lt=F("sms_consent_at"))
     ).update(sms_opted_out_at=now)
+    # Texts to clinicians about the patient (clinical alerts) are not the patient's to stop.
     return Message.objects.filter(
-        patient__in=patients, channel=Channel.SMS, status=Status.PENDING
+        patient__in=patients, channel=Channel.SMS, status=Status.PENDING, clinician=None
     ).update(status=Status.CANCELLED, reason=OPTED_OUT, updated_at=now)
 
 

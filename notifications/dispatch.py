@@ -61,7 +61,8 @@ What makes it safe to run anywhere, any number of times at once:
   clinician the visit moved away from, still someone else's) and at the same time
   (sequence unchanged), its reminder rule still on, the patient's consent,
   opt-out and number, or for a clinician's calendar invite their wish for
-  invites and their address: re-read for the whole batch when it starts and
+  invites and their address (a clinical alert goes whatever that wish, by
+  text to their mobile and by email; none of the patient's limits apply): re-read for the whole batch when it starts and
   at every flush, so at most a flush interval old when a message goes. Quiet
   hours and expiry: just before each send. Text limits: counted for the whole
   batch in one query (``rules.TextLedger``) and decided in the batch's order,
@@ -131,6 +132,10 @@ from scheduler.models import Patient, VisitStatus
 log = logging.getLogger(__name__)
 
 OPTED_OUT_CODE = "21610"
+NO_CLINICIAN_ADDRESS = {
+    Channel.SMS: "The clinician has no mobile number for urgent texts; the email still goes.",
+    Channel.EMAIL: "The clinician has no email address.",
+}
 # What a batch re-reads of its rows before sending: the query finds only rows
 # still ours, and brings their reminder rule's switches, their visit's status
 # and sequence, the patient's contact details and consent, and for a row to a
@@ -149,6 +154,7 @@ CURRENT_FIELDS = (
     "patient__sms_express_consent_at",
     "patient__sms_opted_out_at",
     "clinician__user__email",
+    "clinician__mobile",
     "clinician__invite_preference__email_invites",
 )
 
@@ -354,7 +360,12 @@ class Batch:
         unsettled = self.settle_in_doubt()
         self.current = self.reread(unsettled)
         self.ledger = TextLedger.load(
-            [m.patient for m in unsettled if m.channel == Channel.SMS and not m.is_essential], now
+            [
+                m.patient
+                for m in unsettled
+                if m.channel == Channel.SMS and not (m.is_essential or m.to_clinician)
+            ],
+            now,
         )
         going = []
         for message in unsettled:
@@ -654,6 +665,13 @@ class Batch:
         if message.to_clinician:
             # Staff: the patient's consent, text limits and quiet hours are not theirs.
             message.clinician.user.email = current["clinician__user__email"]
+            message.clinician.mobile = current["clinician__mobile"]
+            if message.is_clinical_alert:
+                # Goes whatever their wish for invites: a patient may be at risk.
+                if not message.current_address:
+                    self.finish(message, Status.SUPPRESSED, NO_CLINICIAN_ADDRESS[message.channel])
+                    return False
+                return True
             if not (
                 current["clinician__invite_preference__email_invites"] and message.current_address
             ):
@@ -730,7 +748,7 @@ class Batch:
                     self.combined[self.leaders[message.patient_id].pk].append(message)
 
     def within_text_limits(self, message: Message) -> bool:
-        if message.channel != Channel.SMS or message.is_essential:
+        if message.channel != Channel.SMS or message.is_essential or message.to_clinician:
             return True
         problem = self.ledger.problem(message)
         if problem:
@@ -937,9 +955,10 @@ class Batch:
 
     def fail(self, message: Message, error: TransportError) -> None:
         self.result.failed += 1
-        if error.code == OPTED_OUT_CODE:
+        if error.code == OPTED_OUT_CODE and not message.to_clinician:
             # The carrier says this number replied STOP: honour it everywhere,
-            # and in the rest of this batch at once.
+            # and in the rest of this batch at once. (A clinician's number is
+            # not a patient's consent to lose.)
             self.opted_out_numbers.add(message.patient.mobile)
             self.opt_outs.add(message.patient.mobile)
         self.note(

@@ -58,6 +58,11 @@ COMPOSED_PURPOSES = (
     Purpose.SAFETY_ALERT,
     Purpose.SAFETY_ESCALATION,
 )
+# To clinicians, by text and email, whether or not they take calendar invites:
+# a patient's answers that need review today. Once per alert (the questionnaires
+# app plans them with the alert and escalates by a conditional update), not once
+# per visit change: a visit may see a second alert after the first was dealt with.
+CLINICAL_ALERT_PURPOSES = (Purpose.SAFETY_ALERT, Purpose.SAFETY_ESCALATION)
 # Go only while the visit is cancelled; every other message only while it is on.
 CANCELLATION_PURPOSES = (Purpose.CANCELLED, Purpose.INVITE_CANCEL)
 # Texts that lose their point if they wait or are dropped: the video link just
@@ -361,7 +366,8 @@ class Message(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="messages",
-        help_text="Set when the message goes to this clinician (a calendar invite), not the patient.",
+        help_text="Set when the message goes to this clinician (a calendar invite, a clinical "
+        "alert), not the patient.",
     )
     rule = models.ForeignKey(
         ReminderRule, null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
@@ -428,7 +434,8 @@ class Message(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["visit", "purpose", "channel", "visit_sequence", "clinician"],
-                condition=Q(rule__isnull=True, clinician__isnull=False),
+                condition=Q(rule__isnull=True, clinician__isnull=False)
+                & ~Q(purpose__in=CLINICAL_ALERT_PURPOSES),
                 name="clinician_notice_once_per_change",
             ),
         ]
@@ -448,15 +455,22 @@ class Message(models.Model):
 
     @property
     def to_clinician(self) -> bool:
-        """Sent to the visit's clinician: the patient's consent, limits and hours do not apply."""
+        """Sent to a clinician: the patient's consent, limits and hours do not apply."""
         return self.clinician_id is not None
 
     @property
+    def is_clinical_alert(self) -> bool:
+        return self.purpose in CLINICAL_ALERT_PURPOSES
+
+    @property
     def current_address(self) -> str:
-        """Where the message goes now: the clinician's email, or the patient's mobile or
-        email by channel. ``recipient`` keeps the address it was planned for; a change
-        in between makes the message stale rather than send it somewhere new."""
+        """Where the message goes now: the clinician's mobile (a clinical alert's text) or
+        email, or the patient's mobile or email, by channel. ``recipient`` keeps the
+        address it was planned for; a change in between makes the message stale rather
+        than send it somewhere new."""
         if self.to_clinician:
+            if self.channel == Channel.SMS:
+                return self.clinician.mobile
             return self.clinician.user.email
         return self.patient.mobile if self.channel == Channel.SMS else self.patient.email
 

@@ -193,7 +193,10 @@ class TextLedger:
         waiting = Q(status__in=WAITING_STATUSES, purpose__in=ESSENTIAL_PURPOSES)
         rows = (
             # A message that went in another's text is not a text of its own.
-            Message.objects.filter(patient_id__in=counts, channel=Channel.SMS, combined_into=None)
+            # Nor is a text to a clinician about the patient one of the patient's.
+            Message.objects.filter(
+                patient_id__in=counts, channel=Channel.SMS, combined_into=None, clinician=None
+            )
             .values("patient_id")
             .order_by()
             .annotate(
@@ -230,7 +233,11 @@ class TextLedger:
 
     def note(self, message: Message, **changes) -> None:
         """What became of ``message`` (its new status, sent_at or send_at), for the next count."""
-        if message.patient_id not in self.counts or message.channel != Channel.SMS:
+        if (
+            message.patient_id not in self.counts
+            or message.channel != Channel.SMS
+            or message.to_clinician
+        ):
             return
         before = self.state(message)
         after = tuple(

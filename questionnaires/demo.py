@@ -1,7 +1,7 @@
 """The questionnaires layer of the demo clinic: a course of scores, and answers that need review.
 
-- The clinic's safety policy: its first prescriber is the clinical lead; every
-  clinician gets a synthetic mobile number (555-01xx) for urgent alerts.
+- Who hears of answers that need review (``safety_demo``): the prescribers' and
+  therapists' fictional mobiles, the first prescriber as the clinical lead.
 - The first screened patient had an IV induction series over the last weeks:
   six infusions written as they stand (completed, with their teams), and
   PHQ-9 and GAD-7 answered before the screening and before the first, third
@@ -22,12 +22,11 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from plans.demo import done_in
-from questionnaires import answering, scoring
+from questionnaires import answering, safety_demo, scoring
 from questionnaires.models import (
     Instrument,
     QuestionnaireRequest,
     QuestionnaireResponse,
-    SafetyPolicy,
 )
 from scheduler.availability import Availability
 from scheduler.models import Clinic, Patient, Visit, VisitKind, VisitStatus, VisitType
@@ -139,19 +138,8 @@ def seed_alert(patient: Patient) -> QuestionnaireResponse | None:
     return answer(patient, visit, "phq-9", ALERT_TOTAL, yesterday_evening, item_9=1)
 
 
-def seed_policy(clinic: Clinic) -> SafetyPolicy:
-    clinicians = list(clinic.clinicians.order_by("pk"))
-    for number, clinician in enumerate(clinicians):
-        if not clinician.mobile:
-            clinician.mobile = f"+1212555{150 + number:04d}"
-            clinician.save(update_fields=["mobile"])
-    lead = next((c for c in clinicians if c.is_prescriber), None)
-    policy, _ = SafetyPolicy.objects.get_or_create(clinic=clinic, defaults={"clinical_lead": lead})
-    return policy
-
-
 def seed(clinic: Clinic, patients: list[Patient]) -> list[QuestionnaireResponse]:
-    seed_policy(clinic)
+    safety_demo.seed(clinic)
     responses = []
     course, alerted = patients[COURSE_PATIENT], patients[ALERT_PATIENT]
     if not QuestionnaireResponse.objects.filter(patient=course).exists():

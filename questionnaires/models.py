@@ -21,11 +21,20 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from notifications.models import Message
 from plans.models import ProtocolStep
-from scheduler.models import Clinic, Clinician, Patient, Visit, VisitKind, VisitType
+from scheduler.models import (
+    Clinic,
+    Clinician,
+    Patient,
+    Visit,
+    VisitKind,
+    VisitParticipant,
+    VisitType,
+)
 
 
 class InstrumentQuerySet(models.QuerySet):
@@ -256,6 +265,25 @@ class SafetyAlertQuerySet(models.QuerySet):
     def unacknowledged(self):
         return self.filter(acknowledged_at__isnull=True)
 
+    def for_clinician(self, clinician: Clinician):
+        """Alerts about the clinician's own patients: on any of the patient's visits' teams,
+        told of the alert, or the clinic's clinical lead."""
+        return self.filter(
+            Exists(
+                VisitParticipant.objects.filter(
+                    visit__patient=OuterRef("patient"), clinician=clinician
+                )
+            )
+            | Exists(
+                Message.objects.filter(safety_notice__alert=OuterRef("pk"), clinician=clinician)
+            )
+            | Exists(
+                SafetyPolicy.objects.filter(
+                    clinic=OuterRef("patient__clinic"), clinical_lead=clinician
+                )
+            )
+        )
+
 
 class SafetyAlert(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="safety_alerts")
@@ -287,3 +315,18 @@ class SafetyAlert(models.Model):
 
     def __str__(self):
         return f"Alert for {self.patient} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class SafetyNotice(models.Model):
+    """One outbox message that told someone of an alert: its clinicians at once, the
+    clinical lead when nobody acknowledged it in time. Who was told, and what became
+    of each message, is read from here."""
+
+    alert = models.ForeignKey(SafetyAlert, on_delete=models.CASCADE, related_name="notices")
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="safety_notice")
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self):
+        return f"{self.message} about {self.alert}"

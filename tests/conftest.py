@@ -26,7 +26,12 @@ from scheduler.timezones import zone
 
 # Fixtures every test module may ask for by name: the messaging outboxes, the
 # Twilio-compatible server and the SMTP server on loopback.
-pytest_plugins = ["tests.reminder_helpers", "tests.fake_twilio", "tests.smtp_server"]
+pytest_plugins = [
+    "tests.reminder_helpers",
+    "tests.fake_twilio",
+    "tests.smtp_server",
+    "tests.safety_helpers",
+]
 
 WEEKDAYS = range(5)
 _numbers = count(100)

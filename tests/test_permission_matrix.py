@@ -16,6 +16,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.patient_links import issue_patient_link
@@ -25,6 +26,7 @@ from scheduler.models import Modality, Visit, VisitKind, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
 from tests.page_helpers import failed_message, front_desk, sign_in_verified
+from tests.safety_helpers import SEVERAL_DAYS, answer_phq9, request_before
 from waitlist.models import FreedSlot, Offer, WaitlistEntry
 from waitlist.offers import offer_link
 
@@ -140,6 +142,22 @@ MATRIX = [
     ("desk mark handled by GET", "desk_handled", "message", "get", STAFF_405),
     ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
+    # A safety alert about Avery, the therapist's patient: the desk sees that it exists and
+    # whom it went to; the patient's own clinicians and admins see the answers and acknowledge.
+    (
+        "desk safety alert, therapist's patient",
+        "desk_alert",
+        "alert",
+        "get",
+        DESK | {"therapist": 200},
+    ),
+    (
+        "desk safety alert, empty acknowledgement",
+        "desk_alert",
+        "alert",
+        "post",
+        DESK | {"therapist": 200, "desk": 403},
+    ),
     ("desk waitlist", "desk_waitlist", None, "get", DESK),
     ("desk waitlist, empty form posted", "desk_waitlist", None, "post", DESK),
     ("patient waitlist form, live link", "patient_waitlist", "link", "get", EVERYONE),
@@ -257,6 +275,7 @@ def world(clinic):
         slot=slot, entry=entry, patient=avery, sent_at=other.start, expires_at=other.start
     )
     offer_token = offer_link(offer).rsplit("/", 2)[-2]
+    alert = answer_phq9(request_before(own, timezone.now()), item_9=SEVERAL_DAYS).alerts.get()
     link = issue_patient_link(avery).rsplit("/", 2)[-2]
     _, revoked_feed = tokens.issue(clinic.therapist)
     _, feed = tokens.issue(clinic.therapist)
@@ -277,6 +296,7 @@ def world(clinic):
         "link_other_visit": [link, other.pk],
         "feed": [feed],
         "offer": [offer_token],
+        "alert": [alert.pk],
         "forged_offer": [f"{offer.pk}:{'x' * 27}"],
         "revoked_feed": [revoked_feed],
     }

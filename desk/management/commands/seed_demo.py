@@ -6,9 +6,9 @@ few visits, calendars), then plans (``plans.demo``: protocols, screenings and
 the visits they were done in, first doses and their integration sessions),
 then reminders (``notifications.demo``: policies, and the messages of the
 visits already booked), then a few patients waiting for a dosing time
-(``waitlist.demo``), then a course of questionnaire scores and answers that need a
-clinician today (``questionnaires.demo``), then the sign-in groups' permissions
-(``desk.demo``).
+(``waitlist.demo``), then who hears of answers that need review, a course of
+questionnaire scores and answers that need a clinician today
+(``questionnaires.demo``), then the sign-in groups' permissions (``desk.demo``).
 Every layer is idempotent, so the command is: run it again and nothing is added.
 """
 
