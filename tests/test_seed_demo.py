@@ -78,8 +78,8 @@ def test_running_seed_demo_twice_leaves_exactly_the_same_rows(now):
     assert every_row() == first
     assert list(Visit.objects.order_by("uid").values_list("uid", flat=True)) == uids
     # 10 screenings done, 3 to come, 3 preparations, 2 doses and their integrations,
-    # 2 past Spravato sessions.
-    assert len(uids) == 22
+    # 2 past Spravato sessions, 6 past IV infusions (questionnaires.demo's course).
+    assert len(uids) == 28
 
 
 def test_a_rerun_books_nothing_for_a_patient_who_already_had_that_visit_type():
@@ -197,15 +197,18 @@ def test_demo_visits_ahead_are_booked_within_two_weeks_and_pass_booking_rules():
         assert booking.problems_for(visit, staff) + booking.rule_problems(visit) == []
         if visit.visit_type.is_dosing:  # a monitor leads, a therapist guides
             assert [member.seat.roles for member in staff] == [("therapist",)]
-    # What is past is the screenings done and two Spravato sessions, each one a visit
-    # completed in the last weeks.
+    # What is past is the screenings done, two Spravato sessions and the six infusions
+    # of the questionnaires' course, each one a visit completed in the last weeks.
     past = [visit for visit in visits if visit.start <= today]
-    assert len(past) == 12
+    assert len(past) == 18
     for visit in past:
         assert visit.status == VisitStatus.COMPLETED
         assert visit.visit_type.kind in (VisitKind.SCREENING, VisitKind.DOSING)
         assert today - timedelta(days=29) < visit.start and visit.end < today
-    assert [v.visit_type.slug for v in past if v.visit_type.is_dosing] == ["intranasal-dosing"] * 2
+    assert sorted(v.visit_type.slug for v in past if v.visit_type.is_dosing) == [
+        *["intranasal-dosing"] * 2,
+        *["iv-infusion"] * 6,
+    ]
 
 
 def test_staff_users_groups_and_permissions():
