@@ -116,7 +116,9 @@ def question(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """One question (``?q=``; by default the first not answered yet); Next saves its answer."""
     patient, asked = _own_request(request, token, pk)
     if reason := answering.refusal(asked):
-        return _refused(request, patient, token, asked, reason)
+        # An answer posted too late is refused (409); the page says why either way.
+        status = 409 if request.method == "POST" else 200
+        return _refused(request, patient, token, asked, reason, status=status)
     items = scoring.items(asked.instrument.questionnaire)
     answers = _answers(asked)
     review = reverse("patient_question_review", args=[token, pk])

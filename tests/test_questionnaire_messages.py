@@ -20,7 +20,11 @@ from tests.conftest import MONDAY, at
 from tests.questionnaire_helpers import AskingClinic
 from tests.reminder_helpers import CONSENTED_AT, run_until
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("messaging", "twilio", "smtp")]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.questionnaires,
+    pytest.mark.usefixtures("messaging", "twilio", "smtp"),
+]
 LINK = re.compile(r"https://clinic\.example\.org(/p/[A-Za-z0-9_-]+/questions/)")
 ASKING = (Purpose.QUESTIONNAIRE, Purpose.QUESTIONNAIRE_REMINDER)
 # The screening the tests book: Monday 3 June 2030, 09:00 in New York; the questions open

@@ -16,7 +16,7 @@ from scheduler import booking
 from tests.conftest import MONDAY, at
 from tests.questionnaire_helpers import BOTH, AskingClinic, asked
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.questionnaires]
 
 
 @pytest.fixture
