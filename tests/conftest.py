@@ -276,16 +276,16 @@ def _asking_rules(request):
         yield
         return
     request.getfixturevalue("_django_db_helper")  # what the db fixtures and the marker do
+    from importlib import import_module
+
+    from django.apps import apps
+
     from questionnaires.models import AskingRule
 
-    if wanted:
-        from importlib import import_module
-
-        from django.apps import apps
-
-        defaults = import_module("questionnaires.migrations.0002_phq9_gad7_and_default_rules")
-        defaults.add_instruments(apps, None)
-    else:
+    # PHQ-9, GAD-7 and the default rules, as migrated (get_or_create: no change if there).
+    defaults = import_module("questionnaires.migrations.0002_phq9_gad7_and_default_rules")
+    defaults.add_instruments(apps, None)
+    if not wanted:
         AskingRule.objects.all().delete()
     yield
 
