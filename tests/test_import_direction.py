@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("config", "scheduler", "plans", "notifications", "desk", "waitlist")
+APPS = ("config", "scheduler", "plans", "notifications", "desk", "waitlist", "questionnaires")
 
 # What each app may import from the others (itself and config always allowed).
 ALLOWED = {
@@ -21,10 +21,13 @@ ALLOWED = {
     "scheduler": set(),
     "plans": {"scheduler"},
     "notifications": {"scheduler"},
-    "desk": {"scheduler", "plans", "notifications", "waitlist"},
+    "desk": {"scheduler", "plans", "notifications", "waitlist", "questionnaires"},
     # Beside the desk, under it: freed times are offered by text (notifications)
     # to patients whose plans allow them (plans); the desk shows its pages.
     "waitlist": {"scheduler", "plans", "notifications"},
+    # Beside the waitlist: asked before visits (scheduler, plans' steps), sent by text and
+    # email (notifications); the desk shows the pages that answer them.
+    "questionnaires": {"scheduler", "plans", "notifications"},
 }
 
 
