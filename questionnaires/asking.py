@@ -240,15 +240,17 @@ def plan_messages(
     now: datetime,
 ) -> int:
     """The request and reminder messages of ``visits`` (with their live ``requests``); rows created."""
-    messages = defaultdict(dict)
+    pending: dict[int, list[Message]] = defaultdict(list)
+    # By (visit, purpose, channel, sequence), the unique constraint's key: a row
+    # there blocks another, a cancelled one too, which is planned again instead.
+    rows_by_key: dict[tuple, Message] = {}
     for message in Message.objects.filter(
         visit__in=visits, patient=patient, purpose__in=ASKING_PURPOSES
-    ).exclude(status=Status.CANCELLED):
+    ):
         if message.status == Status.PENDING:
-            messages[message.visit_id].setdefault("pending", []).append(message)
-        messages[message.visit_id][(message.purpose, message.channel, message.visit_sequence)] = (
-            message
-        )
+            pending[message.visit_id].append(message)
+        key = (message.visit_id, message.purpose, message.channel, message.visit_sequence)
+        rows_by_key[key] = message
     channels = contact_channels(patient)
     quiet = quiet_hours_for(patient)
     rows = []
@@ -256,7 +258,7 @@ def plan_messages(
         visit.patient = patient
         open_requests = [r for r in requests[visit.pk] if r.status == RequestStatus.OPEN]
         planned = _planned_times(visit, open_requests, quiet, now) if open_requests else {}
-        for message in messages[visit.pk].get("pending", []):
+        for message in pending[visit.pk]:
             if message.visit_sequence != visit.sequence:
                 _cancel(message, "The visit moved; messages for the new time replace it.", now)
             elif message.purpose not in planned:
@@ -269,7 +271,13 @@ def plan_messages(
                 )
         for purpose, send_at in planned.items():
             for channel in channels:
-                if (purpose, channel, visit.sequence) in messages[visit.pk]:
+                existing = rows_by_key.get((visit.pk, purpose, channel, visit.sequence))
+                if existing is not None:
+                    if existing.status == Status.CANCELLED and existing.attempts == 0:
+                        # Asked again at the same time (a dose renumbered back): it goes after all.
+                        Message.objects.filter(pk=existing.pk, status=Status.CANCELLED).update(
+                            status=Status.PENDING, send_at=send_at, reason="", updated_at=now
+                        )
                     continue
                 message = Message(
                     visit=visit,

@@ -190,3 +190,17 @@ def test_the_text_names_no_questionnaire_score_or_treatment_and_fits_two_segment
         assert treatment_words(email["Subject"]) == []
         assert treatment_words(body) == [] and treatment_words(html) == []
         assert "PHQ" not in body + html and "GAD" not in body + html
+
+
+def test_a_dose_asked_again_after_a_renumbering_gets_its_messages_back(clinic, now):
+    patient = clinic.texting_patient()
+    doses = clinic.doses(patient, 3)
+    booking.cancel(doses[1], "Unwell")  # the third dose is now the second: not asked
+    third = Message.objects.filter(visit=doses[2], purpose__in=ASKING)
+    assert set(third.values_list("status", flat=True)) == {Status.CANCELLED}
+    clinic.book(patient, clinic.iv, doses[1].start)  # booked again: the third is third again
+    assert set(third.values_list("status", flat=True)) == {Status.PENDING}
+    assert third.count() == 4
+    assert (
+        QuestionnaireRequest.objects.filter(visit=doses[2], status=RequestStatus.OPEN).count() == 2
+    )
