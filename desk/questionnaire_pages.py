@@ -47,7 +47,7 @@ def _context(patient: Patient, token: str, **extra) -> dict:
     }
 
 
-def _own_request(request: HttpRequest, token: str, pk: int):
+def _own_request(request: HttpRequest, token: str, pk: int) -> tuple[Patient, QuestionnaireRequest]:
     """The link's patient and their request ``pk`` (404 for anyone else's), with its answers."""
     patient = link_patient(request, token)
     asked = get_object_or_404(
