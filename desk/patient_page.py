@@ -31,6 +31,7 @@ from desk import self_service
 from desk.forms import chosen, day_in_url
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import ask_to_reschedule, patient_for_link
+from questionnaires import answering
 from scheduler import audit, booking
 from scheduler.booking import BookingError
 from scheduler.calendars import Audience, build_calendar
@@ -124,6 +125,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         "later": later,
         "next_dosing": next_dosing,
         "token": token,
+        "answerable": answering.answerable_now(patient),
     }
     return private(render(request, "desk/patient_page.html", context))
 

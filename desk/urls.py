@@ -11,6 +11,7 @@ from desk import (
     frontdesk,
     patient_page,
     patient_records,
+    questionnaire_pages,
     rems,
     second_factor,
     signin,
@@ -51,6 +52,18 @@ patient_urls = [
     path("<str:token>/visits/<int:pk>/move/", patient_page.move_visit, name="patient_move"),
     path("<str:token>/visits/<int:pk>/cancel/", patient_page.cancel_visit, name="patient_cancel"),
     path("<str:token>/waitlist/", waitlist_pages.patient_join, name="patient_waitlist"),
+    path("<str:token>/questions/", questionnaire_pages.questions, name="patient_questions"),
+    path("<str:token>/questions/<int:pk>/", questionnaire_pages.question, name="patient_question"),
+    path(
+        "<str:token>/questions/<int:pk>/review/",
+        questionnaire_pages.review,
+        name="patient_question_review",
+    ),
+    path(
+        "<str:token>/questions/<int:pk>/done/",
+        questionnaire_pages.done,
+        name="patient_question_done",
+    ),
 ]
 
 # django-otp-webauthn's API under its own names (its scripts reverse them), with

@@ -198,7 +198,9 @@ def sms_body(message: Message, *, link: str) -> str:
     none, and ignore it.
     """
     if message.purpose in composers:
-        return to_gsm(" ".join(composers[message.purpose].sms(message).split()))
+        composer = composers[message.purpose]
+        text = composer.sms(message, link) if composer.carries_link else composer.sms(message)
+        return to_gsm(" ".join(text.split()))
     context = _sms_context(message.visit)
     if message.purpose == Purpose.PREPARATION:
         # The instructions live behind the patient's private page, never in the
@@ -249,9 +251,11 @@ class Email:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def email_content(message: Message) -> Email:
+def email_content(message: Message, *, link: str = "") -> Email:
+    """The email of ``message``; ``link`` as for ``sms_body``, for a composer that carries one."""
     if message.purpose in composers:
-        return composers[message.purpose].email(message)
+        composer = composers[message.purpose]
+        return composer.email(message, link) if composer.carries_link else composer.email(message)
     if message.purpose in INVITE_PURPOSES:
         return invite_email(message)
     visit = message.visit
@@ -365,11 +369,15 @@ class Composer:
     ``sms`` gives the text (checked for treatment words like any other),
     ``email`` the email, and ``refusal`` the reason the message must not go
     any more, or "" (asked instead of the visit's status and sequence).
+    ``carries_link``: its text and email carry the patient's private link;
+    the dispatcher issues one per patient and batch, as for preparation
+    texts, and passes it to ``sms`` and ``email`` after the message.
     """
 
-    sms: Callable[[Message], str]
-    email: Callable[[Message], Email]
+    sms: Callable[..., str]
+    email: Callable[..., Email]
     refusal: Callable[[Message], str]
+    carries_link: bool = False
 
 
 # By purpose; an app registers its own in its ``ready()``.

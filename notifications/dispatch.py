@@ -773,32 +773,40 @@ class Batch:
     # -- composing and sending -----------------------------------------------------------
 
     def needs_link(self, message: Message) -> bool:
-        """A preparation text, or a text with one combined into it, carries a fresh link."""
+        """A preparation text, or a text with one combined into it, carries a fresh link; so
+        does a text or email whose composer says it carries one (questions before a visit)."""
+        composer = content.composers.get(message.purpose)
+        if composer is not None and composer.carries_link:
+            return True
         texts = [message, *self.combined.get(message.pk, ())]
         return message.channel == Channel.SMS and any(
             m.purpose == Purpose.PREPARATION for m in texts
         )
 
     def issue_links(self, messages: list[Message]) -> dict[int, str]:
-        """A fresh private link for each preparation text, issued together; by message id.
+        """A fresh private link for each patient of ``messages``, issued together; by message id.
 
+        One link a patient: issuing revokes the patient's previous link, so a
+        text and an email of the same batch carry the same one, which works.
         If issuing fails (a link issued at the front desk at the same moment
-        may collide), those texts are retried later and the batch goes on.
+        may collide), those messages are retried later and the batch goes on.
         """
         if not messages:
             return {}
+        patients = list({m.patient_id: m.patient for m in messages}.values())
         try:
-            urls = issue_patient_links([m.patient for m in messages])
+            urls = issue_patient_links(patients)
         except Exception as error:
-            log.exception("Issuing links for %s preparation texts failed", len(messages))
+            log.exception("Issuing links for %s messages failed", len(messages))
             for message in messages:
                 self.raised(message, error)
             return {}
-        return {message.pk: url for message, url in zip(messages, urls, strict=True)}
+        by_patient = {patient.pk: url for patient, url in zip(patients, urls, strict=True)}
+        return {message.pk: by_patient[message.patient_id] for message in messages}
 
     def compose(self, message: Message) -> Outgoing | None:
         if message.channel == Channel.EMAIL:
-            email = content.email_content(message)
+            email = content.email_content(message, link=self.links.get(message.pk, ""))
             return OutgoingEmail(
                 message.current_address,
                 email.subject,

@@ -53,6 +53,24 @@ def refusal(request: QuestionnaireRequest, now: datetime | None = None) -> str:
     return ""
 
 
+def answerable_now(patient, now: datetime | None = None) -> list[QuestionnaireRequest]:
+    """The patient's requests open now, soonest visit first, in one query; each with its
+    ``count`` of questions and how many are ``answered`` so far."""
+    found = list(
+        QuestionnaireRequest.objects.answerable(now)
+        .filter(patient=patient)
+        .select_related("instrument", "visit", "response")
+        .order_by("visit__start", "pk")
+    )
+    for request in found:
+        request.count = len(scoring.items(request.instrument.questionnaire))
+        try:
+            request.answered = len(request.response.answers)
+        except QuestionnaireResponse.DoesNotExist:
+            request.answered = 0
+    return found
+
+
 def _locked(request: QuestionnaireRequest) -> tuple[QuestionnaireRequest, QuestionnaireResponse]:
     request = QuestionnaireRequest.objects.select_for_update().get(pk=request.pk)
     response, _ = QuestionnaireResponse.objects.get_or_create(

@@ -258,6 +258,43 @@ def _fast_password_hashing():
         yield
 
 
+# Tests that reach the database, by the fixtures or the marker that give them one.
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+
+
+@pytest.fixture(autouse=True)
+def _asking_rules(request):
+    """The default asking rules (questionnaires migration 0002) only where a test asks for them.
+
+    They put PHQ-9 and GAD-7 before every screening, dose and check-in, so each
+    such booking adds a text and an email to the outbox: tests of other
+    messages count their own without them, and a test about the questions
+    says so (``@pytest.mark.questionnaires``), which loads them with the
+    instruments. Either way the state is the same whatever ran before: a
+    transactional test empties every table, migrations' rows too.
+    """
+    wanted = request.node.get_closest_marker("questionnaires") is not None
+    uses_db = request.node.get_closest_marker("django_db") or DATABASE_FIXTURES & set(
+        request.fixturenames
+    )
+    if not uses_db:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # what the db fixtures and the marker do
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from questionnaires.models import AskingRule
+
+    # PHQ-9, GAD-7 and the default rules, as migrated (get_or_create: no change if there).
+    defaults = import_module("questionnaires.migrations.0002_phq9_gad7_and_default_rules")
+    defaults.add_instruments(apps, None)
+    if not wanted:
+        AskingRule.objects.all().delete()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     """Rate-limit counts live in the cache (config.throttle): each test starts with none."""

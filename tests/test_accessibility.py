@@ -32,6 +32,8 @@ from django_otp.oath import totp
 from desk.demo import demo_key
 from notifications.patient_links import issue_patient_link
 from plans.models import CarePlan
+from questionnaires import answering, scoring
+from questionnaires.models import Instrument, QuestionnaireRequest
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.demo import STAFF
@@ -309,6 +311,33 @@ def test_every_patient_page_has_no_serious_accessibility_violation_on_a_320_px_p
     phone.locator("ul.times a").first.tap()
     phone.get_by_role("button", name="Move my visit").wait_for()
     audit.check(phone, "patient: change time, a time chosen")
+    # Questions before the next visit: the card, one question (and one left unanswered), the
+    # review, and the page after answers that call for a clinician today.
+    next_visit = Visit.objects.for_patient(plan.patient).scheduled().upcoming().order_by("start")[0]
+    phq9 = QuestionnaireRequest.objects.create(
+        patient=plan.patient,
+        visit=next_visit,
+        instrument=Instrument.objects.get(code="phq-9"),
+        opens_at=NOW,
+        closes_at=next_visit.end,
+    )
+    opened(phone, link)
+    assert phone.get_by_role("region", name="Questions before your visit").is_visible()
+    audit.check(phone, "patient page with questions to answer")
+    opened(phone, f"{link}questions/")
+    audit.check(phone, "patient: questions before a visit")
+    opened(phone, f"{link}questions/{phq9.pk}/")
+    audit.check(phone, "patient: a question")
+    phone.get_by_role("button", name="Next").click()
+    phone.get_by_role("alert").wait_for()
+    audit.check(phone, "patient: a question, left unanswered")
+    for item in scoring.items(phq9.instrument.questionnaire)[:9]:
+        answering.save_answer(phq9, item.link_id, item.options[1].code)
+    opened(phone, f"{link}questions/{phq9.pk}/review/")
+    audit.check(phone, "patient: check the answers")
+    phone.get_by_role("button", name="Send my answers").click()
+    phone.get_by_role("link", name="Call 988").wait_for()
+    audit.check(phone, "patient: answers sent, crisis resources")
     opened(phone, f"{url}/p/")
     audit.check(phone, "patient: entrance without a link")
     # The dose given up goes to the demo's waitlist: the first patient's offer.

@@ -25,7 +25,9 @@ ALLOWED = {
     # Beside the desk, under it: freed times are offered by text (notifications)
     # to patients whose plans allow them (plans); the desk shows its pages.
     "waitlist": {"scheduler", "plans", "notifications"},
-    # Beside the waitlist: questionnaires go out and alerts reach clinicians through the outbox.
+    # Beside the waitlist: asked before visits (scheduler, plans' steps), sent by text and
+    # email (notifications), alerts to clinicians through the same outbox; the desk shows
+    # the pages that answer them.
     "questionnaires": {"scheduler", "plans", "notifications"},
 }
 

@@ -12,6 +12,8 @@ it passed; "unverified" is a clinic admin whose password was right but who
 has not typed the code yet: nothing but the second step and the token URLs.
 """
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
@@ -21,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.patient_links import issue_patient_link
 from plans.models import MonitoringFormTask
+from questionnaires.models import Instrument, QuestionnaireRequest
 from scheduler import tokens
 from scheduler.models import Modality, Visit, VisitKind, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
@@ -179,6 +182,39 @@ MATRIX = [
     ("patient moves other's visit", "patient_move", "link_other_visit", "get", NOBODY_404),
     ("patient cancels own visit", "patient_cancel", "link_own_visit", "get", EVERYONE),
     ("patient cancels other's visit", "patient_cancel", "link_other_visit", "post", NOBODY_404),
+    ("patient questions, live link", "patient_questions", "link", "get", EVERYONE),
+    ("patient questions, revoked link", "patient_questions", "revoked_link", "get", NOBODY_404),
+    ("patient answers own question", "patient_question", "link_own_request", "get", EVERYONE),
+    (
+        "patient answers other's question",
+        "patient_question",
+        "link_other_request",
+        "post",
+        NOBODY_404,
+    ),
+    ("patient reviews own answers", "patient_question_review", "link_own_request", "get", EVERYONE),
+    (
+        "patient submits other's answers",
+        "patient_question_review",
+        "link_other_request",
+        "post",
+        NOBODY_404,
+    ),
+    # Not sent yet: back to the questions.
+    (
+        "patient's answers sent, not yet",
+        "patient_question_done",
+        "link_own_request",
+        "get",
+        dict.fromkeys(ROLES, 302),
+    ),
+    (
+        "patient's answers sent, other's",
+        "patient_question_done",
+        "link_other_request",
+        "get",
+        NOBODY_404,
+    ),
     ("calendar feed, live token", "calendar_feed", "feed", "get", EVERYONE),
     ("calendar feed, revoked token", "calendar_feed", "revoked_feed", "get", NOBODY_404),
     (
@@ -276,6 +312,18 @@ def world(clinic):
     )
     offer_token = offer_link(offer).rsplit("/", 2)[-2]
     alert = answer_phq9(request_before(own, timezone.now()), item_9=SEVERAL_DAYS).alerts.get()
+    # Still to answer (the PHQ-9 of the visit is answered above).
+    gad7 = Instrument.objects.filter(code="gad-7").first()
+    asked = {
+        patient: QuestionnaireRequest.objects.create(
+            patient=patient,
+            visit=visit,
+            instrument=gad7,
+            opens_at=timezone.now() - timedelta(hours=1),
+            closes_at=visit.end,
+        )
+        for patient, visit in ((avery, own), (blake, other))
+    }
     link = issue_patient_link(avery).rsplit("/", 2)[-2]
     _, revoked_feed = tokens.issue(clinic.therapist)
     _, feed = tokens.issue(clinic.therapist)
@@ -294,6 +342,8 @@ def world(clinic):
         "revoked_link": [revoked_link],
         "link_own_visit": [link, own.pk],
         "link_other_visit": [link, other.pk],
+        "link_own_request": [link, asked[avery].pk],
+        "link_other_request": [link, asked[blake].pk],
         "feed": [feed],
         "offer": [offer_token],
         "alert": [alert.pk],

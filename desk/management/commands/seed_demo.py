@@ -20,6 +20,7 @@ from desk import demo as desk_demo
 from notifications import demo as notifications_demo
 from plans import demo as plans_demo
 from plans.demo import PlansDemo
+from questionnaires import asking
 from questionnaires import demo as questionnaires_demo
 from scheduler import demo as scheduler_demo
 from scheduler.demo import STAFF, SchedulingDemo
@@ -35,6 +36,8 @@ class Command(BaseCommand):
             demo = scheduler_demo.seed()
             plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
+            # The demo's bookings were written directly: ask what the rules ask before them.
+            asking.plan_upcoming()
             waitlist_demo.seed(demo.clinic, demo.patients)
             questionnaires_demo.seed(demo.clinic, demo.patients)
             desk_demo.seed()
