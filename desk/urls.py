@@ -11,6 +11,7 @@ from desk import (
     patient_page,
     patient_records,
     rems,
+    score_pages,
     second_factor,
     signin,
     single_booking,
@@ -36,6 +37,7 @@ frontdesk_urls = [
     path("messages/<int:pk>/resend", frontdesk.resend, name="desk_resend"),
     path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),
     path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
+    path("scores/", score_pages.scores, name="desk_scores"),
 ]
 
 # One name for the patient page: reversed without a token it is the entrance
@@ -94,5 +96,6 @@ urlpatterns = [
     path("p/", include(patient_urls)),
     path("w/<str:token>/", waitlist_pages.offer_page, name="waitlist_offer"),
     path("calendars/mine/", calendar_page.my_calendar, name="my_calendar"),
+    path("calendars/mine/patients/<int:pk>/", score_pages.my_patient, name="my_patient"),
     path("", signin.home, name="home"),
 ]
