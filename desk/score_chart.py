@@ -216,8 +216,15 @@ def chart_of(course: Course, doses: list[Visit], tz: tzinfo) -> Chart:
         ],
         dates=dates,
         levels=levels,
-        summary=summary_of(course, tz),
+        summary=summary_of(course, tz) + _doses_in_words(doses, tz),
     )
+
+
+def _doses_in_words(doses: list[Visit], tz: tzinfo) -> str:
+    if not doses:
+        return ""
+    days = ", ".join(_day(visit.start, tz) for visit in doses)
+    return f" Dose{'s' if len(doses) > 1 else ''} marked: {days}."
 
 
 def charts_of(courses: list[Course], visits, tz: tzinfo) -> list[Chart]:

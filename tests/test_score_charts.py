@@ -86,6 +86,7 @@ def test_a_chart_shades_every_band_marks_each_dose_and_says_the_outcome_in_words
     assert "Remission (below 5): no." in chart.summary
     assert "baseline 18 (Moderately severe)" in chart.summary
     assert "11 points lower (-61 %)" in chart.summary
+    assert chart.summary.endswith("Doses marked: 3 Jun 2030, 10 Jun 2030, 17 Jun 2030.")
 
 
 def test_a_cancelled_or_proposed_dose_is_not_marked(clinic, course):
