@@ -35,7 +35,7 @@ from notifications.rules import preferences_of, text_limits_for
 from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Screening
-from questionnaires.scores import courses_for, sees_every_patients_scores
+from questionnaires.scores import courses_for, may_see_scores
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
@@ -410,9 +410,9 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
     today = timezone.localdate(now, timezone=clinic.tz)
     for plan in plans:
         plan.timeline = for_care_plan(plan, clinic.tz, today)
-    # The desk's page shows scores to clinic admins only; the front desk reads
-    # that they are the clinicians' (questionnaires.scores says who sees them).
-    scores_visible = sees_every_patients_scores(request.user)
+    # Scores for clinic admins (and a desk user who is also this patient's
+    # clinician); the front desk reads whose they are (questionnaires.scores).
+    scores_visible = may_see_scores(request.user, person)
     context = {
         "clinic": clinic,
         "tz": clinic.tz,

@@ -149,7 +149,7 @@ def chart_of(course: Course, doses: list[Visit], tz: tzinfo) -> Chart:
         )
 
     def y(total: float) -> float:
-        return round(bottom - PLOT_HEIGHT * total / course.max_total, 1)
+        return round(bottom - PLOT_HEIGHT * total / max(course.max_total, 1), 1)
 
     bands = []
     count = len(course.bands)

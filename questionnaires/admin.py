@@ -25,7 +25,7 @@ from questionnaires.models import (
     SafetyPolicy,
 )
 from questionnaires.scores import patients_whose_scores
-from questionnaires.scoring import items, stem
+from questionnaires.scoring import definition_problems, items, stem
 from scheduler.admin import AuditedMixin, ClinicTimeMixin, ModelAdmin
 from scheduler.models import AuditAction
 from scheduler.roles import Role, roles_of
@@ -82,10 +82,12 @@ class InstrumentAdmin(ModelAdmin):
         if obj.pk is None:
             return "Shown once the instrument is saved."
         try:
-            questions = items(obj.questionnaire)
-            bands = obj.scoring["bands"]
-        except (KeyError, TypeError, ValueError):
-            return "The definition cannot be read; see the errors above."
+            unreadable = bool(definition_problems(obj.questionnaire, obj.scoring))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            unreadable = True
+        if unreadable:
+            return "The definition cannot be scored as it stands; see the errors above."
+        questions, bands = items(obj.questionnaire), obj.scoring["bands"]
         rows = format_html_join(
             "",
             "<li><p>{}</p><ul>{}</ul></li>",

@@ -160,3 +160,20 @@ def test_the_admins_patient_page_reads_one_query_more_whatever_the_number_of_sco
         answered(patient, "gad-7", day + 2, doses[2].start + timedelta(days=30 + day))
     with django_assert_num_queries(len(few)):
         client.get(url)
+
+
+def test_a_desk_user_who_is_also_the_patients_clinician_sees_the_charts_on_the_desk_page(
+    client, clinic, course
+):
+    patient, _ = course
+    prescriber = clinic.prescriber.user  # on the patient's doses
+    prescriber.groups.add(front_desk().groups.get())
+    sign_in_verified(client, prescriber)
+    section = _section(client.get(reverse("desk_patient", args=[patient.pk])).text)
+    assert section.count('<figure class="score-chart">') == 2
+    # Not the therapist, who has no visit with this patient.
+    therapist = clinic.therapist.user
+    therapist.groups.add(front_desk().groups.get())
+    sign_in_verified(client, therapist)
+    section = _section(client.get(reverse("desk_patient", args=[patient.pk])).text)
+    assert "score-chart" not in section
