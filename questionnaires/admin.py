@@ -4,7 +4,8 @@ An instrument is edited as its two JSON documents (the FHIR Questionnaire and
 its scoring); ``Instrument.clean`` refuses a definition that cannot be scored
 and the form shows why. A version that has been asked is never rewritten:
 changing its definition needs a new version number, and saving then adds that
-version beside the old one, so every response keeps the wording it answered.
+version beside the old one (which is no longer asked), so every response keeps
+the wording it answered.
 
 Requests, responses and alerts are written by the system (asking, answering,
 the safety path): read here, not written. Answers and scores are seen by clinic
@@ -71,11 +72,17 @@ class InstrumentAdmin(ModelAdmin):
     )
 
     def save_model(self, request, obj, form, change):
+        adding = not change
         if change and "version" in form.changed_data:
             # A new version beside the old: the old one's answers keep their wording.
             obj.pk = None
             obj._state.adding = True
+            adding = True
         super().save_model(request, obj, form, change)
+        if adding and obj.is_active:
+            # One version of a code is asked: the newest, just added. The others stay
+            # for the answers that name them.
+            Instrument.objects.filter(code=obj.code).exclude(pk=obj.pk).update(is_active=False)
 
     @admin.display(description="Preview")
     def preview(self, obj):

@@ -160,7 +160,8 @@ def test_an_asked_version_is_never_rewritten_a_changed_definition_becomes_a_new_
     assert "give the changed definition a new version number" in refused.text
     assert admin_client.post(url, fields | {"version": "1.0.1"}).status_code == 302
     versions = Instrument.objects.filter(code="phq-9").order_by("pk")
-    assert [v.version for v in versions] == ["1.0.0", "1.0.1"]
+    assert [(v.version, v.is_active) for v in versions] == [("1.0.0", False), ("1.0.1", True)]
+    assert Instrument.objects.current().get(code="phq-9") == versions[1]  # the one asked
     assert versions[0].questionnaire == before  # what the response answered
     assert "(reworded)" in versions[1].questionnaire["item"][1]["text"]
     assert QuestionnaireResponse.objects.get().instrument == versions[0]
