@@ -59,6 +59,18 @@ GROUP_PERMISSIONS = {
     },
     CLINIC_ADMINS: {"view": "*", "add": "*", "change": "*", "delete": "*"},
 }
+# Questionnaires: answers and scores are the patient's clinicians' and the clinic admins'
+# (questionnaires.scores), never the front desk's; admins also keep the instruments, the
+# asking rules and the safety policy.
+QUESTIONNAIRE_PERMISSIONS = {
+    CLINICIANS: ["view_instrument", "view_questionnaireresponse", "view_safetyalert"],
+    CLINIC_ADMINS: [
+        f"{action}_{model}"
+        for model in ("instrument", "askingrule", "safetypolicy")
+        for action in ("view", "add", "change")
+    ]
+    + ["view_questionnairerequest", "view_questionnaireresponse", "view_safetyalert"],
+}
 
 
 def seed() -> dict[str, Group]:
@@ -78,6 +90,10 @@ def seed() -> dict[str, Group]:
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.set(
             Permission.objects.filter(content_type__app_label__in=DEMO_APPS, codename__in=codenames)
+            | Permission.objects.filter(
+                content_type__app_label="questionnaires",
+                codename__in=QUESTIONNAIRE_PERMISSIONS.get(name, []),
+            )
         )
         groups[name] = group
     return groups

@@ -28,6 +28,7 @@ from desk import time_grid
 from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url, grid_choice
 from desk.moves import move_times, planned_visit
 from desk.plan_timeline import for_care_plan, for_proposal
+from desk.score_chart import charts_of
 from notifications.models import InboundKind, InboundMessage, Message
 from notifications.patient_links import issue_patient_link
 from notifications.rules import preferences_of, text_limits_for
@@ -35,6 +36,7 @@ from plans import care_plans, rems
 from plans.generator import PlanInfeasible, Proposal, generate
 from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Screening
 from questionnaires.safety import open_alerts
+from questionnaires.scores import courses_for, may_see_scores
 from scheduler import audit, booking
 from scheduler.availability import Availability, closures_on
 from scheduler.booking import BookingError
@@ -411,6 +413,9 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
     today = timezone.localdate(now, timezone=clinic.tz)
     for plan in plans:
         plan.timeline = for_care_plan(plan, clinic.tz, today)
+    # Scores for clinic admins (and a desk user who is also this patient's
+    # clinician); the front desk reads whose they are (questionnaires.scores).
+    scores_visible = may_see_scores(request.user, person)
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
@@ -425,8 +430,15 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "upcoming": [v for v in visits if v.start >= now],
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),
         "new_link": new_link,
+        "scores_visible": scores_visible,
+        "score_charts": charts_of(courses_for(person), visits, clinic.tz) if scores_visible else [],
     }
-    audit.record(request, AuditAction.VIEWED_PATIENT, person)
+    audit.record(
+        request,
+        AuditAction.VIEWED_PATIENT,
+        person,
+        "with questionnaire scores" if scores_visible else "",
+    )
     return render(request, "desk/patient.html", context)
 
 

@@ -13,6 +13,7 @@ from desk import (
     patient_records,
     questionnaire_pages,
     rems,
+    score_pages,
     second_factor,
     signin,
     single_booking,
@@ -39,6 +40,7 @@ frontdesk_urls = [
     path("inbox/<int:pk>/handled", frontdesk.mark_handled, name="desk_handled"),
     path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
     path("alerts/<int:pk>/", alert_pages.alert_page, name="desk_alert"),
+    path("scores/", score_pages.scores, name="desk_scores"),
 ]
 
 # One name for the patient page: reversed without a token it is the entrance
@@ -109,5 +111,6 @@ urlpatterns = [
     path("p/", include(patient_urls)),
     path("w/<str:token>/", waitlist_pages.offer_page, name="waitlist_offer"),
     path("calendars/mine/", calendar_page.my_calendar, name="my_calendar"),
+    path("calendars/mine/patients/<int:pk>/", score_pages.my_patient, name="my_patient"),
     path("", signin.home, name="home"),
 ]

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from base64 import b32decode
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from io import StringIO
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.demo import STAFF
 from scheduler.models import Clinic, Clinician, Patient, Visit, VisitKind, VisitStatus, VisitType
+from tests.score_helpers import answered
 from tests.test_browser import CHROMIUM, browser  # noqa: F401 (the fixture)
 from waitlist.models import Offer
 from waitlist.offers import offer_freed_times, offer_link
@@ -167,6 +168,15 @@ def busy_day(clinic: Clinic, day: date) -> None:
             booking.confirm(visit)
 
 
+def scored_course(patient, before: datetime) -> None:
+    """PHQ-9 and GAD-7 answered four times over the weeks up to ``before``: the demo has no
+    answers of its own yet."""
+    for weeks, (phq, gad) in enumerate(((19, 14), (14, 11), (9, 8), (4, 5))):
+        when = before - timedelta(weeks=4 - weeks)
+        answered(patient, "phq-9", phq, when)
+        answered(patient, "gad-7", gad, when + timedelta(minutes=5))
+
+
 def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_are_photographed(
     browser,  # noqa: F811 (the fixture)
     live_server,
@@ -187,6 +197,15 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     integration = VisitType.objects.get(clinic=clinic, slug="integration")
     free = datetime.combine(GRID_DAY, time(14, 0), tzinfo=clinic.tz).isoformat()
     unplanned = Patient.objects.filter(clinic=clinic).order_by("pk")[0]  # screened, no plan
+    # A patient of the therapist's with doses, and scores over the weeks before them.
+    theirs = Visit.objects.for_clinician(therapist).scheduled().values("patient")
+    scored = (
+        Visit.objects.filter(patient__in=theirs, visit_type__kind=VisitKind.DOSING)
+        .scheduled()
+        .order_by("start")[0]
+        .patient
+    )
+    scored_course(scored, NOW)
 
     context, page = new_page(browser)
     opened(page, url + "/login/")
@@ -211,6 +230,9 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     opened(page, f"{url}/desk/patients/{plan.patient.pk}/")
     assert page.get_by_role("img", name=re.compile("^Timeline of")).count() == 1
     audit.check(page, "patient's desk page, with a care plan's timeline")
+    opened(page, f"{url}/desk/patients/{scored.pk}/")
+    assert page.get_by_text("visible to the patient's clinicians and clinic admins").count() == 1
+    audit.check(page, "patient's desk page, scores not the desk's")
     opened(page, f"{url}/desk/patients/new/")
     audit.check(page, "new patient")
     page.get_by_role("button", name="Save patient").click()
@@ -256,6 +278,25 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     page.wait_for_url("**/calendars/mine/")
     scrolled_to(page, "week").screenshot(path=screenshots / "clinician-calendar.png")
     audit.check(page, "clinician's calendar")
+    opened(page, f"{url}/desk/scores/")
+    audit.check(page, "scores table, a clinician's own patients")
+    opened(page, f"{url}/calendars/mine/patients/{scored.pk}/")
+    assert page.get_by_role("img", name=re.compile("scores over time")).count() == 2
+    audit.check(page, "clinician's page for their patient, score charts")
+    context.close()
+
+    context, page = new_page(browser)
+    sign_in(page, live_server, "admin")
+    page.get_by_label("Code").fill(f"{totp(bytes.fromhex(demo_key('admin'))):06d}")
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_load_state("load")
+    opened(page, f"{url}/desk/patients/{scored.pk}/")
+    charts = page.get_by_role("region", name="Questionnaire scores")
+    assert charts.get_by_role("img", name=re.compile("scores over time")).count() == 2
+    charts.locator("figure").last.screenshot(path=screenshots / "score-chart.png")
+    audit.check(page, "patient's desk page, score charts (clinic admin)")
+    opened(page, f"{url}/desk/scores/?instrument=phq-9")
+    audit.check(page, "scores table, every patient, one questionnaire")
     context.close()
 
     # Last, as it pauses sign-in from this address: a wrong password past the limit.

@@ -16,13 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_CSS = (ROOT / "static" / "css" / "app.css").read_text()
 GRID_CSS = (ROOT / "static" / "css" / "grid.css").read_text()
 TEXT, NON_TEXT = 4.5, 3.0
-# What a page is painted on: the page, the header bar, the timeline's lanes and windows.
+# What a page is painted on: the page, the header bar, the timeline's lanes and windows,
+# the score charts' bands.
 SURFACES = {
     "body": "background",
     ".site-header": "background",
     ".tl-lane": "fill",
     ".tl-lane-alt": "fill",
     ".tl-window": "fill",
+    # The score charts' severity bands (templates/desk/_score_chart.html).
+    **{f".sc-band-{shade}": "fill" for shade in range(5)},
 }
 # Lines that only divide (the timeline's week lines, under labels that say the weeks).
 DECORATION = {".tl-week"}

@@ -606,6 +606,13 @@ def world(db, settings, client, now):
 
     booking.cancel(Visit.objects.filter(visit_type__slug="iv-infusion", status="booked").first())
     offer_freed_times()
+    # Questionnaires: an answered one with its alert, and the clinic's safety policy.
+    from questionnaires.models import SafetyAlert, SafetyPolicy
+    from tests.score_helpers import answered
+
+    response = answered(patient, "phq-9", 12, at(MONDAY, "09:00"), i44260_8=1)
+    SafetyAlert.objects.create(patient=patient, response=response, reasons=["item 9"])
+    SafetyPolicy.objects.get_or_create(clinic=clinic)
     superuser = get_user_model().objects.create_superuser("sweeper", password=None)
     return {"patient": patient, "clinic": clinic, "therapist": therapist, "superuser": superuser}
 
@@ -671,6 +678,7 @@ ADMIN_PARTS = {
     "scheduler": {"scheduler"},
     "plans": {"plans"},
     "notifications-waitlist": {"notifications", "waitlist"},
+    "questionnaires": {"questionnaires"},
 }
 OTHER_APPS = "other-apps"
 by_admin_part = pytest.mark.parametrize("part", [*ADMIN_PARTS, OTHER_APPS])

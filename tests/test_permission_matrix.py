@@ -161,6 +161,31 @@ MATRIX = [
         "post",
         DESK | {"therapist": 200, "desk": 403},
     ),
+    # Questionnaire scores: clinic admins and clinicians (their own patients), not the desk.
+    (
+        "scores table",
+        "desk_scores",
+        None,
+        "get",
+        {"anonymous": L, "link": L, "desk": 403, "admin": 200, "unverified": TWO}
+        | dict.fromkeys(CLINICIANS, 200),
+    ),
+    (
+        "clinician's patient, therapist's own",
+        "my_patient",
+        "own_patient",
+        "get",
+        {"anonymous": L, "link": L, "desk": 403, "admin": 403, "unverified": TWO}
+        | {"therapist": 200, "prescriber": 404, "nurse": 404},
+    ),
+    (
+        "clinician's patient, prescriber's own",
+        "my_patient",
+        "other_patient",
+        "get",
+        {"anonymous": L, "link": L, "desk": 403, "admin": 403, "unverified": TWO}
+        | {"therapist": 404, "prescriber": 200, "nurse": 404},
+    ),
     ("desk waitlist", "desk_waitlist", None, "get", DESK),
     ("desk waitlist, empty form posted", "desk_waitlist", None, "post", DESK),
     ("patient waitlist form, live link", "patient_waitlist", "link", "get", EVERYONE),
