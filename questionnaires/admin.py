@@ -27,7 +27,7 @@ from questionnaires.models import (
 )
 from questionnaires.scores import patients_whose_scores
 from questionnaires.scoring import definition_problems, items, stem
-from scheduler.admin import AuditedMixin, ClinicTimeMixin, ModelAdmin
+from scheduler.admin import AuditedMixin, ClinicTimeMixin, ModelAdmin, ReadOnlyMixin
 from scheduler.models import AuditAction
 from scheduler.roles import Role, roles_of
 
@@ -142,7 +142,7 @@ class SafetyPolicyAdmin(ModelAdmin):
     list_display = ("clinic", "clinical_lead", "escalate_after_minutes", "phq9_total_threshold")
 
 
-class WrittenByTheSystem:
+class WrittenByTheSystem(ReadOnlyMixin):
     """Rows recorded by asking, answering and the safety path: read here, not written.
 
     Seen only by whoever may see the patient's answers (clinic admins, the
@@ -153,15 +153,6 @@ class WrittenByTheSystem:
     audit_change = AuditAction.VIEWED_PATIENT
     audit_list = AuditAction.LISTED_PATIENTS
     clinic_path = "patient__clinic"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         if not super().has_view_permission(request, obj):

@@ -12,6 +12,7 @@ from scheduler.admin.base import (
     ClinicTimeMixin,
     ClinicZoneMixin,
     ModelAdmin,
+    ReadOnlyMixin,
     StackedInline,
     TabularInline,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ClinicTimeMixin",
     "ClinicZoneMixin",
     "ModelAdmin",
+    "ReadOnlyMixin",
     "StackedInline",
     "TabularInline",
     "audit",
