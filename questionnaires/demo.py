@@ -42,22 +42,26 @@ ALERT_TOTAL = 12
 ITEM_9 = "44260-8"
 
 
-def answers_for(instrument: Instrument, total: int, item_9: int = 0) -> dict[str, str]:
-    """Answers (linkId -> option code) to ``instrument`` adding up to ``total``, spread evenly."""
-    items = scoring.items(instrument.questionnaire)
+def answers_for(
+    instrument: Instrument, total: int, fixed: dict[str, int] | None = None
+) -> dict[str, str]:
+    """Answers (linkId -> option code) to ``instrument`` adding up to ``total``: the
+    items in ``fixed`` with their points (by linkId), the rest spread evenly."""
+    fixed = fixed or {}
+    items = {item.link_id: item for item in scoring.items(instrument.questionnaire)}
     scored = instrument.scoring["total"]["items"]
-    points = dict.fromkeys(scored, 0)
-    if ITEM_9 in points:
-        points[ITEM_9] = item_9
-    left, others = total - sum(points.values()), [i for i in scored if i != ITEM_9]
-    while left > 0:
-        for link_id in others:
-            if left and points[link_id] < 3:
+    points = {link_id: fixed.get(link_id, 0) for link_id in scored}
+    top = {link_id: max(o.points for o in items[link_id].options) for link_id in scored}
+    left, free = total - sum(points.values()), [i for i in scored if i not in fixed]
+    while left > 0 and any(points[i] < top[i] for i in free):
+        for link_id in free:
+            if left and points[link_id] < top[link_id]:
                 points[link_id] += 1
                 left -= 1
-    by_id = {item.link_id: item for item in items}
+    if left:
+        raise ValueError(f"{instrument} cannot add up to {total}.")
     return {
-        link_id: next(o.code for o in by_id[link_id].options if o.points == value)
+        link_id: next(o.code for o in items[link_id].options if o.points == value)
         for link_id, value in points.items()
     }
 
@@ -78,7 +82,7 @@ def answer(patient: Patient, visit: Visit, code: str, total: int, at: datetime, 
         # Asked by the rules when the demo booked the visit, moments ago: opened earlier here.
         request.opens_at = at
         request.save(update_fields=["opens_at"])
-    for link_id, option in answers_for(instrument, total, item_9).items():
+    for link_id, option in answers_for(instrument, total, {ITEM_9: item_9}).items():
         answering.save_answer(request, link_id, option, now=at)
     return answering.submit(request, now=at)
 

@@ -2,6 +2,7 @@
 
 from datetime import datetime, timedelta
 
+from questionnaires.demo import answers_for
 from questionnaires.models import (
     Instrument,
     QuestionnaireRequest,
@@ -9,29 +10,17 @@ from questionnaires.models import (
     RequestStatus,
     ResponseStatus,
 )
-from questionnaires.scoring import items, score
+from questionnaires.scoring import score
 
 
 def answers_totalling(instrument: Instrument, total: int, **fixed: int) -> dict[str, str]:
     """Answers (linkId -> option code) to ``instrument`` that add up to ``total``.
 
     ``fixed`` gives some items' points by linkId with dashes as underscores
-    ("i44260_8": 1 is PHQ-9 item 9 at "several days"); the rest are filled in order.
+    ("i44260_8": 1 is PHQ-9 item 9 at "several days"); the rest as the demo spreads them.
     """
     fixed = {key.lstrip("i").replace("_", "-"): points for key, points in fixed.items()}
-    scored = instrument.scoring["total"]["items"]
-    by_id = {item.link_id: item for item in items(instrument.questionnaire)}
-    left = total - sum(fixed.values())
-    answers = {}
-    for link_id in scored:
-        item = by_id[link_id]
-        top = max(option.points for option in item.options)
-        points = fixed[link_id] if link_id in fixed else min(top, left)
-        if link_id not in fixed:
-            left -= points
-        answers[link_id] = next(o.code for o in item.options if o.points == points)
-    assert left == 0, f"{total} is out of reach"
-    return answers
+    return answers_for(instrument, total, fixed)
 
 
 def answered(
