@@ -33,7 +33,7 @@ from desk.demo import demo_key
 from notifications.patient_links import issue_patient_link
 from plans.models import CarePlan
 from questionnaires import answering, scoring
-from questionnaires.models import Instrument, QuestionnaireRequest
+from questionnaires.models import Instrument, QuestionnaireRequest, SafetyAlert
 from scheduler import booking
 from scheduler.availability import free_slots
 from scheduler.demo import STAFF
@@ -213,6 +213,11 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     sign_in(page, live_server, "frontdesk")
     assert page.url.endswith("/desk/")
     audit.check(page, "desk: today")
+    # The demo's item-9 answer (questionnaires.demo): its alert as the desk sees it.
+    alert = SafetyAlert.objects.get()
+    opened(page, f"{url}/desk/alerts/{alert.pk}/")
+    assert page.get_by_text("Not acknowledged yet.").count() == 1
+    audit.check(page, "safety alert, as the front desk sees it")
     opened(page, f"{url}/desk/day/{GRID_DAY}/")
     scrolled_to(page, "schedule").screenshot(path=screenshots / "desk-day.png")
     audit.check(page, "desk: day by clinician")
@@ -297,6 +302,9 @@ def test_every_staff_page_has_no_serious_accessibility_violation_and_desk_pages_
     audit.check(page, "patient's desk page, score charts (clinic admin)")
     opened(page, f"{url}/desk/scores/?instrument=phq-9")
     audit.check(page, "scores table, every patient, one questionnaire")
+    opened(page, f"{url}/desk/alerts/{alert.pk}/")
+    assert page.get_by_role("button", name="Acknowledge").count() == 1
+    audit.check(page, "safety alert with the answers and the acknowledgement (clinic admin)")
     context.close()
 
     # Last, as it pauses sign-in from this address: a wrong password past the limit.
