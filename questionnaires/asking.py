@@ -360,7 +360,7 @@ def _context(message: Message, link: str) -> dict:
 
 
 def sms_text(message: Message, link: str) -> str:
-    return render_to_string("questionnaires/request_sms.txt", _context(message, link))
+    return render_to_string("questionnaires/sms/request.txt", _context(message, link))
 
 
 def email(message: Message, link: str) -> Email:
@@ -371,8 +371,8 @@ def email(message: Message, link: str) -> Email:
         subject = f"Reminder: {subject[0].lower()}{subject[1:]}"
     return Email(
         subject=subject,
-        text=render_to_string("questionnaires/request_email.txt", context).strip() + "\n",
-        html=render_to_string("questionnaires/request_email.html", context),
+        text=render_to_string("questionnaires/email/request.txt", context).strip() + "\n",
+        html=render_to_string("questionnaires/email/request.html", context),
     )
 
 

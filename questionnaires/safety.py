@@ -218,7 +218,7 @@ def _context(message: Message) -> dict:
 
 
 def sms_text(message: Message) -> str:
-    return render_to_string("questionnaires/alert_sms.txt", _context(message))
+    return render_to_string("questionnaires/sms/alert.txt", _context(message))
 
 
 def email(message: Message) -> Email:
@@ -228,8 +228,8 @@ def email(message: Message) -> Email:
         subject = f"Not yet acknowledged: {subject[0].lower()}{subject[1:]}"
     return Email(
         subject=subject,
-        text=render_to_string("questionnaires/alert_email.txt", context).strip() + "\n",
-        html=render_to_string("questionnaires/alert_email.html", context),
+        text=render_to_string("questionnaires/email/alert.txt", context).strip() + "\n",
+        html=render_to_string("questionnaires/email/alert.html", context),
         headers=(("Auto-Submitted", "auto-generated"),),
     )
 

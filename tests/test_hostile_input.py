@@ -607,8 +607,12 @@ def world(db, settings, client, now):
     booking.cancel(Visit.objects.filter(visit_type__slug="iv-infusion", status="booked").first())
     offer_freed_times()
     # Questionnaires: an answered one with its alert, and the clinic's safety policy.
-    from questionnaires.models import SafetyAlert, SafetyPolicy
+    from questionnaires.models import AskingRule, SafetyAlert, SafetyPolicy
     from tests.score_helpers import answered
+
+    # A rule of its own (tests without the questionnaires mark start with none), added
+    # last so that the bookings above ask nothing.
+    AskingRule.objects.create(instrument_code="gad-7", visit_kind="integration")
 
     response = answered(patient, "phq-9", 12, at(MONDAY, "09:00"), i44260_8=1)
     SafetyAlert.objects.create(patient=patient, response=response, reasons=["item 9"])

@@ -59,14 +59,18 @@ def assert_texts_sent_once_in_allowed_hours_without_treatment_words(
     simulates the moments, which the outbox records.
     """
     texts = Message.objects.filter(channel=Channel.SMS).exclude(provider_id="")
-    by_sid = {m.provider_id: m for m in texts.select_related("patient")}
+    by_sid = {m.provider_id: m for m in texts.select_related("patient", "clinician")}
     assert len(by_sid) == texts.count() == len(twilio.messages)  # one text, one message
     for record in twilio.messages:
         message = by_sid[record["sid"]]
+        assert treatment_words(record["body"]) == [], record["body"]
+        if message.to_clinician:
+            # An alert to the care team (the demo's item-9 answer): at once, to their mobile.
+            assert record["body"] == message.body and record["to"] == message.clinician.mobile
+            continue
         assert record["body"] == message.body and record["to"] == message.patient.mobile
         sent = parsedate_to_datetime(record["date_created"]) if clock_moved else message.sent_at
         assert not quiet(sent, message.patient.time_zone), (record["body"], sent)
-        assert treatment_words(record["body"]) == [], record["body"]
 
 
 def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
@@ -92,6 +96,12 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
     clinicians_emails = set(
         InvitePreference.objects.filter(email_invites=True).values_list(
             "clinician__user__email", flat=True
+        )
+    )
+    # And the care team of the demo's item-9 answer (questionnaires.demo): its alert.
+    clinicians_emails |= set(
+        Message.objects.filter(purpose=Purpose.SAFETY_ALERT, channel=Channel.EMAIL).values_list(
+            "recipient", flat=True
         )
     )
     invited = len(messages_of(cancelled, purpose=Purpose.INVITE))  # the patient, the clinician?
