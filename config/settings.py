@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "desk",
     "waitlist",
     "questionnaires",
+    "fhirapi",
 ]
 
 MIDDLEWARE = [

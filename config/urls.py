@@ -20,6 +20,7 @@ urlpatterns = [
         name="favicon",
     ),
     path("webhooks/twilio/", include("notifications.urls")),
+    path("fhir/", include("fhirapi.urls")),
     path("", include("scheduler.urls")),
     path("", include("desk.urls")),
 ]

@@ -128,6 +128,7 @@ class Protocol(models.Model):
         default=3, help_text="At most this many dosing visits in any 7 days."
     )
     is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
 
     class Meta:
         ordering = ["clinic", "name"]
@@ -350,6 +351,7 @@ class CarePlan(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     created_at = models.DateTimeField(auto_now_add=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -124,6 +124,7 @@ class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
     phone = models.CharField(max_length=40, help_text="Shown to patients in messages.")
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
     address = models.TextField(blank=True)
     time_zone = models.CharField(
         max_length=64, default=default_time_zone, validators=[validate_time_zone]
@@ -281,6 +282,7 @@ class Room(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="rooms")
     name = models.CharField(max_length=80)
     capabilities = models.ManyToManyField(Capability, blank=True, related_name="rooms")
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
 
     class Meta:
         ordering = ["clinic", "name"]
@@ -318,6 +320,7 @@ class Clinician(models.Model):
     is_therapist = models.BooleanField("therapist", default=False)
     is_nurse = models.BooleanField("nurse", default=False)
     telehealth_link = models.URLField(blank=True, help_text="Video room for telehealth visits.")
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
     mobile = MobileNumberField(
         blank=True,
         help_text="For urgent clinical alerts by text (a patient's answers that need review "
@@ -475,6 +478,7 @@ class Patient(models.Model):
     )
     sms_opted_out_at = models.DateTimeField("opted out of texts at", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
 
     objects = PatientQuerySet.as_manager()
 
@@ -610,6 +614,7 @@ class VisitType(models.Model):
         blank=True, help_text="Sent by email and shown on the patient's page before the visit."
     )
     aftercare_instructions = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True, editable=False)
     min_hours_between_doses = models.PositiveIntegerField(
         null=True,
         blank=True,
@@ -1283,6 +1288,10 @@ class AuditAction(models.TextChoices):
     SECOND_FACTOR_VERIFIED = "second_factor_verified", "signed in with a second factor"
     SECOND_FACTOR_FAILED = "second_factor_failed", "wrong second-factor code"
     RECOVERY_CODE_USED = "recovery_code_used", "signed in with a recovery code"
+    API_READ = "api_read", "read through the FHIR API"
+    API_SEARCHED = "api_searched", "searched through the FHIR API"
+    API_BOOKED = "api_booked", "booked through the FHIR API"
+    API_CLIENT_CHANGED = "api_client_changed", "changed a FHIR API client"
 
 
 class AuditEventQuerySet(models.QuerySet):

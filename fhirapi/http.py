@@ -1,0 +1,162 @@
+"""The FHIR API's edge: JSON in and out, OperationOutcome for every refusal,
+and who is asking (a client's bearer token and its scopes).
+
+Every view is wrapped by ``api_view``: it answers ``application/fhir+json``
+only, turns ``FhirError`` into an OperationOutcome with the right status,
+and (unless ``public``) authenticates the bearer token before the view runs.
+Views then call ``require(request, type, interaction)`` for each thing they
+touch, and ``audit(...)`` for what they showed or changed.
+"""
+
+import json
+from collections.abc import Callable
+from datetime import UTC
+from functools import wraps
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from fhirapi import scopes
+from fhirapi.models import ApiToken, token_digest
+from scheduler import audit as audit_trail
+from scheduler.models import AuditAction, Patient
+
+FHIR_JSON = "application/fhir+json"
+_JSON_FORMATS = {"json", "application/json", FHIR_JSON}
+
+
+class FhirError(Exception):
+    """A refusal, answered as an OperationOutcome with ``status``.
+
+    ``code`` is from FHIR's IssueType (``not-found``, ``invalid``,
+    ``forbidden``, ``conflict``, ``throttled``, ...); ``diagnostics`` is the
+    sentence a developer on the other side reads.
+    """
+
+    def __init__(self, status: int, code: str, diagnostics: str, expression: str | None = None):
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+        self.expression = expression
+        self.headers: dict[str, str] = {}
+
+
+def operation_outcome(code: str, diagnostics: str, severity: str = "error", expression=None):
+    issue = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def fhir_response(resource: dict, status: int = 200) -> HttpResponse:
+    response = HttpResponse(
+        json.dumps(resource, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type=f"{FHIR_JSON}; charset=utf-8",
+    )
+    if version := resource.get("meta", {}).get("versionId"):
+        response["ETag"] = f'W/"{version}"'
+    if last_updated := resource.get("meta", {}).get("lastUpdated"):
+        response["Last-Modified"] = last_updated
+    return response
+
+
+def error_response(error: FhirError) -> HttpResponse:
+    response = fhir_response(
+        operation_outcome(error.code, error.diagnostics, expression=error.expression),
+        status=error.status,
+    )
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def _check_format(request: HttpRequest) -> None:
+    wanted = request.GET.get("_format")
+    if wanted and wanted not in _JSON_FORMATS:
+        raise FhirError(406, "not-supported", "This server answers in JSON only (_format=json).")
+    accept = request.headers.get("Accept", "")
+    if accept and not any(
+        kind.split(";")[0].strip() in (FHIR_JSON, "application/json", "application/*", "*/*")
+        for kind in accept.split(",")
+    ):
+        raise FhirError(406, "not-supported", f"This server answers {FHIR_JSON} only.")
+
+
+def authenticate(request: HttpRequest) -> ApiToken:
+    """The live token in the Authorization header, or a 401 naming what is wrong."""
+    kind, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if kind.lower() != "bearer" or not secret.strip():
+        error = FhirError(401, "login", "A bearer token is required (Authorization: Bearer ...).")
+        error.headers["WWW-Authenticate"] = 'Bearer realm="fhir"'
+        raise error
+    token = (
+        ApiToken.objects.live()
+        .select_related("client", "client__clinic")
+        .filter(digest=token_digest(secret.strip()))
+        .first()
+    )
+    if token is None:
+        error = FhirError(401, "login", "The bearer token is unknown, expired or revoked.")
+        error.headers["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
+        raise error
+    return token
+
+
+def require(request: HttpRequest, resource_type: str, interaction: str) -> None:
+    """403 unless the request's token has a scope for ``interaction`` on ``resource_type``."""
+    if not scopes.allows(request.api_token.scopes, resource_type, interaction):
+        raise FhirError(
+            403,
+            "forbidden",
+            f"The token has no scope for this: it needs system/{resource_type}."
+            f"{'read' if interaction in (scopes.READ, scopes.SEARCH) else 'write'}.",
+        )
+
+
+def audit(
+    request: HttpRequest, action: AuditAction, patient: Patient | int | None = None, detail=""
+) -> None:
+    audit_trail.record(request, action, patient, detail)
+
+
+def api_view(view: Callable | None = None, *, public: bool = False):
+    """Wrap a FHIR view: formats, authentication (unless ``public``), errors as outcomes."""
+
+    def decorate(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                _check_format(request)
+                if not public:
+                    request.api_token = authenticate(request)
+                    request.api_client = request.api_token.client
+                    request.audit_actor = f"FHIR client {request.api_client.name}"
+                return view(request, *args, **kwargs)
+            except FhirError as error:
+                return error_response(error)
+
+        return wrapper
+
+    return decorate(view) if view is not None else decorate
+
+
+def instant(moment) -> str:
+    """A FHIR instant: UTC, seconds, ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def body_json(request: HttpRequest) -> dict:
+    """The request's JSON body, or a 400/415 saying why it cannot be read."""
+    kind = request.content_type or ""
+    if kind not in (FHIR_JSON, "application/json"):
+        raise FhirError(415, "not-supported", f"Send the body as {FHIR_JSON}.")
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as problem:
+        raise FhirError(400, "structure", f"The body is not valid JSON: {problem}.") from None
+    if not isinstance(data, dict):
+        raise FhirError(400, "structure", "The body must be a JSON object (a FHIR resource).")
+    return data
