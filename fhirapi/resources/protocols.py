@@ -52,11 +52,15 @@ def action_id(step: ProtocolStep) -> str:
     return f"step-{step.position}"
 
 
-def _anchor_of(step: ProtocolStep, earlier: ProtocolStep | None) -> ProtocolStep | None:
-    """The step this one is timed from (the one before when it names none)."""
+def _anchor_of(step: ProtocolStep, steps: list[ProtocolStep]) -> ProtocolStep | None:
+    """The step this one is timed from (the one before when it names none), read from
+    ``steps``, the protocol's steps in order, already loaded."""
     if step.anchor == Anchor.START:
         return None
-    return step.after_step or earlier
+    if step.after_step_id:
+        return next(other for other in steps if other.pk == step.after_step_id)
+    earlier = [other for other in steps if other.position < step.position]
+    return earlier[-1] if earlier else None
 
 
 def _timing_words(step: ProtocolStep, anchor: ProtocolStep | None) -> str:
@@ -75,8 +79,8 @@ def _timing_words(step: ProtocolStep, anchor: ProtocolStep | None) -> str:
     return words
 
 
-def action(step: ProtocolStep, earlier: ProtocolStep | None) -> dict:
-    anchor = _anchor_of(step, earlier)
+def action(step: ProtocolStep, steps: list[ProtocolStep]) -> dict:
+    anchor = _anchor_of(step, steps)
     visit_type = step.visit_type
     extensions = [
         {
@@ -130,7 +134,7 @@ class PlanDefinitionType(ResourceType):
         return Protocol.objects.filter(clinic=clinic).order_by("pk")
 
     def prepare(self, rows):
-        steps = ProtocolStep.objects.select_related("visit_type", "after_step")
+        steps = ProtocolStep.objects.select_related("visit_type")
         return rows.prefetch_related(Prefetch("steps", queryset=steps.order_by("position")))
 
     def to_fhir(self, protocol: Protocol) -> dict:
@@ -163,10 +167,7 @@ class PlanDefinitionType(ResourceType):
                 f"Doses at least {protocol.min_hours_between_doses} h apart and at most "
                 f"{protocol.max_doses_per_week} in any 7 days."
             ),
-            "action": [
-                action(step, steps[index - 1] if index else None)
-                for index, step in enumerate(steps)
-            ],
+            "action": [action(step, steps) for step in steps],
         }
         if protocol.description:
             resource["description"] = protocol.description
