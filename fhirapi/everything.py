@@ -41,12 +41,9 @@ def _referred_ids(resource, found: dict[str, set[str]]) -> None:
         for key, value in resource.items():
             if key in ("reference", "instantiatesCanonical"):
                 for target in value if isinstance(value, list) else [value]:
-                    if isinstance(target, str):
-                        kind, _, resource_id = "/".join(
-                            target.rstrip("/").split("/")[-2:]
-                        ).partition("/")
-                        if kind in found:
-                            found[kind].add(resource_id)
+                    parts = target.rstrip("/").split("/") if isinstance(target, str) else []
+                    if len(parts) >= 2 and parts[-2] in found:
+                        found[parts[-2]].add(parts[-1])
             else:
                 _referred_ids(value, found)
     elif isinstance(resource, list):
