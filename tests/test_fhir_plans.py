@@ -210,3 +210,13 @@ def test_plan_definition_search_takes_the_same_queries_for_few_or_many_steps(
     with django_assert_num_queries(len(few)):
         bundle = search("/fhir/PlanDefinition", token)
     assert bundle["total"] == 5
+
+
+@pytest.mark.parametrize("kind", ["CarePlan", "PlanDefinition"])
+@pytest.mark.parametrize("bad", ["²", "x", "99999999999999999999"])
+def test_an_id_that_is_no_row_id_is_not_found(clinic, kind, bad):
+    token = bearer(clinic.clinic, PLANS)
+    response = fhir_get(f"/fhir/{kind}/{bad}", token)
+    assert response.status_code == 404
+    assert validated(body(response)).issue[0].code == "not-found"
+    assert ids(search(f"/fhir/{kind}?_id={bad}", token)) == []

@@ -195,3 +195,12 @@ def test_searches_take_the_same_queries_for_one_or_many_answers(
     with django_assert_num_queries(len(few)):
         bundle = search(f"/fhir/{kind}?patient={patient.pk}", token)
     assert bundle["total"] == 17
+
+
+@pytest.mark.parametrize("bad", ["²", "x", "99999999999999999999"])
+def test_a_response_id_that_is_no_row_id_is_not_found(clinic, bad):
+    token = bearer(clinic.clinic, SCORES)
+    response = fhir_get(f"/fhir/QuestionnaireResponse/{bad}", token)
+    assert response.status_code == 404
+    assert validated(body(response)).issue[0].code == "not-found"
+    assert ids(search(f"/fhir/QuestionnaireResponse?_id={bad}", token)) == []

@@ -290,3 +290,13 @@ def test_metadata_lists_these_types_and_their_parameters(clinic):
         p["name"] for p in served["PractitionerRole"]["searchParam"]
     }
     assert {"Practitioner", "HealthcareService"} <= set(served)
+
+
+@pytest.mark.parametrize("kind", ["Practitioner", "PractitionerRole", "HealthcareService"])
+@pytest.mark.parametrize("bad", ["²", "x", "99999999999999999999"])
+def test_an_id_that_is_no_row_id_is_not_found(clinic, kind, bad):
+    token = bearer(clinic.clinic, EVERYTHING)
+    response = fhir_get(f"/fhir/{kind}/{bad}", token)
+    assert response.status_code == 404
+    assert validated(body(response)).issue[0].code == "not-found"
+    assert ids(search(f"/fhir/{kind}?_id={bad}", token)) == []

@@ -3,8 +3,8 @@
 from django.db.models import Prefetch, Q
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import ResourceType, id_param, reference, register
-from fhirapi.resources.codes import NOTHING, canonical, row_id
+from fhirapi.resources import reference, register
+from fhirapi.resources.codes import NOTHING, RowType, canonical, row_id, row_id_param
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from plans.models import CarePlan, PlannedVisit, PlanStatus
 from scheduler.models import default_time_zone
@@ -50,11 +50,11 @@ def _instantiates(value: str, modifier: str | None) -> Q:
 
 
 @register
-class CarePlanType(ResourceType):
+class CarePlanType(RowType):
     name = "CarePlan"
     profile = "http://hl7.org/fhir/StructureDefinition/CarePlan"
     search_params = {
-        "_id": id_param,
+        "_id": row_id_param,
         "patient": SearchParam("reference", _patient, "Patient/<id>."),
         "subject": SearchParam("reference", _patient, "Patient/<id>."),
         "status": SearchParam("token", _status, "draft, active, completed or revoked."),

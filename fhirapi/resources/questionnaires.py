@@ -10,8 +10,8 @@ and GAD-7). The total's code is the code of the instrument's total item
 from django.db.models import Q
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import ResourceType, id_param, reference, register
-from fhirapi.resources.codes import NOTHING, row_id
+from fhirapi.resources import ResourceType, reference, register
+from fhirapi.resources.codes import NOTHING, RowType, row_id, row_id_param
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from questionnaires import scoring
 from questionnaires.models import Instrument, QuestionnaireResponse, ResponseStatus
@@ -129,11 +129,11 @@ def questionnaire_canonical(instrument: Instrument) -> str:
 
 
 @register
-class QuestionnaireResponseType(ResourceType):
+class QuestionnaireResponseType(RowType):
     name = "QuestionnaireResponse"
     profile = "http://hl7.org/fhir/StructureDefinition/QuestionnaireResponse"
     search_params = {
-        "_id": id_param,
+        "_id": row_id_param,
         "patient": SearchParam("reference", _patient, "Patient/<id>."),
         "subject": SearchParam("reference", _patient, "Patient/<id>."),
         "status": SearchParam("token", _response_status, "completed or in-progress."),

@@ -7,12 +7,16 @@ the API is for the clinic's own clinical systems, so it is given as it is.
 from django.db.models import Q
 
 from fhirapi.http import FhirError
-from fhirapi.resources import ResourceType, id_param, register
+from fhirapi.resources import register
 from fhirapi.resources.codes import (
+    NOTHING,
+    RowType,
+    boolean,
     clinic_location,
     coding,
     extension_url,
     minutes,
+    row_id_param,
 )
 from fhirapi.search import SearchParam
 from scheduler.models import ClinicianRole, DosingRoute, Modality, VisitKind, VisitType
@@ -31,9 +35,10 @@ def _name(value: str, modifier: str | None) -> Q:
 
 def _active(value: str, modifier: str | None) -> Q:
     # Visit types are not retired here: every one the clinic has is offered.
-    if value.lower() not in ("true", "false"):
+    wanted = boolean(value)
+    if wanted is None:
         raise FhirError(400, "invalid", f"active takes true or false, not {value!r}.")
-    return Q() if value.lower() == "true" else Q(pk__in=[])
+    return Q() if wanted else NOTHING
 
 
 def kind_coding(visit_type: VisitType) -> dict:
@@ -58,11 +63,11 @@ def _team_member(requirement) -> dict:
 
 
 @register
-class HealthcareServiceType(ResourceType):
+class HealthcareServiceType(RowType):
     name = "HealthcareService"
     profile = "http://hl7.org/fhir/StructureDefinition/HealthcareService"
     search_params = {
-        "_id": id_param,
+        "_id": row_id_param,
         "name": SearchParam("string", _name, "Start of any word of the visit type's name."),
         "active": SearchParam("token", _active, "true or false."),
     }

@@ -8,14 +8,16 @@ from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import ResourceType, id_param, reference, register
+from fhirapi.resources import reference, register
 from fhirapi.resources.codes import (
     NOTHING,
+    RowType,
     boolean,
     clinic_location,
     coding,
     our_code,
     row_id,
+    row_id_param,
     system,
     weekly_hours,
 )
@@ -87,7 +89,7 @@ def telecom(clinician: Clinician) -> list[dict]:
     return found
 
 
-class _Clinicians(ResourceType):
+class _Clinicians(RowType):
     def queryset(self, clinic):
         return Clinician.objects.filter(clinic=clinic).order_by("pk")
 
@@ -100,7 +102,7 @@ class PractitionerType(_Clinicians):
     name = "Practitioner"
     profile = "http://hl7.org/fhir/StructureDefinition/Practitioner"
     search_params = {
-        "_id": id_param,
+        "_id": row_id_param,
         "name": SearchParam("string", _name, "Start of any part of the name as patients see it."),
         "identifier": SearchParam("token", _by_identifier, f"The clinician's id ({CLINICIAN_ID})."),
         "active": SearchParam("token", _active, "true or false."),
@@ -136,7 +138,7 @@ class PractitionerRoleType(_Clinicians):
     name = "PractitionerRole"
     profile = "http://hl7.org/fhir/StructureDefinition/PractitionerRole"
     search_params = {
-        "_id": id_param,
+        "_id": row_id_param,
         "practitioner": SearchParam("reference", _practitioner, "Practitioner/<id>."),
         "role": SearchParam(
             "token", _role, f"{system('clinician-role')}|prescriber, therapist or nurse."
