@@ -220,3 +220,16 @@ def test_an_id_that_is_no_row_id_is_not_found(clinic, kind, bad):
     assert response.status_code == 404
     assert validated(body(response)).issue[0].code == "not-found"
     assert ids(search(f"/fhir/{kind}?_id={bad}", token)) == []
+
+
+def test_care_plans_include_their_patients(clinic):
+    ada = clinic.patient("Ada", "One")
+    plan = planned_course(clinic, ada, 1, MONDAY)
+    token = bearer(clinic.clinic, f"{PLANS} system/Patient.read")
+    bundle = search("/fhir/CarePlan?_include=CarePlan:subject", token)
+    assert [(e["search"]["mode"], e["resource"]["id"]) for e in bundle["entry"]] == [
+        ("match", str(plan.pk)),
+        ("include", str(ada.pk)),
+    ]
+    without_patients = bearer(clinic.clinic, PLANS)
+    assert fhir_get("/fhir/CarePlan?_include=CarePlan:subject", without_patients).status_code == 403

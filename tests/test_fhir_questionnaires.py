@@ -204,3 +204,28 @@ def test_a_response_id_that_is_no_row_id_is_not_found(clinic, bad):
     assert response.status_code == 404
     assert validated(body(response)).issue[0].code == "not-found"
     assert ids(search(f"/fhir/QuestionnaireResponse?_id={bad}", token)) == []
+
+
+def test_scores_include_their_answers_and_patient_in_bounded_queries(
+    clinic, django_assert_num_queries
+):
+    patient = clinic.patient()
+    first = answered(patient, "phq-9", 12, WHEN)
+    token = bearer(clinic.clinic, "system/*.read")
+    path = (
+        f"/fhir/Observation?patient={patient.pk}"
+        "&_include=Observation:derived-from&_include=Observation:patient"
+    )
+    with CaptureQueriesContext(connection) as few:
+        bundle = search(path, token)
+    included = {
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in bundle["entry"]
+        if e["search"]["mode"] == "include"
+    }
+    assert included == {("QuestionnaireResponse", str(first.pk)), ("Patient", str(patient.pk))}
+    for week in range(1, 6):
+        answered(patient, "phq-9", 12 - week, WHEN + timedelta(weeks=week))
+    with django_assert_num_queries(len(few)):
+        bundle = search(path, token)
+    assert len([e for e in bundle["entry"] if e["search"]["mode"] == "include"]) == 7

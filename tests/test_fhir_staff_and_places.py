@@ -300,3 +300,15 @@ def test_an_id_that_is_no_row_id_is_not_found(clinic, kind, bad):
     assert response.status_code == 404
     assert validated(body(response)).issue[0].code == "not-found"
     assert ids(search(f"/fhir/{kind}?_id={bad}", token)) == []
+
+
+def test_practitioner_roles_include_their_practitioners(clinic):
+    token = bearer(clinic.clinic, EVERYTHING)
+    bundle = search(
+        "/fhir/PractitionerRole?role=nurse&_include=PractitionerRole:practitioner", token
+    )
+    assert [(e["resource"]["resourceType"], e["search"]["mode"]) for e in bundle["entry"]] == [
+        ("PractitionerRole", "match"),
+        ("Practitioner", "include"),
+    ]
+    assert bundle["entry"][1]["resource"]["id"] == str(clinic.nurse.pk)

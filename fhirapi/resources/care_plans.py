@@ -4,7 +4,14 @@ from django.db.models import Prefetch, Q
 
 from fhirapi.http import FhirError, instant
 from fhirapi.resources import reference, register
-from fhirapi.resources.codes import NOTHING, RowType, canonical, row_id, row_id_param
+from fhirapi.resources.codes import (
+    NOTHING,
+    RowType,
+    canonical,
+    row_id,
+    row_id_param,
+    their_patients,
+)
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from plans.models import CarePlan, PlannedVisit, PlanStatus
 from scheduler.models import default_time_zone
@@ -66,12 +73,14 @@ class CarePlanType(RowType):
         ),
     }
 
+    includes = {"CarePlan:patient": their_patients, "CarePlan:subject": their_patients}
+
     def queryset(self, clinic):
         return CarePlan.objects.filter(patient__clinic=clinic).order_by("pk")
 
     def prepare(self, rows):
         visits = PlannedVisit.objects.select_related("visit").order_by("visit__start", "pk")
-        return rows.select_related("patient", "protocol").prefetch_related(
+        return rows.select_related("patient__clinic", "protocol").prefetch_related(
             Prefetch("planned_visits", queryset=visits)
         )
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from fhirapi.http import FhirError
-from fhirapi.resources import ResourceType, reference
+from fhirapi.resources import REGISTRY, ResourceType, reference
 from fhirapi.search import SearchParam, token
 from scheduler.models import Clinic, WeeklyHours, is_row_id
 
@@ -119,3 +119,9 @@ def _by_row_id(value: str, modifier: str | None) -> Q:
 
 # ``_id`` for RowTypes (``id_param``'s check has the same gap as the lookup above).
 row_id_param = SearchParam("token", _by_row_id, "The resource's id.")
+
+
+def their_patients(rows) -> list[tuple[ResourceType, Any]]:
+    """``_include`` of the patients ``rows`` (loaded with ``patient__clinic``) are about."""
+    patients = {row.patient_id: row.patient for row in rows}
+    return [(REGISTRY["Patient"], patient) for patient in patients.values()]

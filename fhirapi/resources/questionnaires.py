@@ -10,8 +10,8 @@ and GAD-7). The total's code is the code of the instrument's total item
 from django.db.models import Q
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import ResourceType, reference, register
-from fhirapi.resources.codes import NOTHING, RowType, row_id, row_id_param
+from fhirapi.resources import REGISTRY, ResourceType, reference, register
+from fhirapi.resources.codes import NOTHING, RowType, row_id, row_id_param, their_patients
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from questionnaires import scoring
 from questionnaires.models import Instrument, QuestionnaireResponse, ResponseStatus
@@ -143,11 +143,16 @@ class QuestionnaireResponseType(RowType):
         ),
     }
 
+    includes = {
+        "QuestionnaireResponse:patient": their_patients,
+        "QuestionnaireResponse:subject": their_patients,
+    }
+
     def queryset(self, clinic):
         return QuestionnaireResponse.objects.filter(patient__clinic=clinic).order_by("pk")
 
     def prepare(self, rows):
-        return rows.select_related("patient", "instrument")
+        return rows.select_related("patient__clinic", "instrument")
 
     def patient_of(self, response):
         return response.patient_id
@@ -205,6 +210,15 @@ class ObservationType(ResourceType):
         "category": SearchParam("token", _survey, "survey (every score is)."),
     }
 
+    includes = {
+        "Observation:patient": their_patients,
+        "Observation:subject": their_patients,
+        # The score and its answers are one row: the answers come at no cost.
+        "Observation:derived-from": lambda rows: [
+            (REGISTRY["QuestionnaireResponse"], row) for row in rows
+        ],
+    }
+
     def queryset(self, clinic):
         return (
             QuestionnaireResponse.objects.completed()
@@ -213,7 +227,7 @@ class ObservationType(ResourceType):
         )
 
     def prepare(self, rows):
-        return rows.select_related("patient", "instrument")
+        return rows.select_related("patient__clinic", "instrument")
 
     def resource_id(self, response) -> str:
         return f"{SCORE_PREFIX}{response.pk}"

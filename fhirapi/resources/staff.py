@@ -8,7 +8,7 @@ from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import reference, register
+from fhirapi.resources import REGISTRY, reference, register
 from fhirapi.resources.codes import (
     NOTHING,
     RowType,
@@ -145,6 +145,13 @@ class PractitionerRoleType(_Clinicians):
         ),
         "location": SearchParam("reference", _location, "Location/clinic-<id>."),
         "active": SearchParam("token", _active, "true or false."),
+    }
+
+    # One role resource per clinician: its practitioner is the same row.
+    includes = {
+        "PractitionerRole:practitioner": lambda rows: [
+            (REGISTRY["Practitioner"], row) for row in rows
+        ]
     }
 
     def prepare(self, rows):
