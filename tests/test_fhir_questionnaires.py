@@ -97,10 +97,9 @@ def test_observation_is_the_score_with_its_loinc_code_and_band(clinic):
     resource = body(fhir_get(f"/fhir/Observation/score-{phq9.pk}", token))
     parsed = validated(resource)
     assert parsed.status == "final"
-    assert resource["code"]["coding"][0] == {
-        "system": "http://loinc.org",
-        "code": PHQ9_TOTAL,
-        "display": "PHQ-9 total score",
+    assert resource["code"] == {
+        "coding": [{"system": "http://loinc.org", "code": PHQ9_TOTAL}],
+        "text": "PHQ-9 total score",
     }
     assert resource["category"][0]["coding"][0]["code"] == "survey"
     assert resource["valueInteger"] == 17

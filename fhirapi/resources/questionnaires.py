@@ -64,9 +64,9 @@ def total_code(instrument: Instrument) -> dict | None:
     )
     if item is None or not item.get("code"):
         return None
-    found = dict(item["code"][0])
-    found.setdefault("display", f"{instrument.short_name} total score")
-    return found
+    # As the instrument gives it: a display of our own wording would not be LOINC's
+    # (validators warn on that); our words go in the concept's text.
+    return dict(item["code"][0])
 
 
 def _score_code(value: str, modifier: str | None) -> Q:
