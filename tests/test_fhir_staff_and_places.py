@@ -155,6 +155,16 @@ def test_location_search_by_name_partof_and_type(clinic):
         clinic_id,
         rooms[2],
     ]
+    # Values that name no location of ours find nothing (and are no server error).
+    for nothing in (
+        f"partof=Location/{rooms[0]}",
+        "partof=Location/clinic-x",
+        "_id=ward-1",
+        "type=http://example.org/types|si",
+        "physical-type=bu",
+        "name=zzz",
+    ):
+        assert ids(search(f"/fhir/Location?{nothing}", token)) == [], nothing
 
 
 def test_location_search_pages_across_clinic_and_rooms(clinic):

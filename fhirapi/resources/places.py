@@ -29,6 +29,7 @@ ROOM = {"system": PHYSICAL_TYPE, "code": "ro", "display": "Room"}
 
 # The names search conditions use -> the field on each table (None: no such rows there).
 _FIELDS = {
+    "pk__in": {"clinic": "pk__in", "room": "pk__in"},  # NOTHING: no row of either
     "name": {"clinic": "name", "room": "name"},
     "name__istartswith": {"clinic": "name__istartswith", "room": "name__istartswith"},
     "name__icontains": {"clinic": "name__icontains", "room": "name__icontains"},
@@ -115,7 +116,7 @@ def _name(value: str, modifier: str | None) -> Q:
 
 def _partof(value: str, modifier: str | None) -> Q:
     kind, _, pk = reference_id(value, "Location").partition("-")
-    return Q(part_of_clinic=int(pk)) if kind == "clinic" and row_id(pk) else NOTHING
+    return Q(part_of_clinic=int(pk)) if kind == "clinic" and row_id(pk) is not None else NOTHING
 
 
 def _type(value: str, modifier: str | None) -> Q:
