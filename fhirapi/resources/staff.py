@@ -25,7 +25,7 @@ from fhirapi.search import SearchParam, reference_id, token
 from scheduler.models import Clinician, ClinicianRole, TimeOff
 
 # Our identifier system for a clinician in this installation (as Patient's record number).
-CLINICIAN_ID = "urn:kap-scheduler:clinician"
+CLINICIAN_ID = system("clinician")
 
 # HL7's practitioner-role codes (terminology.hl7.org/CodeSystem/practitioner-role)
 # name only broad professions; "nurse" is the one of ours it names honestly. A
