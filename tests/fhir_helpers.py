@@ -60,3 +60,51 @@ def every_page(path: str, token: str) -> list[dict]:
             return entries
         url = following[0].removeprefix("http://testserver")
     raise AssertionError("the search never ended")
+
+
+def course_protocol(clinic, doses: int, slug: str = "fhir-course"):
+    """A protocol on a SmallClinic: a screening, ``doses`` IV infusions at least a day
+    apart (at most three a week), an integration 1-3 days after each."""
+    from plans.models import Anchor, Protocol, ProtocolStep
+
+    protocol = Protocol.objects.create(
+        clinic=clinic.clinic, name=f"IV course of {doses}", slug=slug, description="Synthetic."
+    )
+    screening = ProtocolStep.objects.create(
+        protocol=protocol, position=1, visit_type=clinic.screening, anchor=Anchor.START
+    )
+    infusions = ProtocolStep.objects.create(
+        protocol=protocol,
+        position=2,
+        name="Infusions",
+        visit_type=clinic.iv,
+        count=doses,
+        after_step=screening,
+        min_gap_hours=24,
+        max_gap_hours=14 * 24,
+        min_spacing_hours=24,
+        max_spacing_hours=96,
+        max_per_week=3,
+    )
+    ProtocolStep.objects.create(
+        protocol=protocol,
+        position=3,
+        name="Integration",
+        visit_type=clinic.integration,
+        anchor=Anchor.AFTER_EACH,
+        after_step=infusions,
+        min_gap_hours=24,
+        max_gap_hours=72,
+    )
+    return protocol
+
+
+def planned_course(clinic, patient, doses: int, start, *, confirmed: bool = True):
+    """``patient``'s care plan of ``course_protocol(doses)`` from ``start``, generated and
+    (by default) confirmed through the project's own generator and booking."""
+    from plans.care_plans import confirm, save_proposal
+    from plans.generator import generate
+
+    protocol = course_protocol(clinic, doses, slug=f"fhir-course-{patient.pk}")
+    plan = save_proposal(generate(patient, protocol, start))
+    return confirm(plan) if confirmed else plan

@@ -19,7 +19,15 @@ from fhirapi.search import SearchParam
 from scheduler.models import Clinic
 
 # The modules that register resource types, in the order the statement lists them.
-MODULES = ["fhirapi.resources.patients"]
+MODULES = [
+    "fhirapi.resources.patients",
+    "fhirapi.resources.staff",
+    "fhirapi.resources.places",
+    "fhirapi.resources.services",
+    "fhirapi.resources.protocols",
+    "fhirapi.resources.care_plans",
+    "fhirapi.resources.questionnaires",
+]
 
 REGISTRY: dict[str, "ResourceType"] = {}
 

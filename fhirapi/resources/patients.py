@@ -100,6 +100,12 @@ class PatientType(ResourceType):
         "email": SearchParam("token", _email),
         "birthdate": SearchParam("date", _birthdate),
     }
+    operations = [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        }
+    ]
 
     def queryset(self, clinic):
         return Patient.objects.filter(clinic=clinic).order_by("pk")
