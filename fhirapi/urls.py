@@ -1,11 +1,18 @@
 from django.urls import path
 
-from fhirapi import views
+from fhirapi import booking, schedule_views, views
 
 app_name = "fhir"
 
 urlpatterns = [
     path("metadata", views.metadata, name="metadata"),
+    # Operations and the types that are not one table, before the generic patterns.
+    path("Appointment/$find", booking.find, name="appointment_find"),
+    path("Appointment/$book", booking.book, name="appointment_book"),
+    path("Schedule", schedule_views.schedule_search, name="schedule_search"),
+    path("Schedule/<str:resource_id>", schedule_views.schedule_read, name="schedule_read"),
+    path("Slot", schedule_views.slot_search, name="slot_search"),
+    path("Slot/<str:resource_id>", schedule_views.slot_read, name="slot_read"),
     path("<str:type_name>", views.search, name="search"),
     path("<str:type_name>/<str:resource_id>", views.read, name="read"),
 ]

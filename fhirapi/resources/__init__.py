@@ -19,7 +19,11 @@ from fhirapi.search import SearchParam
 from scheduler.models import Clinic
 
 # The modules that register resource types, in the order the statement lists them.
-MODULES = ["fhirapi.resources.patients"]
+MODULES = [
+    "fhirapi.resources.patients",
+    "fhirapi.resources.appointments",
+    "fhirapi.resources.schedules",
+]
 
 REGISTRY: dict[str, "ResourceType"] = {}
 
