@@ -14,8 +14,9 @@ error.
 Parameters) and books it through ``scheduler.booking.book``, which checks
 everything again in one transaction, so the reminders and invites a desk
 booking plans follow as well. Refusals: 400 for what cannot be read, 409
-when the time was taken meanwhile (``SlotTaken``), 422 for a rule of the
-protocol or the clinic (``BookingError``). docs/fhir-scheduling.md has
+when the time was taken meanwhile (another visit holds someone of the team,
+the room or the patient), 422 for a rule of the protocol or the clinic
+(screening, dose spacing, REMS, hours). docs/fhir-scheduling.md has
 examples.
 """
 
@@ -32,11 +33,11 @@ from django.views.decorators.http import require_http_methods
 from fhirapi import scopes
 from fhirapi.http import FhirError, api_view, audit, body_json, fhir_response, require
 from fhirapi.resources import REGISTRY
-from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM, appointment, participants
+from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM, appointment
 from fhirapi.search import date_range, reference_id, token
 from fhirapi.views import base_url
 from scheduler import booking
-from scheduler.availability import Availability, Slot
+from scheduler.availability import Availability, Conflict, Slot
 from scheduler.booking import BookingError, SlotTaken
 from scheduler.models import (
     AuditAction,
@@ -193,9 +194,7 @@ def _proposed(visit: Visit, slot: Slot) -> dict:
             for position, member in enumerate(slot.staff, start=1)
         ),
     ]
-    resource = appointment(visit)
-    resource["participant"] = participants(visit, team)
-    return resource
+    return appointment(visit, team=team)
 
 
 def _no_one_free(
@@ -516,9 +515,14 @@ def book(request: HttpRequest):
         with transaction.atomic():
             visit = booking.book(**wanted)
             audit(request, AuditAction.API_BOOKED, wanted["patient"], f"Appointment/{visit.pk}")
-    except SlotTaken as taken:
-        raise FhirError(409, "conflict", " ".join(taken.problems)) from None
     except BookingError as refused:
+        # Taken meanwhile (another visit holds someone, the room or the patient then) is
+        # a conflict even when a rule objects as well: the time is gone either way.
+        taken = isinstance(refused, SlotTaken) or any(
+            isinstance(problem, Conflict) for problem in refused.problems
+        )
+        if taken:
+            raise FhirError(409, "conflict", " ".join(refused.problems)) from None
         raise FhirError(422, "business-rule", " ".join(refused.problems)) from None
     kind = REGISTRY["Appointment"]
     stored = kind.read(clinic, str(visit.pk))

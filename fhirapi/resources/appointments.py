@@ -223,8 +223,11 @@ class AppointmentType(ResourceType):
         return appointment(visit, self.meta(visit))
 
 
-def appointment(visit: Visit, meta: dict | None = None) -> dict[str, Any]:
-    """``visit`` as an Appointment (an unsaved one, as ``$find`` proposes it, has no id)."""
+def appointment(
+    visit: Visit, meta: dict | None = None, team: list[VisitParticipant] | None = None
+) -> dict[str, Any]:
+    """``visit`` as an Appointment; an unsaved one (as ``$find`` proposes it) has no id
+    and comes with its ``team`` (default: the visit's participants as stored)."""
     visit_type, clinic = visit.visit_type, visit.patient.clinic
     resource: dict[str, Any] = {"resourceType": "Appointment"}
     if visit.pk:
@@ -250,7 +253,7 @@ def appointment(visit: Visit, meta: dict | None = None) -> dict[str, Any]:
     resource["minutesDuration"] = int((visit.end - visit.start).total_seconds() // 60)
     if visit.created_at:
         resource["created"] = instant(visit.created_at)
-    resource["participant"] = participants(visit)
+    resource["participant"] = participants(visit, team)
     return resource
 
 
