@@ -68,8 +68,10 @@ def _parameter_value(parameter: dict) -> str | None:
     for key, value in parameter.items():
         if not key.startswith("value"):
             continue
+        if key in ("valueReference", "valueCoding") and not isinstance(value, dict):
+            return None
         if key == "valueReference":
-            return value.get("reference")
+            return str(value.get("reference") or "")
         if key == "valueCoding":
             return f"{value.get('system', '')}|{value.get('code', '')}"
         return str(value)
@@ -84,8 +86,8 @@ def _inputs(request: HttpRequest) -> dict[str, list[str]]:
     if data.get("resourceType") != "Parameters":
         raise FhirError(400, "structure", "Send the inputs as a Parameters resource.")
     found: dict[str, list[str]] = {}
-    for parameter in data.get("parameter", []):
-        value = _parameter_value(parameter) if isinstance(parameter, dict) else None
+    for parameter in _dicts(data.get("parameter")):
+        value = _parameter_value(parameter)
         if value is not None:
             found.setdefault(str(parameter.get("name")), []).append(value)
     return found
@@ -394,8 +396,8 @@ def _appointment_in(data: dict) -> dict:
     if data.get("resourceType") == "Appointment":
         return data
     if data.get("resourceType") == "Parameters":
-        for parameter in data.get("parameter", []):
-            resource = parameter.get("resource") if isinstance(parameter, dict) else None
+        for parameter in _dicts(data.get("parameter")):
+            resource = parameter.get("resource")
             if isinstance(resource, dict) and resource.get("resourceType") == "Appointment":
                 return resource
     raise FhirError(
@@ -403,8 +405,16 @@ def _appointment_in(data: dict) -> dict:
     )
 
 
+def _dicts(value) -> list[dict]:
+    """The JSON objects in ``value`` if it is a list (a hostile body may hold anything)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _instant(value, name: str) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
     if moment is None or moment.tzinfo is None:
         raise FhirError(400, "invalid", f"{name} must be an instant with a zone.", expression=name)
     return moment
@@ -413,13 +423,10 @@ def _instant(value, name: str) -> datetime:
 def _actors(resource: dict) -> list[tuple[str, str, dict]]:
     """(resource type, id, participant) for each participant with an actor reference."""
     found = []
-    for participant in resource.get("participant", []):
-        ref = (
-            (participant.get("actor") or {}).get("reference", "")
-            if isinstance(participant, dict)
-            else ""
-        )
-        kind, _, pk = ref.rstrip("/").rpartition("/")
+    for participant in _dicts(resource.get("participant")):
+        actor = participant.get("actor")
+        ref = actor.get("reference") if isinstance(actor, dict) else None
+        kind, _, pk = str(ref or "").rstrip("/").rpartition("/")
         found.append((kind.rpartition("/")[2], pk, participant))
     return found
 
@@ -427,22 +434,19 @@ def _actors(resource: dict) -> list[tuple[str, str, dict]]:
 def _is_lead(participant: dict) -> bool:
     return any(
         coding.get("code") == "PPRF"
-        for concept in participant.get("type", [])
-        for coding in concept.get("coding", [])
+        for concept in _dicts(participant.get("type"))
+        for coding in _dicts(concept.get("coding"))
     )
 
 
 def _booking_of(resource: dict, clinic: Clinic) -> dict:
     """What ``booking.book`` takes, read from a proposed Appointment; 400 for what is missing."""
-    try:
-        start = _instant(resource.get("start"), "start")
-    except ValueError:
-        raise FhirError(400, "invalid", "start is not an instant.", expression="start") from None
+    start = _instant(resource.get("start"), "start")
     visit_type_id = next(
         (
             coding.get("code")
-            for concept in resource.get("serviceType", [])
-            for coding in concept.get("coding", [])
+            for concept in _dicts(resource.get("serviceType"))
+            for coding in _dicts(concept.get("coding"))
             if coding.get("system") == VISIT_TYPE_SYSTEM
         ),
         None,

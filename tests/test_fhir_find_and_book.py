@@ -259,3 +259,54 @@ def test_book_refuses_what_it_cannot_read_and_needs_the_write_scope(clinic, now)
     }
     assert post("/fhir/Appointment/$book", stranger, token).status_code == 400
     assert not Visit.objects.exists()
+
+
+def test_book_answers_hostile_bodies_with_400_not_500(clinic, now):
+    token = bearer(clinic.clinic, BOOK)
+    proposal = proposals(found(fhir_get(find_url(clinic, clinic.patient()), token)))[0]
+    for change in [
+        {"participant": "everyone"},
+        {"participant": [1, None, {"actor": "Patient/1"}]},
+        {"serviceType": [{"coding": "iv"}]},
+        {"end": "later"},
+        {"start": 20300603},
+    ]:
+        response = post("/fhir/Appointment/$book", {**proposal, **change}, token)
+        assert response.status_code == 400, (change, response.content)
+        validated(body(response))
+    broken = {"resourceType": "Parameters", "parameter": [{"name": "x", "valueCoding": "iv"}, 7]}
+    assert post("/fhir/Appointment/$find", broken, token).status_code == 400
+    assert post("/fhir/Appointment/$book", broken, token).status_code == 400
+
+
+def test_find_keeps_the_wall_clock_across_the_us_spring_forward(clinic, now):
+    # DST starts in the US on Sunday 2030-03-10: Sam's 09:00 is 14:00Z on the
+    # Friday before and 13:00Z on the Monday after.
+    token = bearer(clinic.clinic, FIND)
+    patient = clinic.patient()
+    url = find_url(clinic, patient, first=MONDAY.replace(month=3, day=8), days=4)
+    url = url.replace(f"|{clinic.iv.pk}", f"|{clinic.integration.pk}") + "&_count=50"
+    starts = [t["start"] for t in proposals(found(fhir_get(url, token)))]
+    firsts = {}
+    for start in starts:
+        firsts.setdefault(start[:10], start[11:16])
+    assert firsts == {"2030-03-08": "14:00", "2030-03-11": "13:00"}
+
+
+def test_book_takes_the_same_queries_however_busy_the_diary(clinic, now, team_iv):
+    token = bearer(clinic.clinic, BOOK)
+    others = [clinic.patient(f"P{n}") for n in range(12)]
+
+    def queries_to_book(day):
+        patient = clinic.patient(f"Booker{day}")
+        url = find_url(clinic, patient, first=MONDAY + timedelta(days=day))
+        proposal = proposals(found(fhir_get(url, token)))[0]
+        with CaptureQueriesContext(connection) as captured:
+            assert post("/fhir/Appointment/$book", proposal, token).status_code == 201
+        return len(captured)
+
+    clinic.doses_one_after_another(others[:2], at(MONDAY, "12:00"))
+    few = queries_to_book(0)
+    clinic.doses_one_after_another(others[2:], at(MONDAY + timedelta(days=1), "12:00"))
+    # The booking itself, its audit row and what it plans (reminders, invites): about 50.
+    assert queries_to_book(1) == few <= 55
