@@ -310,3 +310,17 @@ def test_each_patient_found_is_audited_with_one_row(clinic):
     assert len(bundle["entry"]) == 10
     assert ten_patients == one_patient + 9
     assert AuditEvent.objects.filter(action=AuditAction.API_SEARCHED).count() - before == 10
+
+
+def test_the_capability_statement_lists_appointments_with_find_and_book(clinic):
+    statement = body(fhir_get("/fhir/metadata"))
+    validated(statement)
+    served = {entry["type"]: entry for entry in statement["rest"][0]["resource"]}
+    appointment = served["Appointment"]
+    assert {"patient", "practitioner", "date", "status", "actor"} <= {
+        p["name"] for p in appointment["searchParam"]
+    }
+    assert {o["name"] for o in appointment["operation"]} == {"find", "book"}
+    assert "Appointment:patient" in appointment["searchInclude"]
+    assert {"schedule", "start"} <= {p["name"] for p in served["Slot"]["searchParam"]}
+    assert "Schedule" in served

@@ -203,3 +203,26 @@ def test_a_week_of_slots_takes_the_same_queries_for_few_or_many_visits(clinic):
     assert Visit.objects.count() == 32
     assert many_bundle["total"] != few_bundle["total"]
     assert few == many <= 15
+
+
+def test_slots_of_several_schedules_narrowed_to_free_ones(clinic, now):
+    booking.book(
+        patient=clinic.patient(),
+        visit_type=clinic.integration,
+        clinician=clinic.therapist,
+        start=at(MONDAY, "10:00"),
+    )
+    token = bearer(clinic.clinic, SCOPES)
+    therapist, nurse = f"practitioner-{clinic.therapist.pk}", f"practitioner-{clinic.nurse.pk}"
+    found = slots(
+        f"/fhir/Slot?schedule=Schedule/{therapist},Schedule/{nurse}"
+        f"&start=ge{MONDAY}&start=lt{MONDAY + timedelta(days=1)}&status=free&_count=7",
+        token,
+    )
+    assert {s["status"] for s in found} == {"free"}
+    by_schedule = {}
+    for slot in found:
+        by_schedule.setdefault(slot["schedule"]["reference"], []).append(slot["start"])
+    # The nurse works 08:00-18:00 (20 cells), Sam 09:00-17:00 less the visit's two.
+    assert len(by_schedule[f"Schedule/{nurse}"]) == 20
+    assert len(by_schedule[f"Schedule/{therapist}"]) == 14
