@@ -22,6 +22,7 @@ examples.
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -205,11 +206,10 @@ def _no_one_free(
     leads: list[Clinician],
     patient: Patient,
     days: list,
-    low: datetime,
-    high: datetime,
+    bookable: Callable[[datetime], bool],
 ) -> list[str]:
     """Why no time was free, most frequent first: which place on the team, the room or
-    the patient stood in the way at the times tried (the times the search tried)."""
+    the patient stood in the way at the bookable times the search tried."""
     reasons: Counter[str] = Counter()
     rooms = availability.rooms_for(visit_type)
     lead_seat = visit_type.lead_seat
@@ -226,7 +226,7 @@ def _no_one_free(
             {s for lead in leads for s in availability.candidate_starts(lead, day, STEP)}
         )
         for start in starts:
-            if not low <= start < high:
+            if not bookable(start):
                 continue
             end = start + visit_type.duration
             free_leads = [
@@ -250,7 +250,10 @@ def _no_one_free(
             if missing is not None:
                 reasons[f"No {missing.label} is free."] += 1
     if not reasons:
-        reasons["The clinic and its clinicians have no working hours in this window."] += 1
+        reasons[
+            "Nothing in this window can be booked: it is past, beyond the booking horizon, "
+            "or outside the clinic's and its clinicians' hours."
+        ] += 1
     return [reason for reason, _ in reasons.most_common(REASONS_SHOWN)]
 
 
@@ -281,6 +284,10 @@ def find_times(
         else:
             prefer = [practitioner]
     horizon = now + timedelta(days=settings.BOOKING_HORIZON_DAYS)
+
+    def bookable(start: datetime) -> bool:
+        return low <= start < high and now < start <= horizon
+
     free = [
         slot
         for slot in availability.free_slots(
@@ -292,13 +299,12 @@ def find_times(
             step=STEP,
             prefer_staff=prefer,
         )
-        if low <= slot.start < high
-        and now < slot.start <= horizon
+        if bookable(slot.start)
         and (not prefer or practitioner in [m.clinician for m in slot.staff])
     ]
     if not free:
         days = [first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1)]
-        return [], _no_one_free(availability, visit_type, leads, patient, days, low, high)
+        return [], _no_one_free(availability, visit_type, leads, patient, days, bookable)
     rules = booking.rules_for_times(
         _proposal(patient, visit_type, free[0]), free[0].start, free[-1].start
     )

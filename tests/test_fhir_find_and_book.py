@@ -310,3 +310,10 @@ def test_book_takes_the_same_queries_however_busy_the_diary(clinic, now, team_iv
     clinic.doses_one_after_another(others[2:], at(MONDAY + timedelta(days=1), "12:00"))
     # The booking itself, its audit row and what it plans (reminders, invites): about 50.
     assert queries_to_book(1) == few <= 55
+
+
+def test_find_in_a_past_window_says_nothing_there_can_be_booked(clinic, now):
+    url = find_url(clinic, clinic.patient(), first=MONDAY.replace(year=2029))
+    bundle = found(fhir_get(url, bearer(clinic.clinic, FIND)))
+    assert proposals(bundle) == []
+    assert "Nothing in this window can be booked" in outcome(bundle)
