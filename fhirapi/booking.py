@@ -35,6 +35,7 @@ from fhirapi import scopes
 from fhirapi.http import FhirError, api_view, audit, body_json, fhir_response, require
 from fhirapi.resources import REGISTRY
 from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM, appointment
+from fhirapi.resources.schedules import in_reach
 from fhirapi.search import date_range, reference_id, token
 from fhirapi.views import base_url
 from scheduler import booking
@@ -153,6 +154,8 @@ def _window(inputs, clinic: Clinic) -> tuple[datetime, datetime]:
     _, high, _ = date_range(_required(inputs, "end", "2026-12-14"), clinic.tz)
     if high <= low:
         raise FhirError(400, "invalid", "end must come after start.", expression="end")
+    if not in_reach(low, high):
+        raise FhirError(400, "invalid", "The window is out of reach.", expression="start")
     if high - low > timedelta(days=MOST_FIND_DAYS):
         raise FhirError(
             400,

@@ -18,6 +18,7 @@ from fhirapi.resources.schedules import (
     Owner,
     SlotTime,
     find_owner,
+    in_reach,
     owners,
     parse_slot_id,
     slot_times,
@@ -34,13 +35,15 @@ def _values(request: HttpRequest, name: str) -> list[list[str]]:
     return [value.split(",") for value in request.GET.getlist(name) if value]
 
 
-def _holds(request: HttpRequest, tests: dict[str, Callable[[str], bool]]) -> Callable[..., bool]:
+def _holds(
+    request: HttpRequest, tests: dict[str, Callable[[str, Owner], bool]]
+) -> Callable[[Owner], bool]:
     """Whether an item passes every parameter given (AND), any of a parameter's values (OR)."""
     given = {name: _values(request, name) for name in tests}
 
-    def passes(item) -> bool:
+    def passes(owner: Owner) -> bool:
         return all(
-            any(tests[name](value, item) for value in alternatives)
+            any(tests[name](value, owner) for value in alternatives)
             for name, each in given.items()
             for alternatives in each
         )
@@ -57,7 +60,7 @@ def _schedule_of_actor(value: str) -> str:
     raise FhirError(400, "invalid", "actor takes Practitioner/<id> or Location/room-<id>.")
 
 
-def _schedule_tests() -> dict[str, Callable]:
+def _schedule_tests() -> dict[str, Callable[[str, Owner], bool]]:
     return {
         "_id": lambda value, owner: value == owner.schedule_id,
         "actor": lambda value, owner: _schedule_of_actor(value) == owner.schedule_id,
@@ -137,6 +140,8 @@ def _start_window(request: HttpRequest, zone) -> tuple[datetime, datetime]:
         )
     if high <= low:
         raise FhirError(400, "invalid", "The start range is empty.", expression="start")
+    if not in_reach(low, high):
+        raise FhirError(400, "invalid", "The start range is out of reach.", expression="start")
     return low, high
 
 

@@ -158,7 +158,13 @@ def test_a_slot_reads_by_its_id_while_it_is_still_so(clinic, now):
     assert body(busy)["status"] == "busy"
     booking.cancel(visit)
     assert fhir_get(f"/fhir/Slot/{first['id']}", token).status_code == 200
-    assert fhir_get("/fhir/Slot/nonsense", token).status_code == 404
+    for nonsense in [
+        "nonsense",
+        f"{schedule}.20300603T1300Z.99999999999",
+        f"{schedule}.2030.30",
+        f"{schedule}.00010101T0000Z.30",
+    ]:
+        assert fhir_get(f"/fhir/Slot/{nonsense}", token).status_code == 404
 
 
 def test_a_slot_search_needs_a_schedule_and_a_bounded_start_range(clinic):
@@ -170,6 +176,7 @@ def test_a_slot_search_needs_a_schedule_and_a_bounded_start_range(clinic):
         (f"/fhir/Slot?schedule={schedule}&start=ge2030-06-01&start=lt2030-08-01", "too-costly"),
         (f"/fhir/Slot?schedule={schedule}&start=ge2030-06-03&start=lt2030-06-03", "invalid"),
         (f"/fhir/Slot?schedule={schedule}&start=ge2030-06-xx&start=lt2030-06-04", "invalid"),
+        (f"/fhir/Slot?schedule={schedule}&start=ge0001-01-01&start=lt0001-01-05", "invalid"),
     ]:
         response = fhir_get(path, token)
         assert response.status_code == 400, path

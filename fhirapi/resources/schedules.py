@@ -27,6 +27,7 @@ from fhirapi.resources import ResourceType, reference, register
 from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM
 from fhirapi.search import SearchParam
 from scheduler.availability import Availability, _within, wall_clock_grid
+from scheduler.diary import EVER
 from scheduler.models import Clinic, Clinician, Modality, Room, VisitType
 
 SLOT_MINUTES = 30
@@ -167,14 +168,26 @@ class SlotTime:
         }
 
 
+def in_reach(start: datetime, end: datetime) -> bool:
+    """Whether [start, end) lies where availability can look (it reads a day either side)."""
+    return EVER[0] + timedelta(days=2) <= start and end <= EVER[1] - timedelta(days=2)
+
+
 def parse_slot_id(slot_id: str) -> tuple[str, datetime, timedelta]:
     """(schedule id, start, length) a slot id names; 404 when it names none."""
     try:
         schedule_id, moment, minutes = slot_id.split(".")
         start = datetime.strptime(moment, "%Y%m%dT%H%MZ").replace(tzinfo=UTC)
         length = timedelta(minutes=int(minutes))
-    except ValueError:
-        raise FhirError(404, "not-found", f"There is no Slot/{slot_id}.") from None
+    except (ValueError, OverflowError):
+        length = None
+    # No slot is longer than a search could return (a closure of weeks at most).
+    if (
+        length is None
+        or not timedelta(0) < length <= timedelta(days=MOST_SLOT_DAYS)
+        or not in_reach(start, start + length)
+    ):
+        raise FhirError(404, "not-found", f"There is no Slot/{slot_id}.")
     return schedule_id, start, length
 
 
