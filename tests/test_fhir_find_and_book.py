@@ -317,3 +317,14 @@ def test_find_in_a_past_window_says_nothing_there_can_be_booked(clinic, now):
     bundle = found(fhir_get(url, bearer(clinic.clinic, FIND)))
     assert proposals(bundle) == []
     assert "Nothing in this window can be booked" in outcome(bundle)
+
+
+def test_find_with_a_practitioner_who_does_not_lead_puts_them_on_the_team(clinic, now, team_iv):
+    other = clinic.clinician("Jo Park", "therapist")
+    url = find_url(clinic, clinic.patient(), practitioner=f"Practitioner/{other.pk}", _count=5)
+    times = proposals(found(fhir_get(url, bearer(clinic.clinic, FIND))))
+    assert len(times) == 5
+    for time in times:
+        actors = [p["actor"]["reference"] for p in time["participant"]]
+        assert f"Practitioner/{other.pk}" in actors
+        assert f"Practitioner/{clinic.therapist.pk}" not in actors

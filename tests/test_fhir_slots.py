@@ -233,3 +233,18 @@ def test_slots_of_several_schedules_narrowed_to_free_ones(clinic, now):
     # The nurse works 08:00-18:00 (20 cells), Sam 09:00-17:00 less the visit's two.
     assert len(by_schedule[f"Schedule/{nurse}"]) == 20
     assert len(by_schedule[f"Schedule/{therapist}"]) == 14
+
+
+def test_slot_times_keep_the_wall_clock_across_the_eu_spring_forward(db):
+    # DST starts in the EU on Sunday 2030-03-31: 09:00 in Berlin is 08:00Z on the
+    # Friday before and 07:00Z on the Monday after.
+    berlin = ClinicBuilder("Europe/Berlin")
+    therapist = berlin.clinician("Lena Vogel", "therapist", hours=("09:00", "17:00"))
+    found = slots(
+        week_of(f"practitioner-{therapist.pk}", date(2030, 3, 29), days=4),
+        bearer(berlin.clinic, SCOPES),
+    )
+    firsts = {}
+    for start, _end, _status in spans(found, "free"):
+        firsts.setdefault(start[:10], start[11:16])
+    assert firsts == {"2030-03-29": "08:00", "2030-04-01": "07:00"}
