@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-only-secret-key-not-for-production-0123456789abcdef"
-SECTIONS = ("plans", "feed", "pages", "load", "dispatch")
+SECTIONS = ("plans", "feed", "pages", "load", "dispatch", "fhir")
 
 
 def arguments(argv=None) -> argparse.Namespace:
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     from django.conf import settings
     from django.db import connection
 
-    from benchmarks import clock, dataset, dispatch, feeds, pages, plans
+    from benchmarks import clock, dataset, dispatch, feeds, fhir, pages, plans
     from benchmarks.measure import Report
 
     started = time.monotonic()
@@ -159,6 +159,8 @@ def main(argv=None) -> int:
             )
         if "dispatch" in options.only:
             dispatch.run(data, report, max(10_000 // options.divide, 20), child_env)
+        if "fhir" in options.only:
+            fhir.run(data, report, runs)
     finally:
         if not options.keep:
             creation.destroy_test_db(original_name, verbosity=0)

@@ -27,6 +27,8 @@ MODULES = [
     "fhirapi.resources.protocols",
     "fhirapi.resources.care_plans",
     "fhirapi.resources.questionnaires",
+    "fhirapi.resources.appointments",
+    "fhirapi.resources.schedules",
 ]
 
 REGISTRY: dict[str, "ResourceType"] = {}
