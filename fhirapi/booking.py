@@ -51,6 +51,7 @@ from scheduler.models import (
     VisitParticipant,
     VisitStatus,
     VisitType,
+    is_row_id,
     lead_of,
 )
 
@@ -111,7 +112,7 @@ def _required(inputs: dict[str, list[str]], name: str, example: str) -> str:
 
 def _row_id(value: str, resource_type: str, what: str) -> int:
     found = reference_id(value, resource_type)
-    if not found.isdigit():
+    if not is_row_id(found):
         raise FhirError(400, "invalid", f"{value!r} is not a {what} reference.")
     return int(found)
 
@@ -123,7 +124,7 @@ def _visit_type(inputs, clinic: Clinic) -> VisitType:
         pk = _row_id(healthcare, "HealthcareService", "HealthcareService")
     elif service:
         system, code = token(service)
-        if system not in (None, VISIT_TYPE_SYSTEM) or not code.isdigit():
+        if system not in (None, VISIT_TYPE_SYSTEM) or not is_row_id(code):
             raise FhirError(
                 400,
                 "invalid",
@@ -170,7 +171,7 @@ def _count(inputs) -> int:
     raw = _one(inputs, "_count")
     if raw is None:
         return DEFAULT_PROPOSALS
-    if not raw.isdigit() or int(raw) == 0:
+    if not is_row_id(raw) or int(raw) == 0:
         raise FhirError(400, "invalid", f"_count must be a whole number above 0, not {raw!r}.")
     return min(int(raw), MOST_PROPOSALS)
 
@@ -460,7 +461,7 @@ def _booking_of(resource: dict, clinic: Clinic) -> dict:
         ),
         None,
     )
-    if not str(visit_type_id or "").isdigit():
+    if not is_row_id(str(visit_type_id or "")):
         raise FhirError(
             400,
             "required",
@@ -475,13 +476,13 @@ def _booking_of(resource: dict, clinic: Clinic) -> dict:
     )
     actors = _actors(resource)
     patients = [pk for kind, pk, _ in actors if kind == "Patient"]
-    if len(patients) != 1 or not patients[0].isdigit():
+    if len(patients) != 1 or not is_row_id(patients[0]):
         raise FhirError(400, "required", "The Appointment needs one Patient participant.")
     patient = _in_clinic(
         Patient.objects.select_related("clinic"), int(patients[0]), clinic, "Patient"
     )
     practitioners = [(pk, p) for kind, pk, p in actors if kind == "Practitioner"]
-    if not practitioners or not all(pk.isdigit() for pk, _ in practitioners):
+    if not practitioners or not all(is_row_id(pk) for pk, _ in practitioners):
         raise FhirError(400, "required", "The Appointment needs its Practitioner participants.")
     lead_at = next((i for i, (_, p) in enumerate(practitioners) if _is_lead(p)), 0)
     people = {
@@ -498,7 +499,7 @@ def _booking_of(resource: dict, clinic: Clinic) -> dict:
     room = None
     if rooms:
         name, _, pk = rooms[0].partition("-")
-        if name != "room" or not pk.isdigit():
+        if name != "room" or not is_row_id(pk):
             raise FhirError(400, "invalid", f"Location/{rooms[0]} is not a room.")
         room = _in_clinic(Room.objects.all(), int(pk), clinic, "Location")
     if "end" in resource and _instant(resource["end"], "end") != start + visit_type.duration:

@@ -13,15 +13,13 @@ course's length: one query (plus each type's ``prepare`` prefetches) per type.
 """
 
 from collections.abc import Iterator
-from functools import reduce
-from operator import or_
 
 from django.db.models import Q
 from django.http import HttpRequest
 from django.views.decorators.http import require_GET
 
 from fhirapi import scopes
-from fhirapi.http import FhirError, api_view, audit, fhir_response, require
+from fhirapi.http import api_view, audit, fhir_response, require
 from fhirapi.resources import REGISTRY, ResourceType
 from fhirapi.search import Query, searchset
 from fhirapi.views import base_url
@@ -78,15 +76,7 @@ def patient_everything(request: HttpRequest, resource_id: str):
     included = []
     for name, ids in wanted.items():
         kind = REGISTRY[name]
-        conditions = []
-        for one in sorted(ids):
-            try:
-                conditions.append(kind.lookup(one))
-            except FhirError:
-                continue  # not an id of ours (another server's reference): nothing to add
-        if conditions:
-            rows = kind.queryset(clinic).filter(reduce(or_, conditions))
-            included += [(kind, row, kind.to_fhir(row)) for row in kind.prepare(rows)[:]]
+        included += [(kind, row, kind.to_fhir(row)) for row in kind.rows_named(clinic, ids)]
 
     audit(request, AuditAction.API_READ, patient.pk, f"Patient/{patient.pk}/$everything")
 

@@ -16,9 +16,11 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from fhirapi.http import FhirError
+from scheduler.models import is_row_id
 
 DEFAULT_COUNT = 50
 MOST_COUNT = 200
@@ -48,12 +50,15 @@ def reference_id(value: str, resource_type: str) -> str:
     return parts[-1]
 
 
-def date_range(value: str, zone: ZoneInfo) -> tuple[str, datetime, datetime]:
+def date_range(value: str, zone: ZoneInfo | None = None) -> tuple[str, datetime, datetime]:
     """(prefix, from, to) for a FHIR date search value; ``to`` is exclusive.
 
     A date without a time covers that whole day (month, year) in ``zone``,
-    the clinic's: a desk in Denver asking for 2026-12-08 means its own day.
+    by default the current one, which the API sets to the client's clinic's
+    (fhirapi.http.api_view): a system in Denver asking for 2026-12-08 means
+    the clinic's own day.
     """
+    zone = zone or timezone.get_current_timezone()
     prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
     text = value[2:] if value[:2] in DATE_PREFIXES else value
     try:
@@ -78,20 +83,21 @@ def date_range(value: str, zone: ZoneInfo) -> tuple[str, datetime, datetime]:
                 timedelta(seconds=1) if moment.second or len(text) > 16 else timedelta(minutes=1)
             )
             return prefix, moment.astimezone(UTC), (moment + precision).astimezone(UTC)
-    except ValueError:
+        return (
+            prefix,
+            datetime.combine(low, time(), zone).astimezone(UTC),
+            datetime.combine(high, time(), zone).astimezone(UTC),
+        )
+    except (ValueError, OverflowError):
+        # OverflowError: the day after 9999-12-31 (or a zone's offset past it).
         raise FhirError(
             400,
             "invalid",
             f"{value!r} is not a FHIR date (e.g. ge2026-12-01 or 2026-12-08T10:00Z).",
         ) from None
-    return (
-        prefix,
-        datetime.combine(low, time(), zone).astimezone(UTC),
-        datetime.combine(high, time(), zone).astimezone(UTC),
-    )
 
 
-def date_q(field: str, value: str, zone: ZoneInfo) -> Q:
+def date_q(field: str, value: str, zone: ZoneInfo | None = None) -> Q:
     """The condition on the instant ``field`` that a date search value asks for."""
     prefix, low, high = date_range(value, zone)
     return {
@@ -145,7 +151,7 @@ def _whole(request, name: str, default: int) -> int:
     raw = request.GET.get(name)
     if raw in (None, ""):
         return default
-    if not raw.isdigit():
+    if not is_row_id(raw):
         raise FhirError(400, "invalid", f"{name} must be a whole number, not {raw!r}.")
     return int(raw)
 

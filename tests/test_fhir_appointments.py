@@ -14,7 +14,7 @@ from tests.fhir_helpers import bearer, body, every_page, fhir_get, validated
 
 pytestmark = pytest.mark.django_db
 
-READ_ALL = "system/Appointment.rs system/Patient.rs"
+READ_ALL = "system/Appointment.rs system/Patient.rs system/Practitioner.rs system/Location.rs"
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_search_by_patient_practitioner_place_dates_status_and_type(clinic, now,
     assert response.status_code == 400
 
 
-def test_include_adds_the_patients_once_and_skips_types_not_served(clinic, now, team_iv):
+def test_include_adds_the_patient_and_the_room_once(clinic, now, team_iv):
     patient = clinic.patient()
     book_iv(clinic, patient)
     book_iv(clinic, patient, MONDAY + timedelta(days=3))
@@ -263,7 +263,12 @@ def test_include_adds_the_patients_once_and_skips_types_not_served(clinic, now, 
     )
     validated(bundle)
     included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
-    assert [(r["resourceType"], r["id"]) for r in included] == [("Patient", str(patient.pk))]
+    rooms = {f"room-{visit.room_id}" for visit in patient.visits.all()}
+    assert len(rooms) == 1
+    assert sorted((r["resourceType"], r["id"]) for r in included) == [
+        ("Location", *rooms),
+        ("Patient", str(patient.pk)),
+    ]
     # Including something needs its scope too.
     response = fhir_get(
         f"/fhir/Appointment?patient={patient.pk}&_include=Appointment:patient",

@@ -9,14 +9,16 @@ the statement lists exactly what is served. ``prepare`` loads whatever
 """
 
 from collections.abc import Callable, Iterable
+from functools import reduce
 from importlib import import_module
+from operator import or_
 from typing import Any
 
 from django.db.models import Model, Q, QuerySet
 
 from fhirapi.http import FhirError, instant
 from fhirapi.search import SearchParam
-from scheduler.models import Clinic
+from scheduler.models import Clinic, is_row_id
 
 # The modules that register resource types, in the order the statement lists them.
 MODULES = [
@@ -58,9 +60,23 @@ class ResourceType:
 
     def lookup(self, resource_id: str) -> Q:
         """The condition finding the row a resource id names (404 if it cannot name one)."""
-        if not resource_id.isdigit():
+        pk = row_id(resource_id)
+        if pk is None:
             raise FhirError(404, "not-found", f"There is no {self.name}/{resource_id}.")
-        return Q(pk=int(resource_id))
+        return Q(pk=pk)
+
+    def rows_named(self, clinic: Clinic, resource_ids: Iterable[str]) -> list[Model]:
+        """The rows these resource ids name, loaded for ``to_fhir`` in one go; ids
+        that name nothing of ours (another server's references) are passed over."""
+        conditions = []
+        for resource_id in sorted(set(resource_ids)):
+            try:
+                conditions.append(self.lookup(resource_id))
+            except FhirError:
+                continue
+        if not conditions:
+            return []
+        return list(self.prepare(self.queryset(clinic).filter(reduce(or_, conditions))))
 
     def patient_of(self, row: Model) -> int | None:
         """The patient a row is about, for the audit trail (None: nobody's)."""
@@ -77,8 +93,14 @@ class ResourceType:
         return {"lastUpdated": instant(moment)} if moment else {}
 
 
+def row_id(value: str) -> int | None:
+    """The database id ``value`` names, or None ("²" and "1e9" name none)."""
+    return int(value) if is_row_id(value) else None
+
+
 def _by_id(value: str, modifier: str | None) -> Q:
-    return Q(pk=int(value)) if value.isdigit() else Q(pk__in=[])
+    pk = row_id(value)
+    return Q(pk__in=[]) if pk is None else Q(pk=pk)
 
 
 # ``_id`` for types whose ids are their primary keys.

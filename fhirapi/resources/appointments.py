@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Model, Q
-from django.utils import timezone
 
 from fhirapi.http import FhirError, instant
 from fhirapi.resources import REGISTRY, ResourceType, id_param, reference, register
+from fhirapi.resources.codes import TIMEZONE_EXTENSION, system
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from scheduler.models import (
     Clinic,
@@ -22,15 +22,15 @@ from scheduler.models import (
     Visit,
     VisitParticipant,
     VisitStatus,
+    is_row_id,
 )
 
 # Our own code systems: a visit type by its id, its kind, how it is held, a clinician's role.
-VISIT_TYPE_SYSTEM = "urn:kap-scheduler:visit-type"
-VISIT_KIND_SYSTEM = "urn:kap-scheduler:visit-kind"
-MODALITY_SYSTEM = "urn:kap-scheduler:modality"
-ROLE_SYSTEM = "urn:kap-scheduler:clinician-role"
+VISIT_TYPE_SYSTEM = system("visit-type")
+VISIT_KIND_SYSTEM = system("visit-kind")
+MODALITY_SYSTEM = system("modality")
+ROLE_SYSTEM = system("clinician-role")
 PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 # $find and $book as the Argonaut Scheduling guide defines them (ours keep the protocol's rules too).
 ARGONAUT = "http://fhir.org/guides/argonaut-scheduling/OperationDefinition"
 
@@ -60,7 +60,7 @@ def _nothing() -> Q:
 
 def _id_of(value: str, resource_type: str) -> int | None:
     found = reference_id(value, resource_type)
-    return int(found) if found.isdigit() else None
+    return int(found) if is_row_id(found) else None
 
 
 def _patient(value: str, modifier: str | None) -> Q:
@@ -78,7 +78,7 @@ def _practitioner(value: str, modifier: str | None) -> Q:
 
 def _location(value: str, modifier: str | None) -> Q:
     kind, _, pk = reference_id(value, "Location").partition("-")
-    if not pk.isdigit():
+    if not is_row_id(pk):
         return _nothing()
     if kind == "room":
         return Q(room_id=int(pk))
@@ -103,11 +103,11 @@ def _actor(value: str, modifier: str | None) -> Q:
 
 def _date(value: str, modifier: str | None) -> Q:
     # Dates without a time are the clinic's days: the installation's zone.
-    return date_q("start", value, timezone.get_current_timezone())
+    return date_q("start", value)
 
 
 def _last_updated(value: str, modifier: str | None) -> Q:
-    return date_q("updated_at", value, timezone.get_current_timezone())
+    return date_q("updated_at", value)
 
 
 def _status(value: str, modifier: str | None) -> Q:
@@ -116,7 +116,7 @@ def _status(value: str, modifier: str | None) -> Q:
 
 def _service_type(value: str, modifier: str | None) -> Q:
     system, code = token(value)
-    if system not in (None, VISIT_TYPE_SYSTEM) or not code.isdigit():
+    if system not in (None, VISIT_TYPE_SYSTEM) or not is_row_id(code):
         return _nothing()
     return Q(visit_type_id=int(code))
 
@@ -124,18 +124,8 @@ def _service_type(value: str, modifier: str | None) -> Q:
 def _rows_of(
     type_name: str, ids: Iterable[str], clinic: Clinic
 ) -> list[tuple[ResourceType, Model]]:
-    """The rows of a registered type with these resource ids, loaded as that type loads them.
-
-    A type not served (yet) includes nothing rather than failing the search.
-    """
-    kind = REGISTRY.get(type_name)
-    ids = sorted(set(ids))
-    if kind is None or not ids:
-        return []
-    condition = Q()
-    for resource_id in ids:
-        condition |= kind.lookup(resource_id)
-    return [(kind, row) for row in kind.prepare(kind.queryset(clinic).filter(condition))]
+    kind = REGISTRY[type_name]
+    return [(kind, row) for row in kind.rows_named(clinic, ids)]
 
 
 def _clinic_of(visits: list[Visit]) -> Clinic | None:

@@ -3,19 +3,10 @@
 from django.db.models import Prefetch, Q
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import reference, register
-from fhirapi.resources.codes import (
-    NOTHING,
-    RowType,
-    canonical,
-    row_id,
-    row_id_param,
-    their_patients,
-)
+from fhirapi.resources import ResourceType, id_param, reference, register, row_id
+from fhirapi.resources.codes import NOTHING, canonical, their_patients
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from plans.models import CarePlan, PlannedVisit, PlanStatus
-from scheduler.models import default_time_zone
-from scheduler.timezones import zone
 
 # PlanStatus -> FHIR request-status. A proposal under review is a draft; a
 # booked plan is active; a cancelled plan was stopped: "revoked".
@@ -45,9 +36,7 @@ def _status(value: str, modifier: str | None) -> Q:
 def _date(value: str, modifier: str | None) -> Q:
     # The period a plan covers is its visits' span: a plan matches when one of its
     # visits starts within the date asked (in the installation's time zone).
-    visits = PlannedVisit.objects.filter(
-        date_q("visit__start", value, zone(default_time_zone()))
-    ).values("care_plan")
+    visits = PlannedVisit.objects.filter(date_q("visit__start", value)).values("care_plan")
     return Q(pk__in=visits)
 
 
@@ -57,11 +46,11 @@ def _instantiates(value: str, modifier: str | None) -> Q:
 
 
 @register
-class CarePlanType(RowType):
+class CarePlanType(ResourceType):
     name = "CarePlan"
     profile = "http://hl7.org/fhir/StructureDefinition/CarePlan"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "patient": SearchParam("reference", _patient, "Patient/<id>."),
         "subject": SearchParam("reference", _patient, "Patient/<id>."),
         "status": SearchParam("token", _status, "draft, active, completed or revoked."),

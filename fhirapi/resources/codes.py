@@ -13,10 +13,9 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 
-from fhirapi.http import FhirError
 from fhirapi.resources import REGISTRY, ResourceType, reference
-from fhirapi.search import SearchParam, token
-from scheduler.models import Clinic, WeeklyHours, is_row_id
+from fhirapi.search import token
+from scheduler.models import Clinic, WeeklyHours
 
 OURS = "urn:kap-scheduler"
 UCUM = "http://unitsofmeasure.org"
@@ -91,34 +90,6 @@ def our_code(value: str, system_name: str) -> str | None:
     if given_system not in (None, "", system(system_name)):
         return None
     return code
-
-
-def row_id(value: str) -> int | None:
-    return int(value) if is_row_id(value) else None
-
-
-class RowType(ResourceType):
-    """A type whose ids are its rows' ids.
-
-    ``ResourceType.lookup`` takes anything ``str.isdigit`` accepts, and "²" is
-    such a digit that ``int`` refuses (a server error): ids are checked with
-    the scheduler's ``is_row_id`` here, so anything else is a plain 404.
-    """
-
-    def lookup(self, resource_id: str) -> Q:
-        pk = row_id(resource_id)
-        if pk is None:
-            raise FhirError(404, "not-found", f"There is no {self.name}/{resource_id}.")
-        return Q(pk=pk)
-
-
-def _by_row_id(value: str, modifier: str | None) -> Q:
-    pk = row_id(value)
-    return NOTHING if pk is None else Q(pk=pk)
-
-
-# ``_id`` for RowTypes (``id_param``'s check has the same gap as the lookup above).
-row_id_param = SearchParam("token", _by_row_id, "The resource's id.")
 
 
 def their_patients(rows) -> list[tuple[ResourceType, Any]]:

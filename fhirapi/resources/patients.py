@@ -7,12 +7,13 @@ from django.db.models import Q
 
 from fhirapi.http import FhirError
 from fhirapi.resources import ResourceType, id_param, register
+from fhirapi.resources.codes import system
 from fhirapi.search import DATE_PREFIXES, SearchParam, token
-from scheduler.models import Patient
+from scheduler.models import Patient, is_row_id
 from scheduler.phones import normalize_mobile
 
 # Our own identifier system for a patient's record number in this installation.
-RECORD_NUMBER = "urn:kap-scheduler:patient"
+RECORD_NUMBER = system("patient")
 
 
 def _name(value: str, modifier: str | None) -> Q:
@@ -32,7 +33,7 @@ def _given(value: str, modifier: str | None) -> Q:
 
 def _identifier(value: str, modifier: str | None) -> Q:
     system, code = token(value)
-    if system not in (None, RECORD_NUMBER) or not code.isdigit():
+    if system not in (None, RECORD_NUMBER) or not is_row_id(code):
         return Q(pk__in=[])
     return Q(pk=int(code))
 

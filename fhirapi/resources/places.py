@@ -1,7 +1,8 @@
 """Location: the clinic itself ("clinic-<id>") and each of its rooms ("room-<id>").
 
 One FHIR type over two tables: ``Locations`` answers the few queryset calls
-the generic views make (filter, count, slices, first) by asking both. A
+the generic views and includes make (filter, count, slices, first, iterating)
+by asking both. A
 client sees only its own clinic, so the clinic part is at most one row and
 comes first; rooms follow by id. Search conditions are written once against
 the names in ``_FIELDS`` and translated for each table.
@@ -10,14 +11,13 @@ the names in ``_FIELDS`` and translated for each table.
 from django.db.models import Q
 
 from fhirapi.http import FhirError
-from fhirapi.resources import ResourceType, register
+from fhirapi.resources import ResourceType, register, row_id
 from fhirapi.resources.codes import (
     NOTHING,
     TIMEZONE_EXTENSION,
     clinic_location,
     coding,
     our_code,
-    row_id,
     weekly_hours,
 )
 from fhirapi.search import SearchParam, reference_id, token
@@ -100,6 +100,9 @@ class Locations:
         if room_stop is not None and room_stop <= room_start:
             return head
         return head + list(self._rooms()[room_start:room_stop])
+
+    def __iter__(self):
+        return iter(self[0:None])
 
     def first(self):
         found = self[0:1]

@@ -16,8 +16,8 @@ How a step's timing reads in FHIR (docs/fhir-mapping.md has the table):
 from django.db.models import Prefetch, Q
 
 from fhirapi.http import FhirError
-from fhirapi.resources import reference, register
-from fhirapi.resources.codes import RowType, canonical, extension_url, hours, row_id_param, system
+from fhirapi.resources import ResourceType, id_param, reference, register
+from fhirapi.resources.codes import canonical, extension_url, hours, system
 from fhirapi.resources.services import kind_coding
 from fhirapi.search import SearchParam, token
 from plans.models import Anchor, Protocol, ProtocolStep
@@ -120,11 +120,11 @@ def action(step: ProtocolStep, steps: list[ProtocolStep]) -> dict:
 
 
 @register
-class PlanDefinitionType(RowType):
+class PlanDefinitionType(ResourceType):
     name = "PlanDefinition"
     profile = "http://hl7.org/fhir/StructureDefinition/PlanDefinition"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "name": SearchParam("string", _name, "Start of any word of the protocol's name."),
         "title": SearchParam("string", _name, "As name."),
         "status": SearchParam("token", _status, "active or retired."),

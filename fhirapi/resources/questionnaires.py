@@ -10,13 +10,11 @@ and GAD-7). The total's code is the code of the instrument's total item
 from django.db.models import Q
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import REGISTRY, ResourceType, reference, register
-from fhirapi.resources.codes import NOTHING, RowType, row_id, row_id_param, their_patients
+from fhirapi.resources import REGISTRY, ResourceType, id_param, reference, register, row_id
+from fhirapi.resources.codes import NOTHING, their_patients
 from fhirapi.search import SearchParam, date_q, reference_id, token
 from questionnaires import scoring
 from questionnaires.models import Instrument, QuestionnaireResponse, ResponseStatus
-from scheduler.models import default_time_zone
-from scheduler.timezones import zone
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 SURVEY = {"system": OBSERVATION_CATEGORY, "code": "survey", "display": "Survey"}
@@ -39,9 +37,8 @@ def _response_status(value: str, modifier: str | None) -> Q:
 
 def _authored(value: str, modifier: str | None) -> Q:
     # Authored is when the answers were completed, or last saved while in progress.
-    tz = zone(default_time_zone())
-    return (Q(status=ResponseStatus.COMPLETED) & date_q("completed_at", value, tz)) | (
-        Q(status=ResponseStatus.IN_PROGRESS) & date_q("updated_at", value, tz)
+    return (Q(status=ResponseStatus.COMPLETED) & date_q("completed_at", value)) | (
+        Q(status=ResponseStatus.IN_PROGRESS) & date_q("updated_at", value)
     )
 
 
@@ -87,7 +84,7 @@ def _observation_status(value: str, modifier: str | None) -> Q:
 
 
 def _effective(value: str, modifier: str | None) -> Q:
-    return date_q("completed_at", value, zone(default_time_zone()))
+    return date_q("completed_at", value)
 
 
 def _score_pk(resource_id: str) -> int | None:
@@ -129,11 +126,11 @@ def questionnaire_canonical(instrument: Instrument) -> str:
 
 
 @register
-class QuestionnaireResponseType(RowType):
+class QuestionnaireResponseType(ResourceType):
     name = "QuestionnaireResponse"
     profile = "http://hl7.org/fhir/StructureDefinition/QuestionnaireResponse"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "patient": SearchParam("reference", _patient, "Patient/<id>."),
         "subject": SearchParam("reference", _patient, "Patient/<id>."),
         "status": SearchParam("token", _response_status, "completed or in-progress."),

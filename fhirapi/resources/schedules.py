@@ -28,7 +28,7 @@ from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM
 from fhirapi.search import SearchParam
 from scheduler.availability import Availability, _within, wall_clock_grid
 from scheduler.diary import EVER
-from scheduler.models import Clinic, Clinician, Modality, Room, VisitType
+from scheduler.models import Clinic, Clinician, Modality, Room, VisitType, is_row_id
 
 SLOT_MINUTES = 30
 SLOT = timedelta(minutes=SLOT_MINUTES)
@@ -72,7 +72,7 @@ def owners(clinic: Clinic, schedule_ids: list[str] | None = None) -> list[Owner]
         wanted = {"practitioner": set(), "room": set()}
         for schedule_id in schedule_ids:
             kind, _, pk = schedule_id.partition("-")
-            if kind in wanted and pk.isdigit():
+            if kind in wanted and is_row_id(pk):
                 wanted[kind].add(int(pk))
     found = []
     for kind, model in (("practitioner", Clinician), ("room", Room)):

@@ -7,16 +7,14 @@ the API is for the clinic's own clinical systems, so it is given as it is.
 from django.db.models import Q
 
 from fhirapi.http import FhirError
-from fhirapi.resources import register
+from fhirapi.resources import ResourceType, id_param, register
 from fhirapi.resources.codes import (
     NOTHING,
-    RowType,
     boolean,
     clinic_location,
     coding,
     extension_url,
     minutes,
-    row_id_param,
 )
 from fhirapi.search import SearchParam
 from scheduler.models import ClinicianRole, DosingRoute, Modality, VisitKind, VisitType
@@ -63,11 +61,11 @@ def _team_member(requirement) -> dict:
 
 
 @register
-class HealthcareServiceType(RowType):
+class HealthcareServiceType(ResourceType):
     name = "HealthcareService"
     profile = "http://hl7.org/fhir/StructureDefinition/HealthcareService"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "name": SearchParam("string", _name, "Start of any word of the visit type's name."),
         "active": SearchParam("token", _active, "true or false."),
     }

@@ -8,16 +8,13 @@ from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from fhirapi.http import FhirError, instant
-from fhirapi.resources import REGISTRY, reference, register
+from fhirapi.resources import REGISTRY, ResourceType, id_param, reference, register, row_id
 from fhirapi.resources.codes import (
     NOTHING,
-    RowType,
     boolean,
     clinic_location,
     coding,
     our_code,
-    row_id,
-    row_id_param,
     system,
     weekly_hours,
 )
@@ -89,7 +86,7 @@ def telecom(clinician: Clinician) -> list[dict]:
     return found
 
 
-class _Clinicians(RowType):
+class _Clinicians(ResourceType):
     def queryset(self, clinic):
         return Clinician.objects.filter(clinic=clinic).order_by("pk")
 
@@ -102,7 +99,7 @@ class PractitionerType(_Clinicians):
     name = "Practitioner"
     profile = "http://hl7.org/fhir/StructureDefinition/Practitioner"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "name": SearchParam("string", _name, "Start of any part of the name as patients see it."),
         "identifier": SearchParam("token", _by_identifier, f"The clinician's id ({CLINICIAN_ID})."),
         "active": SearchParam("token", _active, "true or false."),
@@ -138,7 +135,7 @@ class PractitionerRoleType(_Clinicians):
     name = "PractitionerRole"
     profile = "http://hl7.org/fhir/StructureDefinition/PractitionerRole"
     search_params = {
-        "_id": row_id_param,
+        "_id": id_param,
         "practitioner": SearchParam("reference", _practitioner, "Practitioner/<id>."),
         "role": SearchParam(
             "token", _role, f"{system('clinician-role')}|prescriber, therapist or nurse."
