@@ -26,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import models
+from django.dispatch import Signal
 from django.utils import timezone
 
 from scheduler import booking, tokens
@@ -58,6 +59,11 @@ from scheduler.public_holidays import holidays_between
 from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
 
 logger = logging.getLogger(__name__)
+
+# Sent by ``seed_demo`` (in the web app) after every layer it knows, with ``clinic``:
+# apps no layer below may import (the FHIR API) add their part of the demo here and
+# return the lines the command prints for it.
+demo_seeded = Signal()
 
 CLINIC = {
     "slug": "riverside",
