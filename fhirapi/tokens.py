@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -64,7 +65,7 @@ def token_url(request: HttpRequest) -> str:
 def _oauth_response(data: dict, status: int = 200) -> JsonResponse:
     response = JsonResponse(data, status=status)
     # RFC 6749 section 5.1: a token answer is never stored by a cache.
-    response["Cache-Control"] = "no-store"
+    add_never_cache_headers(response)
     response["Pragma"] = "no-cache"
     return response
 
