@@ -462,15 +462,22 @@ BOOKING_WINDOW_DAYS = 14
 
 def upsert(model: type[models.Model], lookup: dict, values: dict) -> tuple[models.Model, bool]:
     """update_or_create, but validated: full_clean normalises mobiles to E.164 and
-    refuses demo data the models would refuse from staff."""
+    refuses demo data the models would refuse from staff.
+
+    A row already as the demo wants it is not saved again, so that its
+    ``updated_at`` (FHIR's lastUpdated) stays what it was on a rerun.
+    """
     instance = model.objects.filter(**lookup).first()
     created = instance is None
     if created:
         instance = model(**lookup)
+    fields = [f.attname for f in model._meta.concrete_fields]
+    before = {name: getattr(instance, name) for name in fields}
     for name, value in values.items():
         setattr(instance, name, value)
     instance.full_clean()
-    instance.save()
+    if created or any(getattr(instance, name) != before[name] for name in fields):
+        instance.save()
     return instance, created
 
 
