@@ -129,8 +129,13 @@ def _verified_claims(client: ApiClient, assertion: str, audience: str) -> dict:
         raise TokenRefused(
             "invalid_client", f"The assertion is refused: {problem}.", client
         ) from None
+    except jwt.PyJWKError as problem:  # a stored key PyJWT cannot use (validation refuses them)
+        raise TokenRefused(
+            "invalid_client", f"Key {kid!r} cannot be used: {problem}.", client
+        ) from None
     latest = timezone.now() + MAX_ASSERTION_LIFETIME + timedelta(seconds=LEEWAY_SECONDS)
-    if _expiry(claims) > latest:
+    # Compared as numbers: an exp of year 10^12 is refused here, not overflowed into a date.
+    if claims["exp"] > latest.timestamp():
         raise TokenRefused(
             "invalid_client", "exp may be at most five minutes after the request.", client
         )

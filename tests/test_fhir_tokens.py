@@ -147,6 +147,12 @@ def test_an_assertion_living_longer_than_five_minutes_is_refused(client, rsa_key
     assert "five minutes" in refused(request_token(assertion, HELD), 401, "invalid_client")
 
 
+def test_an_exp_past_any_calendar_is_refused_not_an_error(client, rsa_key):
+    private, _public = rsa_key
+    assertion = signed_assertion(client.client_id, private, "rsa-1", exp=10**15)
+    assert "five minutes" in refused(request_token(assertion, HELD), 401, "invalid_client")
+
+
 def test_an_assertion_is_taken_once(client, rsa_key):
     private, _public = rsa_key
     assertion = signed_assertion(client.client_id, private, "rsa-1")
