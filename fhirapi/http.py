@@ -114,7 +114,7 @@ def authenticate(request: HttpRequest) -> ApiToken:
 RATE_WINDOW_SECONDS = 60
 
 
-def throttle(request: HttpRequest, who: str) -> None:
+def throttle(who: str) -> None:
     """429 once ``who`` has made more than FHIR_RATE_LIMIT requests in this minute."""
     if hit("fhir", who, RATE_WINDOW_SECONDS) > settings.FHIR_RATE_LIMIT:
         error = FhirError(
@@ -162,12 +162,12 @@ def api_view(view: Callable | None = None, *, public: bool = False):
             try:
                 _check_format(request)
                 if public:
-                    throttle(request, f"address:{client_address(request)}")
+                    throttle(f"address:{client_address(request)}")
                 else:
                     request.api_token = authenticate(request)
                     request.api_client = request.api_token.client
                     request.audit_actor = f"FHIR client {request.api_client.name}"
-                    throttle(request, f"client:{request.api_client.pk}")
+                    throttle(f"client:{request.api_client.pk}")
                 return view(request, *args, **kwargs)
             except FhirError as error:
                 return error_response(error)
