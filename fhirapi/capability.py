@@ -7,16 +7,6 @@ SOFTWARE = "KAP scheduler"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 
-def security(base: str) -> dict:
-    """SMART on FHIR security: where a client exchanges its signed assertion for a token."""
-    return {
-        "extension": [
-            {"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}]}
-        ],
-        **SECURITY,
-    }
-
-
 SECURITY = {
     "cors": False,
     "service": [
@@ -33,6 +23,16 @@ SECURITY = {
     "with a key it registered, exchanges it at the token URL for a bearer token that lives "
     "minutes, and uses system scopes (docs/fhir.md).",
 }
+
+
+def security(base: str) -> dict:
+    """SMART on FHIR security: where a client exchanges its signed assertion for a token."""
+    return {
+        "extension": [
+            {"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}]}
+        ],
+        **SECURITY,
+    }
 
 
 def capability_statement(base: str) -> dict:

@@ -4,11 +4,14 @@ audited; the demo registers one whose private key stays out of the repository.""
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from fhirapi.demo import DEMO_CLIENT, key_path
@@ -207,3 +210,23 @@ def test_seed_demo_registers_a_demo_client_with_a_key_outside_the_repository(set
     call_command("seed_demo", stdout=io.StringIO())  # idempotent: the same client and key
     assert ApiClient.objects.get(name=DEMO_CLIENT).jwks == keys
     assert ApiClient.objects.count() == 1
+
+
+def test_the_client_list_and_page_take_the_same_queries_however_many_rows(
+    admin_client, clinic, django_assert_max_num_queries
+):
+    bearer(clinic, "system/Patient.read", name="Lab")
+    client = ApiClient.objects.get()
+    change = reverse("admin:fhirapi_apiclient_change", args=[client.pk])
+    with CaptureQueriesContext(connection) as few_clients:
+        admin_client.get(LIST)
+    with CaptureQueriesContext(connection) as few_tokens:
+        admin_client.get(change)
+    for n in range(8):
+        bearer(clinic, "system/Patient.read", name=f"Lab {n}")
+        ApiToken.issue(client, "system/Patient.read", timedelta(minutes=5))
+    # At most as many (the session's first pages may save it once more).
+    with django_assert_max_num_queries(len(few_clients.captured_queries)):
+        admin_client.get(LIST)
+    with django_assert_max_num_queries(len(few_tokens.captured_queries)):
+        admin_client.get(change)
