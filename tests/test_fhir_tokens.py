@@ -281,3 +281,18 @@ def test_the_capability_statement_names_the_token_url(clinic):
     assert extension["extension"] == [
         {"url": "token", "valueUri": "http://testserver/fhir/auth/token"}
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_assertion_sent_twice_at_once_gets_one_token():
+    """Two web processes agree on a replay: the unique (client, jti) lets one insert win."""
+    from tests.races import race
+
+    private, public = key_pair("rsa-1", "RS384")
+    client = ApiClient.objects.create(
+        name="Racer", clinic=ClinicBuilder().clinic, scopes=HELD, jwks={"keys": [public]}
+    )
+    assertion = signed_assertion(client.client_id, private, "rsa-1")
+    statuses = race([lambda: request_token(assertion, HELD).status_code] * 2)
+    assert sorted(statuses) == [200, 401]
+    assert ApiToken.objects.count() == 1
