@@ -368,6 +368,10 @@ CACHES = {
 }
 # Requests a minute from one address to /calendars/<token>.ics and /p/<token>/.
 TOKEN_RATE_LIMIT = env_int("TOKEN_RATE_LIMIT", 30)
+# The FHIR API (docs/fhir.md): requests a minute per client, and how long a
+# bearer token from /fhir/auth/token lives (SMART asks for minutes, not hours).
+FHIR_RATE_LIMIT = env_int("FHIR_RATE_LIMIT", 600)
+FHIR_TOKEN_MINUTES = env_int("FHIR_TOKEN_MINUTES", 5)
 
 # The sign-in lockout (config/signin_lock.py, django-axes), counted in the
 # database so that every web process shares it: failed sign-ins (a wrong

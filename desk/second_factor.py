@@ -88,6 +88,9 @@ OPEN_PAGES = {
     "twilio-status",
     "twilio-inbound",
 }
+# URL namespaces that take no session at all: the FHIR API answers on a bearer
+# token alone (fhirapi/http.py), so a half-signed-in session changes nothing there.
+SESSIONLESS_NAMESPACES = {"fhir"}
 
 
 class SecondFactorMiddleware:
@@ -103,7 +106,8 @@ class SecondFactorMiddleware:
         user = request.user
         if not user.is_authenticated or user.is_verified() or not needs_second_factor(user):
             return None
-        if request.resolver_match.view_name in OPEN_PAGES:
+        match = request.resolver_match
+        if match.view_name in OPEN_PAGES or match.namespace in SESSIONLESS_NAMESPACES:
             return None
         step = "second_factor_verify" if django_otp.user_has_device(user) else "second_factor_setup"
         return redirect_to_login(request.get_full_path(), reverse(step))

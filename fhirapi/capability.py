@@ -4,6 +4,9 @@ from fhirapi.resources import REGISTRY
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE = "KAP scheduler"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
 SECURITY = {
     "cors": False,
     "service": [
@@ -16,8 +19,20 @@ SECURITY = {
             ]
         }
     ],
-    "description": "SMART Backend Services: system scopes on a bearer token.",
+    "description": "SMART Backend Services: a client signs a JWT assertion (RS384 or ES384) "
+    "with a key it registered, exchanges it at the token URL for a bearer token that lives "
+    "minutes, and uses system scopes (docs/fhir.md).",
 }
+
+
+def security(base: str) -> dict:
+    """SMART on FHIR security: where a client exchanges its signed assertion for a token."""
+    return {
+        "extension": [
+            {"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": f"{base}/auth/token"}]}
+        ],
+        **SECURITY,
+    }
 
 
 def capability_statement(base: str) -> dict:
@@ -48,5 +63,5 @@ def capability_statement(base: str) -> dict:
         "implementation": {"description": f"{SOFTWARE} FHIR API", "url": base},
         "fhirVersion": FHIR_VERSION,
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "security": SECURITY, "resource": resources}],
+        "rest": [{"mode": "server", "security": security(base), "resource": resources}],
     }

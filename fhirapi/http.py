@@ -4,18 +4,25 @@ and who is asking (a client's bearer token and its scopes).
 Every view is wrapped by ``api_view``: it answers ``application/fhir+json``
 only, turns ``FhirError`` into an OperationOutcome with the right status,
 and (unless ``public``) authenticates the bearer token before the view runs.
-Views then call ``require(request, type, interaction)`` for each thing they
-touch, and ``audit(...)`` for what they showed or changed.
+It also counts the request against the rate limit: per client for
+authenticated calls, per address for the open ones (``FHIR_RATE_LIMIT`` a
+minute, a fixed window in config/throttle.py). Views then call
+``require(request, type, interaction)`` for each thing they touch, and
+``audit(...)`` for what they showed or changed. A refusal for want of a scope
+is audited too (the client is known); a call without a valid token is not,
+as there is nobody to name (docs/fhir.md, audit).
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC
 from functools import wraps
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from config.throttle import client_address, hit
 from fhirapi import scopes
 from fhirapi.models import ApiToken, token_digest
 from scheduler import audit as audit_trail
@@ -104,21 +111,45 @@ def authenticate(request: HttpRequest) -> ApiToken:
     return token
 
 
-def require(request: HttpRequest, resource_type: str, interaction: str) -> None:
-    """403 unless the request's token has a scope for ``interaction`` on ``resource_type``."""
-    if not scopes.allows(request.api_token.scopes, resource_type, interaction):
-        raise FhirError(
-            403,
-            "forbidden",
-            f"The token has no scope for this: it needs system/{resource_type}."
-            f"{'read' if interaction in (scopes.READ, scopes.SEARCH) else 'write'}.",
+RATE_WINDOW_SECONDS = 60
+
+
+def throttle(who: str) -> None:
+    """429 once ``who`` has made more than FHIR_RATE_LIMIT requests in this minute."""
+    if hit("fhir", who, RATE_WINDOW_SECONDS) > settings.FHIR_RATE_LIMIT:
+        error = FhirError(
+            429,
+            "throttled",
+            f"More than {settings.FHIR_RATE_LIMIT} requests in a minute: "
+            "wait for the time Retry-After gives, then go on.",
         )
+        # A fixed window ends within a minute; the whole minute is a safe answer.
+        error.headers["Retry-After"] = str(RATE_WINDOW_SECONDS)
+        raise error
+
+
+def require(request: HttpRequest, resource_type: str, interaction: str) -> None:
+    """403 unless the request's token has a scope for ``interaction`` on ``resource_type``.
+
+    The refusal is audited: a client asking for what it may not have is worth seeing.
+    """
+    if not scopes.allows(request.api_token.scopes, resource_type, interaction):
+        needed = f"system/{resource_type}.{scopes.v1_name(interaction)}"
+        audit(request, AuditAction.API_REFUSED, None, f"needs {needed}: {request.path}")
+        raise FhirError(403, "forbidden", f"The token has no scope for this: it needs {needed}.")
 
 
 def audit(
     request: HttpRequest, action: AuditAction, patient: Patient | int | None = None, detail=""
 ) -> None:
     audit_trail.record(request, action, patient, detail)
+
+
+def audit_each(
+    request: HttpRequest, action: AuditAction, patients: Iterable[Patient | int], detail=""
+) -> None:
+    """One audit row per patient shown (one row without a patient if none was), in one insert."""
+    audit_trail.record_many(request, action, list(patients) or [None], detail)
 
 
 def api_view(view: Callable | None = None, *, public: bool = False):
@@ -130,10 +161,13 @@ def api_view(view: Callable | None = None, *, public: bool = False):
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
                 _check_format(request)
-                if not public:
+                if public:
+                    throttle(f"address:{client_address(request)}")
+                else:
                     request.api_token = authenticate(request)
                     request.api_client = request.api_token.client
                     request.audit_actor = f"FHIR client {request.api_client.name}"
+                    throttle(f"client:{request.api_client.pk}")
                 return view(request, *args, **kwargs)
             except FhirError as error:
                 return error_response(error)

@@ -1,7 +1,8 @@
-"""Who may use the FHIR API: clients and the short-lived tokens they hold.
+"""Who may use the FHIR API: clients, the keys they sign with, and the short-lived tokens they hold.
 
 A client is another system (an EHR, a reporting job) a clinic admin lets in,
-with the SMART scopes it may use (``system/Appointment.read``). Only the
+with the SMART scopes it may use (``system/Appointment.read``) and the public
+keys (a JWKS) its token requests are signed with (fhirapi/tokens.py). Only the
 SHA-256 of a bearer token is stored, as with patient links and feed tokens.
 """
 
@@ -9,10 +10,13 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+import jwt
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from fhirapi import scopes as smart_scopes
 from scheduler.models import Clinic
 
 TOKEN_BYTES = 32
@@ -24,6 +28,66 @@ def new_client_id() -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# SMART Backend Services asks servers for RS384 and ES384; nothing else is taken.
+# Each algorithm with the key type (and curve) it is made with.
+SIGNING_ALGORITHMS = {"RS384": ("RSA", None), "ES384": ("EC", "P-384")}
+# Members of a JWK that only a private (or a shared, symmetric) key has.
+_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+def key_algorithms(jwk: dict) -> list[str]:
+    """The accepted algorithms this public key can verify (none: it is of no use here)."""
+    kty, crv, alg = jwk.get("kty"), jwk.get("crv"), jwk.get("alg")
+    return [
+        name
+        for name, (key_type, curve) in SIGNING_ALGORITHMS.items()
+        if kty == key_type and crv == curve and alg in (None, name)
+    ]
+
+
+def validate_scopes(text: str) -> None:
+    unknown = smart_scopes.unknown_scopes(text)
+    if unknown:
+        raise ValidationError(
+            "Not a system scope this server understands: %(words)s. Write them as "
+            "system/<Type>.read, .write, .* or SMART v2 letters (system/<Type>.rs).",
+            params={"words": ", ".join(unknown)},
+            code="unknown_scope",
+        )
+    if not text.split():
+        raise ValidationError("Give the client at least one scope.", code="no_scope")
+
+
+def validate_public_jwks(jwks) -> None:
+    """A JWK Set of public RS384/ES384 keys, each with its own ``kid``; never a private key."""
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise ValidationError('A JWK Set is an object with a list of keys: {"keys": [...]}.')
+    kids = []
+    for number, jwk in enumerate(jwks["keys"], start=1):
+        if not isinstance(jwk, dict):
+            raise ValidationError(f"Key {number} is not a JSON object.")
+        private = sorted(_PRIVATE_MEMBERS & jwk.keys())
+        if private:
+            raise ValidationError(
+                f"Key {number} holds private parts ({', '.join(private)}): register the "
+                "public key only; the private key never leaves the client."
+            )
+        if not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
+            raise ValidationError(f"Key {number} has no kid: a token request names its key by it.")
+        if not key_algorithms(jwk):
+            raise ValidationError(
+                f"Key {jwk['kid']!r} cannot sign with RS384 or ES384 (an RSA key, or an EC "
+                "key on curve P-384, with no other alg)."
+            )
+        kids.append(jwk["kid"])
+    if len(set(kids)) != len(kids):
+        raise ValidationError("Two keys share a kid: each key needs its own.")
+    try:
+        jwt.PyJWKSet(jwks["keys"])
+    except (jwt.PyJWKSetError, jwt.PyJWKError, ValueError, TypeError) as problem:
+        raise ValidationError(f"The key set cannot be read: {problem}") from None
 
 
 class ApiClientQuerySet(models.QuerySet):
@@ -38,8 +102,16 @@ class ApiClient(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="api_clients")
     client_id = models.CharField(max_length=64, unique=True, default=new_client_id)
     scopes = models.TextField(
+        validators=[validate_scopes],
         help_text="SMART scopes separated by spaces, e.g. "
-        "system/Appointment.read system/Patient.read system/Appointment.write."
+        "system/Appointment.read system/Patient.read system/Appointment.write.",
+    )
+    jwks = models.JSONField(
+        "public keys (JWKS)",
+        default=dict,
+        validators=[validate_public_jwks],
+        help_text='The client\'s public keys as a JWK Set ({"keys": [...]}), RS384 or ES384, '
+        "each with a kid. It signs its token requests with the private key, which stays with it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -60,6 +132,10 @@ class ApiClient(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
 
 class ApiTokenQuerySet(models.QuerySet):
@@ -102,3 +178,23 @@ class ApiToken(models.Model):
             expires_at=now + lifetime,
         )
         return token, secret
+
+
+class UsedAssertion(models.Model):
+    """A client assertion's ``jti`` already exchanged: refused again until the assertion expires.
+
+    The unique constraint makes every web process agree: of two requests with
+    the same assertion, one insert wins and the other is a replay.
+    """
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
+    jti = models.CharField(max_length=255)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "jti"], name="assertion_used_once")
+        ]
+
+    def __str__(self):
+        return f"{self.jti} of {self.client_id}"

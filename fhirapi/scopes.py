@@ -53,5 +53,23 @@ def unknown_scopes(text: str) -> list[str]:
     return [word for word in text.split() if parse_scope(word) is None]
 
 
+def v1_name(interaction: str) -> str:
+    """The v1 word that grants ``interaction``: "read" for read and search, else "write"."""
+    return "read" if interaction in _V1["read"] else "write"
+
+
+def covered(wanted: str, held: str) -> bool:
+    """Whether the scopes ``held`` allow everything the one scope ``wanted`` asks for.
+
+    A token request may ask for less than the client holds, never more:
+    ``system/Patient.rs`` is covered by ``system/Patient.read`` or ``system/*.read``,
+    ``system/*.read`` only by ``system/*.read`` (or ``.*``).
+    """
+    scope = parse_scope(wanted)
+    return scope is not None and all(
+        allows(held, scope.resource_type, interaction) for interaction in scope.interactions
+    )
+
+
 def allows(scopes: str, resource_type: str, interaction: str) -> bool:
     return any(scope.allows(resource_type, interaction) for scope in parse_scopes(scopes))

@@ -1,11 +1,14 @@
 from django.urls import path
 
-from fhirapi import booking, everything, schedule_views, views
+from fhirapi import booking, everything, schedule_views, tokens, views
 
 app_name = "fhir"
 
 urlpatterns = [
     path("metadata", views.metadata, name="metadata"),
+    # Access (SMART Backend Services) before the generic <Type>/<id> patterns.
+    path(".well-known/smart-configuration", tokens.smart_configuration, name="smart_configuration"),
+    path("auth/token", tokens.token, name="token"),
     # Operations before the generic patterns, which would take "$everything" for an id.
     path(
         "Patient/<str:resource_id>/$everything",

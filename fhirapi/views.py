@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from fhirapi import scopes
 from fhirapi.capability import capability_statement
-from fhirapi.http import FhirError, api_view, audit, fhir_response, require
+from fhirapi.http import FhirError, api_view, audit, audit_each, fhir_response, require
 from fhirapi.resources import REGISTRY, ResourceType
 from fhirapi.search import parse_query, searchset
 from scheduler.models import AuditAction
@@ -63,11 +63,7 @@ def search(request: HttpRequest, type_name: str):
             included.setdefault(url, other.to_fhir(row))
     patients = {kind.patient_of(row) for row in page} - {None}
     detail = f"{kind.name}?{request.META.get('QUERY_STRING', '')}"
-    if patients:
-        for patient in sorted(patients):
-            audit(request, AuditAction.API_SEARCHED, patient, detail)
-    else:
-        audit(request, AuditAction.API_SEARCHED, None, detail)
+    audit_each(request, AuditAction.API_SEARCHED, sorted(patients), detail)
     bundle = searchset(
         base=base,
         type_url=f"{base}/{kind.name}",

@@ -7,6 +7,7 @@ actor comes from the request being served (``AuditMiddleware`` keeps it in a
 context variable), or is "system" for the worker and the shell.
 """
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 
 from django.http import HttpRequest
@@ -51,16 +52,17 @@ def _actor(request: HttpRequest | None) -> tuple[object, str]:
     return None, "anonymous"
 
 
-def record(
+def _event(
     request: HttpRequest | None,
     action: AuditAction,
-    patient: Patient | int | None = None,
-    detail: str = "",
+    patient: Patient | int | None,
+    detail: str,
 ) -> AuditEvent:
+    """An event not saved yet, for ``request`` (the one being served when None)."""
     request = request if request is not None else _current_request.get()
     user, label = _actor(request)
     meta = request.META if request is not None else {}
-    return AuditEvent.objects.create(
+    return AuditEvent(
         actor=user,
         actor_label=label[:150],
         action=action,
@@ -69,6 +71,32 @@ def record(
         detail=detail[:200],
         ip_address=meta.get("REMOTE_ADDR") or None,
         user_agent=(meta.get("HTTP_USER_AGENT") or "")[:USER_AGENT_CHARS],
+    )
+
+
+def record(
+    request: HttpRequest | None,
+    action: AuditAction,
+    patient: Patient | int | None = None,
+    detail: str = "",
+) -> AuditEvent:
+    event = _event(request, action, patient, detail)
+    event.save()
+    return event
+
+
+def record_many(
+    request: HttpRequest | None,
+    action: AuditAction,
+    patients: Iterable[Patient | int | None],
+    detail: str = "",
+) -> list[AuditEvent]:
+    """One event per patient for one thing done (a search that showed them all), in one insert.
+
+    Still append-only: ``bulk_create`` only inserts, it never changes a row.
+    """
+    return AuditEvent.objects.bulk_create(
+        [_event(request, action, patient, detail) for patient in patients]
     )
 
 

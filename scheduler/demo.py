@@ -26,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import models
+from django.dispatch import Signal
 from django.utils import timezone
 
 from scheduler import booking, tokens
@@ -58,6 +59,11 @@ from scheduler.public_holidays import holidays_between
 from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
 
 logger = logging.getLogger(__name__)
+
+# Sent by ``seed_demo`` (in the web app) after every layer it knows, with ``clinic``:
+# apps no layer below may import (the FHIR API) add their part of the demo here and
+# return the lines the command prints for it.
+demo_seeded = Signal()
 
 CLINIC = {
     "slug": "riverside",
@@ -456,15 +462,22 @@ BOOKING_WINDOW_DAYS = 14
 
 def upsert(model: type[models.Model], lookup: dict, values: dict) -> tuple[models.Model, bool]:
     """update_or_create, but validated: full_clean normalises mobiles to E.164 and
-    refuses demo data the models would refuse from staff."""
+    refuses demo data the models would refuse from staff.
+
+    A row already as the demo wants it is not saved again, so that its
+    ``updated_at`` (FHIR's lastUpdated) stays what it was on a rerun.
+    """
     instance = model.objects.filter(**lookup).first()
     created = instance is None
     if created:
         instance = model(**lookup)
+    fields = [f.attname for f in model._meta.concrete_fields]
+    before = {name: getattr(instance, name) for name in fields}
     for name, value in values.items():
         setattr(instance, name, value)
     instance.full_clean()
-    instance.save()
+    if created or any(getattr(instance, name) != before[name] for name in fields):
+        instance.save()
     return instance, created
 
 

@@ -1292,6 +1292,8 @@ class AuditAction(models.TextChoices):
     API_SEARCHED = "api_searched", "searched through the FHIR API"
     API_BOOKED = "api_booked", "booked through the FHIR API"
     API_CLIENT_CHANGED = "api_client_changed", "changed a FHIR API client"
+    API_TOKEN_ISSUED = "api_token_issued", "FHIR API token issued"
+    API_REFUSED = "api_refused", "refused by the FHIR API"
 
 
 class AuditEventQuerySet(models.QuerySet):

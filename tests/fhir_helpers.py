@@ -108,3 +108,63 @@ def planned_course(clinic, patient, doses: int, start, *, confirmed: bool = True
     protocol = course_protocol(clinic, doses, slug=f"fhir-course-{patient.pk}")
     plan = save_proposal(generate(patient, protocol, start))
     return confirm(plan) if confirmed else plan
+
+
+# SMART Backend Services, as a client does it: a key pair, a signed assertion, a token.
+
+TOKEN_PATH = "/fhir/auth/token"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def key_pair(kid: str = "key-1", alg: str = "RS384"):
+    """A new private key and its public JWK (RSA 2048 for RS384, EC P-384 for ES384)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    if alg == "RS384":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    else:
+        private = ec.generate_private_key(ec.SECP384R1())
+        public = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return private, {**public, "kid": kid, "alg": alg}
+
+
+def signed_assertion(
+    client_id: str,
+    private_key,
+    kid: str = "key-1",
+    alg: str = "RS384",
+    aud: str = f"http://testserver{TOKEN_PATH}",
+    lifetime: timedelta = timedelta(minutes=4),
+    **claims,
+) -> str:
+    """A client assertion as SMART asks for it; ``claims`` override or add claims."""
+    import uuid
+
+    import jwt
+    from django.utils import timezone
+
+    payload = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "exp": int((timezone.now() + lifetime).timestamp()),
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
+    return jwt.encode(payload, private_key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
+
+
+def token_form(assertion: str, scope: str) -> dict:
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion,
+        "scope": scope,
+    }
+
+
+def request_token(assertion: str, scope: str):
+    """POST the token request; the response (JSON, an OAuth 2 answer)."""
+    return Client().post(TOKEN_PATH, token_form(assertion, scope))

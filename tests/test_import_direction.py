@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("config", "scheduler", "plans", "notifications", "desk", "waitlist", "questionnaires")
+APPS = (
+    "config",
+    "scheduler",
+    "plans",
+    "notifications",
+    "desk",
+    "waitlist",
+    "questionnaires",
+    "fhirapi",
+)
 
 # What each app may import from the others (itself and config always allowed).
 ALLOWED = {
@@ -29,6 +38,10 @@ ALLOWED = {
     # email (notifications), alerts to clinicians through the same outbox; the desk shows
     # the pages that answer them.
     "questionnaires": {"scheduler", "plans", "notifications"},
+    # Beside the desk, on top: the FHIR API serves what the domain apps keep, books through
+    # their rules; nothing imports it (config/urls names its URLs as a string, and
+    # seed_demo reaches its demo client through scheduler.demo.demo_seeded).
+    "fhirapi": {"scheduler", "plans", "notifications", "questionnaires", "waitlist"},
 }
 
 

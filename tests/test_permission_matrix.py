@@ -28,6 +28,7 @@ from scheduler import tokens
 from scheduler.models import Modality, Visit, VisitKind, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP
 from tests.conftest import MONDAY, at
+from tests.fhir_helpers import bearer
 from tests.page_helpers import failed_message, front_desk, sign_in_verified
 from tests.safety_helpers import SEVERAL_DAYS, answer_phq9, request_before
 from waitlist.models import FreedSlot, Offer, WaitlistEntry
@@ -250,6 +251,28 @@ MATRIX = [
         {"anonymous": L, "link": L, "desk": 404, "admin": 404, "unverified": TWO}
         | dict.fromkeys(CLINICIANS, 200),
     ),
+    # The FHIR API: its description and where to get a token are open; the token URL
+    # answers an empty request with an OAuth error whoever asks; everything else takes a
+    # bearer token and never a session (401, never a sign-in page). Tokens and their
+    # scopes: test_fhir_urls_answer_a_token_by_its_scopes below.
+    ("FHIR capability statement", "fhir:metadata", None, "get", EVERYONE),
+    ("FHIR SMART configuration", "fhir:smart_configuration", None, "get", EVERYONE),
+    ("FHIR token URL, empty request", "fhir:token", None, "post", dict.fromkeys(ROLES, 400)),
+    ("FHIR search", "fhir:search", "fhir_type", "get", dict.fromkeys(ROLES, 401)),
+    ("FHIR read", "fhir:read", "fhir_patient", "get", dict.fromkeys(ROLES, 401)),
+    (
+        "FHIR everything",
+        "fhir:patient_everything",
+        "own_patient",
+        "get",
+        dict.fromkeys(ROLES, 401),
+    ),
+    ("FHIR find", "fhir:appointment_find", None, "get", dict.fromkeys(ROLES, 401)),
+    ("FHIR book", "fhir:appointment_book", None, "post", dict.fromkeys(ROLES, 401)),
+    ("FHIR schedules", "fhir:schedule_search", None, "get", dict.fromkeys(ROLES, 401)),
+    ("FHIR schedule", "fhir:schedule_read", "fhir_schedule", "get", dict.fromkeys(ROLES, 401)),
+    ("FHIR slots", "fhir:slot_search", None, "get", dict.fromkeys(ROLES, 401)),
+    ("FHIR slot", "fhir:slot_read", "fhir_slot", "get", dict.fromkeys(ROLES, 401)),
 ]
 
 
@@ -374,6 +397,10 @@ def world(clinic):
         "alert": [alert.pk],
         "forged_offer": [f"{offer.pk}:{'x' * 27}"],
         "revoked_feed": [revoked_feed],
+        "fhir_type": ["Patient"],
+        "fhir_patient": ["Patient", avery.pk],
+        "fhir_schedule": [f"practitioner-{clinic.therapist.pk}"],
+        "fhir_slot": [f"practitioner-{clinic.therapist.pk}.20300603T1400Z.30"],
     }
     desk = front_desk()
     admin = front_desk()
@@ -443,6 +470,37 @@ def test_no_answer_of_the_project_may_be_kept_by_a_cache(world, row):
         elif not {"no-store", "private"} <= directives:
             kept[role] = header
     assert kept == {}, f"{label} ({url}) may be cached"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "expected"),
+    [("system/Patient.read", 200), ("system/Patient.rs", 200), ("system/Appointment.read", 403)],
+)
+def test_fhir_urls_answer_a_token_by_its_scopes(world, clinic, scopes, expected):
+    """With a token, its scope decides, whatever session comes along (an unverified one too)."""
+    token = bearer(clinic.clinic, scopes)
+    for role in ("anonymous", "unverified", "admin"):
+        client = client_as(world, role)
+        for name, arg_key in (
+            ("fhir:search", "fhir_type"),
+            ("fhir:read", "fhir_patient"),
+            ("fhir:patient_everything", "own_patient"),
+        ):
+            url = reverse(name, args=world["args"][arg_key])
+            response = client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == expected, (role, url)
+            assert response["Content-Type"].startswith("application/fhir+json")
+            assert {"no-store", "private"} <= {
+                d.strip() for d in response["Cache-Control"].split(",")
+            }
+
+
+def test_fhir_calls_need_no_csrf_token(world, clinic):
+    """Another system posts without a CSRF cookie: the token URL is no form of ours."""
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(reverse("fhir:token"), {"grant_type": "client_credentials"})
+    assert response.status_code == 400  # an OAuth error, not CSRF's 403 page
+    assert response.json()["error"] == "invalid_request"
 
 
 def test_a_patient_link_shows_only_that_patients_data(client, world):

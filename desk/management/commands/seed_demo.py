@@ -8,7 +8,8 @@ then reminders (``notifications.demo``: policies, and the messages of the
 visits already booked), then a few patients waiting for a dosing time
 (``waitlist.demo``), then who hears of answers that need review, a course of
 questionnaire scores and answers that need a clinician today
-(``questionnaires.demo``), then the sign-in groups' permissions (``desk.demo``).
+(``questionnaires.demo``), then the sign-in groups' permissions (``desk.demo``),
+then the apps that hear ``scheduler.demo.demo_seeded`` (the FHIR API's demo client).
 Every layer is idempotent, so the command is: run it again and nothing is added.
 """
 
@@ -23,7 +24,7 @@ from plans.demo import PlansDemo
 from questionnaires import asking
 from questionnaires import demo as questionnaires_demo
 from scheduler import demo as scheduler_demo
-from scheduler.demo import STAFF, SchedulingDemo
+from scheduler.demo import STAFF, SchedulingDemo, demo_seeded
 from scheduler.models import Visit
 from waitlist import demo as waitlist_demo
 
@@ -42,9 +43,14 @@ class Command(BaseCommand):
             questionnaires_demo.seed(demo.clinic, demo.patients)
             desk_demo.seed()
             keys = desk_demo.seed_second_factors()
-        self.report(demo, plans, keys)
+            notes = [
+                line for _, lines in demo_seeded.send(self, clinic=demo.clinic) for line in lines
+            ]
+        self.report(demo, plans, keys, notes)
 
-    def report(self, demo: SchedulingDemo, plans: PlansDemo, keys: dict[str, str]) -> None:
+    def report(
+        self, demo: SchedulingDemo, plans: PlansDemo, keys: dict[str, str], notes: list[str]
+    ) -> None:
         clinic, booked, protocols = demo.clinic, demo.booked + plans.booked, plans.protocols
         out = self.stdout
         out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
@@ -81,3 +87,7 @@ class Command(BaseCommand):
             out.write("Calendar feeds issued by this run (subscribe from any calendar app):")
             for clinician, url in demo.feeds:
                 out.write(f"  {clinician}: {url}")
+        if notes:
+            out.write("")
+            for line in notes:
+                out.write(line)
