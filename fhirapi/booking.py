@@ -29,7 +29,6 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods
 
 from fhirapi import scopes
 from fhirapi.http import FhirError, api_view, audit, body_json, fhir_response, require
@@ -341,8 +340,7 @@ def _proposal_url(visit: Visit, slot: Slot) -> str:
     return f"urn:uuid:{uuid.uuid5(PROPOSAL_NAMESPACE, key)}"
 
 
-@require_http_methods(["GET", "POST"])
-@api_view
+@api_view(methods=("GET", "POST"))
 def find(request: HttpRequest):
     require(request, "Appointment", scopes.SEARCH)
     clinic = request.api_client.clinic
@@ -519,8 +517,7 @@ def _booking_of(resource: dict, clinic: Clinic) -> dict:
     }
 
 
-@require_http_methods(["POST"])
-@api_view
+@api_view(methods=("POST",))
 def book(request: HttpRequest):
     require(request, "Appointment", scopes.CREATE)
     clinic = request.api_client.clinic

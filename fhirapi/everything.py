@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 from django.db.models import Q
 from django.http import HttpRequest
-from django.views.decorators.http import require_GET
 
 from fhirapi import scopes
 from fhirapi.http import api_view, audit, fhir_response, require
@@ -56,7 +55,6 @@ def _readable(request, names: list[str]) -> Iterator[ResourceType]:
             yield kind
 
 
-@require_GET
 @api_view
 def patient_everything(request: HttpRequest, resource_id: str):
     patients = REGISTRY["Patient"]

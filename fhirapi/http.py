@@ -20,6 +20,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from config.throttle import client_address, hit
@@ -152,23 +153,34 @@ def audit_each(
     audit_trail.record_many(request, action, list(patients) or [None], detail)
 
 
-def api_view(view: Callable | None = None, *, public: bool = False):
-    """Wrap a FHIR view: formats, authentication (unless ``public``), errors as outcomes."""
+def api_view(
+    view: Callable | None = None, *, public: bool = False, methods: tuple[str, ...] = ("GET",)
+):
+    """Wrap a FHIR view: its methods, formats, authentication (unless ``public``),
+    errors as outcomes. The view runs in the client's clinic's time zone: a date
+    without a time in a search is that clinic's day."""
 
     def decorate(view):
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
+                if request.method not in methods:
+                    error = FhirError(
+                        405, "not-supported", f"{request.method} is not supported here."
+                    )
+                    error.headers["Allow"] = ", ".join(methods)
+                    raise error
                 _check_format(request)
                 if public:
                     throttle(f"address:{client_address(request)}")
-                else:
-                    request.api_token = authenticate(request)
-                    request.api_client = request.api_token.client
-                    request.audit_actor = f"FHIR client {request.api_client.name}"
-                    throttle(f"client:{request.api_client.pk}")
-                return view(request, *args, **kwargs)
+                    return view(request, *args, **kwargs)
+                request.api_token = authenticate(request)
+                request.api_client = request.api_token.client
+                request.audit_actor = f"FHIR client {request.api_client.name}"
+                throttle(f"client:{request.api_client.pk}")
+                with timezone.override(request.api_client.clinic.tz):
+                    return view(request, *args, **kwargs)
             except FhirError as error:
                 return error_response(error)
 

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.http import HttpRequest
-from django.views.decorators.http import require_GET
 
 from fhirapi import scopes
 from fhirapi.http import FhirError, api_view, audit, fhir_response, require
@@ -73,7 +72,6 @@ def _visit_types(request: HttpRequest) -> list[VisitType]:
     return list(VisitType.objects.filter(clinic=clinic).prefetch_related("staffing"))
 
 
-@require_GET
 @api_view
 def schedule_search(request: HttpRequest):
     require(request, "Schedule", scopes.SEARCH)
@@ -99,7 +97,6 @@ def schedule_search(request: HttpRequest):
     )
 
 
-@require_GET
 @api_view
 def schedule_read(request: HttpRequest, resource_id: str):
     require(request, "Schedule", scopes.READ)
@@ -145,7 +142,6 @@ def _start_window(request: HttpRequest, zone) -> tuple[datetime, datetime]:
     return low, high
 
 
-@require_GET
 @api_view
 def slot_search(request: HttpRequest):
     require(request, "Slot", scopes.SEARCH)
@@ -184,7 +180,6 @@ def slot_search(request: HttpRequest):
     )
 
 
-@require_GET
 @api_view
 def slot_read(request: HttpRequest, resource_id: str):
     require(request, "Slot", scopes.READ)

@@ -5,7 +5,6 @@ they belong to; the token endpoint in fhirapi/tokens.py.
 """
 
 from django.http import HttpRequest
-from django.views.decorators.http import require_GET
 
 from fhirapi import scopes
 from fhirapi.capability import capability_statement
@@ -26,13 +25,11 @@ def resource_type(name: str) -> ResourceType:
     return found
 
 
-@require_GET
 @api_view(public=True)
 def metadata(request: HttpRequest):
     return fhir_response(capability_statement(base_url(request)))
 
 
-@require_GET
 @api_view
 def read(request: HttpRequest, type_name: str, resource_id: str):
     kind = resource_type(type_name)
@@ -42,7 +39,6 @@ def read(request: HttpRequest, type_name: str, resource_id: str):
     return fhir_response(kind.to_fhir(row))
 
 
-@require_GET
 @api_view
 def search(request: HttpRequest, type_name: str):
     kind = resource_type(type_name)

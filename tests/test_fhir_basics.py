@@ -1,10 +1,11 @@
 """The FHIR API's ground rules: metadata open, everything else by token and scope,
 answers that an independent FHIR library accepts, searches paged to the end."""
 
-from datetime import date
+from datetime import date, timedelta
 from urllib.parse import urlencode
 
 import pytest
+from django.test import Client
 
 from scheduler.models import AuditAction, AuditEvent, Patient
 from tests.conftest import ClinicBuilder
@@ -116,3 +117,36 @@ def test_only_json_is_spoken(clinic):
     token = bearer(clinic, "system/Patient.read")
     assert fhir_get("/fhir/Patient?_format=xml", token).status_code == 406
     assert fhir_get("/fhir/Unicorn", token).status_code == 404
+
+
+def test_a_date_without_a_time_is_the_clinics_own_day(now):
+    """09:00 in Tokyo is 20:00 the evening before in New York (the installation's zone):
+    a client of the Tokyo clinic asking for Monday means Tokyo's Monday."""
+    from scheduler import booking
+    from tests.conftest import MONDAY, SmallClinic, at
+
+    tokyo = SmallClinic("Asia/Tokyo")
+    visit = booking.book(
+        patient=tokyo.patient(),
+        visit_type=tokyo.integration,
+        clinician=tokyo.therapist,
+        start=at(MONDAY, "09:00", "Asia/Tokyo"),
+    )
+    token = bearer(tokyo.clinic, "system/Appointment.read")
+    found = body(fhir_get(f"/fhir/Appointment?date={MONDAY}", token))
+    assert [e["resource"]["id"] for e in found["entry"]] == [str(visit.pk)]
+    day_before = MONDAY - timedelta(days=1)
+    assert body(fhir_get(f"/fhir/Appointment?date={day_before}", token))["total"] == 0
+
+
+def test_a_method_the_url_does_not_take_is_a_405_outcome(clinic):
+    token = bearer(clinic, "system/Patient.read")
+    response = Client().post(
+        "/fhir/Patient",
+        {},
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_ACCEPT="application/fhir+json",
+    )
+    assert response.status_code == 405
+    assert response["Allow"] == "GET"
+    assert validated(body(response)).issue[0].code == "not-supported"
