@@ -262,6 +262,16 @@ def _fast_password_hashing():
 DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _var_dir_of_the_tests(tmp_path_factory):
+    """Files the code writes under VAR_DIR (the demo's FHIR key) go to a temporary
+    directory, not the working tree's var/."""
+    from django.test import override_settings
+
+    with override_settings(VAR_DIR=tmp_path_factory.mktemp("var")):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _asking_rules(request):
     """The default asking rules (questionnaires migration 0002) only where a test asks for them.
