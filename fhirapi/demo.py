@@ -1,4 +1,5 @@
-"""The FHIR API's part of the demo: a client "Demo EHR" that may read everything served.
+"""The FHIR API's part of the demo: a client "Demo EHR" that may read everything served
+and book appointments.
 
 Its key pair is made here, at seed time: the public key goes in the client's
 JWKS, the private key in a file under the gitignored VAR_DIR (never in the
@@ -20,7 +21,8 @@ from fhirapi.models import ApiClient
 from scheduler.models import Clinic
 
 DEMO_CLIENT = "Demo EHR"
-DEMO_SCOPES = "system/*.read"
+# It reads everything served and books appointments (Appointment/$book).
+DEMO_SCOPES = "system/*.read system/Appointment.write"
 DEMO_KID = "demo-ehr-es384"
 
 
