@@ -58,6 +58,18 @@ def validate_scopes(text: str) -> None:
         )
     if not text.split():
         raise ValidationError("Give the client at least one scope.", code="no_scope")
+    # Lazily: the registry imports the resource modules, which import this one.
+    from fhirapi.resources import REGISTRY
+
+    unserved = sorted(
+        {scope.resource_type for scope in smart_scopes.parse_scopes(text)} - {*REGISTRY, "*"}
+    )
+    if unserved:
+        raise ValidationError(
+            "This server serves no %(types)s resources (it serves %(served)s).",
+            params={"types": ", ".join(unserved), "served": ", ".join(REGISTRY)},
+            code="unserved_type",
+        )
 
 
 def validate_public_jwks(jwks) -> None:
@@ -84,10 +96,15 @@ def validate_public_jwks(jwks) -> None:
         kids.append(jwk["kid"])
     if len(set(kids)) != len(kids):
         raise ValidationError("Two keys share a kid: each key needs its own.")
-    try:
-        jwt.PyJWKSet(jwks["keys"])
-    except (jwt.PyJWKSetError, jwt.PyJWKError, ValueError, TypeError) as problem:
-        raise ValidationError(f"The key set cannot be read: {problem}") from None
+    for jwk in jwks["keys"]:
+        try:
+            jwt.PyJWK(jwk)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            # PyJWT's own words guess at a missing library; the key's numbers are what is wrong.
+            raise ValidationError(
+                f"Key {jwk['kid']!r} is not a usable public key: check its numbers "
+                "(n and e for RSA, x and y for EC), as the client's tooling exported them."
+            ) from None
 
 
 class ApiClientQuerySet(models.QuerySet):

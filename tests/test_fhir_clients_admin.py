@@ -76,6 +76,14 @@ def test_unknown_scopes_are_named_in_the_error(admin_client, clinic):
     assert not ApiClient.objects.exists()
 
 
+def test_scopes_for_types_not_served_are_refused(admin_client, clinic):
+    response = admin_client.post(
+        ADD, form(clinic, scopes="system/Patient.read system/Appointmnt.rs")
+    )
+    assert "serves no Appointmnt resources" in errors_of(response)
+    assert not ApiClient.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("jwks", "says"),
     [
@@ -84,7 +92,11 @@ def test_unknown_scopes_are_named_in_the_error(admin_client, clinic):
         (lambda: {"keys": [{**key_pair("k", "RS384")[1], "alg": "RS256"}]}, "cannot sign"),
         (lambda: {"keys": [{k: v for k, v in key_pair()[1].items() if k != "kid"}]}, "no kid"),
         (lambda: {"keys": [key_pair("a")[1], key_pair("a")[1]]}, "share a kid"),
-        (lambda: {"keys": [{"kty": "RSA", "kid": "k", "n": "!!", "e": "AQAB"}]}, "cannot be read"),
+        (lambda: {"keys": [{"kty": "RSA", "kid": "k", "n": "!!", "e": "AQAB"}]}, "not a usable"),
+        (
+            lambda: {"keys": [{"kty": "EC", "crv": "P-384", "x": "no", "y": "no", "kid": "k"}]},
+            "is not a usable public key: check its numbers",
+        ),
         (lambda: [1, 2], "JWK Set"),
     ],
 )
