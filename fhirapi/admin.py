@@ -24,12 +24,28 @@ def changed(request, client: ApiClient, what: str) -> None:
     audit.record(request, AuditAction.API_CLIENT_CHANGED, None, f"{client.name}: {what}")
 
 
+class ClientStatus(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return None
+
+
 @admin.register(ApiClient)
 class ApiClientAdmin(ModelAdmin):
     """For clinic admins (and superusers) only: a client reads patients' data."""
 
-    list_display = ("name", "clinic", "client_id", "scopes", "created_at", "active")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "clinic")
+    # Whether it is active before the long columns (scopes, ids) that may run off a narrow screen.
+    list_display = ("name", "active", "clinic", "client_id", "scopes", "created_at")
+    list_filter = (ClientStatus, "clinic")
     list_select_related = ("clinic",)
     search_fields = ("name", "client_id")
     fields = (

@@ -19,7 +19,7 @@ from fhirapi.models import ApiClient, ApiToken
 from scheduler.models import AuditAction, AuditEvent
 from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
 from tests.conftest import ClinicBuilder
-from tests.fhir_helpers import bearer, fhir_get, key_pair
+from tests.fhir_helpers import api_client, bearer, fhir_get, key_pair
 from tests.page_helpers import sign_in_verified, staff_user
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +242,16 @@ def test_the_client_list_and_page_take_the_same_queries_however_many_rows(
         admin_client.get(LIST)
     with django_assert_max_num_queries(len(few_tokens.captured_queries)):
         admin_client.get(change)
+
+
+def test_the_list_shows_active_or_revoked_clients(admin_client, clinic):
+    from django.utils import timezone
+
+    api_client(clinic, "system/Patient.read", name="Lab")
+    ApiClient.objects.filter(
+        pk=api_client(clinic, "system/Patient.read", name="Old EHR").pk
+    ).update(revoked_at=timezone.now())
+    active = admin_client.get(LIST, {"status": "active"}).text
+    revoked = admin_client.get(LIST, {"status": "revoked"}).text
+    assert "Lab" in active and "Old EHR" not in active
+    assert "Old EHR" in revoked and ">Lab<" not in revoked
