@@ -34,7 +34,7 @@ from fhirapi import scopes
 from fhirapi.http import FhirError, api_view, audit, body_json, fhir_response, require
 from fhirapi.resources import REGISTRY
 from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM, appointment
-from fhirapi.resources.schedules import in_reach
+from fhirapi.resources.schedules import checked_window
 from fhirapi.search import date_range, reference_id, token
 from fhirapi.views import base_url
 from scheduler import booking
@@ -152,18 +152,9 @@ def _window(inputs, clinic: Clinic) -> tuple[datetime, datetime]:
     """[start, end): both given; a date alone is the clinic's day (``end``: its midnight)."""
     _, low, _ = date_range(_required(inputs, "start", "2026-12-07"), clinic.tz)
     _, high, _ = date_range(_required(inputs, "end", "2026-12-14"), clinic.tz)
-    if high <= low:
-        raise FhirError(400, "invalid", "end must come after start.", expression="end")
-    if not in_reach(low, high):
-        raise FhirError(400, "invalid", "The window is out of reach.", expression="start")
-    if high - low > timedelta(days=MOST_FIND_DAYS):
-        raise FhirError(
-            400,
-            "too-costly",
-            f"$find looks at most {MOST_FIND_DAYS} days at a time; ask for a shorter window.",
-            expression="end",
-        )
-    return low, high
+    return checked_window(
+        low, high, most_days=MOST_FIND_DAYS, what="The $find window", expression="end"
+    )
 
 
 def _count(inputs) -> int:

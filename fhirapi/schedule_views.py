@@ -5,7 +5,7 @@ paging links), filtering lists instead of a queryset.
 """
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.http import HttpRequest
 
@@ -16,8 +16,8 @@ from fhirapi.resources.schedules import (
     MOST_SLOT_DAYS,
     Owner,
     SlotTime,
+    checked_window,
     find_owner,
-    in_reach,
     owners,
     parse_slot_id,
     slot_times,
@@ -128,18 +128,9 @@ def _start_window(request: HttpRequest, zone) -> tuple[datetime, datetime]:
             "start=ge2026-12-07&start=lt2026-12-14.",
             expression="start",
         )
-    if high - low > timedelta(days=MOST_SLOT_DAYS):
-        raise FhirError(
-            400,
-            "too-costly",
-            f"A Slot search covers at most {MOST_SLOT_DAYS} days; ask for a shorter start range.",
-            expression="start",
-        )
-    if high <= low:
-        raise FhirError(400, "invalid", "The start range is empty.", expression="start")
-    if not in_reach(low, high):
-        raise FhirError(400, "invalid", "The start range is out of reach.", expression="start")
-    return low, high
+    return checked_window(
+        low, high, most_days=MOST_SLOT_DAYS, what="The start range", expression="start"
+    )
 
 
 @api_view

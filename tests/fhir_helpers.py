@@ -47,6 +47,21 @@ def validated(resource: dict):
     return getattr(module, kind).model_validate(resource)
 
 
+def ids(bundle) -> list[str]:
+    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+
+
+def search(path: str, token: str) -> dict:
+    """A search that must answer 200: its Bundle, every entry validated."""
+    response = fhir_get(path, token)
+    assert response.status_code == 200, response.content
+    bundle = body(response)
+    validated(bundle)
+    for entry in bundle.get("entry", []):
+        validated(entry["resource"])
+    return bundle
+
+
 def every_page(path: str, token: str) -> list[dict]:
     """Every entry of a search, following ``next`` links to the end."""
     entries = []

@@ -16,27 +16,15 @@ from tests.fhir_helpers import (
     body,
     course_protocol,
     fhir_get,
+    ids,
     planned_course,
+    search,
     validated,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
 
 PLANS = "system/PlanDefinition.read system/CarePlan.read"
-
-
-def ids(bundle) -> list[str]:
-    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
-
-
-def search(path: str, token: str) -> dict:
-    response = fhir_get(path, token)
-    assert response.status_code == 200, response.content
-    bundle = body(response)
-    validated(bundle)
-    for entry in bundle.get("entry", []):
-        validated(entry["resource"])
-    return bundle
 
 
 def extension(element: dict, name: str) -> dict:

@@ -15,7 +15,7 @@ from questionnaires.models import (
 )
 from scheduler.models import AuditAction, AuditEvent
 from tests.conftest import SmallClinic
-from tests.fhir_helpers import bearer, body, fhir_get, validated
+from tests.fhir_helpers import bearer, body, fhir_get, ids, search, validated
 from tests.score_helpers import answered
 
 pytestmark = pytest.mark.django_db
@@ -25,20 +25,6 @@ WHEN = datetime(2030, 6, 3, 14, 30, tzinfo=UTC)
 PHQ9_TOTAL = "44261-6"
 GAD7_TOTAL = "70274-6"
 ITEM_9 = "44260-8"
-
-
-def ids(bundle) -> list[str]:
-    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
-
-
-def search(path: str, token: str) -> dict:
-    response = fhir_get(path, token)
-    assert response.status_code == 200, response.content
-    bundle = body(response)
-    validated(bundle)
-    for entry in bundle.get("entry", []):
-        validated(entry["resource"])
-    return bundle
 
 
 def in_progress(patient, code: str = "phq-9") -> QuestionnaireResponse:

@@ -11,25 +11,11 @@ from django.utils import timezone
 
 from scheduler.models import AuditAction, AuditEvent, Room, TimeOff
 from tests.conftest import SmallClinic
-from tests.fhir_helpers import bearer, body, every_page, fhir_get, validated
+from tests.fhir_helpers import bearer, body, every_page, fhir_get, ids, search, validated
 
 pytestmark = pytest.mark.django_db
 
 EVERYTHING = "system/*.read"
-
-
-def ids(bundle) -> list[str]:
-    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
-
-
-def search(path: str, token: str) -> dict:
-    response = fhir_get(path, token)
-    assert response.status_code == 200, response.content
-    bundle = body(response)
-    validated(bundle)
-    for entry in bundle.get("entry", []):
-        validated(entry["resource"])
-    return bundle
 
 
 def test_practitioner_reads_as_the_clinician(clinic):

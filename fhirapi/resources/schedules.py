@@ -173,6 +173,30 @@ def in_reach(start: datetime, end: datetime) -> bool:
     return EVER[0] + timedelta(days=2) <= start and end <= EVER[1] - timedelta(days=2)
 
 
+def checked_window(
+    low: datetime, high: datetime, *, most_days: int, what: str, expression: str
+) -> tuple[datetime, datetime]:
+    """[low, high) when it is a window a search may look at: not empty, within what
+    availability can read, at most ``most_days`` long; else a 400 naming ``what``."""
+    if high <= low:
+        raise FhirError(
+            400,
+            "invalid",
+            f"{what} is empty: its end must come after its start.",
+            expression=expression,
+        )
+    if not in_reach(low, high):
+        raise FhirError(400, "invalid", f"{what} is out of reach.", expression=expression)
+    if high - low > timedelta(days=most_days):
+        raise FhirError(
+            400,
+            "too-costly",
+            f"{what} may cover at most {most_days} days; ask for a shorter one.",
+            expression=expression,
+        )
+    return low, high
+
+
 def parse_slot_id(slot_id: str) -> tuple[str, datetime, timedelta]:
     """(schedule id, start, length) a slot id names; 404 when it names none."""
     try:
