@@ -6,7 +6,6 @@ keys (a JWKS) its token requests are signed with (fhirapi/tokens.py). Only the
 SHA-256 of a bearer token is stored, as with patient links and feed tokens.
 """
 
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -18,16 +17,11 @@ from django.utils import timezone
 
 from fhirapi import scopes as smart_scopes
 from scheduler.models import Clinic
-
-TOKEN_BYTES = 32
+from scheduler.tokens import TOKEN_BYTES, digest
 
 
 def new_client_id() -> str:
     return secrets.token_urlsafe(16)
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # SMART Backend Services asks servers for RS384 and ES384; nothing else is taken.
@@ -189,7 +183,7 @@ class ApiToken(models.Model):
         now = timezone.now()
         token = cls.objects.create(
             client=client,
-            digest=token_digest(secret),
+            digest=digest(secret),
             scopes=scopes,
             issued_at=now,
             expires_at=now + lifetime,

@@ -916,6 +916,14 @@ class Availability:
         ]
         return max(held, default=None)
 
+    def clinic_open(self, start: datetime, end: datetime) -> bool:
+        """Whether the clinic is open all of [start, end): its hours, no closure, no holiday."""
+        return (
+            _within(self.opening_hours, start.astimezone(self.tz), end.astimezone(self.tz))
+            and self.closures.first_overlap(start, end) is None
+            and self.holidays.first_overlap(start, end) is None
+        )
+
     def person_free(self, clinician: Clinician, start: datetime, end: datetime) -> bool:
         """Whether ``clinician`` works and is held by nothing (time off, own calendar, visits) then."""
         return (

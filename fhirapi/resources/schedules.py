@@ -26,7 +26,7 @@ from fhirapi.http import FhirError, instant
 from fhirapi.resources import ResourceType, reference, register
 from fhirapi.resources.appointments import VISIT_TYPE_SYSTEM
 from fhirapi.search import SearchParam
-from scheduler.availability import Availability, _within, wall_clock_grid
+from scheduler.availability import Availability, wall_clock_grid
 from scheduler.diary import EVER
 from scheduler.models import Clinic, Clinician, Modality, Room, VisitType, is_row_id
 
@@ -288,12 +288,7 @@ def slot_times(clinic: Clinic, owner: Owner, start: datetime, end: datetime) -> 
 
 
 def _free(availability: Availability, person, room, start: datetime, end: datetime) -> bool:
-    tz = availability.tz
-    if not _within(availability.opening_hours, start.astimezone(tz), end.astimezone(tz)):
-        return False
-    if availability.closures.first_overlap(start, end) or availability.holidays.first_overlap(
-        start, end
-    ):
+    if not availability.clinic_open(start, end):
         return False
     if person:
         return availability.person_free(person, start, end)
