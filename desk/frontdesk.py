@@ -10,12 +10,13 @@ about the times it offers).
 
 import hashlib
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Subquery, Sum
+from django.db import connections, router, transaction
+from django.db.models import Exists, OuterRef, Prefetch, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -49,13 +50,15 @@ from scheduler.models import (
     Visit,
     VisitParticipant,
     VisitStatus,
+    VisitType,
     is_row_id,
 )
 from scheduler.roles import DESK_ROLES, role_required
 from waitlist.models import freed_without_taker
 
 SEARCH_LIMIT = 50
-SCHEDULE_CACHE_SECONDS = 60
+# A schedule's key changes with the quarter hour (``_quarter_hour``).
+SCHEDULE_CACHE_SECONDS = 15 * 60
 QUEUE_LIMIT = 200
 PATIENT_CHANGES_DAYS = 7
 
@@ -85,6 +88,10 @@ def _with_flags(visits):
             MonitoringFormTask.objects.open().filter(visit=OuterRef("pk")).values("due_on")[:1]
         ),
     )
+
+
+# The flags ``_with_flags`` asks of each visit as yes or no.
+FLAG_FACTS = ("message_failed", "asked_to_move", "screening_cleared")
 
 
 def _visits(clinic: Clinic):
@@ -126,31 +133,58 @@ def flag_visits(visits: list[Visit], today: date) -> list[Visit]:
 
 
 def schedule_version(clinic: Clinic, start: datetime, end: datetime) -> str:
-    """A digest of every visit a day or week schedule shows between start and end, with its flags.
+    """A digest of every visit a day or week schedule shows between start and end, with its
+    flags and names.
 
     One query, whatever the number of visits: their count, latest change and
     sum of sequences (a move, a cancellation, a change of team, a check-in or
-    a ride home all change one), and for each flag's facts the number and the
-    sum of ids of the visits that have it: a failed message, an open
-    reschedule request, a cleared screening, an open REMS form (and its latest
-    due date), asked as the grid's flags ask them (``_with_flags``). Written
-    as a scalar subquery a figure, the query took longer to build and compile
-    on every request than to run (tens of milliseconds against under one).
+    a ride home all change one); for each flag's facts the number and the sum
+    of ids of the visits that have it: a failed message, an open reschedule
+    request, a cleared screening, an open REMS form (and its latest due date),
+    asked as the grid's flags ask them (``_with_flags``); and the latest change
+    to the shown visits' patients and to any clinician, room or visit type
+    (their names and kinds are drawn).
+
+    Every desk asks it on every look at a schedule, so it is cheap twice over:
+    the visits and their flags are one materialised step, each flag asked once
+    a visit (the ORM's aggregate over the annotations asked each twice, as
+    the count and as the sum), and its SQL is built once for each clinic and
+    span a process shows (building and compiling it took longer than running
+    it: 11 ms of Python a request).
     """
-    visits = _with_flags(_scheduled(clinic).overlapping(start, end)).order_by()
-    shown = {"count": Count("pk"), "latest": Max("updated_at"), "moves": Sum("sequence")}
-    for fact in ("message_failed", "asked_to_move", "screening_cleared"):
-        shown |= {
-            f"{fact}_n": Count("pk", filter=Q(**{fact: True})),
-            f"{fact}_ids": Sum("pk", filter=Q(**{fact: True})),
-        }
-    shown |= {
-        "forms_n": Count("rems_form_due"),
-        "forms_ids": Sum("pk", filter=Q(rems_form_due__isnull=False)),
-        "forms_due": Max("rems_form_due"),
-    }
-    parts = [start, end, *visits.aggregate(**shown).values()]
+    sql, params = _schedule_version_query(clinic.pk, start, end)
+    with connections[router.db_for_read(Visit)].cursor() as cursor:
+        cursor.execute(sql, params)
+        parts = [start, end, *cursor.fetchone()]
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=256)
+def _schedule_version_query(clinic_id: int, start: datetime, end: datetime) -> tuple[str, tuple]:
+    """The SQL ``schedule_version`` runs, with its parameters (nothing in it moves with time)."""
+    shown = (
+        _with_flags(_scheduled(Clinic(pk=clinic_id)).overlapping(start, end))
+        .order_by()
+        .values("id", "patient_id", "updated_at", "sequence", *FLAG_FACTS, "rems_form_due")
+    )
+    sql, params = shown.query.sql_with_params()
+    facts = ", ".join(
+        f"SUM(CASE WHEN {fact} THEN 1 ELSE 0 END), SUM(CASE WHEN {fact} THEN id ELSE 0 END)"
+        for fact in FLAG_FACTS
+    )
+    names = ", ".join(
+        f"(SELECT MAX(updated_at) FROM {model._meta.db_table})"
+        for model in (Clinician, Room, VisitType)
+    )
+    patients = Patient._meta.db_table
+    aggregate = (
+        f"WITH shown AS MATERIALIZED ({sql}) "
+        f"SELECT COUNT(*), MAX(updated_at), SUM(sequence), {facts}, COUNT(rems_form_due), "
+        "SUM(CASE WHEN rems_form_due IS NULL THEN 0 ELSE id END), MAX(rems_form_due), "
+        f"(SELECT MAX(updated_at) FROM {patients} WHERE id IN (SELECT patient_id FROM shown)), "
+        f"{names} FROM shown"
+    )
+    return aggregate, tuple(params)
 
 
 def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, also=()) -> str:
@@ -159,9 +193,8 @@ def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, als
     Twenty desks looking at today's 400 visits would otherwise draw the same
     grid over and over. The key is ``schedule_version`` and ``also``: what
     else the schedule shows (the grid's backdrop, the view chosen, the
-    minute, which moves the now-line and ends the free times past). Names of
-    patients, clinicians and rooms are not in it, so the cache keeps a copy at
-    most SCHEDULE_CACHE_SECONDS. The fragment has links only, nothing per user.
+    quarter hour it is drawn as of). The fragment has links only, nothing per
+    user.
     """
     version = schedule_version(clinic, start, end)
     extra = hashlib.sha256("|".join(map(str, also)).encode()).hexdigest()[:16]
@@ -173,8 +206,19 @@ def schedule_fragment(template: str, clinic: Clinic, start, end, context, *, als
     return mark_safe(html)  # rendered by our own template, escaped there
 
 
-def _minute(now: datetime) -> str:
-    return now.replace(second=0, microsecond=0).isoformat()
+def _quarter_hour(now: datetime) -> datetime:
+    """The schedules are drawn as of the quarter hour now is in, and kept until the next one.
+
+    Their free times are quarter hours, so one starting after now starts after
+    the quarter hour's start too: the same cells are offered. Only the
+    now-line is drawn at the quarter hour's start, and static/js/now_line.js
+    puts it at the minute as the page loads. Drawn as of the minute, the
+    schedule was drawn again every minute by every web process at once, each
+    draw taking half a second to a second and a half.
+    """
+    return now - timedelta(
+        minutes=now.minute % 15, seconds=now.second, microseconds=now.microsecond
+    )
 
 
 def _booker(week: bool = False):
@@ -237,7 +281,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         _local_midnight(day + timedelta(days=1), clinic.tz),
     )
     by_room = request.GET.get("by") == "room"
-    now = timezone.now()
+    now = _quarter_hour(timezone.now())
     today = timezone.localdate(now, timezone=clinic.tz)
     backdrop = time_grid.Backdrop.kept(clinic, start, end)
     rooms = list(Room.objects.filter(clinic=clinic).order_by("name")) if by_room else []
@@ -260,7 +304,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
         }
 
     is_today = day == today
-    also = [backdrop.digest(), by_room, [(room.pk, room.name) for room in rooms], _minute(now)]
+    also = [backdrop.digest(), by_room, [(room.pk, room.name) for room in rooms], now]
     context = {
         "clinic": clinic,
         "tz": clinic.tz,
@@ -290,7 +334,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
     clinic = desk_clinic()
     day = day or request.GET.get("day")  # the "go to" form asks by query string
-    now = timezone.now()
+    now = _quarter_hour(timezone.now())
     today = timezone.localdate(now, timezone=clinic.tz)
     anchor = day_in_url(day) if day else today
     monday = anchor - timedelta(days=anchor.weekday())
@@ -342,7 +386,7 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
             start,
             end,
             schedule,
-            also=[backdrop.digest(), person.pk if person else "", _minute(now)],
+            also=[backdrop.digest(), person.pk if person else "", now],
         ),
     }
     return render(request, "desk/week.html", context)

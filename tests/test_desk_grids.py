@@ -272,7 +272,15 @@ def test_the_grid_is_drawn_again_when_what_shades_it_changes_and_as_time_passes(
     sam = columns(later)["Sam Rivers"]
     assert "Book Sam Rivers at 11:15" not in free_cells(sam)
     assert "Book Sam Rivers at 11:30" in free_cells(sam)
-    assert 'class="tg-now r14 m5"' in later  # 11:15 is row 14, five minutes in
+    # 11:15 is row 14: the line is drawn at the quarter hour's start (the page's
+    # script moves it to the minute), and the grid is kept for the quarter hour.
+    assert 'class="tg-now r14 m0"' in later
+    now.move_to(at(TODAY, "11:29"))
+    with CaptureQueriesContext(connection) as again:
+        assert columns(desk.get(url).text) == columns(later)
+    assert not [q for q in again.captured_queries if '"scheduler_visit"."uid"' in q["sql"]]
+    now.move_to(at(TODAY, "11:30"))
+    assert "Book Sam Rivers at 11:30" not in free_cells(columns(desk.get(url).text)["Sam Rivers"])
 
 
 def test_the_grid_is_drawn_again_when_a_flag_comes_or_goes(desk, clinic):
@@ -306,6 +314,39 @@ def test_the_grid_is_drawn_again_when_a_flag_comes_or_goes(desk, clinic):
     assert "Asked to reschedule" not in flags()[0]
     MonitoringFormTask.objects.filter(pk=task.pk).update(submitted_on=MONDAY)
     assert "REMS form" not in flags()[1]
+
+
+def test_the_grid_is_drawn_again_when_a_name_it_shows_changes(desk, clinic, now):
+    dose = booking.book(
+        patient=clinic.patient("Avery", "Applewood"),
+        visit_type=clinic.iv,
+        clinician=clinic.prescriber,
+        start=at(MONDAY, "09:00"),
+        room=clinic.room1,
+    )
+
+    def shown(view: str = "desk_day") -> str:
+        response = desk.get(reverse(view, args=[MONDAY.isoformat()]))
+        return (
+            block(columns(response.text)["Dr. Alvarez"], dose)
+            if view == "desk_day"
+            else (response.text)
+        )
+
+    assert "Avery Applewood" in shown()
+    # Each change a minute later (the fixture stops the clock; the digest reads when rows changed).
+    now.shift(timedelta(minutes=1))
+    dose.patient.first_name = "Ava"
+    dose.patient.save()
+    assert "Ava Applewood" in shown() and "Ava Applewood" in shown("desk_week")
+    now.shift(timedelta(minutes=1))
+    clinic.iv.name = "Infusion, renamed"
+    clinic.iv.save()
+    assert "Infusion, renamed" in shown()
+    now.shift(timedelta(minutes=1))
+    clinic.room1.name = "Garden room"
+    clinic.room1.save()
+    assert "Garden room" in day_page(desk, MONDAY, by="room")
 
 
 def test_the_clinicians_week_is_a_grid_of_their_part_with_busy_times_and_video_links(
