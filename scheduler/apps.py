@@ -9,7 +9,7 @@ class SchedulerConfig(AppConfig):
     def ready(self):
         from axes.signals import user_locked_out
 
-        from scheduler import diary
+        from scheduler import diary, statistics
         from scheduler.audit import record_lockout, record_visit_change
         from scheduler.booking import visit_saved
         from scheduler.external_calendars import ensure_schedule
@@ -26,4 +26,8 @@ class SchedulerConfig(AppConfig):
         # The change log behind kept diaries is cut back every hour (scheduler.diary).
         post_migrate.connect(
             diary.ensure_schedule, sender=self, dispatch_uid="scheduler.diary.schedule"
+        )
+        # SQLite's planner statistics, refreshed daily (scheduler.statistics).
+        post_migrate.connect(
+            statistics.ensure_schedule, sender=self, dispatch_uid="scheduler.statistics.schedule"
         )
