@@ -9,8 +9,9 @@ through Redis runs in whichever cluster takes it and sends the batch through
 the real twilio SDK to the Twilio-compatible server (tests/fake_twilio.py),
 which takes its time over each text; part-way through, that cluster is killed
 (SIGKILL, every process of it). The every-minute schedule then runs the next
-pass, on the other cluster. Every text reaches Twilio exactly once and every row ends
-accepted by it.
+pass, on the other cluster. Every text reaches Twilio exactly once, and every
+row ends delivered once Twilio's signed delivery reports have come back
+through the web processes.
 
 django-q2's Redis broker promises nothing of the kind: a task is popped off
 the queue without acknowledgement, so the pass the dead cluster held is simply
@@ -70,7 +71,7 @@ FIRST_PASS = "scale-out first pass"
 CLUSTERS = "django_q:kap:cluster:*"  # django-q2's key for each running cluster's status
 
 
-def installation(redis_url: str, twilio: FakeTwilio, var_dir: Path) -> dict[str, str]:
+def installation(redis_url: str, twilio: FakeTwilio, var_dir: Path, port: int) -> dict[str, str]:
     """One environment for every process of the installation, as a deployment gives them."""
     return {
         **worker_environment(),  # this run's database
@@ -78,6 +79,10 @@ def installation(redis_url: str, twilio: FakeTwilio, var_dir: Path) -> dict[str,
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
+        # Where Twilio posts delivery reports: the web processes themselves,
+        # reached without the proxy (which would redirect plain HTTP instead).
+        "SITE_URL": f"http://127.0.0.1:{port}",
+        "SECURE_SSL_REDIRECT": "0",
         "VAR_DIR": str(var_dir),
         "REDIS_URL": f"{redis_url}/0",
         "CACHE_URL": f"{redis_url}/1",
@@ -189,9 +194,9 @@ def test_two_clusters_on_redis_send_each_text_once_when_one_dies_mid_batch(
     twilio = twilio_server
     twilio.reset()
     twilio.latency = LATENCY
-    env = installation(redis_server, twilio, tmp_path)
-    broker, cache = redis.Redis.from_url(env["REDIS_URL"]), redis.Redis.from_url(env["CACHE_URL"])
     port = free_port()
+    env = installation(redis_server, twilio, tmp_path, port)
+    broker, cache = redis.Redis.from_url(env["REDIS_URL"]), redis.Redis.from_url(env["CACHE_URL"])
     access_log = tmp_path / "access.log"
     web = start(
         "gunicorn",
@@ -266,6 +271,8 @@ def test_two_clusters_on_redis_send_each_text_once_when_one_dies_mid_batch(
         Schedule.objects.filter(name=SCHEDULE_NAME).update(next_run=clock.reading(env))
         scheduled = Task.objects.filter(func=SCHEDULE_FUNC, group=SCHEDULE_NAME)
         wait_until(scheduled.exists, 90, "the schedule's pass on the cluster left")
+        # Twilio's delivery reports, signed, to whichever web process accepts each.
+        reports = twilio.deliver_all()
     finally:
         for process in running:
             if process.poll() is None:
@@ -275,9 +282,10 @@ def test_two_clusters_on_redis_send_each_text_once_when_one_dies_mid_batch(
     # Each text reached Twilio once; not even a second attempt was made.
     assert Counter(m["to"] for m in twilio.messages) == {p.mobile: 1 for p in patients}
     assert len(twilio.creates()) == PATIENTS
+    assert set(reports) == {204} and len(reports) == 2 * PATIENTS
     rows = list(texts)
     assert {(row.status, row.in_doubt, row.claim_token) for row in rows} == {
-        (Status.QUEUED, False, "")
+        (Status.DELIVERED, False, "")
     }
     assert {row.provider_id for row in rows} == {m["sid"] for m in twilio.messages}
     # What the dead cluster had marked as being sent was looked up first, once each.
