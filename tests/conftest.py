@@ -25,11 +25,12 @@ from scheduler.models import (
 from scheduler.timezones import zone
 
 # Fixtures every test module may ask for by name: the messaging outboxes, the
-# Twilio-compatible server and the SMTP server on loopback.
+# Twilio-compatible server, the SMTP server and Redis on loopback.
 pytest_plugins = [
     "tests.reminder_helpers",
     "tests.fake_twilio",
     "tests.smtp_server",
+    "tests.servers",
     "tests.safety_helpers",
 ]
 

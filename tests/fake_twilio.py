@@ -56,6 +56,9 @@ class FakeTwilio:
     invalid_numbers: set[str] = field(default_factory=set)  # 21211
     opted_out_numbers: set[str] = field(default_factory=set)  # 21610
     down: bool = False  # an outage: every create gets 503 until it is over
+    # Seconds each create takes before Twilio has the message (a busy API, a slow
+    # network): a client that dies meanwhile leaves it created, never told.
+    latency: float = 0.0
 
     def __post_init__(self):
         self.lock = threading.Lock()
@@ -102,6 +105,7 @@ class FakeTwilio:
             self.invalid_numbers.clear()
             self.opted_out_numbers.clear()
             self.down = False
+            self.latency = 0.0
 
     def configure(self, settings_, *, messaging_service: str = "") -> None:
         """Point the project's Twilio transport (pytest-django ``settings``) at this server."""
@@ -158,6 +162,8 @@ class FakeTwilio:
         )
 
     def _create(self, handler, params: dict) -> None:
+        if self.latency:
+            time.sleep(self.latency)
         with self.lock:
             failure = self.failures.pop(0) if self.failures else None
         if self.down:

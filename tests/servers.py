@@ -1,19 +1,29 @@
-"""Real servers on loopback for tests: an HTTP server for .ics files and an SMTP server.
+"""Real servers on loopback for tests: an HTTP server for .ics files, an SMTP server, Redis.
 
 They are the other side of the wire (fake the service, not our own
-functions): the code under test speaks real HTTP through urllib and real SMTP
-through Django's SMTP backend.
+functions): the code under test speaks real HTTP through urllib, real SMTP
+through Django's SMTP backend and real Redis through redis-py. ``Site`` is the
+client side: our own site served by a real server (gunicorn), asked over HTTP.
 """
 
 import contextlib
+import http.client
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode
 
+import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -148,6 +158,83 @@ def wait_until_listening(port: int, server, seconds: float = 60, *, log=None) ->
             return
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
+
+
+class Site:
+    """Our site as the TLS proxy passes it on: plain HTTP with X-Forwarded-Proto, for
+    production settings behind a server on ``port``.
+
+    Keeps the cookies it is given (CSRF token, session) as a browser does and
+    sends the CSRF token with every form; a new connection each request, so
+    the requests go to whichever of the server's workers accepts.
+    """
+
+    def __init__(self, port: int):
+        self.port = port
+        self.cookies: dict[str, str] = {}
+
+    @property
+    def csrf(self) -> str:
+        return self.cookies.get("csrftoken", "")
+
+    def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, str]:
+        """The answer's status and text."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        origin = f"https://127.0.0.1:{self.port}"
+        headers = {"X-Forwarded-Proto": "https", "Origin": origin, "Referer": origin + "/"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode({**form, "csrfmiddlewaretoken": self.csrf})
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            self.cookies.update({name: m.value for name, m in SimpleCookie(header).items()})
+        return response.status, text
+
+    def sign_in(self, path: str, username: str, password: str) -> tuple[int, str]:
+        if not self.csrf:
+            self.request("GET", "/login/")
+        return self.request("POST", path, {"username": username, "password": password})
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's (.ci/run sets CI, as CI services do): what a developer's
+    machine may lack, CI must have."""
+    return bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[str]:
+    """A Redis server of the test's own on loopback, without persistence: its URL.
+
+    Debian's ``redis-server`` (.ci/run installs it): skipped where it is not
+    installed, but under CI its absence is a failure.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing = "redis-server is not installed (apt-get install redis-server)"
+        if in_ci():
+            pytest.fail(f"{missing}: CI runs the scale-out test")
+        pytest.skip(missing)
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # nothing kept
+    log = Path(tmp_path) / "redis.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_listening(port, server, 30, log=log)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 class Mailbox:

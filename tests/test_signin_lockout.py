@@ -5,9 +5,7 @@ production settings behind gunicorn with four workers on one SQLite file, as
 the embedded default deploys.
 """
 
-import http.client
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -21,7 +19,7 @@ from django.urls import reverse
 
 from scheduler.models import AuditAction, AuditEvent
 from tests.page_helpers import front_desk
-from tests.servers import free_port, wait_until_listening
+from tests.servers import Site, free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -131,41 +129,6 @@ def test_a_lockout_and_each_try_refused_by_it_are_in_the_audit_trail(client, use
 
 
 # -- several processes ----------------------------------------------------------
-
-
-class Site:
-    """An HTTPS site as the proxy passes it on: plain HTTP with X-Forwarded-Proto."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.csrf = ""
-
-    def request(self, method: str, path: str, form: dict | None = None):
-        # A new connection each time, so the requests go to whichever worker accepts.
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        origin = f"https://127.0.0.1:{self.port}"
-        headers = {"X-Forwarded-Proto": "https", "Origin": origin, "Referer": origin + "/"}
-        body = None
-        if self.csrf:
-            headers["Cookie"] = f"csrftoken={self.csrf}"
-        if form is not None:
-            body = "&".join(
-                f"{k}={v}" for k, v in {**form, "csrfmiddlewaretoken": self.csrf}.items()
-            )
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read().decode()
-        cookie = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie") or "")
-        if cookie:
-            self.csrf = cookie.group(1)
-        connection.close()
-        return response.status, text
-
-    def sign_in(self, path: str, username: str, password: str) -> tuple[int, str]:
-        if not self.csrf:
-            self.request("GET", "/login/")
-        return self.request("POST", path, {"username": username, "password": password})
 
 
 def test_behind_gunicorn_with_four_workers_the_admin_login_locks_the_desk_sign_in(tmp_path):
