@@ -333,14 +333,15 @@ def seeded_for_the_module(
     than once per test.
 
     Seeding the demo takes seconds, and a module may ask for it dozens of times.
-    The rows are written at ``NOW``, with no asking rule (as ``_asking_rules``
-    leaves the database for tests without the questionnaires mark), in a
-    transaction left open until the module's last test and rolled back then.
-    Each test runs in a savepoint inside it, as any database test does
-    (pytest-django), so each starts from the seeded rows and leaves nothing
-    behind. pytest-django runs a module's database tests in the order they are
-    written: those that do not ask for ``name`` come before the first that does
-    (``_outside_seeded_rows`` fails a test that would see rows it did not ask for).
+    The rows are written at ``NOW`` and with no asking rule, as ``_asking_rules``
+    leaves the database for tests without the questionnaires mark (so not for
+    tests with it), in a transaction left open until the module's last test
+    and rolled back then. Each test runs in a savepoint inside it, as any
+    database test does (pytest-django), so each starts from the seeded rows and
+    leaves nothing behind. pytest-django runs a module's database tests in the
+    order they are written: those that do not ask for ``name`` come before the
+    first that does (``_outside_seeded_rows`` fails a test that would see rows
+    it did not ask for).
     """
     import time_machine
 
