@@ -1,11 +1,15 @@
 """A small synthetic clinic for tests, built directly from the models."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from itertools import count
+from typing import TypeVar
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 
 from plans.models import CONTRAINDICATIONS, RemsEnrollment, RemsSetting, Screening
 from scheduler.models import (
@@ -234,14 +238,16 @@ def clinic(db) -> SmallClinic:
 MONDAY = date(2030, 6, 3)
 
 
+# The moment the ``now`` fixture stops the clock at: before every fixed date these tests book.
+NOW = datetime(2030, 1, 2, 12, 0, tzinfo=zone("UTC"))
+
+
 @pytest.fixture
 def now():
-    """The clock on 2030-01-02, before every fixed date these tests book."""
+    """The clock on 2030-01-02 (``NOW``), before every fixed date these tests book."""
     import time_machine
 
-    with time_machine.travel(
-        datetime(2030, 1, 2, 12, 0, tzinfo=zone("UTC")), tick=False
-    ) as traveller:
+    with time_machine.travel(NOW, tick=False) as traveller:
         yield traveller
 
 
@@ -261,6 +267,12 @@ def _fast_password_hashing():
 
 # Tests that reach the database, by the fixtures or the marker that give them one.
 DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+
+
+def uses_database(request) -> bool:
+    """Whether the test behind ``request`` reaches the database."""
+    marked = request.node.get_closest_marker("django_db") is not None
+    return marked or bool(DATABASE_FIXTURES & set(request.fixturenames))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -285,25 +297,87 @@ def _asking_rules(request):
     transactional test empties every table, migrations' rows too.
     """
     wanted = request.node.get_closest_marker("questionnaires") is not None
-    uses_db = request.node.get_closest_marker("django_db") or DATABASE_FIXTURES & set(
-        request.fixturenames
-    )
-    if not uses_db:
+    if not uses_database(request):
         yield
         return
     request.getfixturevalue("_django_db_helper")  # what the db fixtures and the marker do
+    load_asking_rules(wanted)
+    yield
+
+
+def load_asking_rules(wanted: bool) -> None:
+    """PHQ-9, GAD-7 and the default rules, as migrated (get_or_create: no change if
+    there); no asking rule at all unless ``wanted``."""
     from importlib import import_module
 
     from django.apps import apps
 
     from questionnaires.models import AskingRule
 
-    # PHQ-9, GAD-7 and the default rules, as migrated (get_or_create: no change if there).
     defaults = import_module("questionnaires.migrations.0002_phq9_gad7_and_default_rules")
     defaults.add_instruments(apps, None)
     if not wanted:
         AskingRule.objects.all().delete()
-    yield
+
+
+# The module fixtures (``seeded_for_the_module``) whose rows are in the database now.
+_open_seeds: list[str] = []
+Seeded = TypeVar("Seeded")
+
+
+@contextmanager
+def seeded_for_the_module(
+    name: str, django_db_blocker, seed: Callable[[], Seeded]
+) -> Iterator[Seeded]:
+    """What ``seed()`` writes, once per test worker for a module's tests that ask for the
+    module fixture ``name`` that uses this (and asks for ``django_db_setup``), rather
+    than once per test.
+
+    Seeding the demo takes seconds, and a module may ask for it dozens of times.
+    The rows are written at ``NOW`` and with no asking rule, as ``_asking_rules``
+    leaves the database for tests without the questionnaires mark (so not for
+    tests with it), in a transaction left open until the module's last test
+    and rolled back then. Each test runs in a savepoint inside it, as any
+    database test does (pytest-django), so each starts from the seeded rows and
+    leaves nothing behind. pytest-django runs a module's database tests in the
+    order they are written: those that do not ask for ``name`` come before the
+    first that does (``_outside_seeded_rows`` fails a test that would see rows
+    it did not ask for).
+    """
+    import time_machine
+
+    with django_db_blocker.unblock(), transaction.atomic():
+        with time_machine.travel(NOW, tick=False):
+            load_asking_rules(wanted=False)
+            seeded = seed()
+        _open_seeds.append(name)
+        try:
+            with django_db_blocker.block():
+                yield seeded
+        finally:
+            _open_seeds.remove(name)
+            transaction.set_rollback(True)
+
+
+@pytest.fixture(scope="module")
+def demo_seeded(django_db_setup, django_db_blocker):
+    """``seed_demo``'s clinic, seeded once per worker for the module's tests that ask
+    for it (``seeded_for_the_module``)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    seed = partial(call_command, "seed_demo", stdout=StringIO())
+    with seeded_for_the_module("demo_seeded", django_db_blocker, seed):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _outside_seeded_rows(request):
+    """A database test sees a module's seeded rows only if it asks for them."""
+    if _open_seeds and uses_database(request):
+        unasked = [name for name in _open_seeds if name not in request.fixturenames]
+        assert not unasked, f"tests that do not ask for {unasked} go before the first that does"
 
 
 @pytest.fixture(autouse=True)

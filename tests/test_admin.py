@@ -1,7 +1,6 @@
 """The admin: every page opens, search finds patients as staff type them, and visits
 added or changed there obey the same booking rules as everywhere else."""
 
-import io
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -39,9 +38,7 @@ VISIT_LIST = reverse("admin:scheduler_visit_changelist")
 
 
 @pytest.fixture
-def demo(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    call_command("seed_demo", stdout=io.StringIO())
+def demo(demo_seeded, db):
     marsh = Clinician.objects.get(user__username="marsh")
     TimeOff.objects.create(
         clinician=marsh, start=at(MONDAY, "13:00"), end=at(MONDAY, "17:00"), reason="Training"
@@ -92,6 +89,35 @@ def visit_form(screening, patient_, day, hh_mm: str, **extra) -> dict:
 
 def form_errors(response) -> list[str]:
     return list(response.context["adminform"].form.non_field_errors())
+
+
+# -- every page showing clinic times, by declaration (no demo: it comes first) ---------
+
+
+def test_every_page_showing_clinic_times_names_a_path_that_ends_at_a_clinic():
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    pages = [
+        (type(model_admin), model)
+        for model in apps.get_models()
+        if admin.site.is_registered(model)
+        and isinstance(model_admin := admin.site.get_model_admin(model), ClinicZoneMixin)
+    ] + [
+        (inline, inline.model)
+        for inline in subclasses(ClinicZoneMixin)
+        if issubclass(inline, InlineModelAdmin)
+    ]
+    assert len(pages) >= 9
+    for page, model in pages:
+        path = page.clinic_path  # declared on every such page: there is no default
+        if path is None:
+            continue  # the default zone, by choice
+        for name in path.split("__") if path else ():
+            model = model._meta.get_field(name).related_model
+        assert model is Clinic, f"{page.__name__}.clinic_path {path!r} ends at {model.__name__}"
 
 
 # -- every page opens ----------------------------------------------------------------
@@ -189,32 +215,6 @@ def test_a_visit_is_booked_and_listed_in_its_patients_clinics_zone(staff, berlin
     visit = Visit.objects.get(patient__last_name="Brandt")
     assert visit.start == datetime(2030, 6, 3, 8, 0, tzinfo=UTC)  # 10:00 CEST
     assert "Mon 2030-06-03 10:00 CEST" in staff.get(VISIT_LIST, {"q": "Brandt"}).text
-
-
-def test_every_page_showing_clinic_times_names_a_path_that_ends_at_a_clinic():
-    def subclasses(cls):
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from subclasses(sub)
-
-    pages = [
-        (type(model_admin), model)
-        for model in apps.get_models()
-        if admin.site.is_registered(model)
-        and isinstance(model_admin := admin.site.get_model_admin(model), ClinicZoneMixin)
-    ] + [
-        (inline, inline.model)
-        for inline in subclasses(ClinicZoneMixin)
-        if issubclass(inline, InlineModelAdmin)
-    ]
-    assert len(pages) >= 9
-    for page, model in pages:
-        path = page.clinic_path  # declared on every such page: there is no default
-        if path is None:
-            continue  # the default zone, by choice
-        for name in path.split("__") if path else ():
-            model = model._meta.get_field(name).related_model
-        assert model is Clinic, f"{page.__name__}.clinic_path {path!r} ends at {model.__name__}"
 
 
 # -- search -------------------------------------------------------------------------
@@ -474,7 +474,6 @@ def test_the_admin_shows_a_clinicians_calendar_address_by_its_host_only(
 
 
 def test_care_plan_models_have_admin_pages_that_open(staff):
-    from django.core.management import call_command
 
     from plans.care_plans import save_proposal
     from plans.generator import generate

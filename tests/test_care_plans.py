@@ -24,8 +24,7 @@ START = date(2030, 2, 4)  # a Monday, after the demo's own visits (booked from "
 
 
 @pytest.fixture
-def demo(db, now):
-    call_command("seed_demo", stdout=StringIO())
+def demo(demo_seeded, db, now):
     return Clinic.objects.get(slug="riverside")
 
 

@@ -23,7 +23,7 @@ from notifications.patient_links import issue_patient_link
 from scheduler import booking, tokens
 from scheduler.external_calendars import FetchError, busy_intervals
 from scheduler.models import CalendarDetail, Patient, Visit
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, at, seeded_for_the_module
 from tests.ical_checks import assert_valid_ics
 from tests.page_helpers import front_desk, sign_in_verified
 
@@ -574,9 +574,15 @@ def _mutable(name: str) -> bool:
     return row is None or row.group(1) == "0"
 
 
-@pytest.fixture
-def world(db, settings, client, now):
-    """The demo clinic, with one row of every model the admin shows, and a superuser."""
+@pytest.fixture(scope="module")
+def demo_world(django_db_setup, django_db_blocker):
+    """The demo clinic, with one row of every model the admin shows, and a superuser:
+    their primary keys, seeded once per worker (29 tests ask for them)."""
+    with seeded_for_the_module("demo_world", django_db_blocker, _seed_world) as seeded:
+        yield seeded
+
+
+def _seed_world() -> dict[str, int]:
     from django.core.management import call_command
 
     from notifications.models import MessagingPreferences
@@ -586,9 +592,6 @@ def world(db, settings, client, now):
     from plans.models import Protocol
     from scheduler.models import Closure, TimeOff
 
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.TOKEN_RATE_LIMIT = 10**6  # the sweep asks the token URLs thousands of times
-    settings.TWILIO_AUTH_TOKEN = "test-token"
     call_command("seed_demo", stdout=io.StringIO())
     patient = Patient.objects.order_by("pk").first()
     clinic = patient.clinic
@@ -613,18 +616,34 @@ def world(db, settings, client, now):
     booking.cancel(Visit.objects.filter(visit_type__slug="iv-infusion", status="booked").first())
     offer_freed_times()
     # Questionnaires: an answered one with its alert, and the clinic's safety policy.
-    from questionnaires.models import AskingRule, SafetyAlert, SafetyPolicy
+    from questionnaires.models import SafetyAlert, SafetyPolicy
     from tests.score_helpers import answered
-
-    # A rule of its own (tests without the questionnaires mark start with none), added
-    # last so that the bookings above ask nothing.
-    AskingRule.objects.create(instrument_code="gad-7", visit_kind="integration")
 
     response = answered(patient, "phq-9", 12, at(MONDAY, "09:00"), i44260_8=1)
     SafetyAlert.objects.create(patient=patient, response=response, reasons=["item 9"])
     SafetyPolicy.objects.get_or_create(clinic=clinic)
     superuser = get_user_model().objects.create_superuser("sweeper", password=None)
-    return {"patient": patient, "clinic": clinic, "therapist": therapist, "superuser": superuser}
+    return {"patient": patient.pk, "therapist": therapist.pk, "superuser": superuser.pk}
+
+
+@pytest.fixture
+def world(demo_world, db, settings, now):
+    """The demo world (``demo_world``) for one test, read afresh: {name: row}."""
+    from questionnaires.models import AskingRule
+    from scheduler.models import Clinician
+
+    settings.TOKEN_RATE_LIMIT = 10**6  # the sweep asks the token URLs thousands of times
+    settings.TWILIO_AUTH_TOKEN = "test-token"
+    # A rule of its own (tests without the questionnaires mark start with none), added
+    # after the bookings above so that they ask nothing.
+    AskingRule.objects.create(instrument_code="gad-7", visit_kind="integration")
+    patient = Patient.objects.select_related("clinic").get(pk=demo_world["patient"])
+    return {
+        "patient": patient,
+        "clinic": patient.clinic,
+        "therapist": Clinician.objects.get(pk=demo_world["therapist"]),
+        "superuser": get_user_model().objects.get(pk=demo_world["superuser"]),
+    }
 
 
 def _admin_url(model, view: str, *args) -> str:

@@ -26,8 +26,7 @@ BACK = date(2031, 1, 1)  # the therapists' first day back
 
 
 @pytest.fixture
-def demo(db, now):
-    call_command("seed_demo", stdout=StringIO())
+def demo(demo_seeded, db, now):
     clinic = Clinic.objects.get(slug="riverside")
     for therapist in clinic.clinicians.filter(is_therapist=True):
         TimeOff.objects.create(

@@ -8,11 +8,9 @@ protocols through the real generator, saving and moving.
 
 import re
 from datetime import date, datetime, timedelta
-from io import StringIO
 from xml.etree import ElementTree
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -40,8 +38,7 @@ START = date(2030, 2, 4)  # a Monday, after the demo's own visits
 
 
 @pytest.fixture
-def demo(db, now):
-    call_command("seed_demo", stdout=StringIO())
+def demo(demo_seeded, db, now):
     return Clinic.objects.get(slug="riverside")
 
 

@@ -34,8 +34,7 @@ PLAN_START = date(2030, 1, 8)
 
 
 @pytest.fixture
-def demo(db, now):
-    call_command("seed_demo", stdout=StringIO())
+def demo(demo_seeded, db, now):
     return Clinic.objects.get(slug="riverside")
 
 

@@ -1,11 +1,9 @@
 """Patients move and cancel their own visits from their page, within the protocol's and the clinic's rules."""
 
 from datetime import date, datetime, timedelta
-from io import StringIO
 from urllib.parse import quote
 
 import pytest
-from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,8 +23,7 @@ START = date(2030, 2, 4)  # a Monday, after the demo's own visits
 
 
 @pytest.fixture
-def demo(db, now):
-    call_command("seed_demo", stdout=StringIO())
+def demo(demo_seeded, db, now):
     return Clinic.objects.get(slug="riverside")
 
 
