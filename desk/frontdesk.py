@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, Subquery, Sum
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -51,7 +51,7 @@ from scheduler.models import (
     VisitStatus,
     is_row_id,
 )
-from scheduler.roles import DESK_ROLES, role_required
+from scheduler.roles import DESK_ROLES, role_required, working_clinic
 from waitlist.models import freed_without_taker
 
 SEARCH_LIMIT = 50
@@ -62,15 +62,8 @@ PATIENT_CHANGES_DAYS = 7
 desk_only = role_required(*DESK_ROLES)
 
 
-def desk_clinic() -> Clinic:
-    clinic = Clinic.objects.installation()
-    if clinic is None:
-        raise Http404("No clinic is set up yet.")
-    return clinic
-
-
 def _scheduled(clinic: Clinic):
-    return Visit.objects.filter(patient__clinic=clinic).scheduled()
+    return Visit.objects.at_clinic(clinic).scheduled()
 
 
 def _with_flags(visits):
@@ -197,21 +190,22 @@ def _booker(week: bool = False):
 @require_safe
 @desk_only
 def today(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     return _day_page(request, clinic, timezone.localdate(timezone=clinic.tz))
 
 
 @require_safe
 @desk_only
 def day(request: HttpRequest, day: str) -> HttpResponse:
-    return _day_page(request, desk_clinic(), day_in_url(day))
+    return _day_page(request, working_clinic(request), day_in_url(day))
 
 
 def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> list[Visit]:
     """Visits patients moved or cancelled from their own page in the last ``days``, latest first."""
     since = timezone.now() - timedelta(days=days)
     return list(
-        Visit.objects.filter(patient__clinic=clinic, changed_by_patient_at__gte=since)
+        Visit.objects.at_clinic(clinic)
+        .filter(changed_by_patient_at__gte=since)
         .select_related("patient", "visit_type")
         .only(  # what the list shows, not the whole rows
             "start",
@@ -288,7 +282,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 @require_safe
 @desk_only
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     day = day or request.GET.get("day")  # the "go to" form asks by query string
     now = timezone.now()
     today = timezone.localdate(now, timezone=clinic.tz)
@@ -352,9 +346,9 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
 @desk_only
 def patients(request: HttpRequest) -> HttpResponse:
     """Search patients; coming from a free time of the day grid, the one to book it for."""
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     query = request.GET.get("q", "").strip()
-    found = list(Patient.objects.filter(clinic=clinic).search(query)[:SEARCH_LIMIT])
+    found = list(Patient.objects.seen_at(clinic).search(query)[:SEARCH_LIMIT])
     from_grid = grid_choice(request.GET, clinic)
     context = {
         "clinic": clinic,
@@ -370,9 +364,9 @@ def patients(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @desk_only
 def patient(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     person = get_object_or_404(
-        Patient.objects.select_related("messaging_preferences"), pk=pk, clinic=clinic
+        Patient.objects.seen_at(clinic).select_related("messaging_preferences"), pk=pk
     )
     new_link = ""
     if request.method == "POST" and request.POST.get("action") == "issue_link":
@@ -380,8 +374,9 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         new_link = issue_patient_link(person, created_by=request.user)
         audit.record(request, AuditAction.ISSUED_LINK, person)
     visits = list(
+        # Every visit of theirs, wherever it is held (the page names each one's clinic).
         Visit.objects.for_patient(person)
-        .select_related("visit_type", "clinician", "room", "planned__care_plan__protocol")
+        .select_related("visit_type__clinic", "clinician", "room", "planned__care_plan__protocol")
         .prefetch_related(
             # Its own patient's: not offers of its freed time to others (waitlist).
             Prefetch(
@@ -458,14 +453,14 @@ def _visit_for_desk(pk: int, clinic: Clinic) -> Visit:
             "planned__care_plan__protocol",
         ).prefetch_related("participants__clinician", "visit_type__staffing"),
         pk=pk,
-        patient__clinic=clinic,
+        visit_type__clinic=clinic,
     )
 
 
 @require_http_methods(["GET", "POST"])
 @desk_only
 def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     visit = _visit_for_desk(pk, clinic)
     any_clinician = request.GET.get("with") == "anyone"
     first = day_in_url(request.GET["from"]) if "from" in request.GET else None
@@ -523,7 +518,7 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
 def _swap(visit: Visit, data) -> None:
     """Put another person in one place of the visit's team (same time), as the form asks."""
     ids = [data.get("leaving", ""), data.get("joining", "")]
-    people = Clinician.objects.filter(clinic=visit.patient.clinic).in_bulk(
+    people = Clinician.objects.filter(clinic=visit.clinic).in_bulk(
         [int(pk) for pk in ids if is_row_id(pk)]
     )
     leaving, joining = (people.get(int(pk)) if is_row_id(pk) else None for pk in ids)
@@ -597,15 +592,16 @@ def _act(request: HttpRequest, visit: Visit, operation, done: str) -> HttpRespon
 @require_safe
 @desk_only
 def message_queue(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     failed = list(
         Message.objects.needs_attention()
-        .filter(patient__clinic=clinic)
+        .about_clinic(clinic)
         .select_related("patient", "visit__visit_type", "clinician")
         .order_by("-updated_at", "-pk")[:QUEUE_LIMIT]
     )
     inbox = list(
         InboundMessage.objects.inbox()
+        .about_clinic(clinic)
         .select_related("patient", "visit__visit_type")
         .order_by("-received_at", "-pk")[:QUEUE_LIMIT]
     )
@@ -617,7 +613,8 @@ def message_queue(request: HttpRequest) -> HttpResponse:
 @require_POST
 @desk_only
 def resend(request: HttpRequest, pk: int) -> HttpResponse:
-    if Message.objects.filter(pk=pk).retry_now():
+    message = get_object_or_404(Message.objects.about_clinic(working_clinic(request)), pk=pk)
+    if Message.objects.filter(pk=message.pk).retry_now():
         messages.success(request, "The message will go in the next dispatch pass.")
     else:
         messages.error(
@@ -631,7 +628,8 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @desk_only
 def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
-    done = InboundMessage.objects.filter(pk=pk, handled_at__isnull=True).update(
+    inbound = get_object_or_404(InboundMessage.objects.about_clinic(working_clinic(request)), pk=pk)
+    done = InboundMessage.objects.filter(pk=inbound.pk, handled_at__isnull=True).update(
         handled_at=timezone.now(), handled_by=request.user
     )
     if done:
@@ -668,7 +666,7 @@ def new_plan(request: HttpRequest) -> HttpResponse:
     Only the plan on screen is booked: when the plan generated again on
     confirming differs from the one shown, it is shown instead and nothing is booked.
     """
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     proposal, problems, changed, timeline = None, [], False, None
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)

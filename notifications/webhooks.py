@@ -170,7 +170,7 @@ def next_visit(patients: list[Patient], now: datetime) -> Visit | None:
             start__gt=now,
             status__in=(VisitStatus.BOOKED, VisitStatus.CONFIRMED),
         )
-        .select_related("patient__clinic")
+        .select_related("patient", "visit_type__clinic")
         .order_by("start")
         .first()
     )
@@ -241,7 +241,7 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
             inbound.reply = f"We found no upcoming visit for this number. Questions: {phone}."
             return
         inbound.visit = visit
-        when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+        when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
         try:
             booking.confirm(visit)
         except booking.BookingError as error:
@@ -259,7 +259,7 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
         if visit is None:
             inbound.reply = f"Thank you. We will call you back. Questions: {phone}."
         else:
-            when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+            when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
             inbound.reply = (
                 f"Thank you. We will call you to find a new time for your visit on {when}."
             )

@@ -17,8 +17,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
+from plans import care_plans
+from plans.generator import PlanInfeasible, generate
 from plans.models import (
     CONTRAINDICATIONS,
     Anchor,
@@ -516,3 +519,37 @@ def seed(clinic: Clinic, patients: list[Patient]) -> PlansDemo:
     history = seed_screenings(patients)
     history += seed_rems(clinic, patients)
     return PlansDemo(protocols, history, seed_doses(clinic, patients))
+
+
+# The Denver location opens its lozenge course to the organisation's other
+# clinics, and one screened New York patient with no dose booked follows it there.
+OPEN_PROTOCOL = "kap-lozenge"
+TRAVELLING_PATIENT = 8
+
+
+def seed_second_location(clinic: Clinic, home_patients: list[Patient]) -> PlansDemo:
+    """Seed the plans layer of the organisation's second location (``scheduler.demo.DENVER``)."""
+    protocols = seed_protocols(clinic)
+    opened = next(protocol for protocol in protocols if protocol.slug == OPEN_PROTOCOL)
+    if not opened.open_to_other_clinics:
+        opened.open_to_other_clinics = True
+        opened.save(update_fields=["open_to_other_clinics", "updated_at"])
+    return PlansDemo(
+        protocols, [], book_visiting_patient(opened, home_patients[TRAVELLING_PATIENT])
+    )
+
+
+def book_visiting_patient(protocol: Protocol, patient: Patient) -> list[Visit]:
+    """A care plan of ``protocol`` (another clinic's) for ``patient``, generated and
+    confirmed as the desk would; nothing when they have one of it already."""
+    if CarePlan.objects.filter(patient=patient, protocol=protocol).exists():
+        return []
+    start = timezone.localdate(timezone=protocol.clinic.tz) + timedelta(days=3)
+    try:
+        with transaction.atomic():  # a plan that cannot be booked leaves no proposal behind
+            plan = care_plans.save_proposal(generate(patient, protocol, start))
+            care_plans.confirm(plan)
+    except (PlanInfeasible, booking.BookingError) as error:
+        logger.warning("No %s plan for %s at %s: %s", protocol, patient, protocol.clinic, error)
+        return []
+    return [planned.visit for planned in plan.planned_visits.select_related("visit")]

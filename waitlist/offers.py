@@ -154,7 +154,7 @@ def plan_problems(visit: Visit, start: datetime, end: datetime) -> list[str]:
     )
     if planned is None:
         return []
-    problems = window_rules(planned, visit.patient.clinic.tz)(start)
+    problems = window_rules(planned, visit.clinic.tz)(start)
     problems += [
         f"{follower.step} must start {follower.step.gap_text} after this visit."
         for follower, _ in followers_moving(planned, start)

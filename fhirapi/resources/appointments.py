@@ -218,7 +218,7 @@ def appointment(
 ) -> dict[str, Any]:
     """``visit`` as an Appointment; an unsaved one (as ``$find`` proposes it) has no id
     and comes with its ``team`` (default: the visit's participants as stored)."""
-    visit_type, clinic = visit.visit_type, visit.patient.clinic
+    visit_type, clinic = visit.visit_type, visit.clinic
     resource: dict[str, Any] = {"resourceType": "Appointment"}
     if visit.pk:
         resource["id"] = str(visit.pk)
