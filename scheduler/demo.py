@@ -762,8 +762,9 @@ class SchedulingDemo:
     feeds: list[tuple[Clinician, str]] = field(default_factory=list)
 
 
-# Denver's first patients come for their screening and preparation.
-DENVER_BOOKINGS = [(0, "screening"), (1, "screening"), (2, "preparation"), (3, "preparation")]
+# Denver's first three patients were screened there (plans.demo) and come for
+# their preparation; the fourth is new and comes for the screening.
+DENVER_BOOKINGS = [(3, "screening"), (0, "preparation"), (1, "preparation"), (2, "preparation")]
 
 
 def seed() -> SchedulingDemo:

@@ -39,7 +39,9 @@ class Command(BaseCommand):
             notifications_demo.seed(demo.clinic)
             # The organisation's second location, seeded by the same functions.
             denver = scheduler_demo.seed_second_location()
-            denver_plans = plans_demo.seed_second_location(denver.clinic, demo.patients)
+            denver_plans = plans_demo.seed_second_location(
+                denver.clinic, denver.patients, demo.patients
+            )
             notifications_demo.seed(denver.clinic)
             # The demo's bookings were written directly: ask what the rules ask before them.
             asking.plan_upcoming()
