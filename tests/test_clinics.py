@@ -20,6 +20,7 @@ from plans.models import Anchor, Protocol, ProtocolStep
 from scheduler.models import ChosenClinic, Visit
 from scheduler.roles import Role, access_of
 from tests.conftest import MONDAY, SmallClinic, at
+from tests.fhir_helpers import bearer
 from tests.page_helpers import clinic_admin, failed_message, front_desk, staff_user
 
 pytestmark = pytest.mark.django_db
@@ -301,3 +302,14 @@ def test_texts_and_invites_name_the_visits_clinic_its_phone_and_its_zone(clinic,
     assert "SUMMARY:Appointment at Riverside Wellness Denver" in ics
     assert "(303) 555-0100" in ics or "+13035550100" in ics
     assert "DTSTART;TZID=America/New_York:20300603T120000" in ics
+
+
+def test_the_fhir_api_serves_the_visits_held_at_its_clients_clinic(client, clinic, denver):
+    avery = clinic.patient("Avery", "Applewood")
+    here, there = visit_at(clinic, avery, "09:00"), visit_at(denver, avery, "14:00")
+    for place, visit in ((clinic, here), (denver, there)):
+        token = bearer(place.clinic, "system/Appointment.read")
+        bundle = client.get(
+            reverse("fhir:search", args=["Appointment"]), HTTP_AUTHORIZATION=f"Bearer {token}"
+        ).json()
+        assert [entry["resource"]["id"] for entry in bundle["entry"]] == [str(visit.pk)]
