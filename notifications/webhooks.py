@@ -184,7 +184,13 @@ def handle_inbound(
     existing = InboundMessage.objects.filter(provider_id=sid).first()
     if existing:
         return existing  # Twilio retried: the text was handled already
-    patients = list(Patient.objects.filter(mobile=from_number).select_related("clinic"))
+    # Newest first: a number shared by patients of two clinics is answered in the
+    # name of the clinic of the one who joined last.
+    patients = list(
+        Patient.objects.filter(mobile=from_number)
+        .select_related("clinic")
+        .order_by("-created_at", "-pk")
+    )
     kind, exact = classify(body)
     inbound = InboundMessage(
         provider_id=sid[:64],
@@ -247,7 +253,9 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
         except booking.BookingError as error:
             inbound.needs_attention = True
             inbound.outcome = f"Could not confirm: {error}"[:300]
-            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {phone}."
+            # The clinic the visit is held at calls back: its phone, not the home clinic's.
+            there = format_for_display(visit.clinic.phone)
+            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {there}."
             return
         inbound.outcome = "Visit confirmed."
         inbound.reply = f"Thank you, {visit.patient.first_name}: your visit on {when} is confirmed."

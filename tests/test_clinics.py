@@ -14,10 +14,11 @@ from django.urls import reverse
 
 from notifications.content import email_content, sms_body
 from notifications.models import Channel, Message, Purpose
+from notifications.webhooks import handle_inbound
 from plans import care_plans
 from plans.generator import NotOpenToPatient, generate
 from plans.models import Anchor, Protocol, ProtocolStep
-from scheduler.models import ChosenClinic, Visit
+from scheduler.models import ChosenClinic, Patient, Visit
 from scheduler.roles import Role, access_of
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.fhir_helpers import bearer
@@ -313,3 +314,14 @@ def test_the_fhir_api_serves_the_visits_held_at_its_clients_clinic(client, clini
             reverse("fhir:search", args=["Appointment"]), HTTP_AUTHORIZATION=f"Bearer {token}"
         ).json()
         assert [entry["resource"]["id"] for entry in bundle["entry"]] == [str(visit.pk)]
+
+
+def test_a_text_is_answered_in_the_name_of_the_clinic_of_the_numbers_newest_patient(clinic, denver):
+    shared = "+12125550777"  # a family phone
+    for place in (clinic, denver):  # Denver's patient joined last
+        patient = place.patient("Avery", "Applewood")
+        Patient.objects.filter(pk=patient.pk).update(mobile=shared)
+    assert "Riverside Wellness Denver" in handle_inbound("SM-help-1", shared, "HELP").reply
+    assert (
+        "Riverside Wellness Denver" not in handle_inbound("SM-help-2", "+12125550778", "HELP").reply
+    )
