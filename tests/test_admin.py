@@ -65,7 +65,7 @@ def screening():
     return {
         "visit_type": VisitType.objects.get(clinic__slug="riverside", slug="screening"),
         "clinician": Clinician.objects.get(user__username="marsh"),
-        "room": Room.objects.get(name="Consult room"),
+        "room": Room.objects.get(clinic__slug="riverside", name="Consult room"),
     }
 
 
