@@ -21,14 +21,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from desk.frontdesk import desk_clinic
 from questionnaires import scoring
 from questionnaires.escalation import escalates_at
 from questionnaires.models import SafetyAlert
 from questionnaires.safety import acknowledge, policy_for
 from scheduler import audit
-from scheduler.models import AuditAction
-from scheduler.roles import DESK_ROLES, Role, role_required, roles_of
+from scheduler.models import AuditAction, Patient
+from scheduler.roles import DESK_ROLES, Role, role_required, roles_of, working_clinic
 
 
 class AcknowledgeForm(forms.Form):
@@ -60,7 +59,7 @@ def answer_rows(alert: SafetyAlert) -> list[tuple[str, str, int | None]]:
 @require_http_methods(["GET", "POST"])
 @role_required(Role.FRONT_DESK, Role.ADMIN, Role.CLINICIAN)
 def alert_page(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     alert = get_object_or_404(
         SafetyAlert.objects.select_related(
             "patient",
@@ -69,7 +68,7 @@ def alert_page(request: HttpRequest, pk: int) -> HttpResponse:
             "acknowledged_by",
         ),
         pk=pk,
-        patient__clinic=clinic,
+        patient__in=Patient.objects.seen_at(clinic),
     )
     roles = roles_of(request.user)
     own = Role.CLINICIAN in roles and (

@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from scheduler.demo import CLINIC_ADMINS, CLINICIANS, FRONT_DESK, STAFF
+from scheduler.demo import CLINIC_ADMINS, CLINICIANS, DENVER_STAFF, FRONT_DESK, STAFF
 from scheduler.roles import needs_second_factor
 
 DEMO_DEVICE_NAME = "Demo authenticator (seed_demo)"
@@ -113,7 +113,9 @@ def readable_key(hex_key: str) -> str:
 def seed_second_factors() -> dict[str, str]:
     """An authenticator app for each demo account that needs one; their keys by username."""
     keys = {}
-    users = get_user_model().objects.filter(username__in=[member.username for member in STAFF])
+    users = get_user_model().objects.filter(
+        username__in=[member.username for member in STAFF + DENVER_STAFF]
+    )
     for user in users.order_by("pk"):
         if not needs_second_factor(user):
             continue

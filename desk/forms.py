@@ -64,7 +64,7 @@ class MoveForm(forms.Form):
         clinician_pk, _, rest = value.partition(":")
         room_pk, _, rest = rest.partition(":")
         staff_text, _, start_text = rest.partition(":")
-        clinic = self.visit.patient.clinic
+        clinic = self.visit.clinic
         try:
             staff_pks = [_pk(pk) for pk in staff_text.split(",") if pk]
             start = datetime.fromisoformat(start_text)
@@ -119,8 +119,15 @@ class PlanForm(forms.Form):
     def __init__(self, *args, clinic: Clinic, **kwargs):
         super().__init__(*args, **kwargs)
         self.clinic = clinic
-        self.fields["patient"].queryset = Patient.objects.filter(clinic=clinic)
-        self.fields["protocol"].queryset = Protocol.objects.filter(clinic=clinic, is_active=True)
+        protocols = Protocol.objects.filter(clinic=clinic, is_active=True)
+        self.fields["protocol"].queryset = protocols
+        # The clinic's patients; with a protocol open to the organisation's other
+        # clinics, theirs too (Protocol.refusal_for says who may follow which).
+        self.fields["patient"].queryset = (
+            Patient.objects.all()
+            if protocols.filter(open_to_other_clinics=True).exists()
+            else Patient.objects.seen_at(clinic)
+        )
 
     def clean_start_date(self) -> date:
         # A past day means "from now" (the generator starts there); a plan
@@ -144,6 +151,9 @@ class PlanForm(forms.Form):
             raise forms.ValidationError("Give both ends of the preferred times, or neither.")
         if start is not None and start >= end:
             raise forms.ValidationError("The preferred times must end after they start.")
+        patient, protocol = data.get("patient"), data.get("protocol")
+        if patient and protocol and (refusal := protocol.refusal_for(patient)):
+            raise forms.ValidationError(refusal)
         return data
 
     def preferences(self) -> Preferences:

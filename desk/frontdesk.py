@@ -17,7 +17,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.db import connections, router, transaction
 from django.db.models import Exists, OuterRef, Prefetch, Subquery
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -53,7 +53,7 @@ from scheduler.models import (
     VisitType,
     is_row_id,
 )
-from scheduler.roles import DESK_ROLES, role_required
+from scheduler.roles import DESK_ROLES, role_required, working_clinic
 from waitlist.models import freed_without_taker
 
 SEARCH_LIMIT = 50
@@ -65,15 +65,8 @@ PATIENT_CHANGES_DAYS = 7
 desk_only = role_required(*DESK_ROLES)
 
 
-def desk_clinic() -> Clinic:
-    clinic = Clinic.objects.installation()
-    if clinic is None:
-        raise Http404("No clinic is set up yet.")
-    return clinic
-
-
 def _scheduled(clinic: Clinic):
-    return Visit.objects.filter(patient__clinic=clinic).scheduled()
+    return Visit.objects.at_clinic(clinic).scheduled()
 
 
 def _with_flags(visits):
@@ -241,21 +234,22 @@ def _booker(week: bool = False):
 @require_safe
 @desk_only
 def today(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     return _day_page(request, clinic, timezone.localdate(timezone=clinic.tz))
 
 
 @require_safe
 @desk_only
 def day(request: HttpRequest, day: str) -> HttpResponse:
-    return _day_page(request, desk_clinic(), day_in_url(day))
+    return _day_page(request, working_clinic(request), day_in_url(day))
 
 
 def changed_by_patients(clinic: Clinic, days: int = PATIENT_CHANGES_DAYS) -> list[Visit]:
     """Visits patients moved or cancelled from their own page in the last ``days``, latest first."""
     since = timezone.now() - timedelta(days=days)
     return list(
-        Visit.objects.filter(patient__clinic=clinic, changed_by_patient_at__gte=since)
+        Visit.objects.at_clinic(clinic)
+        .filter(changed_by_patient_at__gte=since)
         .select_related("patient", "visit_type")
         .only(  # what the list shows, not the whole rows
             "start",
@@ -332,7 +326,7 @@ def _day_page(request: HttpRequest, clinic: Clinic, day: date) -> HttpResponse:
 @require_safe
 @desk_only
 def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     day = day or request.GET.get("day")  # the "go to" form asks by query string
     now = _quarter_hour(timezone.now())
     today = timezone.localdate(now, timezone=clinic.tz)
@@ -396,9 +390,9 @@ def week(request: HttpRequest, day: str | None = None) -> HttpResponse:
 @desk_only
 def patients(request: HttpRequest) -> HttpResponse:
     """Search patients; coming from a free time of the day grid, the one to book it for."""
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     query = request.GET.get("q", "").strip()
-    found = list(Patient.objects.filter(clinic=clinic).search(query)[:SEARCH_LIMIT])
+    found = list(Patient.objects.seen_at(clinic).search(query)[:SEARCH_LIMIT])
     from_grid = grid_choice(request.GET, clinic)
     context = {
         "clinic": clinic,
@@ -414,9 +408,9 @@ def patients(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @desk_only
 def patient(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     person = get_object_or_404(
-        Patient.objects.select_related("messaging_preferences"), pk=pk, clinic=clinic
+        Patient.objects.seen_at(clinic).select_related("messaging_preferences"), pk=pk
     )
     new_link = ""
     if request.method == "POST" and request.POST.get("action") == "issue_link":
@@ -424,8 +418,9 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         new_link = issue_patient_link(person, created_by=request.user)
         audit.record(request, AuditAction.ISSUED_LINK, person)
     visits = list(
+        # Every visit of theirs, wherever it is held (the page names each one's clinic).
         Visit.objects.for_patient(person)
-        .select_related("visit_type", "clinician", "room", "planned__care_plan__protocol")
+        .select_related("visit_type__clinic", "clinician", "room", "planned__care_plan__protocol")
         .prefetch_related(
             # Its own patient's: not offers of its freed time to others (waitlist).
             Prefetch(
@@ -502,14 +497,14 @@ def _visit_for_desk(pk: int, clinic: Clinic) -> Visit:
             "planned__care_plan__protocol",
         ).prefetch_related("participants__clinician", "visit_type__staffing"),
         pk=pk,
-        patient__clinic=clinic,
+        visit_type__clinic=clinic,
     )
 
 
 @require_http_methods(["GET", "POST"])
 @desk_only
 def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     visit = _visit_for_desk(pk, clinic)
     any_clinician = request.GET.get("with") == "anyone"
     first = day_in_url(request.GET["from"]) if "from" in request.GET else None
@@ -567,7 +562,7 @@ def visit_page(request: HttpRequest, pk: int) -> HttpResponse:
 def _swap(visit: Visit, data) -> None:
     """Put another person in one place of the visit's team (same time), as the form asks."""
     ids = [data.get("leaving", ""), data.get("joining", "")]
-    people = Clinician.objects.filter(clinic=visit.patient.clinic).in_bulk(
+    people = Clinician.objects.filter(clinic=visit.clinic).in_bulk(
         [int(pk) for pk in ids if is_row_id(pk)]
     )
     leaving, joining = (people.get(int(pk)) if is_row_id(pk) else None for pk in ids)
@@ -641,15 +636,16 @@ def _act(request: HttpRequest, visit: Visit, operation, done: str) -> HttpRespon
 @require_safe
 @desk_only
 def message_queue(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     failed = list(
         Message.objects.needs_attention()
-        .filter(patient__clinic=clinic)
+        .about_clinic(clinic)
         .select_related("patient", "visit__visit_type", "clinician")
         .order_by("-updated_at", "-pk")[:QUEUE_LIMIT]
     )
     inbox = list(
         InboundMessage.objects.inbox()
+        .about_clinic(clinic)
         .select_related("patient", "visit__visit_type")
         .order_by("-received_at", "-pk")[:QUEUE_LIMIT]
     )
@@ -661,7 +657,8 @@ def message_queue(request: HttpRequest) -> HttpResponse:
 @require_POST
 @desk_only
 def resend(request: HttpRequest, pk: int) -> HttpResponse:
-    if Message.objects.filter(pk=pk).retry_now():
+    message = get_object_or_404(Message.objects.about_clinic(working_clinic(request)), pk=pk)
+    if Message.objects.filter(pk=message.pk).retry_now():
         messages.success(request, "The message will go in the next dispatch pass.")
     else:
         messages.error(
@@ -675,7 +672,8 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @desk_only
 def mark_handled(request: HttpRequest, pk: int) -> HttpResponse:
-    done = InboundMessage.objects.filter(pk=pk, handled_at__isnull=True).update(
+    inbound = get_object_or_404(InboundMessage.objects.about_clinic(working_clinic(request)), pk=pk)
+    done = InboundMessage.objects.filter(pk=inbound.pk, handled_at__isnull=True).update(
         handled_at=timezone.now(), handled_by=request.user
     )
     if done:
@@ -712,7 +710,7 @@ def new_plan(request: HttpRequest) -> HttpResponse:
     Only the plan on screen is booked: when the plan generated again on
     confirming differs from the one shown, it is shown instead and nothing is booked.
     """
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     proposal, problems, changed, timeline = None, [], False, None
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)

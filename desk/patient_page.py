@@ -71,7 +71,11 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         # Only this patient's visits: another patient's visit id, or no id, is a 404.
         visit = chosen(
-            Visit.objects.scheduled().upcoming().filter(patient=patient), request.POST.get("visit")
+            Visit.objects.scheduled()
+            .upcoming()
+            .filter(patient=patient)
+            .select_related("visit_type__clinic"),
+            request.POST.get("visit"),
         )
         if visit is None:
             raise Http404("No such visit.")
@@ -83,7 +87,7 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
                 # The reasons (screening, spacing) are for staff, not for this page.
                 messages.error(
                     request,
-                    f"We could not confirm this visit online. Please call us: {patient.clinic.phone}.",
+                    f"We could not confirm this visit online. Please call us: {visit.clinic.phone}.",
                 )
             else:
                 messages.success(request, "Thank you: your visit is confirmed.")
@@ -137,14 +141,14 @@ def visit_ics(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     """One visit as an .ics file, for "add to calendar" (the feed URL cannot be shown again)."""
     patient = link_patient(request, token)
     visit = get_object_or_404(
-        Visit.objects.scheduled().select_related("visit_type", "clinician", "room"),
+        Visit.objects.scheduled().select_related("visit_type__clinic", "clinician", "room"),
         pk=pk,
         patient=patient,
     )
     ics = build_calendar(
         [visit],
         audience=Audience.PATIENT,
-        clinic=patient.clinic,
+        clinic=visit.clinic,
         tz=zone(patient.time_zone),
         now=timezone.now(),
     )
@@ -165,7 +169,7 @@ def _own_visit(request: HttpRequest, token: str, pk: int) -> tuple[Visit, dict]:
     )
     context = {
         "patient": patient,
-        "clinic": patient.clinic,
+        "clinic": visit.clinic,  # where the visit is held: its phone, its rules
         "tz": zone(patient.time_zone),
         "token": token,
         "visit": visit,

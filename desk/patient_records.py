@@ -18,10 +18,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from desk.frontdesk import desk_clinic, desk_only
+from desk.frontdesk import desk_only
 from scheduler import audit
 from scheduler.admin.core import PatientAdminForm
 from scheduler.models import AuditAction, Clinic, ConsentMethod, Patient
+from scheduler.roles import working_clinic
 from scheduler.timezones import validate_calendar_day
 
 # Offered as the time zone is typed; any zone name is accepted.
@@ -180,7 +181,7 @@ def _page(request: HttpRequest, clinic: Clinic, form: PatientForm, name: str):
 @require_http_methods(["GET", "POST"])
 @desk_only
 def new_patient(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     blank = Patient(clinic=clinic, time_zone=clinic.time_zone)
     if request.method != "POST":
         return _page(request, clinic, PatientForm(instance=blank, clinic=clinic), "")
@@ -197,14 +198,14 @@ def new_patient(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @desk_only
 def edit_patient(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     if request.method != "POST":
-        person = get_object_or_404(Patient, pk=pk, clinic=clinic)
+        person = get_object_or_404(Patient.objects.seen_at(clinic), pk=pk)
         audit.record(request, AuditAction.VIEWED_PATIENT, person, "edit form")
         return _page(request, clinic, PatientForm(instance=person, clinic=clinic), str(person))
     with transaction.atomic():
         # Locked, so a STOP that arrives meanwhile is read before the form is judged.
-        person = get_object_or_404(Patient.objects.select_for_update(), pk=pk, clinic=clinic)
+        person = get_object_or_404(Patient.objects.seen_at(clinic).select_for_update(), pk=pk)
         shown_as = str(person)  # the form writes what was typed into ``person``
         form = PatientForm(request.POST, instance=person, clinic=clinic)
         saved = form.is_valid()

@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from desk.frontdesk import desk_clinic, desk_only
+from desk.frontdesk import desk_only
 from plans.models import (
     BLOOD_PRESSURES,
     CONCOMITANT_MEDICATIONS,
@@ -28,6 +28,7 @@ from plans.models import (
 from plans.rems import record_submission
 from scheduler import audit
 from scheduler.models import AuditAction, Clinic, Visit
+from scheduler.roles import working_clinic
 from scheduler.timezones import LocalTimeError, local_datetime, validate_calendar_day
 
 TIME_FIELDS = [
@@ -68,7 +69,7 @@ class SessionRecordForm(forms.ModelForm):
     def __init__(self, *args, visit: Visit, **kwargs):
         super().__init__(*args, **kwargs)
         self.instance.visit = visit
-        self.tz = visit.patient.clinic.tz
+        self.tz = visit.clinic.tz
         self.day = visit.start.astimezone(self.tz).date()
         for name in TIME_FIELDS:
             self.fields[name] = forms.TimeField(
@@ -115,9 +116,9 @@ class SubmissionForm(forms.Form):
 
 def _dosing_visit(pk: int, clinic: Clinic) -> Visit:
     visit = get_object_or_404(
-        Visit.objects.select_related("patient__clinic", "visit_type", "clinician", "room"),
+        Visit.objects.select_related("patient", "visit_type__clinic", "clinician", "room"),
         pk=pk,
-        patient__clinic=clinic,
+        visit_type__clinic=clinic,
     )
     if not visit.visit_type.is_dosing:
         raise Http404("Only dosing visits have a session record.")
@@ -127,7 +128,7 @@ def _dosing_visit(pk: int, clinic: Clinic) -> Visit:
 @require_http_methods(["GET", "POST"])
 @desk_only
 def session_record(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     visit = _dosing_visit(pk, clinic)
     record = SessionRecord.objects.filter(visit=visit).first() or SessionRecord(visit=visit)
     if request.method == "POST":
@@ -166,7 +167,7 @@ def session_record(request: HttpRequest, pk: int) -> HttpResponse:
 @desk_only
 def monitoring_form(request: HttpRequest, pk: int) -> HttpResponse:
     """The REMS Patient Monitoring Form of one Spravato session, filled in from its record."""
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     visit = _dosing_visit(pk, clinic)
     if not is_spravato(visit.visit_type):
         raise Http404("The REMS monitoring form is for Spravato sessions.")
@@ -195,9 +196,9 @@ def monitoring_form(request: HttpRequest, pk: int) -> HttpResponse:
 @desk_only
 def form_submitted(request: HttpRequest, pk: int) -> HttpResponse:
     """Staff record that a monitoring form went in: the task closes, in the audit trail."""
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     task = get_object_or_404(
-        MonitoringFormTask.objects.for_clinic(clinic).select_related("visit__patient__clinic"),
+        MonitoringFormTask.objects.for_clinic(clinic).select_related("visit__visit_type__clinic"),
         pk=pk,
     )
     form = SubmissionForm(request.POST)

@@ -26,8 +26,8 @@ from questionnaires.scores import (
     sees_every_patients_scores,
 )
 from scheduler import audit
-from scheduler.models import AuditAction, Clinic, Patient, Visit
-from scheduler.roles import Role, role_required, roles_of
+from scheduler.models import AuditAction, Patient, Visit
+from scheduler.roles import Role, access_of, role_required, roles_of
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def scores(request: HttpRequest) -> HttpResponse:
     rows = score_rows(request.user, chosen)
     roles = roles_of(request.user)
     context = {
-        "clinic": Clinic.objects.installation(),
+        "clinic": access_of(request.user).clinic,
         "rows": rows,
         "instruments": instruments,
         "chosen": chosen,

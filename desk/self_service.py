@@ -62,13 +62,13 @@ class PatientMoveTimes:
 
 
 def _notice(visit: Visit) -> timedelta:
-    return timedelta(hours=visit.patient.clinic.self_service_notice_hours)
+    return timedelta(hours=visit.clinic.self_service_notice_hours)
 
 
 def why_not_changeable(visit: Visit, now: datetime | None = None) -> str | None:
     """Why the patient cannot move or cancel ``visit`` from their page, in their words; None if they can."""
     now = now or timezone.now()
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     call = f"Please call us to change it: {clinic.phone}."
     if visit.status not in OPEN_STATUSES or visit.start <= now:
         return f"This visit can no longer be changed online. {call}"
@@ -87,7 +87,7 @@ def why_not_movable(visit: Visit, now: datetime | None = None) -> str | None:
     refusal = why_not_changeable(visit, now)
     if refusal:
         return refusal
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     if visit.moves_by_patient >= clinic.self_service_moves:
         times = clinic.self_service_moves
         return (
@@ -100,7 +100,7 @@ def why_not_movable(visit: Visit, now: datetime | None = None) -> str | None:
 def is_late(visit: Visit, now: datetime | None = None) -> bool:
     """Whether cancelling ``visit`` now is late by the clinic's policy."""
     now = now or timezone.now()
-    return visit.start - now < timedelta(hours=visit.patient.clinic.late_cancellation_hours)
+    return visit.start - now < timedelta(hours=visit.clinic.late_cancellation_hours)
 
 
 def offered_times(
@@ -108,7 +108,7 @@ def offered_times(
 ) -> PatientMoveTimes:
     """The times the patient may move ``visit`` to in the window opening on ``first`` (``days`` long)."""
     now = now or timezone.now()
-    times = move_times(visit, visit.patient.clinic, first=first, days=days, keep_team=True)
+    times = move_times(visit, visit.clinic, first=first, days=days, keep_team=True)
     soonest = now + _notice(visit)
     slots = [slot for slot in times.slots if slot.start >= soonest]
     planned = times.planned
@@ -127,7 +127,7 @@ def _with_followers(visit: Visit, planned: PlannedVisit, slots: list[Slot]) -> l
     starts = [start for along in moving.values() for _, start in along]
     if not starts:
         return [Offer(slot) for slot in slots]
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     tz = clinic.tz
     availability = Availability.for_days(
         clinic,
@@ -177,7 +177,7 @@ def offer_at(
     refusal = why_not_movable(visit, now)
     if refusal:
         return None, [refusal]
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     if start < now + _notice(visit):
         return None, [
             f"Times less than {clinic.self_service_notice_hours} hours away cannot be chosen "
@@ -194,7 +194,7 @@ def offer_at(
 def _rules_against(visit: Visit, start: datetime) -> list[str]:
     """What the care plan's window and the booking rules (dose spacing, ...) say against ``start``."""
     planned = planned_visit(visit)
-    if planned and (problems := window_rules(planned, visit.patient.clinic.tz)(start)):
+    if planned and (problems := window_rules(planned, visit.clinic.tz)(start)):
         return problems
     moved = copy.copy(visit)
     moved.start, moved.end = start, start + (visit.end - visit.start)

@@ -27,12 +27,13 @@ from django.views.decorators.http import require_http_methods
 
 from desk import moves, time_grid
 from desk.forms import GridChoice, MoveForm, day_in_url, grid_choice, slot_value
-from desk.frontdesk import desk_clinic, desk_only, window_url
+from desk.frontdesk import desk_only, window_url
 from desk.moves import MoveTimes
 from scheduler import audit, booking
 from scheduler.availability import Availability, Slot
 from scheduler.booking import BookingError
 from scheduler.models import AuditAction, Clinic, Patient, Visit, VisitStatus, VisitType
+from scheduler.roles import working_clinic
 
 RIDE_HOME_CHOICES = [
     ("yes", "Yes: an adult will drive the patient home"),
@@ -125,8 +126,8 @@ def _chosen(times: MoveTimes, choice: GridChoice | None) -> Slot | None:
 @require_http_methods(["GET", "POST"])
 @desk_only
 def book_visit(request: HttpRequest, pk: int) -> HttpResponse:
-    clinic = desk_clinic()
-    person = get_object_or_404(Patient.objects.select_related("clinic"), pk=pk, clinic=clinic)
+    clinic = working_clinic(request)
+    person = get_object_or_404(Patient.objects.seen_at(clinic).select_related("clinic"), pk=pk)
     choice = grid_choice(request.GET, clinic)
     visit_types = list(VisitType.objects.filter(clinic=clinic).prefetch_related("staffing"))
     if choice is not None:

@@ -8,6 +8,7 @@ from django_otp_webauthn import views as passkey_views
 from desk import (
     alert_pages,
     calendar_page,
+    clinics,
     frontdesk,
     patient_page,
     patient_records,
@@ -41,6 +42,7 @@ frontdesk_urls = [
     path("plans/new/", frontdesk.new_plan, name="desk_new_plan"),
     path("alerts/<int:pk>/", alert_pages.alert_page, name="desk_alert"),
     path("scores/", score_pages.scores, name="desk_scores"),
+    path("clinic/choose", clinics.choose, name="choose_clinic"),
 ]
 
 # One name for the patient page: reversed without a token it is the entrance

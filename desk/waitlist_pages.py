@@ -10,10 +10,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from config.throttle import token_rate_limited
-from desk.frontdesk import desk_clinic, desk_only
+from desk.frontdesk import desk_only
 from desk.patient_page import link_patient, private
 from notifications.content import when_text
 from scheduler.models import is_row_id
+from scheduler.roles import working_clinic
 from scheduler.timezones import zone
 from waitlist import taking
 from waitlist.forms import DeskEntryForm, FilterForm, PatientEntryForm
@@ -40,13 +41,13 @@ def _added(request: HttpRequest, form, **what) -> WaitlistEntry | None:
 @desk_only
 @require_http_methods(["GET", "POST"])
 def desk_waitlist(request: HttpRequest) -> HttpResponse:
-    clinic = desk_clinic()
+    clinic = working_clinic(request)
     form = DeskEntryForm(clinic=clinic)
     if request.method == "POST":
         if request.POST.get("action") == "remove":
             pk = request.POST.get("entry", "")
-            removed = is_row_id(pk) and WaitlistEntry.objects.filter(
-                pk=pk, patient__clinic=clinic, status=EntryStatus.WAITING
+            removed = is_row_id(pk) and WaitlistEntry.objects.at_clinic(clinic).filter(
+                pk=pk, status=EntryStatus.WAITING
             ).update(status=EntryStatus.REMOVED)
             if removed:
                 messages.success(request, "Taken off the waitlist.")
@@ -64,7 +65,7 @@ def desk_waitlist(request: HttpRequest) -> HttpResponse:
     filters = FilterForm(query, clinic=clinic, auto_id="filter_%s")
     offers = Offer.objects.select_related("slot").order_by("sent_at", "pk")
     entries = filters.filter(
-        WaitlistEntry.objects.filter(patient__clinic=clinic)
+        WaitlistEntry.objects.at_clinic(clinic)
         .select_related("patient", "visit_type", "step__protocol", "gives_up")
         .prefetch_related(Prefetch("offers", queryset=offers))
         .order_by("-priority", "created_at", "pk")

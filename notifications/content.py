@@ -178,7 +178,7 @@ def time_text(moment: datetime, patient_tz: str) -> str:
 
 
 def _sms_context(visit: Visit) -> dict:
-    patient, clinic = visit.patient, visit.patient.clinic
+    patient, clinic = visit.patient, visit.clinic
     return {
         "first_name": patient.first_name,
         "clinic": sms_clinic_name(clinic),
@@ -220,7 +220,7 @@ def combined_sms_body(messages: list[Message], *, link: str) -> str:
     the visits are. Like ``sms_body``, one line of GSM characters.
     """
     context = _sms_context(messages[0].visit)
-    patient, clinic = messages[0].patient, messages[0].patient.clinic
+    patient, clinic = messages[0].patient, messages[0].visit.clinic
     upcoming = sorted(
         {m.visit for m in messages if m.purpose != Purpose.AFTERCARE}, key=lambda v: v.start
     )
@@ -261,9 +261,9 @@ def email_content(message: Message, *, link: str = "") -> Email:
     visit = message.visit
     context = {
         **_sms_context(visit),
-        "clinic": visit.patient.clinic.name,
+        "clinic": visit.clinic.name,
         "patient": visit.patient,
-        "clinic_address": visit.patient.clinic.address,
+        "clinic_address": visit.clinic.address,
         "visit_type": visit.visit_type.name,
         "telehealth": visit.visit_type.is_telehealth,
         "clinician": visit.clinician.display_name,
@@ -305,7 +305,7 @@ def invite_email(message: Message) -> Email:
     clinician the visit moved away from says who has it now.
     """
     visit = message.visit
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     if message.to_clinician:
         audience, tz = Audience.CLINICIAN, clinic.tz
         who = Invitee(message.clinician.display_name, message.clinician.user.email)

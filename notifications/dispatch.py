@@ -297,7 +297,7 @@ def loaded(claimed: MessageQuerySet) -> list[Message]:
         claimed.select_related(
             "patient__clinic",
             "patient__messaging_preferences",
-            "visit__visit_type",
+            "visit__visit_type__clinic",
             "visit__clinician",
             "visit__room",
             "clinician__user",

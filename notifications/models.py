@@ -21,7 +21,7 @@ from django.db.models import Exists, Expression, OuterRef, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from scheduler.models import Clinician, Patient, Visit, VisitType
+from scheduler.models import Clinic, Clinician, Patient, Visit, VisitType
 
 
 class Purpose(models.TextChoices):
@@ -238,6 +238,11 @@ UPDATE_EACH_ROWS = 1000
 DISPATCH_ORDER = ("-priority", "send_at", "pk")
 
 
+def about_clinic(clinic: Clinic) -> Q:
+    """A message or text about a visit at ``clinic``, or about no visit from or to its patient."""
+    return Q(visit__visit_type__clinic=clinic) | Q(visit__isnull=True, patient__clinic=clinic)
+
+
 class MessageQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(status=Status.PENDING)
@@ -261,6 +266,11 @@ class MessageQuerySet(models.QuerySet):
 
     def needs_attention(self):
         return self.filter(status__in=NEEDS_ATTENTION_STATUSES)
+
+    def about_clinic(self, clinic: Clinic):
+        """Messages the clinic's desk handles: about its visits, or about no visit and
+        to one of its own patients (``Visit.clinic``: where a visit is held)."""
+        return self.filter(about_clinic(clinic))
 
     def for_visit(self, visit: Visit):
         """The visit's own messages (not offers of its freed time to other patients)."""
@@ -544,6 +554,11 @@ class InboundMessageQuerySet(models.QuerySet):
     def inbox(self):
         """What the front desk still has to read or act on."""
         return self.filter(needs_attention=True, handled_at__isnull=True)
+
+    def about_clinic(self, clinic: Clinic):
+        """Texts the clinic's desk handles: about its visits, from its own patients about
+        no visit, and from numbers no patient has (any desk may call them back)."""
+        return self.filter(about_clinic(clinic) | Q(patient__isnull=True))
 
 
 class InboundMessage(models.Model):

@@ -170,7 +170,7 @@ def next_visit(patients: list[Patient], now: datetime) -> Visit | None:
             start__gt=now,
             status__in=(VisitStatus.BOOKED, VisitStatus.CONFIRMED),
         )
-        .select_related("patient__clinic")
+        .select_related("patient", "visit_type__clinic")
         .order_by("start")
         .first()
     )
@@ -184,7 +184,13 @@ def handle_inbound(
     existing = InboundMessage.objects.filter(provider_id=sid).first()
     if existing:
         return existing  # Twilio retried: the text was handled already
-    patients = list(Patient.objects.filter(mobile=from_number).select_related("clinic"))
+    # Newest first: a number shared by patients of two clinics is answered in the
+    # name of the clinic of the one who joined last.
+    patients = list(
+        Patient.objects.filter(mobile=from_number)
+        .select_related("clinic")
+        .order_by("-created_at", "-pk")
+    )
     kind, exact = classify(body)
     inbound = InboundMessage(
         provider_id=sid[:64],
@@ -241,13 +247,15 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
             inbound.reply = f"We found no upcoming visit for this number. Questions: {phone}."
             return
         inbound.visit = visit
-        when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+        when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
         try:
             booking.confirm(visit)
         except booking.BookingError as error:
             inbound.needs_attention = True
             inbound.outcome = f"Could not confirm: {error}"[:300]
-            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {phone}."
+            # The clinic the visit is held at calls back: its phone, not the home clinic's.
+            there = format_for_display(visit.clinic.phone)
+            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {there}."
             return
         inbound.outcome = "Visit confirmed."
         inbound.reply = f"Thank you, {visit.patient.first_name}: your visit on {when} is confirmed."
@@ -259,7 +267,7 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
         if visit is None:
             inbound.reply = f"Thank you. We will call you back. Questions: {phone}."
         else:
-            when = when_text(visit.start, visit.patient.time_zone, visit.patient.clinic.time_zone)
+            when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
             inbound.reply = (
                 f"Thank you. We will call you to find a new time for your visit on {when}."
             )

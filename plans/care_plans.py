@@ -82,14 +82,20 @@ def confirm(plan: CarePlan) -> CarePlan:
     """Book every visit of a proposed plan atomically, or none, naming every conflict."""
     problems = []
     with transaction.atomic():
-        plan = CarePlan.objects.select_for_update().get(pk=plan.pk)
+        plan = (
+            CarePlan.objects.select_for_update(of=("self",))
+            .select_related("patient", "protocol")
+            .get(pk=plan.pk)
+        )
         if plan.status != PlanStatus.PROPOSED:
             raise PlanNotConfirmed(
                 f"This plan is {plan.get_status_display().lower()}, not a proposal."
             )
+        if refusal := plan.protocol.refusal_for(plan.patient):
+            raise PlanNotConfirmed([refusal])
         planned = list(
             plan.planned_visits.select_related(
-                "visit__patient__clinic", "visit__visit_type", "visit__clinician", "visit__room"
+                "visit__patient", "visit__visit_type__clinic", "visit__clinician", "visit__room"
             ).order_by("visit__start")
         )
         for item in planned:
@@ -123,7 +129,7 @@ def move_planned_visit(
     planned = PlannedVisit.objects.select_related("step", "follows__visit", "follows__step").get(
         visit=visit
     )
-    problems = window_rules(planned, visit.patient.clinic.tz)(start)
+    problems = window_rules(planned, visit.clinic.tz)(start)
     if problems:
         raise BookingError(problems)
     along = followers_moving(planned, start)

@@ -309,7 +309,7 @@ def _first_slot(visit_type, patient, earliest, latest):
     Day by day from one read of the days, so the search stops at the first day
     with a time instead of finding every free time of the weeks.
     """
-    clinic = patient.clinic
+    clinic = visit_type.clinic  # where it is held, the patient's home clinic or not
     day, last_day = (timezone.localdate(t, timezone=clinic.tz) for t in (earliest, latest))
     availability = Availability.for_days(clinic, day, last_day, patients=[patient])
     while day <= last_day:
@@ -324,7 +324,7 @@ def _book(patient: Patient, slot, **extra) -> Visit:
     return booking.book_slot(patient, extra.pop("visit_type"), slot, **extra)
 
 
-def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
+def seed_doses(clinic: Clinic, patients: list[Patient], doses=DEMO_DOSES) -> list[Visit]:
     """A first dose for some screened patients, and the integration after it, within its window.
 
     Only for a patient with no dose and no integration yet; the dose has its
@@ -332,7 +332,7 @@ def seed_doses(clinic: Clinic, patients: list[Patient]) -> list[Visit]:
     """
     booked = []
     now = timezone.now()
-    for number, (index, slug) in enumerate(DEMO_DOSES):
+    for number, (index, slug) in enumerate(doses):
         patient = patients[index]
         if Visit.objects.filter(
             patient=patient, visit_type__kind__in=[VisitKind.DOSING, VisitKind.INTEGRATION]
@@ -382,7 +382,7 @@ def _start_of_course(
         patient=patient,
         protocol=dosing.protocol,
         status=PlanStatus.ACTIVE,
-        start_date=timezone.localdate(dose.start, timezone=patient.clinic.tz),
+        start_date=timezone.localdate(dose.start, timezone=dose.clinic.tz),
         warnings=["The first dose and its integration; the rest of the course is to be planned."],
         total_cost=dose.visit_type.price + integration.visit_type.price,
         confirmed_at=timezone.now(),
@@ -516,3 +516,31 @@ def seed(clinic: Clinic, patients: list[Patient]) -> PlansDemo:
     history = seed_screenings(patients)
     history += seed_rems(clinic, patients)
     return PlansDemo(protocols, history, seed_doses(clinic, patients))
+
+
+# The Denver location opens its lozenge course to the organisation's other
+# clinics, and one screened New York patient with no dose yet starts it there.
+OPEN_PROTOCOL = "kap-lozenge"
+TRAVELLING_PATIENT = 8
+# Denver's first three patients had their screening there; the fourth comes for it.
+DENVER_SCREENED = 3
+
+
+def seed_second_location(
+    clinic: Clinic, patients: list[Patient], home_patients: list[Patient]
+) -> PlansDemo:
+    """Seed the plans layer of the organisation's second location (``scheduler.demo.DENVER``)."""
+    protocols = seed_protocols(clinic)
+    opened = next(protocol for protocol in protocols if protocol.slug == OPEN_PROTOCOL)
+    if not opened.open_to_other_clinics:
+        opened.open_to_other_clinics = True
+        opened.save(update_fields=["open_to_other_clinics", "updated_at"])
+    history = seed_screenings(patients[:DENVER_SCREENED])
+    travelling = home_patients[TRAVELLING_PATIENT]
+    # The rule the desk's plans keep (Protocol.refusal_for) holds for the demo too.
+    if refusal := opened.refusal_for(travelling):
+        logger.warning("%s; no visit in %s for them.", refusal, clinic)
+        booked = []
+    else:
+        booked = seed_doses(clinic, home_patients, [(TRAVELLING_PATIENT, OPEN_PROTOCOL)])
+    return PlansDemo(protocols, history, booked)

@@ -124,7 +124,7 @@ def _rems_for_times(visit: Visit, start: datetime, end: datetime):
     """The REMS gate at any time: one read of the enrolment and the setting, then dates only."""
     if not is_spravato(visit.visit_type):
         return lambda moved: []
-    clinic = visit.patient.clinic
+    clinic = visit.clinic
     enrollment = RemsEnrollment.objects.filter(patient=visit.patient).first()
     setting = RemsSetting.objects.filter(clinic=clinic).first()
 

@@ -161,6 +161,14 @@ class PlanInfeasible(Exception):
         return {"error": str(self), "step": str(self.step), "constraint": self.constraint}
 
 
+class NotOpenToPatient(PlanInfeasible):
+    """The patient may not follow the protocol at all (``Protocol.refusal_for``)."""
+
+    def __init__(self, step: ProtocolStep | None, constraint: str):
+        self.step, self.constraint, self.nearest = step, constraint, None
+        Exception.__init__(self, constraint)
+
+
 @dataclass
 class Window:
     earliest: datetime  # as the rule says; new visits also wait for the plan's start
@@ -241,6 +249,8 @@ class Generator:
 
     def generate(self) -> Proposal:
         """The plan from the start date, or from the first later day one fits from."""
+        if rule := self.protocol.refusal_for(self.patient):
+            raise NotOpenToPatient(self.steps[0] if self.steps else None, rule)
         refusal = None
         for day in self._start_days():
             try:

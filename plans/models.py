@@ -128,6 +128,12 @@ class Protocol(models.Model):
         default=3, help_text="At most this many dosing visits in any 7 days."
     )
     is_active = models.BooleanField(default=True)
+    open_to_other_clinics = models.BooleanField(
+        "open to the organisation's other clinics",
+        default=False,
+        help_text="Patients whose home is another clinic of this installation may follow "
+        "this protocol here (their plan's visits are held at this clinic).",
+    )
     updated_at = models.DateTimeField(auto_now=True, editable=False)
 
     class Meta:
@@ -138,6 +144,19 @@ class Protocol(models.Model):
 
     def __str__(self):
         return self.name
+
+    def refusal_for(self, patient: Patient) -> str:
+        """Why ``patient`` may not follow this protocol ("" if they may).
+
+        All clinics of an installation are one organisation: a patient of one
+        may follow a protocol of another when that protocol is open to them.
+        """
+        if patient.clinic_id == self.clinic_id or self.open_to_other_clinics:
+            return ""
+        return (
+            f"{patient} is a patient of {patient.clinic}; {self} at {self.clinic} is not open "
+            "to patients of the organisation's other clinics (see its setting)."
+        )
 
     # -- the dose rules: the generator and the booking gate both ask these --
 
@@ -740,7 +759,7 @@ class SessionRecord(models.Model):
     def _time_problems(self) -> dict[str, str]:
         """The times lie on the visit's own (local) day and in the order a session has them."""
         errors = {}
-        tz = self.visit.patient.clinic.tz
+        tz = self.visit.clinic.tz
         day = self.visit.start.astimezone(tz).date()
         names = [
             "monitoring_start",
@@ -785,7 +804,7 @@ class MonitoringFormTaskQuerySet(models.QuerySet):
         return self.filter(submitted_on__isnull=True)
 
     def for_clinic(self, clinic: Clinic):
-        return self.filter(visit__patient__clinic=clinic)
+        return self.filter(visit__visit_type__clinic=clinic)
 
 
 class MonitoringFormTask(models.Model):
@@ -821,7 +840,7 @@ class MonitoringFormTask(models.Model):
     @staticmethod
     def due_for(visit: Visit):
         """Seven calendar days after the session's local date; weekends and holidays count."""
-        local_day = visit.start.astimezone(visit.patient.clinic.tz).date()
+        local_day = visit.start.astimezone(visit.clinic.tz).date()
         return local_day + timedelta(days=MONITORING_FORM_DAYS)
 
     def days_left(self, today) -> int:

@@ -31,8 +31,8 @@ def record_submission(task: MonitoringFormTask, submitted_on: date, by: Abstract
 
     A conditional update, so two people recording it at once close it once.
     """
-    session_day = task.visit.start.astimezone(task.visit.patient.clinic.tz).date()
-    today = timezone.localdate(timezone=task.visit.patient.clinic.tz)
+    session_day = task.visit.start.astimezone(task.visit.clinic.tz).date()
+    today = timezone.localdate(timezone=task.visit.clinic.tz)
     if submitted_on < session_day:
         raise ValidationError(
             f"The form cannot go in before the session ({session_day:%a %Y-%m-%d})."

@@ -345,7 +345,7 @@ def questions_url(link: str) -> str:
 
 def _context(message: Message, link: str) -> dict:
     patient, visit = message.patient, message.visit
-    clinic = patient.clinic
+    clinic = visit.clinic  # where the visit is held
     local = timezone.localtime(visit.start, zone(patient.time_zone))
     return {
         "first_name": patient.first_name,

@@ -273,7 +273,7 @@ def open_alerts(clinic: Clinic):
     )
     return (
         SafetyAlert.objects.unacknowledged()
-        .filter(patient__clinic=clinic)
+        .filter(patient__in=Patient.objects.seen_at(clinic))
         .annotate(has_lead=Exists(lead))
         .select_related("patient")
         .order_by("created_at", "pk")

@@ -7,8 +7,8 @@ latest says whether the patient responds (a drop of at least the instrument's
 ``remission_below``). Everything comes from the instrument's scoring data, so
 an instrument a clinic adds is read the same way as PHQ-9 and GAD-7.
 
-Who sees answers and scores: clinic admins (the "Clinic admins" group, or a
-superuser) every patient's; a clinician the patients they are on a visit with
+Who sees answers and scores: clinic admins (of the clinic they work in, or a
+superuser) every patient's seen at that clinic (``Patient.objects.seen_at``); a clinician the patients they are on a visit with
 (leading or not; proposed visits of a plan under review do not count); the
 front desk nobody's. The pages, the table and the admin all ask here.
 """
@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from questionnaires.models import Instrument, QuestionnaireResponse
 from questionnaires.scoring import is_remission, is_response
 from scheduler.models import Patient, Visit
-from scheduler.roles import Role, roles_of
+from scheduler.roles import Role, access_of, roles_of
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def own_patients(clinician) -> QuerySet:
 def patients_whose_scores(user) -> QuerySet:
     """The patients whose answers and scores ``user`` may see (the module's rule)."""
     if sees_every_patients_scores(user):
-        return Patient.objects.all()
+        return Patient.objects.seen_at(access_of(user).clinic)
     if Role.CLINICIAN in roles_of(user):
         return own_patients(user.clinician)
     return Patient.objects.none()
@@ -171,7 +171,7 @@ def patients_whose_scores(user) -> QuerySet:
 
 def may_see_scores(user, patient: Patient) -> bool:
     if sees_every_patients_scores(user):
-        return True
+        return True  # the page showing ``patient`` is scoped to the admin's clinic
     if Role.CLINICIAN not in roles_of(user):
         return False
     return Visit.objects.for_clinician(user.clinician).scheduled().filter(patient=patient).exists()

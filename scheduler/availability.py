@@ -827,10 +827,11 @@ class Availability:
                 break
 
     def _fit_of_people_and_place(self, visit_type, team, room, patient) -> Iterator[str]:
-        if any(m.clinician.clinic_id != self.clinic.pk for m in team) or (
-            patient and patient.clinic_id != self.clinic.pk
-        ):
-            yield "The clinician, the patient and the clinic must belong together."
+        # The patient may be another clinic's: all clinics of an installation are one
+        # organisation, and who may be booked where is the callers' rule
+        # (plans.models.Protocol.refusal_for, the desk's patients of the clinic).
+        if any(m.clinician.clinic_id != self.clinic.pk for m in team):
+            yield "The clinician and the clinic must belong together."
         if visit_type.clinic_id != self.clinic.pk:
             yield f"{visit_type} is not a visit type of {self.clinic}."
         seen = set()

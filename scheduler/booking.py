@@ -152,7 +152,7 @@ def _availability_for(visit: Visit, staff: Sequence[Member] | None = ()) -> Avai
     """What decides ``visit``: its people (everyone, when ``staff`` is None: to choose from)."""
     people = None if staff is None else [visit.clinician, *(m.clinician for m in staff)]
     return Availability(
-        visit.patient.clinic,
+        visit.clinic,
         visit.start,
         visit.end,
         clinicians=people,
@@ -201,7 +201,7 @@ def choose_staff(visit: Visit, prefer: Iterable[Clinician] = ()) -> list[Member]
         visit.visit_type, visit.clinician, visit.start, visit.end, prefer
     )
     if missing is not None:
-        span = format_span(*missing.span(visit.start, visit.end), visit.patient.clinic.tz)
+        span = format_span(*missing.span(visit.start, visit.end), visit.clinic.tz)
         raise BookingError(f"No {missing.label} is free {span} for this visit.")
     return list(staff)
 
@@ -243,7 +243,7 @@ def problems_for(visit: Visit, staff: Sequence[Member] = ()) -> list[str]:
         return [f"{visit.visit_type} has no team set up: add who it needs in the admin."]
     *_, missing = seat_staff(visit.visit_type, [m.clinician for m in staff])
     return (
-        _horizon_problems(visit.start, visit.patient.clinic.tz)
+        _horizon_problems(visit.start, visit.clinic.tz)
         + missing
         + _availability_for(visit, staff).problems(
             visit.visit_type,
@@ -284,7 +284,7 @@ def locked(visit: Visit) -> Visit:
     """The visit as stored now, locked for this transaction (SQLite: the IMMEDIATE lock)."""
     return (
         Visit.objects.select_for_update(of=("self",))
-        .select_related("patient__clinic", "visit_type", "clinician", "room")
+        .select_related("patient__clinic", "visit_type__clinic", "clinician", "room")
         .prefetch_related("participants__clinician", "visit_type__staffing")
         .get(pk=visit.pk)
     )
@@ -500,7 +500,7 @@ def check_in(visit: Visit, *, now: datetime | None = None) -> Visit:
     now = now or timezone.now()
 
     def on_its_day_with_a_ride(current: Visit) -> None:
-        tz = current.patient.clinic.tz
+        tz = current.clinic.tz
         if current.start.astimezone(tz).date() != now.astimezone(tz).date():
             raise InvalidTransition("A visit can be checked in only on its own day.")
         if current.visit_type.needs_ride_home and not current.ride_home_arranged:

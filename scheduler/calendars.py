@@ -328,8 +328,9 @@ def build_calendar(
     message (RFC 5546) for ``attendee``, stamped ``now``; with ``Method.CANCEL``
     its events are CANCELLED whatever the visits' status (a visit that moved to
     another clinician goes on, but not in the calendar this CANCEL is for).
+    ``clinic`` organises an iTIP message (the visit's clinic); each event's
+    text comes from its own visit's clinic (``Visit.clinic``).
     """
-    detail = clinic.calendar_detail
     cancelled = method == Method.CANCEL
     calendar = Calendar.new(prodid=PRODID, calscale="GREGORIAN", method=method)
     # Calendar.new adds a calendar-level UID (RFC 7986). Clients that split a
@@ -349,7 +350,10 @@ def build_calendar(
     events = []
     first = last = None
     for visit in visits:
-        text = event_text(visit, audience, clinic, detail, cancelled=cancelled)
+        # Each entry names where its visit is held (a patient may be booked at
+        # another clinic of the organisation), at that clinic's detail level.
+        where = visit.clinic
+        text = event_text(visit, audience, where, where.calendar_detail, cancelled=cancelled)
         stamp = visit.updated_at if method is None else now
         events.append(
             visit_event(

@@ -49,6 +49,8 @@ from scheduler.models import (
     Patient,
     Room,
     StaffingRequirement,
+    StaffMembership,
+    StaffRole,
     Visit,
     VisitKind,
     VisitType,
@@ -73,6 +75,17 @@ CLINIC = {
     "address": "48 Example Avenue, Suite 300\nRiverside, NY 10099",
     "country": "US",
     "subdivision": "NY",
+}
+
+# The organisation's second location: another state, another time zone.
+DENVER = {
+    "slug": "riverside-denver",
+    "name": "Riverside Wellness Denver",
+    "time_zone": "America/Denver",
+    "phone": "(303) 555-0100",
+    "address": "1200 Sample Street, Floor 2\nDenver, CO 80299",
+    "country": "US",
+    "subdivision": "CO",
 }
 
 MON_FRI = (Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY)
@@ -188,8 +201,44 @@ STAFF = [
         (ClinicianRole.NURSE,),
         tuple(weekly(MON_FRI, "10:00", "18:00")),
     ),
-    Staff("frontdesk", "Robin", "Ashdown", "Front desk", FRONT_DESK),
+    Staff("frontdesk", "Robin", "Ashdown", "Front desk (both clinics)", FRONT_DESK),
     Staff("admin", "Sam", "Keeper", "Clinic admin (superuser)", CLINIC_ADMINS),
+]
+
+# Denver's own team, and its own desk; Robin (frontdesk) works both desks.
+DENVER_STAFF = [
+    Staff(
+        "osei",
+        "Ama",
+        "Osei",
+        "Prescriber (Denver)",
+        CLINICIANS,
+        "Dr. Ama Osei",
+        (ClinicianRole.PRESCRIBER,),
+        tuple(weekly(MON_FRI, "08:00", "16:00")),
+    ),
+    Staff(
+        "lindqvist",
+        "Nils",
+        "Lindqvist",
+        "Therapist (Denver)",
+        CLINICIANS,
+        "Nils Lindqvist, LPC",
+        (ClinicianRole.THERAPIST,),
+        tuple(weekly(MON_FRI, "08:00", "16:00")),
+    ),
+    Staff(
+        "baptiste",
+        "Lea",
+        "Baptiste",
+        "Nurse (Denver)",
+        CLINICIANS,
+        "Lea Baptiste, RN",
+        (ClinicianRole.NURSE,),
+        tuple(weekly(MON_FRI, "08:00", "16:00")),
+    ),
+    Staff("denverdesk", "Mateo", "Ruiz", "Front desk (Denver only)", FRONT_DESK),
+    STAFF[-2],  # frontdesk: a member of both clinics, who switches between them
 ]
 
 
@@ -416,9 +465,17 @@ CONSENT_METHODS = [ConsentMethod.WEB_FORM, ConsentMethod.PAPER_FORM, ConsentMeth
 FIRST_CONSENT = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
 
-def patient_rows() -> list[dict]:
+DENVER_PATIENT_NAMES = [
+    ("Arden", "Aspenhall"),
+    ("Briar", "Bluestem"),
+    ("Cody", "Columbine"),
+    ("Devon", "Dunmore"),
+]
+
+
+def patient_rows(names=PATIENT_NAMES, spec=CLINIC, area="212") -> list[dict]:
     rows = []
-    for index, (first, last) in enumerate(PATIENT_NAMES):
+    for index, (first, last) in enumerate(names):
         number = index + 1
         # Two in three agreed to texts; one of those later replied STOP.
         consented = index % 3 != 2
@@ -432,8 +489,8 @@ def patient_rows() -> list[dict]:
                     1962 + (index * 7) % 40, 1 + index % 12, 1 + (index * 5) % 28
                 ),
                 # Typed as staff would; full_clean stores E.164 (+12125550101).
-                "mobile": f"(212) 555-{100 + number:04d}",
-                "time_zone": "America/Chicago" if index in (4, 13) else CLINIC["time_zone"],
+                "mobile": f"({area}) 555-{100 + number:04d}",
+                "time_zone": "America/Chicago" if index in (4, 13) else spec["time_zone"],
                 "contact_by_sms": True,
                 "contact_by_email": True,
                 "sms_consent_at": consent_at,
@@ -481,9 +538,9 @@ def upsert(model: type[models.Model], lookup: dict, values: dict) -> tuple[model
     return instance, created
 
 
-def seed_clinic() -> Clinic:
-    values = {key: value for key, value in CLINIC.items() if key != "slug"}
-    clinic, _ = upsert(Clinic, {"slug": CLINIC["slug"]}, values)
+def seed_clinic(spec: dict = CLINIC) -> Clinic:
+    values = {key: value for key, value in spec.items() if key != "slug"}
+    clinic, _ = upsert(Clinic, {"slug": spec["slug"]}, values)
     replace_weekly(OpeningHours, {"clinic": clinic}, OPENING_HOURS)
     seed_state_holiday_openings(clinic)
     capabilities = {
@@ -538,11 +595,16 @@ def replace_weekly(model, owner: dict, hours) -> None:
     )
 
 
-def seed_staff(clinic: Clinic) -> dict[str, Clinician]:
-    """Staff accounts in their sign-in groups (the web app's demo layer grants the groups' permissions)."""
+# Desk accounts work at the clinic they are seeded for (scheduler.roles).
+MEMBERSHIP_OF_GROUP = {FRONT_DESK: StaffRole.FRONT_DESK, CLINIC_ADMINS: StaffRole.ADMIN}
+
+
+def seed_staff(clinic: Clinic, staff: list[Staff] = STAFF) -> dict[str, Clinician]:
+    """Staff accounts in their sign-in groups (the web app's demo layer grants the groups'
+    permissions), desk accounts members of ``clinic``, clinicians working there."""
     User = get_user_model()
     clinicians = {}
-    for member in STAFF:
+    for member in staff:
         user, created = User.objects.update_or_create(
             username=member.username,
             defaults={
@@ -559,6 +621,10 @@ def seed_staff(clinic: Clinic) -> dict[str, Clinician]:
             user.set_password(member.password)
             user.save(update_fields=["password"])
         user.groups.add(Group.objects.get_or_create(name=member.group)[0])
+        if member.group in MEMBERSHIP_OF_GROUP:
+            StaffMembership.objects.get_or_create(
+                user=user, clinic=clinic, role=MEMBERSHIP_OF_GROUP[member.group]
+            )
         if not member.clinician_roles:
             continue
         clinician, _ = upsert(
@@ -617,9 +683,9 @@ def replace_team(visit_type: VisitType, team: list[Need]) -> None:
     visit_type.staffing.exclude(pk__in=keep).delete()
 
 
-def seed_patients(clinic: Clinic) -> list[Patient]:
+def seed_patients(clinic: Clinic, rows: list[dict] | None = None) -> list[Patient]:
     patients = []
-    for row in patient_rows():
+    for row in patient_rows() if rows is None else rows:
         values = dict(row)
         email = values.pop("email")
         patient, _ = upsert(Patient, {"clinic": clinic, "email": email}, values)
@@ -627,11 +693,11 @@ def seed_patients(clinic: Clinic) -> list[Patient]:
     return patients
 
 
-def seed_visits(clinic, types, patients, clinicians) -> list[Visit]:
+def seed_visits(clinic, types, patients, clinicians, bookings=DEMO_BOOKINGS) -> list[Visit]:
     today = timezone.localdate(timezone=clinic.tz)
     last_day = today + timedelta(days=BOOKING_WINDOW_DAYS)
     booked = []
-    for number, (index, slug) in enumerate(DEMO_BOOKINGS):
+    for number, (index, slug) in enumerate(bookings):
         patient, visit_type = patients[index], types[slug]
         if Visit.objects.filter(patient=patient, visit_type=visit_type).exists():
             continue
@@ -696,6 +762,11 @@ class SchedulingDemo:
     feeds: list[tuple[Clinician, str]] = field(default_factory=list)
 
 
+# Denver's first three patients were screened there (plans.demo) and come for
+# their preparation; the fourth is new and comes for the screening.
+DENVER_BOOKINGS = [(3, "screening"), (0, "preparation"), (1, "preparation"), (2, "preparation")]
+
+
 def seed() -> SchedulingDemo:
     """Seed the scheduling layer of the demo clinic."""
     clinic = seed_clinic()
@@ -703,4 +774,14 @@ def seed() -> SchedulingDemo:
     types = seed_visit_types(clinic)
     patients = seed_patients(clinic)
     booked = seed_visits(clinic, types, patients, clinicians)
+    return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))
+
+
+def seed_second_location() -> SchedulingDemo:
+    """Seed the scheduling layer of the organisation's Denver location, the same way."""
+    clinic = seed_clinic(DENVER)
+    clinicians = seed_staff(clinic, DENVER_STAFF)
+    types = seed_visit_types(clinic)
+    patients = seed_patients(clinic, patient_rows(DENVER_PATIENT_NAMES, DENVER, area="303"))
+    booked = seed_visits(clinic, types, patients, clinicians, DENVER_BOOKINGS)
     return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))

@@ -122,7 +122,9 @@ class Feed:
         return f'"{etag}"', last_modified
 
     def render(self, now: datetime) -> bytes:
-        visits = self.visits(now).select_related("visit_type", "clinician", "room", "patient")
+        visits = self.visits(now).select_related(
+            "visit_type__clinic", "clinician", "room", "patient"
+        )
         if self.audience == Audience.CLINICIAN:
             # The team, for each event's span and its "Team:" line: one query.
             visits = visits.prefetch_related(

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -107,10 +107,11 @@ class WaitlistOrder(models.TextChoices):
 
 class ClinicQuerySet(models.QuerySet):
     def installation(self) -> "Clinic | None":
-        """The clinic this installation serves: the first one set up (None before any is).
+        """The installation's first clinic (None before any is set up).
 
-        One clinic per installation today: staff accounts carry no clinic, and
-        a text from an unknown number is answered in the first clinic's name.
+        An installation may serve several clinics of one organisation; staff
+        work in the one they chose (``scheduler.roles.access_of``). This one
+        answers what belongs to no clinic: a text from a number no patient has.
         """
         return self.order_by("pk").first()
 
@@ -429,6 +430,14 @@ class ConsentMethod(models.TextChoices):
 
 
 class PatientQuerySet(models.QuerySet):
+    def seen_at(self, clinic: "Clinic"):
+        """Patients the clinic's staff may see: its own (their home clinic) and those
+        with a visit at it (a patient of another location booked here)."""
+        return self.filter(
+            Q(clinic=clinic)
+            | Exists(Visit.objects.at_clinic(clinic).filter(patient=OuterRef("pk")))
+        )
+
     def search(self, text: str):
         text = text.strip()
         if not text:
@@ -891,6 +900,11 @@ class VisitQuerySet(models.QuerySet):
     def for_patient(self, patient):
         return self.filter(patient=patient)
 
+    def at_clinic(self, clinic):
+        """Visits held at ``clinic``: a visit's location is its visit type's clinic,
+        which may not be the patient's home clinic (``Patient.clinic``)."""
+        return self.filter(visit_type__clinic=clinic)
+
     def upcoming(self, now: datetime | None = None):
         return self.filter(
             start__gte=now or timezone.now(), status__in=(*OPEN_STATUSES, VisitStatus.CHECKED_IN)
@@ -960,7 +974,7 @@ class Visit(models.Model):
         ]
 
     def __str__(self):
-        local = timezone.localtime(self.start, self.patient.clinic.tz) if self.start else None
+        local = timezone.localtime(self.start, self.clinic.tz) if self.start else None
         return (
             f"{self.visit_type} for {self.patient} at {local:%Y-%m-%d %H:%M}" if local else "Visit"
         )
@@ -968,6 +982,12 @@ class Visit(models.Model):
     def save(self, *args, **kwargs):
         super().save(*args, **kwargs)
         self.participants_follow()
+
+    @property
+    def clinic(self) -> Clinic:
+        """Where the visit is held: its visit type's clinic (``VisitQuerySet.at_clinic``).
+        Its name, address, phone, zone and settings are the ones a visit's messages use."""
+        return self.visit_type.clinic
 
     @property
     def is_blocking(self) -> bool:
@@ -1376,3 +1396,47 @@ class DiaryChange(models.Model):
 
     def __str__(self) -> str:
         return f"visit {self.visit_id} changed"
+
+
+class StaffRole(models.TextChoices):
+    FRONT_DESK = "front_desk", "Front desk"
+    ADMIN = "admin", "Clinic admin"
+
+
+class StaffMembership(models.Model):
+    """A staff account's role at one clinic: which clinics a user may work in.
+
+    A clinician works at their ``Clinician.clinic`` without a row here, and a
+    superuser at every clinic (``scheduler.roles.access_of``). The "Front desk"
+    and "Clinic admins" groups still carry the admin's model permissions.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=StaffRole.choices)
+
+    class Meta:
+        ordering = ["clinic", "role"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "clinic", "role"], name="staff_membership_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.user} - {self.get_role_display()} at {self.clinic}"
+
+
+class ChosenClinic(models.Model):
+    """The clinic a user last chose to work in, kept across sessions and devices."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chosen_clinic"
+    )
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="+")
+    chosen_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.user} works in {self.clinic}"

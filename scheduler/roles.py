@@ -1,8 +1,16 @@
-"""Who a signed-in user is to the clinic: front desk, clinician, clinic admin.
+"""Who a signed-in user is at the clinic they work in: front desk, clinician, clinic admin.
 
-Roles come from what the clinic already keeps: the "Front desk" and "Clinic
-admins" groups (seed_demo creates both), superusers, and a ``Clinician`` row.
-A user can hold several (a nurse who also works the desk).
+An installation may serve several clinics of one organisation. A user works at
+the clinics they are a member of (``StaffMembership``: front desk or clinic
+admin there), at their own clinic as a clinician (``Clinician.clinic``), and a
+superuser at every clinic. Of those, they work in one at a time: the one they
+chose last (``ChosenClinic``, kept across sessions and devices), else the
+first. Their desk and admin roles are those they hold in that clinic; being a
+clinician is about their own visits, so it holds whichever clinic is chosen.
+A user can hold several roles (a nurse who also works the desk).
+
+The "Front desk" and "Clinic admins" groups carry the admin's model
+permissions; which clinics a user works in comes from memberships.
 """
 
 from collections.abc import Callable
@@ -10,14 +18,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import wraps
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Exists, OuterRef
+from django.http import Http404, HttpRequest, HttpResponse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from scheduler.models import Clinic
+from scheduler.models import ChosenClinic, Clinic, Clinician, StaffMembership, StaffRole
 
 FRONT_DESK_GROUP = "Front desk"
 CLINIC_ADMINS_GROUP = "Clinic admins"
@@ -31,58 +38,90 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Access:
+    # The roles held in the chosen clinic (and clinician, wherever).
     roles: frozenset[Role]
     # Whether a password is not enough: the session must be verified with a
     # second factor (desk/second_factor.py enforces it on every staff page).
     needs_second_factor: bool
+    # The clinic the user works in now, and every clinic they may choose.
+    clinic: Clinic | None = None
+    clinics: tuple[Clinic, ...] = ()
 
 
 NO_ACCESS = Access(frozenset(), False)
 
 
 def access_of(user) -> Access:
-    """The user's roles and whether they sign in with a second factor.
+    """The user's clinics, the one they work in, their roles there and whether they
+    sign in with a second factor.
 
-    Computed once per request (one small query) and kept on the user. A second
-    factor is needed by clinic admins, clinicians, anyone else who can open the
-    admin, the front desk where the clinic asks for it
-    (``Clinic.front_desk_needs_second_factor``), and anyone who has set one up.
+    Computed once per request (one small query: one row per clinic of the
+    installation) and kept on the user. A second factor is needed by clinic
+    admins, clinicians, anyone else who can open the admin, the front desk of
+    a clinic that asks for it (``Clinic.front_desk_needs_second_factor``), and
+    anyone who has set one up.
     """
     if not user.is_authenticated or not user.is_active:
         return NO_ACCESS
     cached = getattr(user, "_clinic_access", None)
     if cached is not None:
         return cached
-    # Groups and the clinician row (both left-joined on the user), the
-    # installation's clinic's rule for the desk and any authenticator app, in one query.
-    rows = list(
-        get_user_model()
-        .objects.filter(pk=user.pk)
-        .annotate(
-            desk_second_factor=Subquery(
-                Clinic.objects.order_by("pk").values("front_desk_needs_second_factor")[:1]
+    memberships = StaffMembership.objects.filter(user=user.pk, clinic=OuterRef("pk"))
+    clinics = list(
+        Clinic.objects.order_by("pk").annotate(
+            desk_here=Exists(memberships.filter(role=StaffRole.FRONT_DESK)),
+            admin_here=Exists(memberships.filter(role=StaffRole.ADMIN)),
+            clinician_here=Exists(
+                Clinician.objects.filter(user=user.pk, clinic=OuterRef("pk"), is_active=True)
             ),
-            enrolled=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
+            chosen=Exists(ChosenClinic.objects.filter(user=user.pk, clinic=OuterRef("pk"))),
+            enrolled=Exists(TOTPDevice.objects.filter(user=user.pk, confirmed=True)),
         )
-        .values_list("groups__name", "clinician__is_active", "desk_second_factor", "enrolled")
     )
-    groups = {group for group, *_ in rows}
+    if not clinics:  # nothing set up yet: no roles, only whether an app was set up
+        enrolled = TOTPDevice.objects.filter(user=user.pk, confirmed=True).exists()
+        user._clinic_access = Access(frozenset(), enrolled or user.is_staff)
+        return user._clinic_access
+    mine = tuple(
+        clinic
+        for clinic in clinics
+        if user.is_superuser or clinic.desk_here or clinic.admin_here or clinic.clinician_here
+    )
+    chosen = next((clinic for clinic in mine if clinic.chosen), mine[0] if mine else None)
     roles = set()
-    if FRONT_DESK_GROUP in groups:
+    if chosen is not None and chosen.desk_here:
         roles.add(Role.FRONT_DESK)
-    if CLINIC_ADMINS_GROUP in groups or user.is_superuser:
+    if chosen is not None and (chosen.admin_here or user.is_superuser):
         roles.add(Role.ADMIN)
-    if any(active for _, active, *_ in rows):
+    if any(clinic.clinician_here for clinic in clinics):
         roles.add(Role.CLINICIAN)
-    _, _, desk_second_factor, enrolled = rows[0] if rows else (None, None, False, False)
     needs = (
-        bool(enrolled)
+        clinics[0].enrolled
         or bool(roles & {Role.ADMIN, Role.CLINICIAN})
-        or (Role.FRONT_DESK in roles and bool(desk_second_factor))
+        or any(clinic.desk_here and clinic.front_desk_needs_second_factor for clinic in mine)
         or (not roles and user.is_staff)
     )
-    user._clinic_access = Access(frozenset(roles), needs)
+    user._clinic_access = Access(frozenset(roles), needs, chosen, mine)
     return user._clinic_access
+
+
+def choose_clinic(user, clinic_id: int) -> Clinic | None:
+    """Make the clinic with ``clinic_id`` the one ``user`` works in, remembered for
+    their next sessions; None (and nothing changed) when they are no member of it."""
+    clinic = next((c for c in access_of(user).clinics if c.pk == clinic_id), None)
+    if clinic is not None:
+        ChosenClinic.objects.update_or_create(user=user, defaults={"clinic": clinic})
+        user._clinic_access = None  # roles follow the clinic
+    return clinic
+
+
+def working_clinic(request: HttpRequest) -> Clinic:
+    """The clinic this request works in (``access_of``): every staff page shows its
+    rows only. A 404 when the user works in none (none set up, or no membership)."""
+    clinic = access_of(request.user).clinic
+    if clinic is None:
+        raise Http404("No clinic is set up for you yet.")
+    return clinic
 
 
 def roles_of(user) -> frozenset[Role]:

@@ -11,27 +11,37 @@ from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.models import Channel, Message, Purpose, Status
-from scheduler.models import Patient, Visit, VisitStatus
+from scheduler.models import Clinic, Patient, StaffMembership, StaffRole, Visit, VisitStatus
 from scheduler.roles import CLINIC_ADMINS_GROUP, FRONT_DESK_GROUP
 
 _numbers = count(1)
 
 
-def staff_user(group: str | None = FRONT_DESK_GROUP, *, password: str = "", **extra):
+MEMBERSHIP_OF_GROUP = {FRONT_DESK_GROUP: StaffRole.FRONT_DESK, CLINIC_ADMINS_GROUP: StaffRole.ADMIN}
+
+
+def staff_user(group: str | None = FRONT_DESK_GROUP, *, password: str = "", clinics=None, **extra):
+    """A staff account in ``group``; a desk or admin one is a member of ``clinics``
+    (default: every clinic set up so far), as the groups' migration made them."""
     user = get_user_model().objects.create_user(
         username=f"staff{next(_numbers)}", password=password or None, **extra
     )
     if group:
         user.groups.add(Group.objects.get_or_create(name=group)[0])
+    if group in MEMBERSHIP_OF_GROUP:
+        StaffMembership.objects.bulk_create(
+            StaffMembership(user=user, clinic=clinic, role=MEMBERSHIP_OF_GROUP[group])
+            for clinic in (Clinic.objects.all() if clinics is None else clinics)
+        )
     return user
 
 
-def front_desk(password: str = ""):
-    return staff_user(FRONT_DESK_GROUP, password=password)
+def front_desk(password: str = "", *, clinics=None):
+    return staff_user(FRONT_DESK_GROUP, password=password, clinics=clinics)
 
 
-def clinic_admin():
-    return staff_user(CLINIC_ADMINS_GROUP)
+def clinic_admin(*, clinics=None):
+    return staff_user(CLINIC_ADMINS_GROUP, clinics=clinics)
 
 
 def sign_in_verified(client, user) -> None:

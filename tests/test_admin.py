@@ -60,9 +60,9 @@ def staff(client, demo):
 @pytest.fixture
 def screening():
     return {
-        "visit_type": VisitType.objects.get(slug="screening"),
+        "visit_type": VisitType.objects.get(clinic__slug="riverside", slug="screening"),
         "clinician": Clinician.objects.get(user__username="marsh"),
-        "room": Room.objects.get(name="Consult room"),
+        "room": Room.objects.get(clinic__slug="riverside", name="Consult room"),
     }
 
 
@@ -481,7 +481,9 @@ def test_care_plan_models_have_admin_pages_that_open(staff):
     from scheduler.models import Patient as DemoPatient
 
     person = DemoPatient.objects.order_by("pk").first()
-    save_proposal(generate(person, Protocol.objects.get(slug="kap-lozenge"), MONDAY))
+    save_proposal(
+        generate(person, Protocol.objects.get(clinic__slug="riverside", slug="kap-lozenge"), MONDAY)
+    )
     call_command("check")
     for model_name in ["protocol", "protocolstep", "careplan", "screening"]:
         model = apps.get_model("plans", model_name)

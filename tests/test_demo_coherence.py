@@ -14,6 +14,7 @@ from io import StringIO
 import holidays
 import pytest
 import time_machine
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from plans.models import Screening
@@ -26,6 +27,7 @@ from scheduler.models import (
     VisitKind,
     VisitStatus,
 )
+from scheduler.roles import access_of
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
@@ -133,3 +135,29 @@ def test_visits_in_the_past_are_completed_and_those_ahead_are_booked(demo):
         assert visit.status == expected, visit
     assert Visit.objects.filter(start__gt=now + timedelta(days=15)).count() == 0
     assert not visits(visit_type__modality=Modality.TELEHEALTH, room__isnull=False)
+
+
+def test_two_locations_a_desk_user_of_both_and_one_of_denver_only(demo):
+    denver = Clinic.objects.get(slug="riverside-denver")
+    assert (demo.time_zone, denver.time_zone) == ("America/New_York", "America/Denver")
+    users = get_user_model().objects
+    assert access_of(users.get(username="frontdesk")).clinics == (demo, denver)
+    assert access_of(users.get(username="denverdesk")).clinics == (denver,)
+    # Each location has its own team, rooms, visit types, protocols and patients.
+    for clinic in (demo, denver):
+        assert clinic.clinicians.exists() and clinic.rooms.exists()
+        assert clinic.visit_types.exists() and clinic.protocols.exists()
+        assert Visit.objects.at_clinic(clinic).filter(patient__clinic=clinic).exists()
+
+
+def test_a_new_york_patient_is_seen_in_denver_through_a_protocol_open_to_other_clinics(demo):
+    denver = Clinic.objects.get(slug="riverside-denver")
+    travelling = list(
+        Visit.objects.at_clinic(denver)
+        .filter(patient__clinic=demo)
+        .select_related("planned__care_plan__protocol")
+    )
+    assert travelling
+    for visit in travelling:
+        protocol = visit.planned.care_plan.protocol
+        assert protocol.clinic == denver and protocol.open_to_other_clinics

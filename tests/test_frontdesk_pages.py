@@ -365,7 +365,7 @@ def demo(db, client):
 
 
 def _plan_form(patient, protocol_slug="iv-induction", **extra):
-    protocol = Protocol.objects.get(slug=protocol_slug)
+    protocol = Protocol.objects.get(clinic__slug="riverside", slug=protocol_slug)
     return {
         "patient": patient.pk,
         "protocol": protocol.pk,
@@ -439,7 +439,7 @@ def test_a_form_changed_after_the_proposal_books_nothing(client, demo):
     shown = _shown(client.post(url, _plan_form(patient, action="propose")))
     plans = CarePlan.objects.count()  # the demo's own
     for change in (
-        {"protocol": Protocol.objects.get(slug="kap-lozenge").pk},
+        {"protocol": Protocol.objects.get(clinic__slug="riverside", slug="kap-lozenge").pk},
         {"patient": Patient.objects.filter(clinic=demo).order_by("pk")[1].pk},
         {"start_date": "2030-03-04"},
         {"weekdays": ["1", "3"]},

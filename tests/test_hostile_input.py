@@ -331,7 +331,7 @@ def test_an_admin_visit_outside_the_calendar_is_a_form_error(world, client, day)
         reverse("admin:scheduler_visit_add"),
         {
             "patient": world["patient"].pk,
-            "visit_type": VisitType.objects.get(slug="screening").pk,
+            "visit_type": VisitType.objects.get(clinic__slug="riverside", slug="screening").pk,
             "clinician": world["therapist"].pk,
             "start_0": day,
             "start_1": "10:00",
@@ -360,7 +360,7 @@ def test_a_new_plan_starting_outside_the_booking_horizon_is_a_form_error(world, 
         reverse("desk_new_plan"),
         {
             "patient": world["patient"].pk,
-            "protocol": Protocol.objects.get(slug="iv-induction").pk,
+            "protocol": Protocol.objects.get(clinic__slug="riverside", slug="iv-induction").pk,
             "start_date": day,
             "action": "confirm",
         },
@@ -606,7 +606,7 @@ def _seed_world() -> dict[str, int]:
     handle_inbound("SM" + "7" * 32, patient.mobile, "Can we talk?")
     proposal = generate(
         Patient.objects.order_by("pk")[1],
-        Protocol.objects.get(slug="iv-induction"),
+        Protocol.objects.get(clinic__slug="riverside", slug="iv-induction"),
         MONDAY + timedelta(days=28),
     )
     care_plans.confirm(care_plans.save_proposal(proposal))
@@ -803,7 +803,7 @@ def test_no_page_form_or_webhook_answers_hostile_values_with_a_server_error(worl
     desk.force_login(front_desk())
     plan = {
         "patient": [str(patient.pk)],
-        "protocol": [str(Protocol.objects.get(slug="iv-induction").pk)],
+        "protocol": [str(Protocol.objects.get(clinic__slug="riverside", slug="iv-induction").pk)],
         "start_date": ["2030-02-04"],
         "weekdays": ["0", "2"],
         "time_from": ["09:00"],

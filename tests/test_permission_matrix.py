@@ -15,21 +15,20 @@ has not typed the code yet: nothing but the second step and the token URLs.
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import issue_patient_link
 from plans.models import MonitoringFormTask
 from questionnaires.models import Instrument, QuestionnaireRequest
 from scheduler import tokens
 from scheduler.models import Modality, Visit, VisitKind, VisitStatus
-from scheduler.roles import CLINIC_ADMINS_GROUP
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, SmallClinic, at
 from tests.fhir_helpers import bearer
-from tests.page_helpers import failed_message, front_desk, sign_in_verified
+from tests.page_helpers import clinic_admin, failed_message, front_desk, sign_in_verified
 from tests.safety_helpers import SEVERAL_DAYS, answer_phq9, request_before
 from waitlist.models import FreedSlot, Offer, WaitlistEntry
 from waitlist.offers import offer_link
@@ -51,6 +50,8 @@ SIGNED_IN_302 = dict.fromkeys(STAFF, 302)
 SIGNED_IN_200 = dict.fromkeys(STAFF, 200)
 # A page behind the second step that refuses the method: the step comes first.
 STAFF_405 = NOBODY_405 | {"unverified": TWO}
+# A row of another clinic: the desk and admins of this one get a 404, not a 403.
+ELSEWHERE = DESK | {"desk": 404, "admin": 404}
 
 # (label, url name, arguments (from the world below), method, outcome per role)
 MATRIX = [
@@ -143,9 +144,33 @@ MATRIX = [
     ("desk message queue", "desk_messages", None, "get", DESK),
     ("desk resend by GET", "desk_resend", "message", "get", STAFF_405),
     ("desk resend", "desk_resend", "message", "post", DESK_POST),
-    ("desk mark handled by GET", "desk_handled", "message", "get", STAFF_405),
-    ("desk mark handled", "desk_handled", "message", "post", DESK_POST),
+    ("desk mark handled by GET", "desk_handled", "inbound", "get", STAFF_405),
+    ("desk mark handled", "desk_handled", "inbound", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
+    # Another clinic's rows, for staff of this one only: as if they did not exist.
+    ("other clinic's patient", "desk_patient", "elsewhere_patient", "get", ELSEWHERE),
+    ("other clinic's patient, edit", "desk_edit_patient", "elsewhere_patient", "get", ELSEWHERE),
+    ("other clinic's patient, book", "desk_book_visit", "elsewhere_patient", "get", ELSEWHERE),
+    ("other clinic's visit", "desk_visit", "elsewhere_visit", "get", ELSEWHERE),
+    ("other clinic's dose, session", "desk_session_record", "elsewhere_dose", "get", ELSEWHERE),
+    ("other clinic's message, resend", "desk_resend", "elsewhere_message", "post", ELSEWHERE),
+    ("other clinic's text, handled", "desk_handled", "elsewhere_inbound", "post", ELSEWHERE),
+    (
+        "other clinic's safety alert",
+        "desk_alert",
+        "elsewhere_alert",
+        "get",
+        ELSEWHERE | dict.fromkeys(CLINICIANS, 404),
+    ),
+    # Choosing a clinic: nothing posted names one, so nobody may.
+    (
+        "choose a clinic, none named",
+        "choose_clinic",
+        None,
+        "post",
+        NOBODY_403 | {"unverified": TWO},
+    ),
+    ("choose a clinic by GET", "choose_clinic", None, "get", STAFF_405),
     # A safety alert about Avery, the therapist's patient: the desk sees that it exists and
     # whom it went to; the patient's own clinicians and admins see the answers and acknowledge.
     (
@@ -377,7 +402,13 @@ def world(clinic):
     _, feed = tokens.issue(clinic.therapist)
     revoked_link = issue_patient_link(blake).rsplit("/", 2)[-2]
     issue_patient_link(blake)
+    inbound = InboundMessage.objects.create(
+        provider_id="SM-avery", from_number=avery.mobile, patient=avery, kind=InboundKind.OTHER
+    )
+    elsewhere = elsewhere_rows(world_clinic_elsewhere())
     args = {
+        "inbound": [inbound.pk],
+        **{key: [row.pk] for key, row in elsewhere.items()},
         "day": [MONDAY.isoformat()],
         "own_patient": [avery.pk],
         "other_patient": [blake.pk],
@@ -402,11 +433,10 @@ def world(clinic):
         "fhir_schedule": [f"practitioner-{clinic.therapist.pk}"],
         "fhir_slot": [f"practitioner-{clinic.therapist.pk}.20300603T1400Z.30"],
     }
-    desk = front_desk()
-    admin = front_desk()
-    admin.groups.set([Group.objects.get_or_create(name=CLINIC_ADMINS_GROUP)[0]])
-    unverified = front_desk()
-    unverified.groups.set([Group.objects.get_or_create(name=CLINIC_ADMINS_GROUP)[0]])
+    # Staff of this clinic only; the other is a location of the same organisation.
+    desk = front_desk(clinics=[clinic.clinic])
+    admin = clinic_admin(clinics=[clinic.clinic])
+    unverified = clinic_admin(clinics=[clinic.clinic])
     TOTPDevice.objects.create(user=unverified, name="Phone", confirmed=True)
     users = {
         "desk": desk,
@@ -419,7 +449,51 @@ def world(clinic):
     for user in users.values():
         user.is_staff = True  # as seed_demo makes every staff account
         user.save(update_fields=["is_staff"])
-    return {"args": args, "users": users, "avery": avery, "blake": blake, "link": link}
+    return {
+        "args": args,
+        "users": users,
+        "avery": avery,
+        "blake": blake,
+        "link": link,
+        "elsewhere": elsewhere,
+    }
+
+
+def world_clinic_elsewhere() -> SmallClinic:
+    return SmallClinic("America/Denver")
+
+
+def elsewhere_rows(other: SmallClinic) -> dict:
+    """A patient of the other clinic with a visit, a dose, a failed text, a text in and an alert."""
+    casey = other.patient("Casey", "Coldwater")
+    visit = Visit.objects.create(
+        patient=casey,
+        visit_type=other.integration,
+        clinician=other.therapist,
+        start=at(MONDAY, "10:00", "America/Denver"),
+        end=at(MONDAY, "10:50", "America/Denver"),
+    )
+    dose = Visit.objects.create(
+        patient=casey,
+        visit_type=other.iv,
+        clinician=other.prescriber,
+        room=other.room1,
+        start=at(MONDAY, "12:00", "America/Denver"),
+        end=at(MONDAY, "14:00", "America/Denver"),
+    )
+    inbound = InboundMessage.objects.create(
+        provider_id="SM-casey", from_number=casey.mobile, patient=casey, kind=InboundKind.OTHER
+    )
+    alert = answer_phq9(request_before(visit, timezone.now()), item_9=SEVERAL_DAYS).alerts.get()
+    return {
+        "elsewhere_patient": casey,
+        "elsewhere_visit": visit,
+        "elsewhere_dose": dose,
+        "elsewhere_message": failed_message(dose),
+        "elsewhere_inbound": inbound,
+        "elsewhere_alert": alert,
+        "elsewhere_clinic": other.clinic,
+    }
 
 
 def client_as(world, role: str) -> Client:
@@ -541,3 +615,33 @@ def test_in_the_admin_a_clinician_sees_only_their_own_patients_and_visits(client
         Permission.objects.filter(codename__startswith="view_")
     )
     assert "Birchwood" in client.get(reverse("admin:scheduler_patient_changelist")).text
+
+
+def test_the_switcher_refuses_a_clinic_the_user_is_not_a_member_of(world):
+    client = client_as(world, "desk")
+    other = world["elsewhere"]["elsewhere_clinic"]
+    response = client.post(reverse("choose_clinic"), {"clinic": other.pk})
+    assert response.status_code == 403
+    patient = reverse("desk_patient", args=[world["elsewhere"]["elsewhere_patient"].pk])
+    assert client.get(patient).status_code == 404
+
+
+def test_a_member_of_both_clinics_sees_the_others_rows_after_switching(world, clinic):
+    other = world["elsewhere"]["elsewhere_clinic"]
+    member = front_desk(clinics=[clinic.clinic, other])
+    client = Client()
+    client.force_login(member)
+    theirs = [
+        reverse(name, args=[world["elsewhere"][key].pk])
+        for name, key in (
+            ("desk_patient", "elsewhere_patient"),
+            ("desk_book_visit", "elsewhere_patient"),
+            ("desk_visit", "elsewhere_visit"),
+            ("desk_alert", "elsewhere_alert"),
+        )
+    ]
+    ours = reverse("desk_patient", args=[world["avery"].pk])
+    assert [client.get(url).status_code for url in [*theirs, ours]] == [404] * 4 + [200]
+    response = client.post(reverse("choose_clinic"), {"clinic": other.pk, "next": "/desk/"})
+    assert response.status_code == 302 and response["Location"] == "/desk/"
+    assert [client.get(url).status_code for url in [*theirs, ours]] == [200] * 4 + [404]

@@ -152,7 +152,9 @@ def test_visits_already_there_are_marked_counted_in_the_window_they_counted_in(d
     new_patient = patient(demo, NEW_PATIENT)
     screening = book_first_free(demo, new_patient, "screening", PLAN_START - timedelta(days=1))
     preparation = book_first_free(demo, new_patient, "preparation", PLAN_START + timedelta(days=1))
-    proposal = generate(new_patient, Protocol.objects.get(slug="iv-induction"), PLAN_START)
+    proposal = generate(
+        new_patient, Protocol.objects.get(clinic__slug="riverside", slug="iv-induction"), PLAN_START
+    )
     with CaptureQueriesContext(connection) as queries:
         timeline = for_proposal(proposal, demo.tz)
     assert len(queries) == 1  # where an earlier plan first put them: none here
@@ -304,7 +306,7 @@ def test_today_is_marked_only_when_it_falls_inside_a_saved_plans_picture(demo):
 def _plan_form(patient_row, slug, start=START, action="propose"):
     return {
         "patient": patient_row.pk,
-        "protocol": Protocol.objects.get(slug=slug).pk,
+        "protocol": Protocol.objects.get(clinic__slug="riverside", slug=slug).pk,
         "start_date": start.isoformat(),
         "action": action,
     }
@@ -361,7 +363,9 @@ def test_the_proposal_page_asks_the_database_nothing_more_for_its_picture(client
         with CaptureQueriesContext(connection) as page_queries:
             page = client.post(reverse("desk_new_plan"), form)
         with CaptureQueriesContext(connection) as plan_queries:
-            generate(patient(demo), Protocol.objects.get(slug=slug), START)
+            generate(
+                patient(demo), Protocol.objects.get(clinic__slug="riverside", slug=slug), START
+            )
         assert page.context["timeline"].marks
         extra.append(len(page_queries) - len(plan_queries))
     assert extra[0] == extra[1], extra
@@ -372,7 +376,9 @@ def test_the_patient_desk_page_draws_each_plan_with_its_moves_in_a_fixed_number_
     client, demo, django_assert_max_num_queries
 ):
     person = Patient.objects.filter(clinic=demo, care_plans__isnull=True).order_by("pk")[0]
-    proposal = generate(person, Protocol.objects.get(slug="kap-lozenge"), START)
+    proposal = generate(
+        person, Protocol.objects.get(clinic__slug="riverside", slug="kap-lozenge"), START
+    )
     plan = care_plans.confirm(care_plans.save_proposal(proposal))
     dose = plan.planned_visits.filter(visit__visit_type__kind=VisitKind.DOSING).earliest(
         "visit__start"

@@ -77,7 +77,11 @@ def test_a_whole_care_plan_sends_each_message_once_at_allowed_hours(
     demo, now, twilio, smtp, client
 ):
     patient = Patient.objects.get(email="avery.applewood@example.org")
-    plan = save_proposal(generate(patient, Protocol.objects.get(slug="iv-induction"), START))
+    plan = save_proposal(
+        generate(
+            patient, Protocol.objects.get(clinic__slug="riverside", slug="iv-induction"), START
+        )
+    )
     confirm(plan)
     visits = [pv.visit for pv in plan.planned_visits.select_related("visit__visit_type")]
     dosing = [v for v in visits if v.visit_type.is_dosing]

@@ -53,8 +53,8 @@ def spravato(clinic):
 
 
 @pytest.fixture
-def desk(client, db):
-    client.force_login(front_desk())
+def desk(client, clinic):
+    client.force_login(front_desk())  # a member of the clinic's desk
     return client
 
 

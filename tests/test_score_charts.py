@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from desk.score_chart import chart_of, dosing_visits
 from questionnaires.scores import courses_for
-from scheduler.models import AuditAction, AuditEvent, Visit, VisitStatus
+from scheduler.models import AuditAction, AuditEvent, StaffRole, Visit, VisitStatus
 from tests.conftest import MONDAY, at
 from tests.page_helpers import clinic_admin, front_desk, sign_in_verified
 from tests.score_helpers import answered
@@ -168,12 +168,14 @@ def test_a_desk_user_who_is_also_the_patients_clinician_sees_the_charts_on_the_d
     patient, _ = course
     prescriber = clinic.prescriber.user  # on the patient's doses
     prescriber.groups.add(front_desk().groups.get())
+    prescriber.memberships.create(clinic=clinic.clinic, role=StaffRole.FRONT_DESK)
     sign_in_verified(client, prescriber)
     section = _section(client.get(reverse("desk_patient", args=[patient.pk])).text)
     assert section.count('<figure class="score-chart">') == 2
     # Not the therapist, who has no visit with this patient.
     therapist = clinic.therapist.user
     therapist.groups.add(front_desk().groups.get())
+    therapist.memberships.create(clinic=clinic.clinic, role=StaffRole.FRONT_DESK)
     sign_in_verified(client, therapist)
     section = _section(client.get(reverse("desk_patient", args=[patient.pk])).text)
     assert "score-chart" not in section

@@ -39,6 +39,11 @@ LOGINS = {
     "okafor": "demo-okafor-2026",
     "frontdesk": "demo-frontdesk-2026",
     "admin": "demo-admin-2026",
+    # The Denver location's team and its own desk.
+    "osei": "demo-osei-2026",
+    "lindqvist": "demo-lindqvist-2026",
+    "baptiste": "demo-baptiste-2026",
+    "denverdesk": "demo-denverdesk-2026",
 }
 
 
@@ -77,9 +82,11 @@ def test_running_seed_demo_twice_leaves_exactly_the_same_rows(now):
     seed()
     assert every_row() == first
     assert list(Visit.objects.order_by("uid").values_list("uid", flat=True)) == uids
-    # 10 screenings done, 3 to come, 3 preparations, 2 doses and their integrations,
-    # 2 past Spravato sessions, 6 past IV infusions (questionnaires.demo's course).
-    assert len(uids) == 28
+    # In New York: 10 screenings done, 3 to come, 3 preparations, 2 doses and their
+    # integrations, 2 past Spravato sessions, 6 past IV infusions (questionnaires.demo's
+    # course). In Denver: 3 screenings done, 1 to come, 3 preparations, and a New York
+    # patient's first dose and its integration.
+    assert len(uids) == 28 + 9
 
 
 def test_a_rerun_books_nothing_for_a_patient_who_already_had_that_visit_type():
@@ -184,7 +191,9 @@ def test_patients_are_synthetic_with_e164_mobiles_and_recorded_consent():
 def test_demo_visits_ahead_are_booked_within_two_weeks_and_pass_booking_rules():
     seed()
     visits = list(
-        Visit.objects.select_related("patient__clinic", "visit_type", "clinician", "room")
+        Visit.objects.at_clinic(Clinic.objects.get(slug="riverside")).select_related(
+            "patient__clinic", "visit_type__clinic", "clinician", "room"
+        )
     )
     today = timezone.now()
     ahead = [visit for visit in visits if visit.start > today]
@@ -253,7 +262,7 @@ def test_demo_clinicians_and_admins_get_a_printed_authenticator_key_and_demo_cod
     pattern = re.compile(r"^  (\w+)\s+((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})$", re.MULTILINE)
     keys = dict(pattern.findall(seed()))
     assert dict(pattern.findall(seed())) == keys  # the same keys every run
-    assert set(keys) == set(LOGINS) - {"frontdesk"}
+    assert set(keys) == set(LOGINS) - {"frontdesk", "denverdesk"}
     for username, key in keys.items():
         device = TOTPDevice.objects.get(user__username=username)
         expected = f"{totp(b32decode(key.replace(' ', ''))):06d}"

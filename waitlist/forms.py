@@ -80,7 +80,7 @@ class DeskEntryForm(PreferencesForm):
 
     def __init__(self, *args, clinic, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["patient"].queryset = clinic.patients.all()
+        self.fields["patient"].queryset = Patient.objects.seen_at(clinic)
         self.fields["visit_type"].queryset = clinic.visit_types.all()
         self.fields["step"].queryset = ProtocolStep.objects.filter(
             protocol__clinic=clinic, protocol__is_active=True

@@ -56,6 +56,10 @@ class WaitlistEntryQuerySet(models.QuerySet):
     def waiting(self):
         return self.filter(status=EntryStatus.WAITING)
 
+    def at_clinic(self, clinic: Clinic):
+        """Entries for a visit type or a plan step of ``clinic``: what its desk offers."""
+        return self.filter(Q(visit_type__clinic=clinic) | Q(step__protocol__clinic=clinic))
+
 
 class WaitlistEntry(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="waitlist_entries")

@@ -154,7 +154,7 @@ def plan_problems(visit: Visit, start: datetime, end: datetime) -> list[str]:
     )
     if planned is None:
         return []
-    problems = window_rules(planned, visit.patient.clinic.tz)(start)
+    problems = window_rules(planned, visit.clinic.tz)(start)
     problems += [
         f"{follower.step} must start {follower.step.gap_text} after this visit."
         for follower, _ in followers_moving(planned, start)
@@ -187,8 +187,9 @@ def in_order(entries, clinic):
 def waiting_for(slot: FreedSlot):
     """The entries that want the slot's kind of visit, in the clinic's order (not yet checked)."""
     entries = (
+        # The slot's visit type is its clinic's: patients of other clinics waiting
+        # for a visit here are asked too.
         WaitlistEntry.objects.waiting()
-        .filter(patient__clinic_id=slot.clinic_id)
         .filter(Q(visit_type_id=slot.visit_type_id) | Q(step__visit_type_id=slot.visit_type_id))
         .exclude(patient_id=slot.visit.patient_id)
         .exclude(patient__in=Offer.objects.filter(slot=slot).values("patient"))

@@ -50,7 +50,9 @@ def _book(offer: Offer, slot: FreedSlot) -> Visit:
     entry = offer.entry
     staff = list(Clinician.objects.filter(pk__in=slot.staff))
     if entry.gives_up_id:
-        given_up = Visit.objects.select_related("patient__clinic").get(pk=entry.gives_up_id)
+        given_up = Visit.objects.select_related("patient__clinic", "visit_type__clinic").get(
+            pk=entry.gives_up_id
+        )
         if problems := plan_problems(given_up, slot.start, slot.end):
             raise BookingError(problems)
         return booking.move(

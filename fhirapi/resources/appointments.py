@@ -129,7 +129,7 @@ def _rows_of(
 
 
 def _clinic_of(visits: list[Visit]) -> Clinic | None:
-    return visits[0].patient.clinic if visits else None
+    return visits[0].clinic if visits else None
 
 
 def include_patients(visits: list[Visit]):
@@ -195,12 +195,13 @@ class AppointmentType(ResourceType):
     ]
 
     def queryset(self, clinic):
-        return Visit.objects.filter(patient__clinic=clinic).order_by("start", "pk")
+        # The visits held at the client's clinic (a patient's home may be another).
+        return Visit.objects.at_clinic(clinic).order_by("start", "pk")
 
     def prepare(self, rows):
-        return rows.select_related("patient__clinic", "visit_type", "room").prefetch_related(
-            "participants__clinician", "visit_type__staffing"
-        )
+        return rows.select_related(
+            "patient__clinic", "visit_type__clinic", "room"
+        ).prefetch_related("participants__clinician", "visit_type__staffing")
 
     def patient_of(self, row):
         return row.patient_id
@@ -218,7 +219,7 @@ def appointment(
 ) -> dict[str, Any]:
     """``visit`` as an Appointment; an unsaved one (as ``$find`` proposes it) has no id
     and comes with its ``team`` (default: the visit's participants as stored)."""
-    visit_type, clinic = visit.visit_type, visit.patient.clinic
+    visit_type, clinic = visit.visit_type, visit.clinic
     resource: dict[str, Any] = {"resourceType": "Appointment"}
     if visit.pk:
         resource["id"] = str(visit.pk)

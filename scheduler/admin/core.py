@@ -32,6 +32,7 @@ from scheduler.models import (
     Patient,
     Room,
     StaffingRequirement,
+    StaffMembership,
     TimeOff,
     Visit,
     VisitType,
@@ -174,6 +175,18 @@ class ClinicianAdmin(ClinicTimeMixin, ModelAdmin):
     autocomplete_fields = ("user",)
     inlines = (WorkingHoursInline, TimeOffInline)
     formfield_overrides = {**CLINIC_DATETIME, models.URLField: {"assume_scheme": "https"}}
+
+
+@admin.register(StaffMembership)
+class StaffMembershipAdmin(ModelAdmin):
+    """Who works at which clinic, and as what (``scheduler.roles``). Clinicians work at
+    their own clinic without a row here; superusers at every clinic."""
+
+    list_display = ("user", "clinic", "role")
+    list_filter = ("clinic", "role")
+    list_select_related = ("user", "clinic")
+    search_fields = ("user__username", "user__first_name", "user__last_name", "user__email")
+    autocomplete_fields = ("user",)
 
 
 @admin.register(WorkingHours)

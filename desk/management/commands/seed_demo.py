@@ -24,7 +24,7 @@ from plans.demo import PlansDemo
 from questionnaires import asking
 from questionnaires import demo as questionnaires_demo
 from scheduler import demo as scheduler_demo
-from scheduler.demo import STAFF, SchedulingDemo, demo_seeded
+from scheduler.demo import DENVER_STAFF, STAFF, SchedulingDemo, demo_seeded
 from scheduler.models import Visit
 from waitlist import demo as waitlist_demo
 
@@ -37,6 +37,12 @@ class Command(BaseCommand):
             demo = scheduler_demo.seed()
             plans = plans_demo.seed(demo.clinic, demo.patients)
             notifications_demo.seed(demo.clinic)
+            # The organisation's second location, seeded by the same functions.
+            denver = scheduler_demo.seed_second_location()
+            denver_plans = plans_demo.seed_second_location(
+                denver.clinic, denver.patients, demo.patients
+            )
+            notifications_demo.seed(denver.clinic)
             # The demo's bookings were written directly: ask what the rules ask before them.
             asking.plan_upcoming()
             waitlist_demo.seed(demo.clinic, demo.patients)
@@ -46,28 +52,33 @@ class Command(BaseCommand):
             notes = [
                 line for _, lines in demo_seeded.send(self, clinic=demo.clinic) for line in lines
             ]
-        self.report(demo, plans, keys, notes)
+        self.report([(demo, plans), (denver, denver_plans)], keys, notes)
 
     def report(
-        self, demo: SchedulingDemo, plans: PlansDemo, keys: dict[str, str], notes: list[str]
+        self,
+        locations: list[tuple[SchedulingDemo, PlansDemo]],
+        keys: dict[str, str],
+        notes: list[str],
     ) -> None:
-        clinic, booked, protocols = demo.clinic, demo.booked + plans.booked, plans.protocols
         out = self.stdout
-        out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
-        counts = [
-            ("rooms", clinic.rooms.count()),
-            ("clinicians", clinic.clinicians.count()),
-            ("visit types", clinic.visit_types.count()),
-            ("patients", clinic.patients.count()),
-            ("visits", Visit.objects.filter(patient__clinic=clinic).count()),
-        ]
-        out.write("  " + ", ".join(f"{count} {label}" for label, count in counts))
-        out.write(f"  {len(booked)} visits booked by this run.")
-        out.write("  Protocols: " + ", ".join(p.slug for p in protocols))
+        for demo, plans in locations:
+            clinic, booked = demo.clinic, demo.booked + plans.booked
+            out.write(self.style.SUCCESS(f"Demo clinic ready: {clinic} ({clinic.time_zone})"))
+            counts = [
+                ("rooms", clinic.rooms.count()),
+                ("clinicians", clinic.clinicians.count()),
+                ("visit types", clinic.visit_types.count()),
+                ("patients", clinic.patients.count()),
+                ("visits", Visit.objects.at_clinic(clinic).count()),
+            ]
+            out.write("  " + ", ".join(f"{count} {label}" for label, count in counts))
+            out.write(f"  {len(booked)} visits booked by this run.")
+            out.write("  Protocols: " + ", ".join(p.slug for p in plans.protocols))
         out.write("")
         out.write("Staff logins (demo passwords; never use them on a real installation):")
-        width = max(len(member.username) for member in STAFF) + 2
-        for member in STAFF:
+        logins = list({member.username: member for member in STAFF + DENVER_STAFF}.values())
+        width = max(len(member.username) for member in logins) + 2
+        for member in logins:
             out.write(f"  {member.username:<{width}}{member.password:<24}{member.role}")
         out.write("")
         out.write(
