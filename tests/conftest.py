@@ -27,6 +27,7 @@ from scheduler.models import (
     WorkingHours,
 )
 from scheduler.timezones import zone
+from tests.page_helpers import MEMBERS_EVERYWHERE
 
 # Fixtures every test module may ask for by name: the messaging outboxes, the
 # Twilio-compatible server, the SMTP server and Redis on loopback.
@@ -370,6 +371,13 @@ def demo_seeded(django_db_setup, django_db_blocker):
     seed = partial(call_command, "seed_demo", stdout=StringIO())
     with seeded_for_the_module("demo_seeded", django_db_blocker, seed):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _members_everywhere_per_test():
+    """The desk and admin users made members of every clinic are the test's own."""
+    yield
+    MEMBERS_EVERYWHERE.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ from itertools import count
 import django_otp
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -20,20 +22,39 @@ _numbers = count(1)
 MEMBERSHIP_OF_GROUP = {FRONT_DESK_GROUP: StaffRole.FRONT_DESK, CLINIC_ADMINS_GROUP: StaffRole.ADMIN}
 
 
+# Desk and admin users of every clinic of the test (``staff_user`` without ``clinics``):
+# (user id, role), made members of clinics set up after them in the same test too.
+# Emptied after each test (tests/conftest.py).
+MEMBERS_EVERYWHERE: list[tuple[int, str]] = []
+
+
 def staff_user(group: str | None = FRONT_DESK_GROUP, *, password: str = "", clinics=None, **extra):
     """A staff account in ``group``; a desk or admin one is a member of ``clinics``
-    (default: every clinic set up so far), as the groups' migration made them."""
+    (default: every clinic of the test, those set up after the user too, as a
+    test's fixtures come in any order)."""
     user = get_user_model().objects.create_user(
         username=f"staff{next(_numbers)}", password=password or None, **extra
     )
     if group:
         user.groups.add(Group.objects.get_or_create(name=group)[0])
     if group in MEMBERSHIP_OF_GROUP:
+        role = MEMBERSHIP_OF_GROUP[group]
         StaffMembership.objects.bulk_create(
-            StaffMembership(user=user, clinic=clinic, role=MEMBERSHIP_OF_GROUP[group])
+            StaffMembership(user=user, clinic=clinic, role=role)
             for clinic in (Clinic.objects.all() if clinics is None else clinics)
         )
+        if clinics is None:
+            MEMBERS_EVERYWHERE.append((user.pk, role))
     return user
+
+
+@receiver(post_save, sender=Clinic, dispatch_uid="tests.page_helpers.members_everywhere")
+def _members_of_a_new_clinic(sender, instance: Clinic, created: bool, raw=False, **kwargs):
+    if created and not raw and MEMBERS_EVERYWHERE:
+        StaffMembership.objects.bulk_create(
+            StaffMembership(user_id=user_id, clinic=instance, role=role)
+            for user_id, role in MEMBERS_EVERYWHERE
+        )
 
 
 def front_desk(password: str = "", *, clinics=None):

@@ -34,7 +34,7 @@ from scheduler.models import (
 )
 
 # What a visit's row shows, read in the same query as the visits.
-VISIT_ROW = ("patient__clinic", "visit_type", "clinician", "room")
+VISIT_ROW = ("patient__clinic", "visit_type__clinic", "clinician", "room")
 
 
 def visible_visits(request, visits):

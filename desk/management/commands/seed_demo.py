@@ -92,11 +92,12 @@ class Command(BaseCommand):
             out.write(f"  {username:<{width}}{key}")
         out.write("")
         out.write(f"Admin: {settings.SITE_URL}/admin/")
-        if demo.feeds:
+        feeds = [feed for demo, _ in locations for feed in demo.feeds]
+        if feeds:
             # Only the token's hash is stored: these addresses can be shown now or never.
             out.write("")
             out.write("Calendar feeds issued by this run (subscribe from any calendar app):")
-            for clinician, url in demo.feeds:
+            for clinician, url in feeds:
                 out.write(f"  {clinician}: {url}")
         if notes:
             out.write("")
