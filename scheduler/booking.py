@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -109,6 +109,12 @@ def _announce(visit: Visit, change: VisitChange, previous: Held | None = None) -
 
 # PostgreSQL's SQLSTATE for exclusion_violation: the overlap constraints fired.
 EXCLUSION_VIOLATION = "23P01"
+# ... and for deadlock_detected: two bookings in flight that overlap each wait for the
+# other's row while checking the constraints, and PostgreSQL cancels one of them.
+DEADLOCK_DETECTED = "40P01"
+# How often a booking cancelled that way starts over. On its next try it waits for
+# the booking that went on, and so meets it as an exclusion violation or a free time.
+DEADLOCK_RETRIES = 5
 
 
 def rule_problems(visit: Visit) -> list[str]:
@@ -259,6 +265,20 @@ def problems_for(visit: Visit, staff: Sequence[Member] = ()) -> list[str]:
 
 def _save_checked(visit: Visit, staff: Sequence[Member]) -> Visit:
     """Validate and save ``visit`` and its team atomically; raise BookingError/SlotTaken with every reason."""
+    new = visit.pk is None
+    for _ in range(DEADLOCK_RETRIES):
+        try:
+            return _save_checked_once(visit, staff)
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) != DEADLOCK_DETECTED:
+                raise
+            if new:  # the insert was undone with the rest
+                visit.pk = None
+                visit._state.adding = True
+    raise SlotTaken(["Other bookings of this time are being made at this moment."])
+
+
+def _save_checked_once(visit: Visit, staff: Sequence[Member]) -> Visit:
     try:
         with transaction.atomic():
             problems = problems_for(visit, staff) + rule_problems(visit)

@@ -6,11 +6,12 @@ On SQLite the IMMEDIATE transaction serialises check and write; on PostgreSQL
 the exclusion constraints refuse whatever slipped past a concurrent check.
 """
 
+import threading
 import time
 from datetime import date, timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from django.urls import reverse
 
@@ -51,6 +52,77 @@ def test_concurrent_bookings_of_one_slot_leave_exactly_one_visit(now, contended)
         assert any("10:00-11:00" in problem for problem in loser.problems), loser.problems
     assert Visit.objects.count() == 1
     assert Visit.objects.get().pk == winners[0].pk
+
+
+def _backend_waits_for_a_lock(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+        (wait,) = cursor.fetchone()
+    return wait == "Lock"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_booking_cancelled_in_a_deadlock_starts_over_and_names_what_holds_the_time(now):
+    """Two writers each wait for the other's row while checking the overlap constraints.
+
+    PostgreSQL cancels one of them (here the booking, which waited first); the
+    booking starts over and loses to the other writer like any taken time.
+    """
+    if not on_postgres():
+        pytest.skip("SQLite's IMMEDIATE transactions never deadlock")
+    clinic = SmallClinic()
+    booker, other = clinic.patient("Booker", "Example"), clinic.patient("Other", "Example")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (booking_pid,) = cursor.fetchone()
+
+    def other_writer():
+        """Holds the booker at 10:00, then Room 3 at 11:00 once the booking waits for the first.
+
+        PostgreSQL checks the room's constraint before the patient's, so the
+        booking has already put its claim on Room 3 when it starts to wait.
+        """
+        try:
+            with transaction.atomic():
+                Visit.objects.create(
+                    patient=booker,
+                    visit_type=clinic.screening,
+                    clinician=clinic.nurse,
+                    room=clinic.room2,
+                    start=at(MONDAY, "10:00"),
+                    end=at(MONDAY, "11:00"),
+                )
+                deadline = time.monotonic() + 30
+                while not _backend_waits_for_a_lock(booking_pid):
+                    assert time.monotonic() < deadline, "the booking never waited"
+                    time.sleep(0.02)
+                Visit.objects.create(
+                    patient=other,
+                    visit_type=clinic.screening,
+                    clinician=clinic.therapist,
+                    room=clinic.room3,
+                    start=at(MONDAY, "11:00"),
+                    end=at(MONDAY, "12:00"),
+                )
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    with pytest.raises(SlotTaken) as refused:
+        booking.book(
+            patient=booker,
+            visit_type=clinic.screening,
+            clinician=clinic.prescriber,
+            room=clinic.room3,
+            start=at(MONDAY, "10:30"),
+        )
+    writer.join(timeout=60)
+
+    assert any("10:00-11:00" in problem for problem in refused.value.problems)
+    assert any("11:00-12:00" in problem for problem in refused.value.problems)
+    assert Visit.objects.filter(clinician=clinic.prescriber).count() == 0
+    assert Visit.objects.count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
