@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from plans.models import (
@@ -211,17 +212,23 @@ class Generator:
         # Kept between plans, with the clinic's set-up (scheduler.diary); None in a transaction.
         self.diary = current_diary()
         self.steps = self._steps_of(protocol)
-        # Visits the patient already has that may do for a step, earliest first.
+        # Visits the patient already has that may do for a step, earliest first, and
+        # the starts of their doses (of any visit type), read together.
+        step_types = {step.visit_type_id for step in self.steps}
         self.existing: dict[int, list[Visit]] = {}
+        self.patient_doses: list[datetime] = []
         for visit in (
             Visit.objects.blocking()
             .for_patient(patient)
-            .filter(visit_type__in={step.visit_type_id for step in self.steps})
-            .select_related("clinician", "room")
+            .filter(Q(visit_type__in=step_types) | Q(visit_type__kind=VisitKind.DOSING))
+            .select_related("clinician", "room", "visit_type")
             .prefetch_related("participants__clinician")
             .order_by("start", "pk")
         ):
-            self.existing.setdefault(visit.visit_type_id, []).append(visit)
+            if visit.visit_type_id in step_types:
+                self.existing.setdefault(visit.visit_type_id, []).append(visit)
+            if visit.visit_type.kind == VisitKind.DOSING:
+                self.patient_doses.append(visit.start)
         self.start = self.earliest = self._start_of(start_date)
         self.visits: list[ProposedVisit] = []
         self.searched: dict[tuple, tuple | None] = {}
@@ -340,14 +347,13 @@ class Generator:
         warnings += self.warnings
         if any(v.visit_type.is_dosing for v in self.visits):
             warnings.append("Every dosing visit needs a ride home arranged before check-in.")
-            if not Screening.is_cleared_for(self.patient):
+            cleared, enrolled = self._papers()
+            if not cleared:
                 warnings.append(
                     "Screening is not cleared yet: the plan can be proposed, "
                     "but it cannot be confirmed until a prescriber clears it."
                 )
-            if any(is_spravato(v.visit_type) for v in self.visits) and not (
-                RemsEnrollment.objects.filter(patient=self.patient).exists()
-            ):
+            if any(is_spravato(v.visit_type) for v in self.visits) and not enrolled:
                 warnings.append(
                     "REMS enrollment missing: the plan can be proposed, but its Spravato "
                     "doses cannot be booked until the patient's enrollment is recorded."
@@ -363,6 +369,18 @@ class Generator:
             total_cost=total,
             currency=settings.CURRENCY,
             satisfied=self.satisfied,
+        )
+
+    def _papers(self) -> tuple[bool, bool]:
+        """(Whether the patient's screening is cleared, whether their REMS enrollment is
+        recorded), in one query."""
+        return (
+            Patient.objects.filter(pk=self.patient.pk)
+            .values_list(
+                Exists(Screening.objects.filter(patient=OuterRef("pk"), cleared=True)),
+                Exists(RemsEnrollment.objects.filter(patient=OuterRef("pk"))),
+            )
+            .get()
         )
 
     def _anchors(self, step: ProtocolStep, previous: ProtocolStep | None):
@@ -596,13 +614,11 @@ class Generator:
         # Doses the patient already has count for spacing and the weekly maximum:
         # the dose_spacing gate counts them when the plan is confirmed.
         reach = self.protocol.dose_reach
-        self.booked_doses = list(
-            Visit.objects.blocking()
-            .for_patient(self.patient)
-            .filter(visit_type__kind=VisitKind.DOSING)
-            .filter(start__gt=self.earliest - reach, start__lt=self.horizon + reach)
-            .values_list("start", flat=True)
-        )
+        self.booked_doses = [
+            start
+            for start in self.patient_doses
+            if self.earliest - reach < start < self.horizon + reach
+        ]
 
     def _wanted(self, seat: Seat) -> list[Clinician]:
         """Whom the patient asked for, else whom the plan already has, in ``seat``'s roles."""
@@ -776,15 +792,20 @@ class Generator:
                 continue
             starts = self._starts(clinician, day, duration, prefer_times)
             grids.setdefault(id(starts), (starts, []))[1].append(clinician)
-        rank = {c.id: n for n, c in enumerate(clinicians)}
         leads_at: dict[datetime, list[Clinician]] = {}
+        shared: set[datetime] = set()  # starts of more than one grid
         for starts, leads in grids.values():
             for start in starts:
                 if first <= start <= last:
-                    if start in leads_at:  # leads of another grid too: back in order
-                        leads_at[start] = sorted(leads_at[start] + leads, key=lambda c: rank[c.id])
+                    if start in leads_at:
+                        leads_at[start] = leads_at[start] + leads
+                        shared.add(start)
                     else:
                         leads_at[start] = leads
+        if shared:  # back in the leads' order, once a start
+            rank = {c.id: n for n, c in enumerate(clinicians)}
+            for start in shared:
+                leads_at[start].sort(key=lambda c: rank[c.id])
         return leads_at
 
     def _starts(self, clinician, day: date, duration: timedelta, prefer_times: bool):

@@ -531,6 +531,9 @@ class Availability:
         self._closed_days: dict[date, bool] = {}  # closed_all_day, by day
         # By day number: (ids of the clinicians, ids of the rooms) whose visits are loaded.
         self._loaded: dict[int, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))
+        # The last span, clinicians and rooms ``load`` made sure of: a search loads a
+        # day for everyone it may try, then asks again for each lead and time in it.
+        self._last_load: tuple[datetime, datetime, frozenset[int], object] | None = None
         self.patient_ids = {p.pk for p in patients}
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
@@ -569,6 +572,16 @@ class Availability:
         """
         if self._complete and self.start <= start and end <= self.end:
             return
+        clinicians = tuple(clinicians)
+        if (last := self._last_load) is not None:
+            first, until, people, places = last
+            if (
+                first <= start
+                and end <= until
+                and rooms is places
+                and all(c.id in people for c in clinicians)
+            ):
+                return
         days = days_touched(start, end)
         # By day, the people and rooms loaded: set lookups, as a search asks thousands of times.
         loaded = [self._loaded[n] for n in days]
@@ -576,8 +589,12 @@ class Availability:
         wanted_rooms = {
             r.id for r in rooms if r is not None for _, places in loaded if r.id not in places
         }
-        if not (wanted_clinicians or wanted_rooms):
-            return
+        if wanted_clinicians or wanted_rooms:
+            self._read(wanted_clinicians, wanted_rooms, days)
+        self._last_load = (start, end, frozenset(c.id for c in clinicians), rooms)
+
+    def _read(self, wanted_clinicians: set[int], wanted_rooms: set[int], days: range) -> None:
+        """Load the visits of these clinicians and rooms on ``days``, by blocks of days."""
         few = len(wanted_clinicians) <= READ_AHEAD_CLINICIANS
         clinician_days = _blocks(days, CLINICIAN_BLOCK_DAYS if few else 1)
         room_days = _blocks(days, ROOM_BLOCK_DAYS)
