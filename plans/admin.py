@@ -205,10 +205,10 @@ class DosingVisitMixin:
 class SessionRecordAdmin(
     DosingVisitMixin, AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, ModelAdmin
 ):
-    clinic_path = "visit__patient__clinic"
+    clinic_path = "visit__visit_type__clinic"
     audit_change = AuditAction.VIEWED_VISIT
     list_display = ["visit", "monitoring_start", "monitoring_end", "dose", "updated_at"]
-    list_select_related = ["visit__patient", "visit__visit_type"]
+    list_select_related = ["visit__patient", "visit__visit_type__clinic"]
     search_fields = ["visit__patient__first_name", "visit__patient__last_name", "lot_number"]
     autocomplete_fields = ["visit"]
     readonly_fields = ["recorded_by", "updated_at"]
@@ -224,11 +224,11 @@ class MonitoringFormTaskAdmin(
 ):
     """Tasks come from completed Spravato sessions; staff record submissions on the desk."""
 
-    clinic_path = "visit__patient__clinic"
+    clinic_path = "visit__visit_type__clinic"
     audit_change = AuditAction.VIEWED_VISIT
     list_display = ["visit", "due_on", "submitted_on", "submitted_by"]
     list_filter = ["submitted_on"]
-    list_select_related = ["visit__patient", "visit__visit_type", "submitted_by"]
+    list_select_related = ["visit__patient", "visit__visit_type__clinic", "submitted_by"]
     search_fields = ["visit__patient__first_name", "visit__patient__last_name"]
     date_hierarchy = "due_on"
     autocomplete_fields = ["visit"]

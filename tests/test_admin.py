@@ -30,6 +30,7 @@ from scheduler.models import (
     VisitType,
 )
 from tests.conftest import MONDAY, SmallClinic, at
+from tests.html_forms import as_post, page_forms
 from tests.page_helpers import sign_in_verified
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now")]
@@ -202,8 +203,15 @@ def test_a_stretch_of_time_is_entered_and_listed_in_its_clinics_zone(staff, berl
     assert added.start == datetime(2030, 6, 3, 8, 0, tzinfo=UTC)  # 10:00 CEST
     listing = staff.get(reverse(f"admin:scheduler_{model_name}_changelist"), {"q": "Fest"})
     assert "Mon 2030-06-03 10:00 CEST" in listing.text
-    change = staff.get(reverse(f"admin:scheduler_{model_name}_change", args=[added.pk]))
+    change_url = reverse(f"admin:scheduler_{model_name}_change", args=[added.pk])
+    change = staff.get(change_url)
     assert "Clinic time (Europe/Berlin)." in change.text
+    assert 'name="start_1" value="10:00:00"' in change.text  # not New York's 04:00
+    # Saved as shown, the time stays where it was.
+    unchanged = as_post(page_forms(change.text).forms[f"{model_name}_form"])
+    assert staff.post(change_url, unchanged).status_code == 302
+    added.refresh_from_db()
+    assert added.start == datetime(2030, 6, 3, 8, 0, tzinfo=UTC)
 
 
 def test_a_visit_is_booked_and_listed_in_its_patients_clinics_zone(staff, berlin):

@@ -9,6 +9,7 @@ invites and the patient's page name the clinic the visit is held at.
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
@@ -22,7 +23,13 @@ from scheduler.models import ChosenClinic, Patient, Visit
 from scheduler.roles import Role, access_of
 from tests.conftest import MONDAY, SmallClinic, at
 from tests.fhir_helpers import bearer
-from tests.page_helpers import clinic_admin, failed_message, front_desk, staff_user
+from tests.page_helpers import (
+    clinic_admin,
+    failed_message,
+    front_desk,
+    sign_in_verified,
+    staff_user,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -191,6 +198,23 @@ def test_the_patient_page_lists_every_visit_with_where_it_is_held(clinic, denver
     visit_at(denver, avery, "14:00")
     page = signed_in(front_desk()).get(reverse("desk_patient", args=[avery.pk])).text
     assert f"at {clinic.clinic.name}" in page and "at Riverside Wellness Denver" in page
+
+
+def test_the_admin_shows_a_visit_in_the_zone_of_the_clinic_it_is_held_at(clinic, denver):
+    avery = clinic.patient("Avery", "Applewood")  # a New York patient, seen in Denver
+    visit = visit_at(denver, avery, "14:00")
+    admin = Client()
+    sign_in_verified(admin, get_user_model().objects.create_superuser("root", password=None))
+
+    listed = admin.get(reverse("admin:scheduler_visit_changelist")).text
+    changed = admin.get(reverse("admin:scheduler_visit_change", args=[visit.pk])).text
+    team = admin.get(reverse("admin:scheduler_visitparticipant_changelist")).text
+    patient = admin.get(reverse("admin:scheduler_patient_change", args=[avery.pk])).text
+
+    in_denver = visit.start.astimezone(denver.clinic.tz).strftime("%H:%M %Z")  # 14:00 MDT
+    for page in (listed, team, patient):
+        assert in_denver in page and "16:00" not in page  # not New York's 16:00
+    assert 'value="14:00:00"' in changed or 'value="14:00"' in changed
 
 
 def test_needs_attention_counts_only_the_chosen_clinics_messages(clinic, denver):

@@ -327,7 +327,12 @@ class ClinicTimeMixin(ClinicZoneMixin):
         obj = self.get_object(request, unquote(object_id)) if object_id else None
         clinic = self.clinic_of(obj) if obj else self._requested_clinic(request)
         with timezone.override(clinic_zone(clinic)):
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+            # Drawn here, not after the view returns: the form shows its times in the
+            # zone they are read back in (saved unchanged, a time must stay put).
+            if hasattr(response, "render"):
+                response.render()
+            return response
 
     def _requested_clinic(self, request) -> Clinic | None:
         """The clinic of an object not saved yet, through the first step of ``clinic_path``.

@@ -148,10 +148,10 @@ VISIT_RECORD_FIELDS = (
 class VisitParticipantAdmin(ClinicZoneMixin, ReadOnlyMixin, ModelAdmin):
     """Who is on which visit when: read-only (booking writes it); no patient names shown."""
 
-    clinic_path = "visit__patient__clinic"
+    clinic_path = "visit__visit_type__clinic"  # where the visit takes place
     list_display = ("visit_link", "clinician", "role", "starts_local", "ends_local", "holds_time")
     list_filter = ("role", "holds_time", ("clinician", admin.RelatedOnlyFieldListFilter))
-    list_select_related = ("clinician", "visit__patient__clinic")
+    list_select_related = ("clinician", "visit__visit_type__clinic")
     fields = list_display
     readonly_fields = list_display
     ordering = ("-start",)
@@ -180,7 +180,9 @@ class VisitParticipantAdmin(ClinicZoneMixin, ReadOnlyMixin, ModelAdmin):
 
 @admin.register(Visit)
 class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
-    clinic_path = "patient__clinic"
+    # The clinic the visit takes place at, in its zone: a patient of one location
+    # may be booked at another (its visit types are that location's).
+    clinic_path = "visit_type__clinic"
     audit_change = AuditAction.VIEWED_VISIT
     form = VisitAdminForm
     list_display = (
@@ -195,7 +197,7 @@ class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchM
     )
     list_filter = (
         "status",
-        ("patient__clinic", admin.RelatedOnlyFieldListFilter),
+        ("visit_type__clinic", admin.RelatedOnlyFieldListFilter),
         "visit_type__kind",
         "visit_type",
         "clinician",
@@ -365,7 +367,7 @@ class VisitAdmin(AuditedMixin, CalendarDatesMixin, ClinicTimeMixin, PhoneSearchM
 class PatientVisitInline(ClinicZoneMixin, ReadOnlyMixin, TabularInline):
     """The patient's visits, read-only: changes go through the Visit page and its rules."""
 
-    clinic_path = "patient__clinic"
+    clinic_path = "visit_type__clinic"
     model = Visit
     extra = 0
     fields = ("starts_local", "visit_type", "clinician", "room", "status")
