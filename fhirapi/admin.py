@@ -43,6 +43,7 @@ class ClientStatus(admin.SimpleListFilter):
 class ApiClientAdmin(ModelAdmin):
     """For clinic admins (and superusers) only: a client reads patients' data."""
 
+    clinic_path = "clinic"
     # Whether it is active before the long columns (scopes, ids) that may run off a narrow screen.
     list_display = ("name", "active", "clinic", "client_id", "scopes", "created_at")
     list_filter = (ClientStatus, "clinic")

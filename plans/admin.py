@@ -42,6 +42,7 @@ class ProtocolStepInline(StackedInline):
 
 @admin.register(Protocol)
 class ProtocolAdmin(ModelAdmin):
+    clinic_path = "clinic"
     list_display = [
         "name",
         "slug",
@@ -73,6 +74,7 @@ class PlannedVisitInline(TabularInline):
 
 @admin.register(CarePlan)
 class CarePlanAdmin(ModelAdmin):
+    clinic_path = "protocol__clinic"  # where it is followed
     list_display = [
         "patient",
         "protocol",
@@ -146,6 +148,7 @@ ScreeningForm = type(
 
 @admin.register(Screening)
 class ScreeningAdmin(ModelAdmin):
+    clinic_path = "patient__clinic"
     form = ScreeningForm
     list_display = ["patient", "cleared", "cleared_by", "cleared_at", "answered_at"]
     list_filter = ["cleared"]

@@ -430,12 +430,12 @@ class ConsentMethod(models.TextChoices):
 
 
 class PatientQuerySet(models.QuerySet):
-    def seen_at(self, clinic: "Clinic"):
-        """Patients the clinic's staff may see: its own (their home clinic) and those
-        with a visit at it (a patient of another location booked here)."""
+    def seen_at(self, *clinics: "Clinic"):
+        """Patients the clinics' staff may see: their own (their home clinic) and those
+        with a visit at one of them (a patient of another location booked there)."""
         return self.filter(
-            Q(clinic=clinic)
-            | Exists(Visit.objects.at_clinic(clinic).filter(patient=OuterRef("pk")))
+            Q(clinic__in=clinics)
+            | Exists(Visit.objects.filter(visit_type__clinic__in=clinics, patient=OuterRef("pk")))
         )
 
     def search(self, text: str):

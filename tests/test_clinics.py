@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -215,6 +216,32 @@ def test_the_admin_shows_a_visit_in_the_zone_of_the_clinic_it_is_held_at(clinic,
     for page in (listed, team, patient):
         assert in_denver in page and "16:00" not in page  # not New York's 16:00
     assert 'value="14:00:00"' in changed or 'value="14:00"' in changed
+
+
+def test_in_the_admin_a_member_of_one_clinic_sees_and_chooses_only_its_rows(clinic, denver):
+    new_yorker = clinic.patient("Nora", "Northfield")  # New York only
+    visitor = clinic.patient("Avery", "Applewood")  # of New York, booked in Denver
+    local = denver.patient("Dana", "Dalton")
+    visit_at(clinic, new_yorker, "09:00")
+    visit_at(denver, visitor, "14:00")
+    denver_admin = clinic_admin(clinics=[denver.clinic])
+    denver_admin.is_staff = True  # the seed's admin group holds these; the test's holds none
+    denver_admin.save(update_fields=["is_staff"])
+    denver_admin.user_permissions.set(Permission.objects.all())
+    admin = Client()
+    sign_in_verified(admin, denver_admin)
+
+    patients = admin.get(reverse("admin:scheduler_patient_changelist")).text
+    assert "Dalton" in patients and "Applewood" in patients and "Northfield" not in patients
+    hidden = admin.get(reverse("admin:scheduler_patient_change", args=[new_yorker.pk]))
+    assert hidden.status_code == 302  # the admin's answer to "no such row"
+    assert admin.get(reverse("admin:scheduler_patient_change", args=[local.pk])).status_code == 200
+    visits = admin.get(reverse("admin:scheduler_visit_changelist")).text
+    assert "Applewood" in visits and "Northfield" not in visits
+    rooms = admin.get(reverse("admin:scheduler_visit_add")).context["adminform"].form
+    assert set(rooms.fields["room"].queryset) == set(denver.clinic.rooms.all())
+    clinics = admin.get(reverse("admin:scheduler_clinic_changelist")).context["cl"].result_list
+    assert list(clinics) == [denver.clinic]
 
 
 def test_needs_attention_counts_only_the_chosen_clinics_messages(clinic, denver):

@@ -22,7 +22,7 @@ from django.utils import timezone
 from scheduler import audit
 from scheduler.models import AuditAction, Clinic, is_row_id
 from scheduler.phones import search_digits
-from scheduler.roles import Role, roles_of
+from scheduler.roles import Role, access_of, roles_of
 from scheduler.timezones import (
     FIRST_DAY,
     LAST_DAY,
@@ -77,6 +77,16 @@ class CheckedInputMixin:
             field.validators.append(_within_calendar)
         return field
 
+    def get_field_queryset(self, db, db_field, request):
+        """A related row is chosen among those of the user's clinics (``ModelAdmin.of_clinics``)."""
+        queryset = super().get_field_queryset(db, db_field, request)
+        related = self.admin_site._registry.get(db_field.remote_field.model)
+        if not isinstance(related, ModelAdmin):
+            return queryset
+        if queryset is None:
+            queryset = db_field.remote_field.model._default_manager.using(db).all()
+        return related.in_users_clinics(request, queryset)
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
             kwargs["widget"] = CheckedAutocompleteSelect(
@@ -106,7 +116,28 @@ class CheckedActionsMixin:
 
 
 class ModelAdmin(CheckedActionsMixin, CheckedInputMixin, admin.ModelAdmin):
-    """The base of every admin page of the project (crafted ids get form errors, never a 500)."""
+    """The base of every admin page of the project (crafted ids get form errors, never a 500).
+
+    A page whose rows belong to a clinic (``clinic_path``, the lookup from a row
+    to its clinic; "" for the clinics themselves) lists, opens and offers for
+    choosing only the rows of the clinics the user is a member of, as the desk
+    does; a superuser sees every clinic's.
+    """
+
+    clinic_path: str | None = None
+
+    def get_queryset(self, request):
+        return self.in_users_clinics(request, super().get_queryset(request))
+
+    def in_users_clinics(self, request, queryset):
+        if self.clinic_path is None or request.user.is_superuser:
+            return queryset
+        return self.of_clinics(queryset, access_of(request.user).clinics)
+
+    def of_clinics(self, queryset, clinics):
+        """The rows of ``queryset`` that belong to one of ``clinics``."""
+        lookup = f"{self.clinic_path}__in" if self.clinic_path else "pk__in"
+        return queryset.filter(**{lookup: [clinic.pk for clinic in clinics]})
 
 
 class TabularInline(CheckedInputMixin, admin.TabularInline):

@@ -110,6 +110,7 @@ class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
 
 @admin.register(OpeningHours)
 class OpeningHoursAdmin(ModelAdmin):
+    clinic_path = "clinic"
     list_display = ("clinic", "weekday", "opens", "closes")
     list_filter = ("clinic", "weekday")
     list_select_related = ("clinic",)
@@ -134,6 +135,7 @@ class CapabilityAdmin(ModelAdmin):
 
 @admin.register(Room)
 class RoomAdmin(ModelAdmin):
+    clinic_path = "clinic"
     list_display = ("name", "clinic", "capability_names")
     list_filter = ("clinic", "capabilities")
     list_select_related = ("clinic",)
@@ -182,6 +184,7 @@ class StaffMembershipAdmin(ModelAdmin):
     """Who works at which clinic, and as what (``scheduler.roles``). Clinicians work at
     their own clinic without a row here; superusers at every clinic."""
 
+    clinic_path = "clinic"
     list_display = ("user", "clinic", "role")
     list_filter = ("clinic", "role")
     list_select_related = ("user", "clinic")
@@ -191,6 +194,7 @@ class StaffMembershipAdmin(ModelAdmin):
 
 @admin.register(WorkingHours)
 class WorkingHoursAdmin(ModelAdmin):
+    clinic_path = "clinician__clinic"
     list_display = ("clinician", "weekday", "opens", "closes")
     list_filter = ("clinician__clinic", "weekday", "clinician")
     list_select_related = ("clinician",)
@@ -282,6 +286,10 @@ class PatientAdmin(AuditedMixin, ClinicTimeMixin, PhoneSearchMixin, ModelAdmin):
             },
         ),
     )
+
+    def of_clinics(self, queryset, clinics):
+        # Their own, and those booked at one of them (as the desk's search finds).
+        return queryset.seen_at(*clinics)
 
     def get_queryset(self, request):
         patients = super().get_queryset(request)
@@ -378,6 +386,7 @@ class StaffingRequirementAdmin(ModelAdmin):
 
 @admin.register(VisitType)
 class VisitTypeAdmin(ModelAdmin):
+    clinic_path = "clinic"
     inlines = (StaffingInline,)
     list_display = (
         "name",
