@@ -367,6 +367,26 @@ def test_the_fhir_api_serves_the_visits_held_at_its_clients_clinic(client, clini
         assert [entry["resource"]["id"] for entry in bundle["entry"]] == [str(visit.pk)]
 
 
+def test_a_fhir_client_reads_the_patients_booked_at_its_clinic_and_only_those(
+    client, clinic, denver
+):
+    visitor = clinic.patient("Avery", "Applewood")  # of New York, booked in Denver
+    new_yorker = clinic.patient("Nora", "Northfield")
+    visit_at(denver, visitor, "14:00")
+    token = bearer(denver.clinic, "system/Appointment.read system/Patient.read")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    bundle = client.get(
+        reverse("fhir:search", args=["Appointment"]), {"_include": "Appointment:patient"}, **auth
+    ).json()
+    included = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert [(r["resourceType"], r["id"]) for r in included] == [("Patient", str(visitor.pk))]
+    read = reverse("fhir:read", args=["Patient", visitor.pk])
+    assert client.get(read, **auth).status_code == 200
+    other = reverse("fhir:read", args=["Patient", new_yorker.pk])
+    assert client.get(other, **auth).status_code == 404
+
+
 def test_a_text_is_answered_in_the_name_of_the_clinic_of_the_numbers_newest_patient(clinic, denver):
     shared = "+12125550777"  # a family phone
     for place in (clinic, denver):  # Denver's patient joined last

@@ -109,7 +109,8 @@ class PatientType(ResourceType):
     ]
 
     def queryset(self, clinic):
-        return Patient.objects.filter(clinic=clinic).order_by("pk")
+        # Its own patients and those booked at it (a patient of another location).
+        return Patient.objects.seen_at(clinic).order_by("pk")
 
     def patient_of(self, row):
         return row.pk
