@@ -82,28 +82,25 @@ def test_a_booking_cancelled_in_a_deadlock_starts_over_and_names_what_holds_the_
         PostgreSQL checks the room's constraint before the patient's, so the
         booking has already put its claim on Room 3 when it starts to wait.
         """
+
+        def screening(patient, clinician, room, hour: int) -> None:
+            Visit.objects.create(
+                patient=patient,
+                visit_type=clinic.screening,
+                clinician=clinician,
+                room=room,
+                start=at(MONDAY, f"{hour}:00"),
+                end=at(MONDAY, f"{hour + 1}:00"),
+            )
+
         try:
             with transaction.atomic():
-                Visit.objects.create(
-                    patient=booker,
-                    visit_type=clinic.screening,
-                    clinician=clinic.nurse,
-                    room=clinic.room2,
-                    start=at(MONDAY, "10:00"),
-                    end=at(MONDAY, "11:00"),
-                )
+                screening(booker, clinic.nurse, clinic.room2, 10)
                 deadline = time.monotonic() + 30
                 while not _backend_waits_for_a_lock(booking_pid):
                     assert time.monotonic() < deadline, "the booking never waited"
                     time.sleep(0.02)
-                Visit.objects.create(
-                    patient=other,
-                    visit_type=clinic.screening,
-                    clinician=clinic.therapist,
-                    room=clinic.room3,
-                    start=at(MONDAY, "11:00"),
-                    end=at(MONDAY, "12:00"),
-                )
+                screening(other, clinic.therapist, clinic.room3, 11)
         finally:
             connection.close()
 
