@@ -213,7 +213,8 @@ def email(message: Message, link: str = "") -> Email:
         "phone": visit.clinic.phone,
     }
     return Email(
-        subject=f"{visit.clinic.name}: a payment falls due on {context['due_on']:%b %d}",
+        subject=f"{visit.clinic.name}: a payment falls due"
+        + (f" on {instalment.due_on:%b} {instalment.due_on.day}" if instalment else " soon"),
         text=render_to_string("billing/email/instalment_due.txt", context).strip() + "\n",
         html=render_to_string("billing/email/instalment_due.html", context),
     )

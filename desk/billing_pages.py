@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -18,12 +18,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
 from billing import estimates, ledger, payments, superbill
-from billing.models import ClinicBilling, GoodFaithEstimate, LedgerEntry
+from billing.models import ClinicBilling, Diagnosis, GoodFaithEstimate, LedgerEntry
 from config.throttle import token_rate_limited
 from desk.patient_page import link_patient, private
 from plans.models import CarePlan, PlanStatus
 from scheduler import audit
-from scheduler.models import AuditAction, Clinic, Patient
+from scheduler.models import AuditAction, Clinic, Clinician, Patient
 from scheduler.roles import DESK_ROLES, Role, role_required, roles_of, working_clinic
 from scheduler.timezones import zone
 
@@ -199,11 +199,12 @@ def _range(request: HttpRequest, clinic: Clinic) -> tuple[date, date]:
     return max(first, last - timedelta(days=3 * 366)), last
 
 
-@require_safe
+@require_http_methods(["GET", "POST"])
 @role_required(Role.ADMIN, Role.CLINICIAN)
 def superbill_page(request: HttpRequest, pk: int) -> HttpResponse:
     """A superbill for a date range, as a page or (``?pdf=1``) a PDF. Clinic admins and the
-    patient's prescribers only; each one produced is recorded in the audit trail."""
+    patient's prescribers only; each one produced is recorded in the audit trail. The
+    patient's prescriber enters diagnosis codes here (POST)."""
     clinic = working_clinic(request)
     patient = get_object_or_404(Patient.objects.seen_at(clinic), pk=pk)
     is_admin = Role.ADMIN in roles_of(request.user)
@@ -211,6 +212,12 @@ def superbill_page(request: HttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied(
             "Only clinic admins and the patient's prescriber produce a superbill."
         )
+    prescriber = _prescriber(request)
+    if request.method == "POST":
+        if prescriber is None:
+            raise PermissionDenied("Only a prescriber enters diagnosis codes.")
+        _add_diagnosis(request, patient, prescriber)
+        return redirect(request.get_full_path())
     first, last = _range(request, clinic)
     bill = superbill.build(patient, clinic, first, last)
     as_pdf = request.GET.get("pdf") == "1"
@@ -226,7 +233,32 @@ def superbill_page(request: HttpRequest, pk: int) -> HttpResponse:
             f'attachment; filename="superbill-{patient.pk}-{first}-{last}.pdf"'
         )
         return response
-    return render(request, "desk/superbill.html", {"clinic": clinic, "bill": bill})
+    context = {"clinic": clinic, "bill": bill, "prescriber": prescriber}
+    return render(request, "desk/superbill.html", context)
+
+
+def _prescriber(request: HttpRequest) -> Clinician | None:
+    clinician = getattr(request.user, "clinician", None)
+    return clinician if clinician is not None and clinician.is_prescriber else None
+
+
+def _add_diagnosis(request: HttpRequest, patient: Patient, prescriber: Clinician) -> None:
+    diagnosis = Diagnosis(
+        patient=patient,
+        code=request.POST.get("code", "").strip().upper(),
+        description=request.POST.get("description", "").strip(),
+        entered_by=prescriber,
+    )
+    try:
+        diagnosis.full_clean()
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return
+    diagnosis.save()
+    audit.record(
+        request, AuditAction.CHANGED_PATIENT, patient, f"diagnosis code {diagnosis.code} entered"
+    )
+    messages.success(request, f"{diagnosis.code} added.")
 
 
 @token_rate_limited

@@ -124,3 +124,18 @@ def test_a_range_backwards_or_malformed_still_answers(client, clinic, course):
     assert client.get(url + "?from=garbage&to=2030-13-45").status_code == 200
     backwards = superbill_url(course, **{"from": "2030-07-01", "to": "2030-06-01"})
     assert client.get(backwards).text.count("96365") == 3
+
+
+def test_the_prescriber_enters_diagnosis_codes_and_a_bad_one_is_refused(client, clinic, course):
+    sign_in_verified(client, clinic.prescriber.user)
+    url = superbill_url(course)
+    client.post(url, {"code": "not a code", "description": "x"})
+    client.post(url, {"code": "f43.10", "description": "Post-traumatic stress disorder"})
+    assert list(Diagnosis.objects.filter(patient=course).values_list("code", flat=True)) == [
+        "F33.2",
+        "F43.10",
+    ]
+    assert AuditEvent.objects.filter(patient=course, detail__contains="F43.10").exists()
+    # An admin produces superbills but enters no diagnosis (that is the prescriber's).
+    sign_in_verified(client, clinic_admin(clinics=[clinic.clinic]))
+    assert client.post(url, {"code": "F32.9", "description": "x"}).status_code == 403
