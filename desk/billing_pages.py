@@ -43,12 +43,18 @@ def plans_with_costs(patient: Patient, clinic: Clinic) -> list[CarePlan]:
     if not plans:
         return []
     by_plan = estimates.for_plans(patient, plans)
-    billing = ClinicBilling.of(clinic)
+    # Each plan is paid to the clinic that holds it (a plan may be at another location).
+    billings = ClinicBilling.objects.in_bulk(
+        {plan.protocol.clinic_id for plan in plans}, field_name="clinic_id"
+    )
     given: dict[int, list[GoodFaithEstimate]] = {plan.pk: [] for plan in plans}
     for record in GoodFaithEstimate.objects.filter(care_plan__in=plans).select_related("given_by"):
         given[record.care_plan_id].append(record)
     for plan in plans:
         plan.estimate = by_plan[plan.pk]
+        billing = billings.get(plan.protocol.clinic_id) or ClinicBilling(
+            clinic=plan.protocol.clinic
+        )
         plan.instalments = payments.for_care_plan(plan, estimate=plan.estimate, billing=billing)
         plan.given = given[plan.pk]
         plan.changes = estimates.changes_since(plan.given[0], plan.estimate) if plan.given else []
