@@ -17,10 +17,11 @@ from billing.models import (
     PackagePrice,
     PatientDiscount,
 )
+from scheduler.admin.base import ModelAdmin
 
 
 @admin.register(Fee)
-class FeeAdmin(admin.ModelAdmin):
+class FeeAdmin(ModelAdmin):
     list_display = (
         "visit_type",
         "code",
@@ -33,7 +34,7 @@ class FeeAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClinicBilling)
-class ClinicBillingAdmin(admin.ModelAdmin):
+class ClinicBillingAdmin(ModelAdmin):
     list_display = (
         "clinic",
         "payment_option",
@@ -44,12 +45,12 @@ class ClinicBillingAdmin(admin.ModelAdmin):
 
 
 @admin.register(PackagePrice)
-class PackagePriceAdmin(admin.ModelAdmin):
+class PackagePriceAdmin(ModelAdmin):
     list_display = ("protocol", "doses", "price")
 
 
 @admin.register(PatientDiscount)
-class PatientDiscountAdmin(admin.ModelAdmin):
+class PatientDiscountAdmin(ModelAdmin):
     list_display = ("patient", "percent", "reason", "set_by", "set_at")
     raw_id_fields = ("patient",)
     readonly_fields = ("set_by", "set_at")
@@ -60,12 +61,12 @@ class PatientDiscountAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClinicianBilling)
-class ClinicianBillingAdmin(admin.ModelAdmin):
+class ClinicianBillingAdmin(ModelAdmin):
     list_display = ("clinician", "npi", "licence", "credentials")
 
 
 @admin.register(Diagnosis)
-class DiagnosisAdmin(admin.ModelAdmin):
+class DiagnosisAdmin(ModelAdmin):
     list_display = ("patient", "code", "description", "entered_by", "entered_at")
     raw_id_fields = ("patient",)
 
@@ -82,11 +83,11 @@ class ReadOnly:
 
 
 @admin.register(GoodFaithEstimate)
-class GoodFaithEstimateAdmin(ReadOnly, admin.ModelAdmin):
+class GoodFaithEstimateAdmin(ReadOnly, ModelAdmin):
     list_display = ("patient", "care_plan", "given_at", "how", "due_by", "total", "currency")
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnly, admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnly, ModelAdmin):
     list_display = ("patient", "on", "kind", "amount", "currency", "description")
     list_filter = ("kind",)

@@ -1,7 +1,8 @@
 """The billing part of the demo: fees and codes for every demo visit type in both
 clinics, each clinic's identifiers and money policies, a package price for the IV
-induction series, superbill identifiers for the clinicians, and one patient with
-a sliding-scale discount. Synthetic identifiers only (NPIs and tax ids that
+induction series, superbill identifiers for the clinicians, one patient with
+a sliding-scale discount, a diagnosis and a deposit paid, and the estimate of
+each booked demo plan as given when it was booked. Synthetic identifiers only (NPIs and tax ids that
 belong to nobody). Idempotent; ``seed_demo`` reaches it through
 ``scheduler.demo.demo_seeded``.
 
@@ -11,15 +12,20 @@ visit is "typically reimbursable" is the demo clinic's own judgement.
 
 from decimal import Decimal
 
+from billing import estimates
 from billing.models import (
     ClinicBilling,
     ClinicianBilling,
+    Diagnosis,
+    EntryKind,
     Fee,
+    GoodFaithEstimate,
+    LedgerEntry,
     PackagePrice,
     PatientDiscount,
     PaymentOption,
 )
-from plans.models import Protocol
+from plans.models import CarePlan, PlanStatus, Protocol
 from scheduler.models import Clinic, Clinician, Patient, VisitType
 
 # visit type slug: (code, add-on codes, typically reimbursable)
@@ -104,7 +110,53 @@ def seed(sender=None, *, clinic: Clinic | None = None, **kwargs) -> list[str]:
     first, last = DISCOUNTED
     for patient in Patient.objects.filter(first_name=first, last_name=last):
         PatientDiscount.objects.get_or_create(patient=patient, defaults=DISCOUNT)
+        seed_account(patient)
+    for plan in CarePlan.objects.filter(
+        protocol__clinic__in=clinics, status=PlanStatus.ACTIVE
+    ).select_related("patient", "protocol__clinic"):
+        seed_estimate_given(plan)
     return [
         f"Billing: fees and codes for {Fee.objects.count()} visit types; "
         f"{first} {last} has a {DISCOUNT['percent']:g}% sliding-scale discount."
     ]
+
+
+def seed_account(patient: Patient) -> None:
+    """A diagnosis their prescriber entered and a deposit the desk recorded."""
+    prescriber = Clinician.objects.filter(clinic=patient.clinic, is_prescriber=True).first()
+    if prescriber is not None:
+        Diagnosis.objects.get_or_create(
+            patient=patient,
+            code="F33.1",
+            defaults={
+                "description": "Major depressive disorder, recurrent, moderate",
+                "entered_by": prescriber,
+            },
+        )
+    LedgerEntry.objects.get_or_create(
+        patient=patient,
+        kind=EntryKind.PAYMENT,
+        description="Deposit, card at the desk (demo)",
+        defaults={"amount": Decimal("300.00")},
+    )
+
+
+def seed_estimate_given(plan: CarePlan) -> None:
+    """The plan's estimate as given when it was booked (printed at the desk)."""
+    if GoodFaithEstimate.objects.filter(care_plan=plan).exists():
+        return
+    estimate = estimates.for_plan(plan)
+    if not estimate.lines:
+        return
+    tz = plan.protocol.clinic.tz
+    booked_on = (plan.confirmed_at or plan.created_at).astimezone(tz).date()
+    GoodFaithEstimate.objects.create(
+        care_plan=plan,
+        patient=plan.patient,
+        given_at=plan.confirmed_at or plan.created_at,
+        how="printed",
+        due_by=estimates.due_by(booked_on, estimate.lines[0].start.astimezone(tz).date()),
+        content=estimate.as_record(),
+        total=estimate.total,
+        currency=estimate.currency,
+    )
