@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "waitlist",
     "questionnaires",
     "fhirapi",
+    "billing",
 ]
 
 MIDDLEWARE = [

@@ -71,6 +71,23 @@ QUESTIONNAIRE_PERMISSIONS = {
     ]
     + ["view_questionnairerequest", "view_questionnaireresponse", "view_safetyalert"],
 }
+# Billing: admins keep fees, prices, policies and identifiers; estimates given and the
+# ledger are written by the desk's pages only (billing.admin shows them read-only).
+BILLING_SETTINGS = (
+    "fee",
+    "clinicbilling",
+    "packageprice",
+    "patientdiscount",
+    "clinicianbilling",
+    "diagnosis",
+)
+BILLING_PERMISSIONS = {
+    FRONT_DESK: ["view_fee", "view_goodfaithestimate", "view_ledgerentry"],
+    CLINIC_ADMINS: [
+        f"{action}_{model}" for model in BILLING_SETTINGS for action in ("view", "add", "change")
+    ]
+    + ["view_goodfaithestimate", "view_ledgerentry"],
+}
 
 
 def seed() -> dict[str, Group]:
@@ -93,6 +110,9 @@ def seed() -> dict[str, Group]:
             | Permission.objects.filter(
                 content_type__app_label="questionnaires",
                 codename__in=QUESTIONNAIRE_PERMISSIONS.get(name, []),
+            )
+            | Permission.objects.filter(
+                content_type__app_label="billing", codename__in=BILLING_PERMISSIONS.get(name, [])
             )
         )
         groups[name] = group

@@ -25,6 +25,9 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from billing import estimates
+from billing.models import ClinicBilling
+from billing.payments import schedule
 from desk import time_grid
 from desk.forms import CancelForm, MoveForm, PlanForm, day_in_url, grid_choice
 from desk.moves import move_times, planned_visit
@@ -712,6 +715,7 @@ def new_plan(request: HttpRequest) -> HttpResponse:
     """
     clinic = working_clinic(request)
     proposal, problems, changed, timeline = None, [], False, None
+    estimate, instalments = None, []
     if request.method == "POST":
         form = PlanForm(request.POST, clinic=clinic)
         if form.is_valid():
@@ -724,6 +728,13 @@ def new_plan(request: HttpRequest) -> HttpResponse:
                 problems = [str(error)]
             else:
                 timeline = for_proposal(proposal, clinic.tz, asked_from=data["start_date"])
+                estimate = estimates.for_proposal(proposal)
+                instalments = schedule(
+                    estimate,
+                    ClinicBilling.of(clinic),
+                    timezone.localdate(timezone=clinic.tz),
+                    clinic.tz,
+                )
             confirming = proposal is not None and request.POST.get("action") == "confirm"
             changed = confirming and request.POST.get("shown") != proposal_fingerprint(proposal)
             if confirming and not changed:
@@ -755,5 +766,7 @@ def new_plan(request: HttpRequest) -> HttpResponse:
         "changed": changed,
         "problems": problems,
         "timeline": timeline,
+        "estimate": estimate,
+        "instalments": instalments,
     }
     return render(request, "desk/new_plan.html", context)

@@ -80,6 +80,7 @@ OPEN_PAGES = {
     "patient_move",
     "patient_cancel",
     "patient_waitlist",
+    "patient_costs",
     "patient_questions",
     "patient_question",
     "patient_question_review",

@@ -7,6 +7,7 @@ from django_otp_webauthn import views as passkey_views
 
 from desk import (
     alert_pages,
+    billing_pages,
     calendar_page,
     clinics,
     frontdesk,
@@ -31,6 +32,9 @@ frontdesk_urls = [
     path("patients/new/", patient_records.new_patient, name="desk_new_patient"),
     path("patients/<int:pk>/edit/", patient_records.edit_patient, name="desk_edit_patient"),
     path("patients/<int:pk>/book/", single_booking.book_visit, name="desk_book_visit"),
+    path("patients/<int:pk>/costs/", billing_pages.costs, name="desk_costs"),
+    path("patients/<int:pk>/superbill/", billing_pages.superbill_page, name="desk_superbill"),
+    path("plans/<int:pk>/estimate/", billing_pages.printable_estimate, name="desk_estimate"),
     path("visits/<int:pk>/", frontdesk.visit_page, name="desk_visit"),
     path("visits/<int:pk>/session/", rems.session_record, name="desk_session_record"),
     path("visits/<int:pk>/rems-form/", rems.monitoring_form, name="desk_monitoring_form"),
@@ -56,6 +60,7 @@ patient_urls = [
     path("<str:token>/visits/<int:pk>/move/", patient_page.move_visit, name="patient_move"),
     path("<str:token>/visits/<int:pk>/cancel/", patient_page.cancel_visit, name="patient_cancel"),
     path("<str:token>/waitlist/", waitlist_pages.patient_join, name="patient_waitlist"),
+    path("<str:token>/costs/", billing_pages.patient_costs, name="patient_costs"),
     path("<str:token>/questions/", questionnaire_pages.questions, name="patient_questions"),
     path("<str:token>/questions/<int:pk>/", questionnaire_pages.question, name="patient_question"),
     path(

@@ -46,6 +46,8 @@ class Purpose(models.TextChoices):
     # acknowledged that in time, to the clinic's clinical lead.
     SAFETY_ALERT = "safety_alert", "Answers need review"
     SAFETY_ESCALATION = "safety_escalation", "Answers need review: escalated"
+    # An instalment of a care plan's payment schedule falls due (billing): by email only.
+    INSTALMENT_DUE = "instalment_due", "Payment due"
 
 
 RULE_PURPOSES = (Purpose.REMINDER, Purpose.PREPARATION, Purpose.AFTERCARE, Purpose.VIDEO_LINK)
@@ -57,6 +59,7 @@ COMPOSED_PURPOSES = (
     Purpose.QUESTIONNAIRE_REMINDER,
     Purpose.SAFETY_ALERT,
     Purpose.SAFETY_ESCALATION,
+    Purpose.INSTALMENT_DUE,
 )
 # To clinicians, by text and email, whether or not they take calendar invites:
 # a patient's answers that need review today. Once per alert (the questionnaires
@@ -90,6 +93,7 @@ PRIORITY = {
     Purpose.REMINDER: 40,
     Purpose.QUESTIONNAIRE: 40,
     Purpose.QUESTIONNAIRE_REMINDER: 30,
+    Purpose.INSTALMENT_DUE: 20,
 }
 
 

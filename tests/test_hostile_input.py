@@ -634,6 +634,7 @@ ADMIN_PARTS = {
     "plans": {"plans"},
     "notifications-waitlist": {"notifications", "waitlist"},
     "questionnaires": {"questionnaires"},
+    "billing": {"billing"},
 }
 OTHER_APPS = "other-apps"
 by_admin_part = pytest.mark.parametrize("part", [*ADMIN_PARTS, OTHER_APPS])

@@ -22,6 +22,7 @@ APPS = (
     "waitlist",
     "questionnaires",
     "fhirapi",
+    "billing",
 )
 
 # What each app may import from the others (itself and config always allowed).
@@ -30,7 +31,7 @@ ALLOWED = {
     "scheduler": set(),
     "plans": {"scheduler"},
     "notifications": {"scheduler"},
-    "desk": {"scheduler", "plans", "notifications", "waitlist", "questionnaires"},
+    "desk": {"scheduler", "plans", "notifications", "waitlist", "questionnaires", "billing"},
     # Beside the desk, under it: freed times are offered by text (notifications)
     # to patients whose plans allow them (plans); the desk shows its pages.
     "waitlist": {"scheduler", "plans", "notifications"},
@@ -42,6 +43,9 @@ ALLOWED = {
     # their rules; nothing imports it (config/urls names its URLs as a string, and
     # seed_demo reaches its demo client through scheduler.demo.demo_seeded).
     "fhirapi": {"scheduler", "plans", "notifications", "questionnaires", "waitlist"},
+    # Beside the waitlist: prices plans (plans), reminds of instalments through the
+    # outbox (notifications); the desk shows its pages.
+    "billing": {"scheduler", "plans", "notifications"},
 }
 
 

@@ -22,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from notifications.models import InboundKind, InboundMessage
 from notifications.patient_links import issue_patient_link
-from plans.models import MonitoringFormTask
+from plans.models import CarePlan, MonitoringFormTask, PlannedVisit, Protocol
 from questionnaires.models import Instrument, QuestionnaireRequest
 from scheduler import tokens
 from scheduler.models import Modality, Visit, VisitKind, VisitStatus
@@ -147,6 +147,27 @@ MATRIX = [
     ("desk mark handled by GET", "desk_handled", "inbound", "get", STAFF_405),
     ("desk mark handled", "desk_handled", "inbound", "post", DESK_POST),
     ("desk new plan", "desk_new_plan", None, "get", DESK),
+    ("desk costs and account", "desk_costs", "own_patient", "get", DESK),
+    ("desk costs, empty form posted", "desk_costs", "own_patient", "post", DESK_POST),
+    ("desk printable estimate", "desk_estimate", "plan", "get", DESK),
+    ("other clinic's patient, costs", "desk_costs", "elsewhere_patient", "get", ELSEWHERE),
+    # Superbills: clinic admins, and the patient's own prescriber (Blake's), nobody else.
+    (
+        "superbill, prescriber's patient",
+        "desk_superbill",
+        "other_patient",
+        "get",
+        {"anonymous": L, "link": L, "desk": 403, "admin": 200, "unverified": TWO}
+        | {"therapist": 403, "prescriber": 200, "nurse": 403},
+    ),
+    (
+        "superbill, not the prescriber's patient",
+        "desk_superbill",
+        "own_patient",
+        "get",
+        {"anonymous": L, "link": L, "desk": 403, "admin": 200, "unverified": TWO}
+        | dict.fromkeys(CLINICIANS, 403),
+    ),
     # Another clinic's rows, for staff of this one only: as if they did not exist.
     ("other clinic's patient", "desk_patient", "elsewhere_patient", "get", ELSEWHERE),
     ("other clinic's patient, edit", "desk_edit_patient", "elsewhere_patient", "get", ELSEWHERE),
@@ -219,6 +240,8 @@ MATRIX = [
     ("waitlist offer, live link", "waitlist_offer", "offer", "get", EVERYONE),
     ("waitlist offer, forged link", "waitlist_offer", "forged_offer", "get", NOBODY_404),
     ("patient page entrance, no link", "patient_page", None, "get", EVERYONE),
+    ("patient costs, live link", "patient_costs", "link", "get", EVERYONE),
+    ("patient costs, revoked link", "patient_costs", "revoked_link", "get", NOBODY_404),
     ("patient page, live link", "patient_page", "link", "get", EVERYONE),
     ("patient page, revoked link", "patient_page", "revoked_link", "get", NOBODY_404),
     ("patient visit .ics, own visit", "patient_visit_ics", "link_own_visit", "get", EVERYONE),
@@ -406,6 +429,17 @@ def world(clinic):
         provider_id="SM-avery", from_number=avery.mobile, patient=avery, kind=InboundKind.OTHER
     )
     elsewhere = elsewhere_rows(world_clinic_elsewhere())
+    plan = CarePlan.objects.create(
+        patient=avery,
+        protocol=Protocol.objects.create(clinic=clinic.clinic, name="Course", slug="course"),
+        start_date=MONDAY,
+    )
+    PlannedVisit.objects.create(
+        care_plan=plan,
+        visit=own,
+        step=plan.protocol.steps.create(position=1, visit_type=clinic.integration),
+        occurrence=1,
+    )
     args = {
         "inbound": [inbound.pk],
         **{key: [row.pk] for key, row in elsewhere.items()},
@@ -413,6 +447,7 @@ def world(clinic):
         "own_patient": [avery.pk],
         "other_patient": [blake.pk],
         "own_visit": [own.pk],
+        "plan": [plan.pk],
         "dose": [other.pk],
         "spravato_dose": [spravato_dose.pk],
         "form_task": [form_task.pk],
