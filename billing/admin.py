@@ -22,6 +22,7 @@ from scheduler.admin.base import ModelAdmin
 
 @admin.register(Fee)
 class FeeAdmin(ModelAdmin):
+    clinic_path = "visit_type__clinic"
     list_display = (
         "visit_type",
         "code",
@@ -35,6 +36,7 @@ class FeeAdmin(ModelAdmin):
 
 @admin.register(ClinicBilling)
 class ClinicBillingAdmin(ModelAdmin):
+    clinic_path = "clinic"
     list_display = (
         "clinic",
         "payment_option",
@@ -46,11 +48,13 @@ class ClinicBillingAdmin(ModelAdmin):
 
 @admin.register(PackagePrice)
 class PackagePriceAdmin(ModelAdmin):
+    clinic_path = "protocol__clinic"
     list_display = ("protocol", "doses", "price")
 
 
 @admin.register(PatientDiscount)
 class PatientDiscountAdmin(ModelAdmin):
+    clinic_path = "patient__clinic"
     list_display = ("patient", "percent", "reason", "set_by", "set_at")
     raw_id_fields = ("patient",)
     readonly_fields = ("set_by", "set_at")
@@ -62,11 +66,13 @@ class PatientDiscountAdmin(ModelAdmin):
 
 @admin.register(ClinicianBilling)
 class ClinicianBillingAdmin(ModelAdmin):
+    clinic_path = "clinician__clinic"
     list_display = ("clinician", "npi", "licence", "credentials")
 
 
 @admin.register(Diagnosis)
 class DiagnosisAdmin(ModelAdmin):
+    clinic_path = "patient__clinic"
     list_display = ("patient", "code", "description", "entered_by", "entered_at")
     raw_id_fields = ("patient",)
 
@@ -84,10 +90,12 @@ class ReadOnly:
 
 @admin.register(GoodFaithEstimate)
 class GoodFaithEstimateAdmin(ReadOnly, ModelAdmin):
+    clinic_path = "patient__clinic"
     list_display = ("patient", "care_plan", "given_at", "how", "due_by", "total", "currency")
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnly, ModelAdmin):
+    clinic_path = "patient__clinic"
     list_display = ("patient", "on", "kind", "amount", "currency", "description")
     list_filter = ("kind",)
