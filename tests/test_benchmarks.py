@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import on_postgres
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {
     "Plan generation",
@@ -100,3 +104,26 @@ def test_the_dataset_never_double_books_a_room_or_a_person(db):
         spans.sort()
         for (_, end), (start, _) in pairwise(spans):
             assert end <= start, who
+
+
+@pytest.mark.skipif(not on_postgres(), reason="COPY is PostgreSQL's")
+def test_copy_leaves_the_rows_the_orm_would_have_written(db):
+    """Visits, participants, the diary log's rows for them and messages, at two clinics."""
+    from django.db import transaction
+
+    from benchmarks import dataset
+    from scheduler.models import DiaryChange, Visit
+
+    tiny = dataset.FULL.divided(500).times(2)
+    prints, logged = [], []
+    for fast in (False, True):
+        with transaction.atomic():
+            built = dataset.build(tiny, 7, say=lambda text: None, fast=fast)
+            prints.append(built.fingerprint)
+            bulk = Visit.objects.filter(start__date__gte=dataset.FIRST_DAY)
+            logged.append(DiaryChange.objects.filter(visit_id__in=bulk.values("pk")).count())
+            transaction.set_rollback(True)
+    assert built.counts["clinics"] == 2 and built.counts["bulk visits"] == 400
+    # A row for each visit, its lead and each therapist guiding a dosing visit.
+    assert logged[0] == logged[1] > 2 * 400
+    assert prints[0] == prints[1]
