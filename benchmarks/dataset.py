@@ -30,7 +30,6 @@ writes it, so the tables end as the ORM path leaves them
 """
 
 import hashlib
-import itertools
 import random
 import sys
 import time
@@ -190,6 +189,7 @@ CITIES = [
     ("Phoenix", "America/Phoenix", "AZ", "602"),
     ("Atlanta", "America/New_York", "GA", "404"),
     ("Portland", "America/Los_Angeles", "OR", "503"),
+    ("Minneapolis", "America/Chicago", "MN", "612"),
 ]
 
 
@@ -340,8 +340,10 @@ def build(
 
 def _more_clinics(count: int) -> list[Clinic]:
     """Further locations configured as the demo's are: rooms, visit types, protocols, reminders."""
+    if count > len(CITIES):
+        raise ValueError(f"{count} more clinics asked for; CITIES names {len(CITIES)}")
     clinics = []
-    for number, (city, zone, state, area) in enumerate(itertools.islice(CITIES, count)):
+    for number, (city, zone, state, area) in enumerate(CITIES[:count]):
         clinic = scheduler_demo.seed_clinic(
             {
                 "slug": f"riverside-{city.lower().replace(' ', '-')}",
