@@ -21,6 +21,7 @@ from django_q.models import Schedule, Task
 from django_q.tasks import async_task
 from twilio.rest import Client
 
+from benchmarks import REDIS_SERVER
 from benchmarks.dataset import Dataset
 from benchmarks.measure import Figure, Report, ratio_figure
 from notifications.dispatch import Dispatcher
@@ -34,7 +35,6 @@ from tests.servers import running_redis
 RATIO_TARGET = 1.3
 QUERIES_TARGET = 0.05
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_SERVER = "/usr/bin/redis-server"  # Debian's redis-server package
 CLUSTERS = "django_q:kap:cluster:*"  # django-q2's key for each running cluster's status
 
 
