@@ -66,6 +66,43 @@ def test_the_benchmarks_run_at_a_tiny_scale_and_write_their_json(tmp_path):
     assert not list((ROOT / "var").glob("benchmarks-*.sqlite3"))
 
 
+@pytest.mark.skipif(not on_postgres(), reason="the network benchmark runs on PostgreSQL")
+def test_the_network_benchmark_runs_at_a_tiny_scale(tmp_path):
+    """Ten clinics; plans at each in turn, 50 desks over them, 1, 2 and 4 clusters on Redis."""
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    scale = ["--network", "--divide", "1000", "--load-seconds", "0.3"]
+    only = ["--only", "plans", "load", "dispatch"]  # the test client's pages: the test above
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *scale, *only, "--json", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    counts = report["meta"]["dataset"]
+    assert (counts["clinics"], counts["bulk visits"], counts["bulk messages"]) == (10, 1000, 3000)
+    figures = report["figures"]
+    for figure in figures:
+        if figure["target"]:
+            assert f"target: {figure['target']}" in result.stdout
+    plans = [f for f in figures if f["section"].endswith("10 clinics in turn)")]
+    assert len(plans) == 3 and all(f["values"]["visits"] > 0 for f in plans)
+    desks = [f for f in figures if f["section"].startswith("Desk day view, 50 desks over 10")]
+    assert len(desks) == 2 and all(f["values"]["errors"] == 0 for f in desks)
+    dispatched = {f["name"]: f for f in figures if f["section"].startswith("Dispatch of 20")}
+    assert list(dispatched) == [
+        "1 qcluster process",
+        "2 qcluster processes",
+        "4 qcluster processes",
+    ]
+    for figure in dispatched.values():
+        assert figure["met"] and figure["values"]["sent"] == figure["values"]["server took"] == 20
+
+
 def test_the_same_seed_builds_the_same_dataset(db):
     from django.db import transaction
 
