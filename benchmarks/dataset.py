@@ -179,7 +179,8 @@ FULL = Scale()
 QUICK = FULL.divided(20)
 NETWORK = FULL.times(10)  # 10 clinics, 1,000 clinicians, 50,000 patients, 1,000,000 visits
 
-# The network's clinics after the demo's two (seed_demo): other states, other zones.
+# The network's clinics after the demo's first: other states, other zones. (The demo's
+# Denver location stays as seed_demo leaves it, an eleventh with a handful of visits.)
 CITIES = [
     ("Chicago", "America/Chicago", "IL", "312"),
     ("Los Angeles", "America/Los_Angeles", "CA", "213"),
