@@ -1,10 +1,12 @@
 """The synthetic clinic network the benchmarks run against.
 
-One clinic (the front-desk pages serve one clinic per installation) with 100
-clinicians, 20 rooms, 5,000 patients, 100,000 visits over 12 months and
-300,000 messages in every state, all bulk-created. The demo clinic's own
+One clinic (``FULL``) with 100 clinicians, 20 rooms, 5,000 patients, 100,000
+visits over 12 months and 300,000 messages in every state, all bulk-created;
+or a network of ten (``NETWORK``: 1,000 clinicians, 50,000 patients,
+1,000,000 visits), each clinic laid out as the one. The demo clinic's own
 configuration (visit types, protocols, reminder policies, staff logins) comes
-from ``seed_demo``; the bulk rows are laid out on a grid that can never
+from ``seed_demo``; the network's further clinics get the same from the demo's
+seeding functions. The bulk rows are laid out on a grid that can never
 overlap, so the data passes every overlap invariant the booking rules enforce
 (PostgreSQL's exclusion constraints check it on the way in); public holidays
 and the travel gap it ignores, as it never books through the rules:
@@ -18,6 +20,13 @@ and the travel gap it ignores, as it never books through the rules:
 - each patient belongs to one clinician, who sees at most one patient a slot.
 
 The same seed gives the same rows: dates hang off a fixed Monday, not today.
+
+On PostgreSQL the rows go in through COPY (``fast``): the diary triggers
+(scheduler/migrations/0018_diary_changes.py) are switched off for the two
+tables whose rows they log and their rows written in one statement a batch,
+and each visit's lead participant is written as ``Visit.objects.bulk_create``
+writes it, so the tables end as the ORM path leaves them
+(tests/test_benchmarks.py compares the two).
 """
 
 import hashlib
@@ -34,14 +43,19 @@ from datetime import time as clock
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
+from django.db.models import OuterRef, Subquery
 
+from notifications import demo as notifications_demo
 from notifications.models import PRIORITY, Channel, Message, ReminderRule, Status
+from plans import demo as plans_demo
+from scheduler import demo as scheduler_demo
 from scheduler.models import (
     BLOCKING_STATUSES,
     Capability,
     Clinic,
     Clinician,
+    DiaryChange,
     Patient,
     Room,
     Visit,
@@ -115,38 +129,82 @@ NURSE_ROOMS = 6  # rooms kept for the 3-hour grid
 
 @dataclass(frozen=True)
 class Scale:
+    """The whole dataset; every clinic gets an equal share (``per_clinic``)."""
+
     clinicians: int = 100
     rooms: int = 20
     patients: int = 5_000
     visits: int = 100_000
     messages: int = 300_000
     feed_events: int = 2_000  # visits of the clinician whose feed is measured
+    clinics: int = 1
 
     def divided(self, by: int) -> "Scale":
-        return Scale(
-            clinicians=max(self.clinicians // by, 10),
-            rooms=max(self.rooms // by, 8),
-            patients=max(self.patients // by, 50),
-            visits=self.visits // by,
-            messages=self.messages // by,
+        """A smaller network of as many clinics, each still with every role and room pool."""
+        share = self.per_clinic()
+        smaller = Scale(
+            clinicians=max(share.clinicians // by, 10),
+            rooms=max(share.rooms // by, 8),
+            patients=max(share.patients // by, 50),
+            visits=share.visits // by,
+            messages=share.messages // by,
             feed_events=max(self.feed_events // by, 10),
+        )
+        return smaller.times(self.clinics)
+
+    def per_clinic(self) -> "Scale":
+        return Scale(
+            clinicians=self.clinicians // self.clinics,
+            rooms=self.rooms // self.clinics,
+            patients=self.patients // self.clinics,
+            visits=self.visits // self.clinics,
+            messages=self.messages // self.clinics,
+            feed_events=self.feed_events,
+        )
+
+    def times(self, clinics: int) -> "Scale":
+        """``clinics`` clinics of this size each (the feed's clinician is in the first)."""
+        return Scale(
+            clinicians=self.clinicians * clinics,
+            rooms=self.rooms * clinics,
+            patients=self.patients * clinics,
+            visits=self.visits * clinics,
+            messages=self.messages * clinics,
+            feed_events=self.feed_events,
+            clinics=clinics,
         )
 
 
 FULL = Scale()
 QUICK = FULL.divided(20)
+NETWORK = FULL.times(10)  # 10 clinics, 1,000 clinicians, 50,000 patients, 1,000,000 visits
+
+# The network's clinics after the demo's first: other states, other zones. (The demo's
+# Denver location stays as seed_demo leaves it, an eleventh with a handful of visits.)
+CITIES = [
+    ("Chicago", "America/Chicago", "IL", "312"),
+    ("Los Angeles", "America/Los_Angeles", "CA", "213"),
+    ("Boston", "America/New_York", "MA", "617"),
+    ("Seattle", "America/Los_Angeles", "WA", "206"),
+    ("Austin", "America/Chicago", "TX", "512"),
+    ("Phoenix", "America/Phoenix", "AZ", "602"),
+    ("Atlanta", "America/New_York", "GA", "404"),
+    ("Portland", "America/Los_Angeles", "OR", "503"),
+    ("Minneapolis", "America/Chicago", "MN", "612"),
+]
 
 
 @dataclass
 class Dataset:
     scale: Scale
     seed: int
-    clinic: Clinic
+    clinic: Clinic  # the first; the only one but in a network
     now: datetime
     feed_clinician: Clinician
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     fingerprint: str = ""
+    clinics: list[Clinic] = field(default_factory=list)
 
 
 def progress(label: str, done: int, total: int, started: float) -> None:
@@ -156,59 +214,164 @@ def progress(label: str, done: int, total: int, started: float) -> None:
         print(f"  {label}: {done:,}/{total:,} ({rate:,.0f}/s)", end=end, file=sys.stderr)
 
 
-def bulk(model, rows: list, label: str, batch: int = 5_000) -> list:
+BATCH = 5_000
+# Tables whose every row the diary triggers log, by the column naming the visit.
+LOGGED = {Visit: "id", VisitParticipant: "visit_id"}
+
+
+def bulk(model, rows: list, label: str, batch: int = BATCH, *, fast: bool = False) -> list:
     started = time.monotonic()
     created = []
     for first in range(0, len(rows), batch):
-        created += model.objects.bulk_create(rows[first : first + batch], batch_size=batch)
+        created += insert(model, rows[first : first + batch], fast=fast)
         progress(label, len(created), len(rows), started)
     return created
 
 
-def build(scale: Scale = FULL, seed: int = 20310106, say: Callable[[str], None] = print) -> Dataset:
-    """Create the dataset in an empty, migrated database."""
+def insert(model, rows: list, *, fast: bool) -> list:
+    """``model.objects.bulk_create(rows)`` in one batch, or through COPY to the same end."""
+    if not fast:
+        return model.objects.bulk_create(rows, batch_size=len(rows) or None)
+    _copy(model, rows)
+    if model is Visit:  # as VisitQuerySet.bulk_create: each visit's lead, in a batch of its own
+        _copy(VisitParticipant, [VisitParticipant.lead_of(visit) for visit in rows])
+    return rows
+
+
+def _copy(model, rows: list) -> None:
+    """COPY the rows in with the ids, stamps and prepared values bulk_create would give them;
+    what the diary triggers would log, in one statement after."""
+    if not rows:
+        return
+    meta = model._meta
+    table, fields = meta.db_table, list(meta.concrete_fields)
+    # The connection itself, not django.db.connection's per-attribute lookup of it:
+    # each value prepared asks for it (a third of the time, at a million rows).
+    database = connections[connection.alias]
+    columns = ", ".join(database.ops.quote_name(f.column) for f in fields)
+    logged = LOGGED.get(model)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, meta.pk.column, len(rows)],
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row.pk = pk
+            row._state.adding, row._state.db = False, connection.alias
+        if logged:
+            # A table with checks still pending (the foreign keys are deferred
+            # to the commit) cannot be altered: run them now, and from here on
+            # as each statement ends (stricter, and as cheap).
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_diary_insert")
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [f.get_db_prep_save(f.pre_save(row, True), database) for f in fields]
+                )
+        if logged:
+            cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_diary_insert")
+            # As the trigger writes them: one row per row, in order, in this transaction.
+            cursor.execute(
+                f"INSERT INTO {DiaryChange._meta.db_table} (visit_id, transaction) "
+                "SELECT visit, pg_current_xact_id()::text::bigint "
+                "FROM unnest(%s::bigint[]) WITH ORDINALITY AS logged(visit, n) ORDER BY n",
+                [[getattr(row, logged) for row in rows]],
+            )
+
+
+def build(
+    scale: Scale = FULL,
+    seed: int = 20310106,
+    say: Callable[[str], None] = print,
+    *,
+    fast: bool | None = None,
+) -> Dataset:
+    """Create the dataset in an empty, migrated database; ``fast`` (PostgreSQL's COPY)
+    unless told, where the database is PostgreSQL."""
     started = time.monotonic()
+    if fast is None:
+        fast = connection.vendor == "postgresql"
     rng = random.Random(seed)
     say("Seeding the demo clinic's configuration ...")
     call_command("seed_demo", stdout=_Quiet(), stderr=_Quiet())
-    clinic = Clinic.objects.installation()
-    now = datetime.combine(NOW_DAY, NOW_TIME, tzinfo=clinic.tz).astimezone(UTC)
+    first_clinic = Clinic.objects.installation()
+    now = datetime.combine(NOW_DAY, NOW_TIME, tzinfo=first_clinic.tz).astimezone(UTC)
+    clinics = [first_clinic]
+    if scale.clinics > 1:
+        say(f"Seeding {scale.clinics - 1} more clinics' configuration ...")
+        clinics += _more_clinics(scale.clinics - 1)
     # seed_demo books its few visits around today, years before the data's
     # "now"; their reminders would only be found stale by every dispatch pass.
     Message.objects.filter(status=Status.PENDING).delete()
+    share = scale.per_clinic()
+    everyone, bulk_visits, messages = [], 0, 0
     # Rows are stamped (created_at, updated_at) at the data's "now", not the
     # build's wall clock: the same seed gives the same rows, stamps included.
     with time_machine.travel(now, tick=False), transaction.atomic():
-        clinicians = _clinicians(clinic, scale, rng)
-        rooms = _rooms(clinic, scale)
-        patients = _patients(clinic, scale, rng, clinicians)
-        visits = _visits(clinic, scale, rng, clinicians, rooms, patients, now)
-        messages = _messages(scale, rng, visits, now)
+        for number, clinic in enumerate(clinics):
+            if len(clinics) > 1:
+                say(f"Clinic {number + 1} of {len(clinics)}: {clinic.name} ...")
+            tag = f"{number:02d}-" if number else ""
+            clinicians = _clinicians(clinic, share, rng, tag, fast)
+            rooms = _rooms(clinic, share)
+            patients = _patients(clinic, share, rng, clinicians, tag, fast)
+            visits = _visits(clinic, share, rng, clinicians, rooms, patients, now, fast)
+            messages += _messages(share, rng, visits, now, fast)
+            bulk_visits += len(visits)
+            everyone.append(clinicians)
+            del visits, patients
     # Planner statistics and PostgreSQL's visibility map, as a live database has
     # them (autovacuum); VACUUM cannot run inside a transaction (the tests' one).
     vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
-    dataset = Dataset(scale, seed, clinic, now, clinicians[0][0])
+    dataset = Dataset(scale, seed, first_clinic, now, everyone[0][0][0], clinics=clinics)
     dataset.counts = {
-        "clinicians": Clinician.objects.filter(clinic=clinic).count(),
-        "rooms": Room.objects.filter(clinic=clinic).count(),
-        "patients": Patient.objects.filter(clinic=clinic).count(),
+        **({"clinics": len(clinics)} if len(clinics) > 1 else {}),
+        "clinicians": Clinician.objects.filter(clinic__in=clinics).count(),
+        "rooms": Room.objects.filter(clinic__in=clinics).count(),
+        "patients": Patient.objects.filter(clinic__in=clinics).count(),
         "visits": Visit.objects.count(),
         "messages": Message.objects.count(),
-        "bulk visits": len(visits),
+        "bulk visits": bulk_visits,
         "bulk messages": messages,
     }
-    dataset.fingerprint = fingerprint(clinic)
+    dataset.fingerprint = fingerprint(clinics)
     dataset.seconds = time.monotonic() - started
     return dataset
 
 
-def fingerprint(clinic: Clinic) -> str:
-    """A digest of the bulk rows by their content (not their ids), to compare two builds."""
+def _more_clinics(count: int) -> list[Clinic]:
+    """Further locations configured as the demo's are: rooms, visit types, protocols, reminders."""
+    if count > len(CITIES):
+        raise ValueError(f"{count} more clinics asked for; CITIES names {len(CITIES)}")
+    clinics = []
+    for number, (city, zone, state, area) in enumerate(CITIES[:count]):
+        clinic = scheduler_demo.seed_clinic(
+            {
+                "slug": f"riverside-{city.lower().replace(' ', '-')}",
+                "name": f"Riverside Wellness {city}",
+                "time_zone": zone,
+                "phone": f"({area}) 555-01{number + 10:02d}",
+                "address": f"{number + 1} Example Plaza\n{city}, {state} 00000",
+                "country": "US",
+                "subdivision": state,
+            }
+        )
+        scheduler_demo.seed_visit_types(clinic)
+        plans_demo.seed_protocols(clinic)
+        notifications_demo.seed(clinic)
+        clinics.append(clinic)
+    return clinics
+
+
+def fingerprint(clinics: list[Clinic]) -> str:
+    """A digest of the bulk rows by their content (not their ids), to compare two builds:
+    visits, their participants, what the diary log says of them, messages."""
     digest = hashlib.sha256()
-    first = datetime.combine(FIRST_DAY, clock(0), tzinfo=clinic.tz)
-    visits = Visit.objects.filter(patient__clinic=clinic, start__gte=first).order_by("uid")
+    first = datetime.combine(FIRST_DAY, clock(0), tzinfo=clinics[0].tz)
+    visits = Visit.objects.filter(patient__clinic__in=clinics, start__gte=first).order_by("uid")
     for row in visits.values_list(
         "uid",
         "patient__last_name",
@@ -220,9 +383,34 @@ def fingerprint(clinic: Clinic) -> str:
         "updated_at",
     ).iterator(chunk_size=5_000):
         digest.update(repr(row).encode())
-    messages = Message.objects.filter(patient__clinic=clinic, visit__start__gte=first).order_by(
-        "visit__uid", "send_at", "channel", "purpose"
+    participants = VisitParticipant.objects.filter(visit__in=visits).order_by(
+        "visit__uid", "position"
     )
+    for row in participants.values_list(
+        "visit__uid",
+        "clinician__display_name",
+        "role",
+        "position",
+        "joins_after_minutes",
+        "stays_minutes",
+        "start",
+        "end",
+        "holds_time",
+    ).iterator(chunk_size=5_000):
+        digest.update(repr(row).encode())
+    # The log's rows naming these visits, in the order written.
+    logged = (
+        DiaryChange.objects.annotate(
+            uid=Subquery(Visit.objects.filter(pk=OuterRef("visit_id")).values("uid"))
+        )
+        .filter(visit_id__in=visits.values("pk"))
+        .order_by("pk")
+    )
+    for row in logged.values_list("uid").iterator(chunk_size=5_000):
+        digest.update(repr(row).encode())
+    messages = Message.objects.filter(
+        patient__clinic__in=clinics, visit__start__gte=first
+    ).order_by("visit__uid", "send_at", "channel", "purpose")
     for row in messages.values_list(
         "visit__uid", "purpose", "channel", "status", "send_at", "provider_id", "sent_at"
     ).iterator(chunk_size=5_000):
@@ -244,7 +432,9 @@ def _role_of(clinician: Clinician) -> str:
     return "prescriber" if clinician.is_prescriber else "therapist"
 
 
-def _clinicians(clinic: Clinic, scale: Scale, rng: random.Random) -> list[tuple[Clinician, str]]:
+def _clinicians(
+    clinic: Clinic, scale: Scale, rng: random.Random, tag: str, fast: bool
+) -> list[tuple[Clinician, str]]:
     """Every clinician with a role; the demo's own first, then synthetic ones up to the scale.
 
     The first one returned is a therapist: their feed is the one measured.
@@ -257,15 +447,16 @@ def _clinicians(clinic: Clinic, scale: Scale, rng: random.Random) -> list[tuple[
         User,
         [
             User(
-                username=f"bench-clinician-{n:03d}",
+                username=f"bench-clinician-{tag}{n:03d}",
                 first_name=rng.choice(FIRST_NAMES),
                 last_name=rng.choice(LAST_NAMES),
-                email=f"bench-clinician-{n:03d}@example.com",
+                email=f"bench-clinician-{tag}{n:03d}@example.com",
                 is_staff=True,
             )
             for n in range(missing)
         ],
         "clinician accounts",
+        fast=fast,
     )
     new = bulk(
         Clinician,
@@ -273,7 +464,7 @@ def _clinicians(clinic: Clinic, scale: Scale, rng: random.Random) -> list[tuple[
             Clinician(
                 user=user,
                 clinic=clinic,
-                display_name=f"{user.first_name} {user.last_name} {n:03d}",
+                display_name=f"{user.first_name} {user.last_name} {tag}{n:03d}",
                 is_therapist=roles[n % len(roles)] == "therapist",
                 is_prescriber=roles[n % len(roles)] == "prescriber",
                 is_nurse=roles[n % len(roles)] == "nurse",
@@ -282,6 +473,7 @@ def _clinicians(clinic: Clinic, scale: Scale, rng: random.Random) -> list[tuple[
             for n, user in enumerate(users)
         ],
         "clinicians",
+        fast=fast,
     )
     weekdays = [Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY]
     weekdays.append(Weekday.FRIDAY)
@@ -293,6 +485,7 @@ def _clinicians(clinic: Clinic, scale: Scale, rng: random.Random) -> list[tuple[
             for day in weekdays
         ],
         "working hours",
+        fast=fast,
     )
     everyone = [(c, _role_of(c)) for c in existing + new]
     # The measured feed belongs to a synthetic therapist (full-day hours).
@@ -318,7 +511,7 @@ def _rooms(clinic: Clinic, scale: Scale) -> list[Room]:
     return list(Room.objects.filter(clinic=clinic).prefetch_related("capabilities").order_by("pk"))
 
 
-def _patients(clinic, scale: Scale, rng: random.Random, clinicians) -> list[Patient]:
+def _patients(clinic, scale: Scale, rng: random.Random, clinicians, tag: str, fast: bool):
     zones = ["America/New_York"] * 8 + ["America/Chicago", "America/Los_Angeles"]
     consent_from = datetime(2030, 6, 1, tzinfo=UTC)
     rows = []
@@ -329,10 +522,10 @@ def _patients(clinic, scale: Scale, rng: random.Random, clinicians) -> list[Pati
             Patient(
                 clinic=clinic,
                 first_name=first,
-                last_name=f"{last}-{n:04d}",
+                last_name=f"{last}-{tag}{n:04d}",
                 date_of_birth=date(1950 + n % 50, 1 + n % 12, 1 + n % 28),
                 mobile=f"+1{AREA_CODES[n // 100 % len(AREA_CODES)]}5550{100 + n % 100}",
-                email=f"patient{n:04d}@example.com",
+                email=f"patient{tag}{n:04d}@example.com",
                 time_zone=rng.choice(zones),
                 contact_by_sms=True,
                 contact_by_email=True,
@@ -343,7 +536,7 @@ def _patients(clinic, scale: Scale, rng: random.Random, clinicians) -> list[Pati
                 ),
             )
         )
-    return bulk(Patient, rows, "patients")
+    return bulk(Patient, rows, "patients", fast=fast)
 
 
 def _slots(clinician: Clinician, role: str, tz, hours: dict[int, list]) -> list[datetime]:
@@ -360,7 +553,7 @@ def _slots(clinician: Clinician, role: str, tz, hours: dict[int, list]) -> list[
     return slots
 
 
-def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list[Visit]:
+def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now, fast) -> list[Visit]:
     tz = clinic.tz
     types = {
         vt.slug: vt for vt in VisitType.objects.filter(clinic=clinic).prefetch_related("staffing")
@@ -432,8 +625,9 @@ def _visits(clinic, scale: Scale, rng, clinicians, rooms, patients, now) -> list
             )
         )
     rows.sort(key=lambda visit: (visit.start, visit.clinician_id))
-    visits = bulk(Visit, rows, "visits")
-    bulk(VisitParticipant, _guides(visits, clinicians), "therapists on dosing visits")
+    visits = bulk(Visit, rows, "visits", fast=fast)
+    guides = _guides(visits, clinicians)
+    bulk(VisitParticipant, guides, "therapists on dosing visits", fast=fast)
     return visits
 
 
@@ -492,7 +686,7 @@ PAST_OUTCOMES = [  # what became of messages whose time has passed, with weights
 ]
 
 
-def _messages(scale: Scale, rng, visits: list[Visit], now: datetime) -> int:
+def _messages(scale: Scale, rng, visits: list[Visit], now: datetime, fast: bool) -> int:
     """About three messages a visit (``scale.messages`` in all), by the visit type's rules."""
     rules: dict[int, list[tuple[ReminderRule, str]]] = {}
     for rule in ReminderRule.objects.select_related("policy"):
@@ -537,11 +731,11 @@ def _messages(scale: Scale, rng, visits: list[Visit], now: datetime) -> int:
                     last_error="Unreachable handset" if status == Status.FAILED else "",
                 )
             )
-        if len(rows) >= 10_000:
-            made += len(Message.objects.bulk_create(rows, batch_size=5_000))
+        if len(rows) >= BATCH:
+            made += len(insert(Message, rows, fast=fast))
             rows = []
             progress("messages", made, scale.messages, started)
-    made += len(Message.objects.bulk_create(rows, batch_size=5_000))
+    made += len(insert(Message, rows, fast=fast))
     progress("messages", made, scale.messages, started)
     return made
 

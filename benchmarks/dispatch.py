@@ -1,29 +1,41 @@
-"""Dispatch of due texts through the real twilio SDK to a loopback Twilio, against the SDK's floor."""
+"""Dispatch of due texts through the real twilio SDK to a loopback Twilio, against the SDK's floor;
+in a network, by 1, 2 and 4 ``qcluster`` processes on a Redis broker."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django_q.brokers.redis_broker import Redis
+from django_q.models import Schedule, Task
+from django_q.tasks import async_task
 from twilio.rest import Client
 
+from benchmarks import REDIS_SERVER
 from benchmarks.dataset import Dataset
 from benchmarks.measure import Figure, Report, ratio_figure
 from notifications.dispatch import Dispatcher
 from notifications.models import Channel, Message, Status
 from notifications.planning import ACTIVE_STATUSES
+from notifications.tasks import SCHEDULE_FUNC
 from notifications.transports import RebasedHttpClient, twilio_http_client
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.servers import running_redis
 
 RATIO_TARGET = 1.3
 QUERIES_TARGET = 0.05
 ROOT = Path(__file__).resolve().parent.parent
+CLUSTERS = "django_q:kap:cluster:*"  # django-q2's key for each running cluster's status
 
 
 class TwilioServer:
@@ -238,3 +250,133 @@ def _workers(dataset: Dataset, count: int, env: dict[str, str]) -> float:
             raise RuntimeError(f"a dispatch worker exited with {process.returncode}")
         spans.append(json.loads(output.strip().splitlines()[-1]))
     return max(s["ended"] for s in spans) - min(s["began"] for s in spans)
+
+
+def run_on_redis(
+    dataset: Dataset,
+    report: Report,
+    size: int,
+    child_env: dict[str, str],
+    clusters: tuple[int, ...] = (1, 2, 4),
+) -> None:
+    """The ``size`` texts due at once, sent by passes queued through Redis to that many
+    ``qcluster`` processes (one worker each), every pass as the schedule runs it."""
+    server = TwilioServer(child_env)
+    logs = settings.VAR_DIR / "benchmark-logs"  # the clusters' output, kept for a look
+    logs.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        running_redis(REDIS_SERVER, Path(scratch)) as redis_url,
+    ):
+        try:
+            env = {
+                **child_env,
+                **server.configure(),
+                "Q_WORKERS": "1",
+                "SMS_SEND_RATE": "0",  # as fast as Twilio takes them
+                "LOG_LEVEL": "WARNING",
+            }
+            pool = due_pool(dataset, size)
+            size = len(pool)
+            # No schedule of the installation falls due meanwhile: every pass is one queued here.
+            Schedule.objects.update(next_run=dataset.now + timedelta(days=365))
+            section = (
+                f"Dispatch of {size:,} due texts on Redis, qcluster processes "
+                "(1 worker each), real twilio SDK, loopback Twilio"
+            )
+            for database, count in enumerate(clusters, start=1):
+                server.reset()
+                reset_pool(dataset, pool)
+                # A Redis database of its own: no cluster of the round before is counted.
+                cluster_env = {**env, "REDIS_URL": f"{redis_url}/{database}"}
+                seconds = _clusters(count, cluster_env, pool, server, logs)
+                sent = Message.objects.filter(pk__in=pool, status=Status.QUEUED).count()
+                taken = server.taken()
+                report.add(
+                    Figure(
+                        section,
+                        f"{count} qcluster process{'es' if count > 1 else ''}",
+                        {
+                            "seconds": seconds,
+                            "texts/s": size / seconds,
+                            "sent": sent,
+                            "server took": taken,
+                        },
+                        target="each sent exactly once",
+                        met=sent == taken == size,
+                    )
+                )
+        finally:
+            server.stop()
+
+
+class _Queue(Redis):
+    """django-q2's Redis broker at ``url``, for this process, whose own broker is another."""
+
+    def __init__(self, url: str):
+        self.url = url
+        super().__init__()
+
+    def get_connection(self, list_key: str | None = None) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _clusters(
+    count: int, env: dict[str, str], pool: list[int], server: TwilioServer, logs: Path
+) -> float:
+    """Seconds from queueing one pass per cluster to the last text of the pool sent."""
+    broker = redis.Redis.from_url(env["REDIS_URL"])
+    Task.objects.filter(func=SCHEDULE_FUNC).delete()
+    processes = []
+    for n in range(count):
+        with (logs / f"qcluster-{count}-{n}.log").open("w") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.clock", "qcluster"],
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # the cluster's processes, stopped together
+                )
+            )
+    try:
+        _wait(lambda: len(broker.keys(CLUSTERS)) == count, 120, "the clusters running")
+        queue = _Queue(env["REDIS_URL"])
+        unsent = Message.objects.filter(pk__in=pool, status__in=(Status.PENDING, Status.CLAIMED))
+        done = Task.objects.filter(func=SCHEDULE_FUNC)
+
+        def sent() -> bool:
+            return server.taken() >= len(pool) and not unsent.exists()
+
+        started, queued = time.perf_counter(), 0
+        # A pass stops after DISPATCH_PASS_SECONDS, leaving the rest to the schedule's
+        # next minute: once every pass queued has ended, as many again.
+        while not sent():
+            for _ in range(count):
+                async_task(SCHEDULE_FUNC, broker=queue)
+            queued += count
+            _wait(lambda queued=queued: sent() or done.count() == queued, 600, "passes ending")
+        seconds = time.perf_counter() - started
+        # Every pass ends (its result saved): nothing more is sent after the figure.
+        _wait(lambda: done.count() == queued, 120, "every pass ending")
+        if not all(done.values_list("success", flat=True)):
+            raise RuntimeError(f"a dispatch pass failed; see {logs}")
+        return seconds
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {seconds} s: {what}")
+        time.sleep(0.05)

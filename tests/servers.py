@@ -223,10 +223,18 @@ def redis_server(tmp_path) -> Iterator[str]:
         if in_ci():
             pytest.fail(f"{missing}: CI runs the scale-out test")
         pytest.skip(missing)
+    with running_redis(binary, Path(tmp_path)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_redis(binary: str, directory: Path) -> Iterator[str]:
+    """``binary`` (a redis-server) on a free loopback port, keeping nothing, its log in
+    ``directory``: its URL while it runs."""
     port = free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1"]
-    command += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # nothing kept
-    log = Path(tmp_path) / "redis.log"
+    command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]  # nothing kept
+    log = directory / "redis.log"
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
