@@ -16,6 +16,7 @@ from scheduler.admin.base import (
     IntervalAdmin,
     ModelAdmin,
     PhoneSearchMixin,
+    StackedInline,
     TabularInline,
     clinician_only,
 )
@@ -34,6 +35,7 @@ from scheduler.models import (
     StaffingRequirement,
     StaffMembership,
     TimeOff,
+    TranslatedInstructions,
     Visit,
     VisitType,
     WorkingHours,
@@ -223,6 +225,7 @@ class PatientAdminForm(forms.ModelForm):
             "mobile",
             "email",
             "time_zone",
+            "language",
             "contact_by_sms",
             "contact_by_email",
             "sms_consent_at",
@@ -349,6 +352,13 @@ class StaffingFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError("At least one member of the team must not be optional.")
 
 
+class TranslatedInstructionsInline(StackedInline):
+    """The visit type's instructions in patients' other languages (English is above)."""
+
+    model = TranslatedInstructions
+    extra = 0
+
+
 class StaffingInline(TabularInline):
     model = StaffingRequirement
     form = StaffingForm
@@ -378,7 +388,7 @@ class StaffingRequirementAdmin(ModelAdmin):
 
 @admin.register(VisitType)
 class VisitTypeAdmin(ModelAdmin):
-    inlines = (StaffingInline,)
+    inlines = (StaffingInline, TranslatedInstructionsInline)
     list_display = (
         "name",
         "kind",
