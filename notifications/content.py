@@ -17,6 +17,7 @@ clinician's name) but never names the treatment either.
 """
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,56 @@ TREATMENT_WORDS = (
     "dissociative",
     "anesthetic",
     "anaesthetic",
+    # Spanish, without accents: the check folds them away ("infusión" is "infusion").
+    "ketamina",
+    "esketamina",
+    "psicodelico",
+    "psicodelicos",
+    "psicodelica",
+    "psicodelicas",
+    "psilocibina",
+    "dosis",
+    "infusiones",
+    "intravenosa",
+    "intravenoso",
+    "intramuscular",
+    "inyeccion",
+    "inyecciones",
+    "trocisco",
+    "trociscos",
+    "pastilla",
+    "pastillas",
+    "medicamento",
+    "medicamentos",
+    "medicacion",
+    "receta",
+    "lamotrigina",
+    "benzodiacepina",
+    "benzodiacepinas",
+    "benzodiazepina",
+    "benzodiazepinas",
+    "opioide",
+    "opioides",
+    "imao",
+    "depresion",
+    "depresivo",
+    "depresiva",
+    "ansiedad",
+    "bipolar",
+    "tept",
+    "toc",
+    "diagnostico",
+    "psiquiatrico",
+    "psiquiatrica",
+    "psicoterapia",
+    "terapia",
+    "terapeuta",
+    "sedacion",
+    "disociacion",
+    "disociativo",
+    "disociativa",
+    "anestesico",
+    "anestesia",
 )
 _TREATMENT_WORDS = frozenset(TREATMENT_WORDS)
 _WORD_RE = re.compile(r"\w+")
@@ -127,11 +178,16 @@ GSM_ALPHABET = set(
 def treatment_words(text: str) -> list[str]:
     """The treatment words in ``text``, links left out (a random token may spell "iv").
 
-    Whole words in any case. Each word of the text is looked up in a set:
+    Whole words in any case, with or without accents. Each word of the text is looked up in a set:
     one pattern of all the words took longer than the rest of composing a text.
     """
-    words = _WORD_RE.findall(_URL_RE.sub(" ", text).translate(_FOLD).casefold())
-    return sorted(_TREATMENT_WORDS.intersection(words))
+    text = _URL_RE.sub(" ", text).translate(_FOLD).casefold()
+    if not text.isascii():
+        # "infusión", "INFUSIÓN" and "infusio\u0301n" alike: accents dropped.
+        text = "".join(
+            c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+        )
+    return sorted(_TREATMENT_WORDS.intersection(_WORD_RE.findall(text)))
 
 
 # A text longer than one segment goes in parts of 153 GSM-7 characters (67 in
