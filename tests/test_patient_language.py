@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core import mail
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.html import strip_tags
 
 from notifications.content import (
@@ -35,9 +35,10 @@ from notifications.models import Channel, InboundKind, InboundMessage, Message, 
 from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import Patient, TranslatedInstructions, Visit
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, SmallClinic, at
 from tests.page_helpers import front_desk, sign_in_verified
 from tests.reminder_helpers import HOUR, ReminderClinic, step_through
+from tests.test_browser import _next_weekday, _visit, browser, sync_api  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
 
@@ -409,3 +410,39 @@ def test_a_spanish_patients_feed_speaks_spanish_and_changes_with_the_language(
     english = client.get(path)
     assert "SUMMARY:Appointment at" in english.content.decode()
     assert english["ETag"] != spanish["ETag"]
+
+
+# -- on a phone --------------------------------------------------------------------
+
+
+def test_a_spanish_patient_confirms_a_visit_on_their_phone_in_spanish(
+    browser,  # noqa: F811 - the fixture from tests/test_browser.py
+    live_server,
+    transactional_db,
+):
+    clinic = SmallClinic()
+    sofia = clinic.patient("Sofia", "Ejemplo", language="es")
+    visit = _visit(clinic, sofia, "integration", _next_weekday(timezone.localdate(), 1), "10:00")
+    link = live_server.url + "/p/" + issue_patient_link(sofia).split("/p/", 1)[1]
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.set_default_timeout(10_000)
+    phone = context.new_page()
+    phone.goto(link)
+    assert phone.get_attribute("html", "lang") == "es"
+    assert phone.get_by_role("heading", level=1).inner_text() == "Hola, Sofia"
+    assert phone.get_by_role("heading", name="Su próxima cita").is_visible()
+    # Spanish runs longer than English: still nothing wider than the screen.
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    phone.get_by_role("button", name="Confirmar esta cita").tap()
+    assert "Gracias: su cita está confirmada." in phone.get_by_role("status").inner_text()
+    visit.refresh_from_db()
+    assert visit.status == "confirmed"
+    phone.get_by_label("Idioma de sus mensajes, correos y esta página").select_option("en")
+    phone.get_by_role("button", name="Cambiar el idioma").tap()
+    # The page comes back in English once the form has gone (tap does not wait for it).
+    sync_api.expect(phone.get_by_role("heading", level=1)).to_have_text("Hello Sofia")
+    sofia.refresh_from_db()
+    assert sofia.language == "en"
+    context.close()
