@@ -367,6 +367,16 @@ class StaffingInline(TabularInline):
     min_num = 1
 
 
+@admin.register(TranslatedInstructions)
+class TranslatedInstructionsAdmin(ModelAdmin):
+    """Every visit type's instructions in other languages (also edited on the visit type's page)."""
+
+    clinic_path = "visit_type__clinic"
+    list_display = ("visit_type", "language")
+    list_filter = ("language",)
+    list_select_related = ("visit_type",)
+
+
 @admin.register(StaffingRequirement)
 class StaffingRequirementAdmin(ModelAdmin):
     """Each place on each visit type's team (also edited on the visit type's page)."""
