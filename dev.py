@@ -106,6 +106,10 @@ def main() -> int:
         print(__doc__)
         return 2
     ensure_environment()
+    # Texts in the patients' languages need the compiled catalogues (generated, not committed).
+    from config.catalogues import compile_catalogues
+
+    compile_catalogues()
     if sys.argv[1] == "demo":
         demo()
         return 0

@@ -3,6 +3,7 @@
 import time
 
 from django.conf import settings
+from django.utils import translation
 from django.utils.cache import add_never_cache_headers
 
 
@@ -67,3 +68,20 @@ class SessionRefreshMiddleware:
             if now - session.get(self.KEY, 0) >= settings.SESSION_REFRESH_SECONDS:
                 session[self.KEY] = now  # modified: SessionMiddleware saves it
         return response
+
+
+class StaffLanguageMiddleware:
+    """Every request starts in the staff's language (LANGUAGE_CODE), and ends there.
+
+    Patients' pages switch to the patient's language once they know whose
+    page it is (``desk.patient_page.link_patient``); without this, a worker
+    thread would carry that language into the next request it serves.
+    Nothing follows the browser's Accept-Language: staff pages stay English.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with translation.override(settings.LANGUAGE_CODE):
+            return self.get_response(request)

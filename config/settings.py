@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so that every answer gets it: refusals, redirects and 500s included.
     "config.middleware.NeverCacheMiddleware",
+    # Staff's language on every request; a patient's page switches to theirs.
+    "config.middleware.StaffLanguageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -165,6 +167,11 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 USE_I18N = True
+# Patients read their texts, emails and page in their own language (Patient.language);
+# staff pages stay in LANGUAGE_CODE (no LocaleMiddleware: nothing follows the
+# browser). A language is added with a line here and a catalogue in locale/.
+LANGUAGES = [("en", "English"), ("es", "Español")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 # Staff pages show clinic time; each clinic row carries its own zone, this is
 # only the default for new clinics and for pages with no clinic in view.

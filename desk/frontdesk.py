@@ -425,11 +425,12 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         Visit.objects.for_patient(person)
         .select_related("visit_type__clinic", "clinician", "room", "planned__care_plan__protocol")
         .prefetch_related(
+            "visit_type__translated_instructions",
             # Its own patient's: not offers of its freed time to others (waitlist).
             Prefetch(
                 "messages",
                 queryset=Message.objects.filter(patient=person).order_by("send_at", "pk"),
-            )
+            ),
         )
         .order_by("start", "pk")
     )
@@ -470,6 +471,15 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
         "care_plans": plans,
         "past": [v for v in visits if v.start < now],
         "upcoming": [v for v in visits if v.start >= now],
+        # Visit types ahead whose instructions the clinic has not written in the
+        # patient's language: the patient gets the English ones.
+        "untranslated": sorted(
+            {
+                v.visit_type.name
+                for v in visits
+                if v.start >= now and not v.visit_type.instructions_in(person.language).translated
+            }
+        ),
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),
         "new_link": new_link,
         "scores_visible": scores_visible,

@@ -18,11 +18,14 @@ URL) to other sites. A wrong, revoked or expired link gets the same 404.
 
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.utils import dateformat, timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
@@ -45,6 +48,9 @@ def link_patient(request: HttpRequest, token: str) -> Patient:
         raise Http404("This link does not work (any more). Ask the clinic for a new one.")
     # Whoever holds the link acts here, whether or not a staff member is signed in.
     audit.act_as_patient_link(request)
+    # The rest of the request speaks the patient's language (config.middleware
+    # puts the staff's back afterwards).
+    translation.activate(patient.language)
     return patient
 
 
@@ -68,6 +74,8 @@ def entrance(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def patient_page(request: HttpRequest, token: str) -> HttpResponse:
     patient = link_patient(request, token)
+    if request.method == "POST" and request.POST.get("action") == "language":
+        return choose_language(request, patient, token)
     if request.method == "POST":
         # Only this patient's visits: another patient's visit id, or no id, is a 404.
         visit = chosen(
@@ -87,13 +95,14 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
                 # The reasons (screening, spacing) are for staff, not for this page.
                 messages.error(
                     request,
-                    f"We could not confirm this visit online. Please call us: {visit.clinic.phone}.",
+                    _("We could not confirm this visit online. Please call us: %(phone)s.")
+                    % {"phone": visit.clinic.phone},
                 )
             else:
-                messages.success(request, "Thank you: your visit is confirmed.")
+                messages.success(request, _("Thank you: your visit is confirmed."))
         elif action == "reschedule":
             ask_to_reschedule(patient, visit)
-            messages.success(request, "Thank you: we will call you to find a new time.")
+            messages.success(request, _("Thank you: we will call you to find a new time."))
         return redirect("patient_page", token=token)
     # A visit the patient asked to move waits for the desk's call, not for a confirmation.
     open_request = InboundMessage.objects.inbox().filter(
@@ -105,11 +114,16 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         .scheduled()
         .annotate(asked_to_move=Exists(open_request))
         .select_related("visit_type__clinic", "clinician", "room")
+        .prefetch_related("visit_type__translated_instructions")
         .order_by("start")
     )
     now = timezone.now()
     for visit in visits:
         visit.patient = patient  # one patient: not read again for each visit
+        # The clinic's own words in the patient's language, else its English ones.
+        visit.preparation, visit.aftercare, _translated = visit.visit_type.instructions_in(
+            patient.language
+        )
         # Why the patient cannot move or cancel it here (None: they can).
         visit.not_movable = self_service.why_not_movable(visit, now)
         visit.not_changeable = self_service.why_not_changeable(visit, now)
@@ -132,6 +146,22 @@ def patient_page(request: HttpRequest, token: str) -> HttpResponse:
         "answerable": answering.answerable_now(patient),
     }
     return private(render(request, "desk/patient_page.html", context))
+
+
+def choose_language(request: HttpRequest, patient: Patient, token: str) -> HttpResponse:
+    """The patient picks the language of their texts, emails and page; the page answers in it."""
+    language = request.POST.get("language", "")
+    if language not in dict(settings.LANGUAGES):
+        messages.error(request, _("Choose one of the languages listed."))
+        return redirect("patient_page", token=token)
+    if language != patient.language:
+        patient.language = language
+        patient.save(update_fields=["language", "updated_at"])
+        audit.record(request, AuditAction.CHANGED_PATIENT, patient, f"language: {language}")
+    translation.activate(language)
+    # Translators: say the language of the catalogue itself ("... now in Spanish", in Spanish).
+    messages.success(request, _("Your texts, emails and this page are now in English."))
+    return redirect("patient_page", token=token)
 
 
 @token_rate_limited
@@ -209,11 +239,14 @@ def move_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
             context |= {"start": start, "problems": error.problems}
             return private(render(request, "desk/patient_move.html", context, status=409))
         local = timezone.localtime(moved[0].start, tz)
+        # Translators: a Django date format: "Tuesday 4 February at 10:00 AM".
+        when = dateformat.format(local, pgettext("date format", r"l j F \a\t g:i A"))
         messages.success(
             request,
-            f"Your visit is moved to {local:%A %-d %B at %-I:%M %p}."
-            + (" The visits that follow it moved with it." if len(moved) > 1 else "")
-            + " We have sent you the new time.",
+            _("Your visit is moved to %(when)s.") % {"when": when}
+            + (" " + _("The visits that follow it moved with it.") if len(moved) > 1 else "")
+            + " "
+            + _("We have sent you the new time."),
         )
         return redirect("patient_page", token=token)
     if start is not None:  # the time chosen, to confirm
@@ -242,6 +275,6 @@ def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         except BookingError as error:
             context["refusal"] = " ".join(error.problems)
             return private(render(request, "desk/patient_cancel.html", context, status=409))
-        messages.success(request, "Your visit is cancelled. We have sent you a note of it.")
+        messages.success(request, _("Your visit is cancelled. We have sent you a note of it."))
         return redirect("patient_page", token=token)
     return private(render(request, "desk/patient_cancel.html", context))

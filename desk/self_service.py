@@ -25,6 +25,8 @@ from datetime import date, datetime, timedelta
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop, ngettext
 
 from desk.moves import MoveTimes, move_times, planned_visit
 from plans.care_plans import followers_moving, move_planned_visit, window_rules
@@ -35,7 +37,9 @@ from scheduler.booking import BookingError
 from scheduler.models import OPEN_STATUSES, Visit
 
 # Words for a patient, not the desk's: no clinician's diary, no other patient.
-NOT_FREE = "That time is no longer free. Please choose another."
+# Marked here, translated where it is given (``_(NOT_FREE)``): in the patient's
+# language, which these pages run in (desk.patient_page.link_patient).
+NOT_FREE = gettext_noop("That time is no longer free. Please choose another.")
 
 
 @dataclass
@@ -69,15 +73,19 @@ def why_not_changeable(visit: Visit, now: datetime | None = None) -> str | None:
     """Why the patient cannot move or cancel ``visit`` from their page, in their words; None if they can."""
     now = now or timezone.now()
     clinic = visit.clinic
-    call = f"Please call us to change it: {clinic.phone}."
+    call = _("Please call us to change it: %(phone)s.") % {"phone": clinic.phone}
     if visit.status not in OPEN_STATUSES or visit.start <= now:
-        return f"This visit can no longer be changed online. {call}"
+        return _("This visit can no longer be changed online.") + f" {call}"
     if not visit.visit_type.patients_may_change:
-        return f"The clinic changes {visit.visit_type} visits itself. {call}"
+        return (
+            _("The clinic changes %(visit_type)s visits itself.") % {"visit_type": visit.visit_type}
+            + f" {call}"
+        )
     if visit.start - now < _notice(visit):
         return (
-            f"Visits can be changed online until {clinic.self_service_notice_hours} hours "
-            f"before they start. {call}"
+            _("Visits can be changed online until %(hours)s hours before they start.")
+            % {"hours": clinic.self_service_notice_hours}
+            + f" {call}"
         )
     return None
 
@@ -91,8 +99,14 @@ def why_not_movable(visit: Visit, now: datetime | None = None) -> str | None:
     if visit.moves_by_patient >= clinic.self_service_moves:
         times = clinic.self_service_moves
         return (
-            f"This visit has been moved online {times} time{'s' if times != 1 else ''}, the most "
-            f"the clinic allows. Please call us to change it: {clinic.phone}."
+            ngettext(
+                "This visit has been moved online %(times)s time, the most the clinic allows.",
+                "This visit has been moved online %(times)s times, the most the clinic allows.",
+                times,
+            )
+            % {"times": times}
+            + " "
+            + _("Please call us to change it: %(phone)s.") % {"phone": clinic.phone}
         )
     return None
 
@@ -180,15 +194,15 @@ def offer_at(
     clinic = visit.clinic
     if start < now + _notice(visit):
         return None, [
-            f"Times less than {clinic.self_service_notice_hours} hours away cannot be chosen "
-            "online."
+            _("Times less than %(hours)s hours away cannot be chosen online.")
+            % {"hours": clinic.self_service_notice_hours}
         ]
     day = timezone.localdate(start, timezone=clinic.tz)
     offers = offered_times(visit, first=day, days=1, now=now).offers
     offer = next((offer for offer in offers if offer.slot.start == start), None)
     if offer is not None:
         return offer, []
-    return None, _rules_against(visit, start) or [NOT_FREE]
+    return None, _rules_against(visit, start) or [_(NOT_FREE)]
 
 
 def _rules_against(visit: Visit, start: datetime) -> list[str]:
@@ -220,7 +234,7 @@ def move_by_patient(visit: Visit, start: datetime, now: datetime | None = None) 
             else:
                 moved = [booking.move(current, start=start, room=slot.room)]
         except BookingError as error:
-            raise BookingError([NOT_FREE]) from error
+            raise BookingError([_(NOT_FREE)]) from error
         Visit.objects.filter(pk=current.pk).update(
             moves_by_patient=F("moves_by_patient") + 1, changed_by_patient_at=now
         )

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -97,7 +98,7 @@ def patient_join(request: HttpRequest, token: str) -> HttpResponse:
     form = PatientEntryForm(request.POST or None, patient=patient, tz=tz)
     if request.method == "POST" and _added(request, form) is not None:
         messages.success(
-            request, "You are on the waitlist: we will text or email you if a time opens up."
+            request, _("You are on the waitlist: we will text or email you if a time opens up.")
         )
         return redirect("patient_page", token=token)
     waiting = WaitlistEntry.objects.waiting().filter(patient=patient).select_related("gives_up")
@@ -121,6 +122,7 @@ def offer_page(request: HttpRequest, token: str) -> HttpResponse:
     if offer is None:
         raise Http404("This link does not work. Ask the clinic.")
     request.audit_actor = "waitlist offer link"
+    translation.activate(offer.patient.language)  # until the request ends (config.middleware)
     answer = None
     if request.method == "POST":
         action = request.POST.get("action")
@@ -142,10 +144,10 @@ def offer_page(request: HttpRequest, token: str) -> HttpResponse:
         "is_open": offer.outcome == Outcome.OPEN and timezone.now() < offer.expires_at,
         "answer": answer,
         "closed_text": {
-            Outcome.TAKEN: "This time is yours.",
-            Outcome.TOO_LATE: taking.TAKEN,
-            Outcome.EXPIRED: taking.EXPIRED,
-            Outcome.DECLINED: taking.DECLINED,
-        }.get(offer.outcome, taking.EXPIRED),
+            Outcome.TAKEN: _("This time is yours."),
+            Outcome.TOO_LATE: _(taking.TAKEN),
+            Outcome.EXPIRED: _(taking.EXPIRED),
+            Outcome.DECLINED: _(taking.DECLINED),
+        }.get(offer.outcome, _(taking.EXPIRED)),
     }
     return private(render(request, "waitlist/offer.html", context))

@@ -17,13 +17,16 @@ clinician's name) but never names the treatment either.
 """
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils import timezone
+from django.utils import dateformat, timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from notifications.models import COMPOSED_PURPOSES, INVITE_PURPOSES, Message, Purpose
 from notifications.transports import Attachment
@@ -93,6 +96,56 @@ TREATMENT_WORDS = (
     "dissociative",
     "anesthetic",
     "anaesthetic",
+    # Spanish, without accents: the check folds them away ("infusión" is "infusion").
+    "ketamina",
+    "esketamina",
+    "psicodelico",
+    "psicodelicos",
+    "psicodelica",
+    "psicodelicas",
+    "psilocibina",
+    "dosis",
+    "infusiones",
+    "intravenosa",
+    "intravenoso",
+    "intramuscular",
+    "inyeccion",
+    "inyecciones",
+    "trocisco",
+    "trociscos",
+    "pastilla",
+    "pastillas",
+    "medicamento",
+    "medicamentos",
+    "medicacion",
+    "receta",
+    "lamotrigina",
+    "benzodiacepina",
+    "benzodiacepinas",
+    "benzodiazepina",
+    "benzodiazepinas",
+    "opioide",
+    "opioides",
+    "imao",
+    "depresion",
+    "depresivo",
+    "depresiva",
+    "ansiedad",
+    "bipolar",
+    "tept",
+    "toc",
+    "diagnostico",
+    "psiquiatrico",
+    "psiquiatrica",
+    "psicoterapia",
+    "terapia",
+    "terapeuta",
+    "sedacion",
+    "disociacion",
+    "disociativo",
+    "disociativa",
+    "anestesico",
+    "anestesia",
 )
 _TREATMENT_WORDS = frozenset(TREATMENT_WORDS)
 _WORD_RE = re.compile(r"\w+")
@@ -125,11 +178,16 @@ GSM_ALPHABET = set(
 def treatment_words(text: str) -> list[str]:
     """The treatment words in ``text``, links left out (a random token may spell "iv").
 
-    Whole words in any case. Each word of the text is looked up in a set:
+    Whole words in any case, with or without accents. Each word of the text is looked up in a set:
     one pattern of all the words took longer than the rest of composing a text.
     """
-    words = _WORD_RE.findall(_URL_RE.sub(" ", text).translate(_FOLD).casefold())
-    return sorted(_TREATMENT_WORDS.intersection(words))
+    text = _URL_RE.sub(" ", text).translate(_FOLD).casefold()
+    if not text.isascii():
+        # "infusión", "INFUSIÓN" and "infusio\u0301n" alike: accents dropped.
+        text = "".join(
+            c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+        )
+    return sorted(_TREATMENT_WORDS.intersection(_WORD_RE.findall(text)))
 
 
 # A text longer than one segment goes in parts of 153 GSM-7 characters (67 in
@@ -149,10 +207,26 @@ def segments(text: str) -> int:
     return 1 if length <= single else -(-length // part)
 
 
-def to_gsm(text: str) -> str:
+# Spanish accents GSM-7 lacks (it has é, ñ, ü, ¿ and ¡): one "día" would send
+# the whole text in UCS-2, at most 70 characters a segment instead of 160, and
+# a reminder in three or four parts. US carriers' Spanish texts drop them.
+SPANISH_GSM_REPLACEMENTS = str.maketrans("áíóúÁÍÓÚ", "aiouAIOU")
+
+
+def to_gsm(text: str, language: str = "en") -> str:
+    """``text`` in GSM-7 where it can be; in a Spanish text also without the accents GSM-7 lacks."""
     for character, replacement in GSM_REPLACEMENTS.items():
         text = text.replace(character, replacement)
+    if language.startswith("es"):
+        text = text.translate(SPANISH_GSM_REPLACEMENTS)
     return text
+
+
+def reader_language(message: Message) -> str:
+    """The language a message is written in: its patient's; a clinician reads the staff's."""
+    if message.to_clinician or message.patient_id is None:
+        return settings.LANGUAGE_CODE
+    return message.patient.language
 
 
 def is_gsm(text: str) -> bool:
@@ -164,17 +238,22 @@ def sms_clinic_name(clinic) -> str:
 
 
 def when_text(moment: datetime, patient_tz: str, clinic_tz: str) -> str:
-    """e.g. "Tue Feb 4 at 10:00 AM", with the zone's abbreviation when the patient's differs."""
+    """e.g. "Tue Feb 4 at 10:00 AM" ("mar 4 feb, 10:00" in Spanish), in the active
+    language, with the zone's abbreviation when the patient's differs from the clinic's."""
     local = timezone.localtime(moment, zone(patient_tz))
-    text = f"{local:%a %b} {local.day} at {time_text(moment, patient_tz)}"
+    # Translators: a Django date format, the day of a visit in a text: "Tue Feb 4".
+    day = dateformat.format(local, pgettext("day in a text", "D M j"))
+    text = _("%(day)s at %(time)s") % {"day": day, "time": time_text(moment, patient_tz)}
     if patient_tz != clinic_tz:
         text += f" {local:%Z}"
     return text
 
 
 def time_text(moment: datetime, patient_tz: str) -> str:
+    """e.g. "10:00 AM" ("10:00" in Spanish), in the active language."""
     local = timezone.localtime(moment, zone(patient_tz))
-    return f"{local:%I:%M %p}".lstrip("0")
+    # Translators: a Django time format, the time of a visit in a text: "10:00 AM".
+    return dateformat.format(local, pgettext("time in a text", "g:i A"))
 
 
 def _sms_context(visit: Visit) -> dict:
@@ -197,18 +276,22 @@ def sms_body(message: Message, *, link: str) -> str:
     issued (a dispatch batch issues its links together); other texts carry
     none, and ignore it.
     """
+    language = reader_language(message)
+    with translation.override(language):
+        return to_gsm(" ".join(_sms_text(message, link).split()), language)
+
+
+def _sms_text(message: Message, link: str) -> str:
     if message.purpose in composers:
         composer = composers[message.purpose]
-        text = composer.sms(message, link) if composer.carries_link else composer.sms(message)
-        return to_gsm(" ".join(text.split()))
+        return composer.sms(message, link) if composer.carries_link else composer.sms(message)
     context = _sms_context(message.visit)
     if message.purpose == Purpose.PREPARATION:
         # The instructions live behind the patient's private page, never in the
         # text. Issuing revokes the previous link, so only the newest text's
         # link works: a forwarded old text opens nothing.
         context["link"] = link
-    text = render_to_string(f"notifications/sms/{message.purpose}.txt", context)
-    return to_gsm(" ".join(text.split()))
+    return render_to_string(f"notifications/sms/{message.purpose}.txt", context)
 
 
 def combined_sms_body(messages: list[Message], *, link: str) -> str:
@@ -219,6 +302,13 @@ def combined_sms_body(messages: list[Message], *, link: str) -> str:
     and ``link`` when one of them is a preparation text; nothing about what
     the visits are. Like ``sms_body``, one line of GSM characters.
     """
+    language = reader_language(messages[0])
+    with translation.override(language):
+        text = _combined_sms_text(messages, link)
+    return to_gsm(" ".join(text.split()), language)
+
+
+def _combined_sms_text(messages: list[Message], link: str) -> str:
     context = _sms_context(messages[0].visit)
     patient, clinic = messages[0].patient, messages[0].visit.clinic
     upcoming = sorted(
@@ -231,13 +321,12 @@ def combined_sms_body(messages: list[Message], *, link: str) -> str:
     context["thanks"] = any(m.purpose == Purpose.AFTERCARE for m in messages)
     if any(m.purpose == Purpose.PREPARATION for m in messages):
         context["link"] = link
-    text = render_to_string("notifications/sms/combined.txt", context)
-    return to_gsm(" ".join(text.split()))
+    return render_to_string("notifications/sms/combined.txt", context)
 
 
 def _in_words(items: list[str]) -> str:
-    """The items as a sentence lists them: a; a and b; a, b and c."""
-    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+    """The items as a sentence lists them: a; a and b; a, b and c (in the active language)."""
+    return _(" and ").join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
 
 
 @dataclass(frozen=True)
@@ -253,12 +342,18 @@ class Email:
 
 def email_content(message: Message, *, link: str = "") -> Email:
     """The email of ``message``; ``link`` as for ``sms_body``, for a composer that carries one."""
+    with translation.override(reader_language(message)):
+        return _email(message, link)
+
+
+def _email(message: Message, link: str) -> Email:
     if message.purpose in composers:
         composer = composers[message.purpose]
         return composer.email(message, link) if composer.carries_link else composer.email(message)
     if message.purpose in INVITE_PURPOSES:
         return invite_email(message)
     visit = message.visit
+    instructions = visit.visit_type.instructions_in(reader_language(message))
     context = {
         **_sms_context(visit),
         "clinic": visit.clinic.name,
@@ -267,8 +362,8 @@ def email_content(message: Message, *, link: str = "") -> Email:
         "visit_type": visit.visit_type.name,
         "telehealth": visit.visit_type.is_telehealth,
         "clinician": visit.clinician.display_name,
-        "preparation": visit.visit_type.preparation_instructions,
-        "aftercare": visit.visit_type.aftercare_instructions,
+        "preparation": instructions.preparation,
+        "aftercare": instructions.aftercare,
         "purpose": message.purpose,
     }
     base = f"notifications/email/{message.purpose}"
@@ -294,7 +389,10 @@ INVITE_CHANGES = {
 
 
 def _when(start: datetime, end: datetime) -> str:
-    return f"{start:%A, %B} {start.day}, {start:%Y}, {start:%H:%M}-{end:%H:%M} {start:%Z}".strip()
+    """e.g. "Tuesday, February 4, 2025, 10:00-11:00 EST", in the active language."""
+    # Translators: a Django date format, a visit's day in an email: "Tuesday, February 4, 2025".
+    day = dateformat.format(start, pgettext("day in an email", "l, F j, Y"))
+    return f"{day}, {start:%H:%M}-{end:%H:%M} {start:%Z}".strip()
 
 
 def invite_email(message: Message) -> Email:
@@ -343,11 +441,14 @@ def invite_email(message: Message) -> Email:
         "details": text.description,
         "page": patient_page_url() if audience == Audience.PATIENT else text.url,
     }
-    subject_when = f"{start:%a %b} {start.day}, {start:%H:%M}"
+    # Translators: a Django date format, a visit's day and time in a subject: "Tue Feb 4, 10:00".
+    subject_when = dateformat.format(start, pgettext("day and time in a subject", "D M j, H:i"))
+    words = {"summary": text.summary, "when": subject_when}
     subject = {
-        "booked": f"{text.summary}: {subject_when}",
-        "moved": f"Moved: {text.summary}, now {subject_when}",
-        "cancelled": f"{text.summary} on {subject_when}",
+        "booked": _("%(summary)s: %(when)s") % words,
+        "moved": _("Moved: %(summary)s, now %(when)s") % words,
+        "cancelled": _("%(summary)s on %(when)s") % words,
+        # Only ever to a clinician: in the staff's language.
         "handed_over": f"{text.summary} on {subject_when}, now with {visit.clinician.display_name}",
     }[change]
     return Email(

@@ -6,16 +6,19 @@ an inbound text is recorded once per MessageSid, answered the same each time.
 """
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from notifications import consent
-from notifications.content import sms_clinic_name, when_text
+from notifications.content import sms_clinic_name, to_gsm, when_text
 from notifications.models import (
     STATUS_RANK,
     Channel,
@@ -100,17 +103,32 @@ OPT_OUT_KEYWORDS = {
     "OPTOUT",
     "OPT OUT",
 }
+# Spanish: carriers ask Spanish-language programmes to answer AYUDA and ALTO
+# (Twilio's short-code guidelines); PARAR, CANCELAR, DETENER and BAJA say the
+# same, and the FCC's "any reasonable means" covers them. Twilio does not act
+# on them itself (its defaults are English), so the confirmation is ours.
+SPANISH_OPT_OUT_KEYWORDS = {"ALTO", "PARAR", "PARA", "CANCELAR", "DETENER", "BAJA", "NO MAS"}
+OPT_OUT_KEYWORDS |= SPANISH_OPT_OUT_KEYWORDS
 OPT_IN_KEYWORDS = {"START", "UNSTOP", "YES"}
-HELP_KEYWORDS = {"HELP", "INFO"}
+SPANISH_HELP_KEYWORDS = {"AYUDA"}
+HELP_KEYWORDS = {"HELP", "INFO"} | SPANISH_HELP_KEYWORDS
 # The clinic's own reply words must not be carrier keywords (CANCEL, YES).
 CONFIRM_KEYWORDS = {"C", "CONFIRM"}
 RESCHEDULE_KEYWORDS = {"R", "RESCHEDULE"}
 # Taking a freed time offered from the waitlist (never YES: an opt-in keyword).
-TAKE_KEYWORDS = {"TAKE"}
+TAKE_KEYWORDS = {"TAKE", "TOMAR"}
 # What the app that owns a reply word does with it (the waitlist: TAKE), by kind:
 # given the recorded text, the patients of its number and the time, it sets the
 # text's outcome, reply and visit. Registered in that app's ``ready()``.
 reply_handlers: dict[str, Callable[[InboundMessage, list[Patient], datetime], None]] = {}
+# "No me envíen más mensajes", "ya no quiero mensajes", "dejen de escribirme".
+SPANISH_OPT_OUT_PHRASES = re.compile(
+    # Not CANCELAR at the start: "Cancelar la cita del martes" is about a visit.
+    r"^(POR FAVOR )?(PARAR|PAREN|DETENGAN)\b"
+    r"|\bNO (ME )?(ENVIE|ENVIEN|MANDE|MANDEN|ESCRIBA|ESCRIBAN)N? MAS\b"
+    r"|\bYA NO (ME )?(ENVIE|ENVIEN|MANDE|MANDEN|QUIERO) (MAS )?(MENSAJES|TEXTOS|MENSAJITOS)"
+    r"|\bDEJEN? DE (ENVIAR|MANDAR|ESCRIBIR)(ME)?\b"
+)
 # "Stop texting me"-style replies revoke consent too (FCC 2025: any reasonable
 # means). A message that starts with END or QUIT is not one ("End of the week
 # works"), so only these patterns count beyond the exact keywords.
@@ -119,12 +137,29 @@ OPT_OUT_PHRASES = re.compile(
     r"|\b(STOP|QUIT|NO MORE) (TEXT|MESSAG|SENDING|CONTACTING)"
     r"|\bDO ?N'?O?T (TEXT|MESSAGE|CONTACT)"
     r"|\b(UNSUBSCRIBE|OPT ME OUT|REMOVE ME|LEAVE ME ALONE)\b"
+    r"|" + SPANISH_OPT_OUT_PHRASES.pattern
 )
 
 
 def normalise(body: str) -> str:
-    words = re.sub(r"[^\w\s']", " ", body or "").upper().split()
+    """Upper case, punctuation gone, accents dropped ("¡Paren!" and "no más" as "PAREN", "NO MAS")."""
+    text = unicodedata.normalize("NFKD", body or "")
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    words = re.sub(r"[^\w\s']", " ", text).upper().split()
     return " ".join(words)
+
+
+def language_of_reply(body: str) -> str | None:
+    """Spanish when the text is one of the Spanish keywords or opt-out phrases, else None.
+
+    AYUDA gets the Spanish help and PARAR a Spanish confirmation whatever the
+    patient's recorded language: they wrote in Spanish.
+    """
+    text = normalise(body)
+    spanish = SPANISH_HELP_KEYWORDS | SPANISH_OPT_OUT_KEYWORDS
+    if text in spanish or SPANISH_OPT_OUT_PHRASES.search(text):
+        return "es"
+    return None
 
 
 def classify(body: str) -> tuple[str, bool]:
@@ -136,7 +171,8 @@ def classify(body: str) -> tuple[str, bool]:
     text = normalise(body)
     bare = " ".join((body or "").split()).upper() == text
     if text in OPT_OUT_KEYWORDS:
-        return InboundKind.OPT_OUT, bare
+        # Twilio acts on its own (English) keywords only: a Spanish one is ours to confirm.
+        return InboundKind.OPT_OUT, bare and text not in SPANISH_OPT_OUT_KEYWORDS
     if text in OPT_IN_KEYWORDS:
         return InboundKind.OPT_IN, bare
     if text in HELP_KEYWORDS:
@@ -153,14 +189,17 @@ def classify(body: str) -> tuple[str, bool]:
 
 
 def help_text(clinic: Clinic | None) -> str:
-    name = sms_clinic_name(clinic) if clinic else "Clinic"
-    phone = f" Help: {format_for_display(clinic.phone)}." if clinic else ""
-    return (
-        # No number a week: video links and changes always go, and with express
-        # consent there is no limit at all.
-        f"{name} visit reminders.{phone} Msg frequency varies with your visits. "
-        "Msg&data rates may apply. Reply STOP to opt out."
+    """The answer to HELP (AYUDA), in the active language."""
+    name = sms_clinic_name(clinic) if clinic else _("Clinic")
+    phone = (
+        " " + _("Help: %(phone)s.") % {"phone": format_for_display(clinic.phone)} if clinic else ""
     )
+    # No number a week: video links and changes always go, and with express
+    # consent there is no limit at all.
+    return _(
+        "%(clinic)s visit reminders.%(phone)s Msg frequency varies with your visits. "
+        "Msg&data rates may apply. Reply STOP to opt out."
+    ) % {"clinic": name, "phone": phone}
 
 
 def next_visit(patients: list[Patient], now: datetime) -> Visit | None:
@@ -201,9 +240,15 @@ def handle_inbound(
         received_at=now,
         patient=patients[0] if patients else None,
     )
+    # Replies in the language the patient wrote in, or else the one they chose;
+    # what the desk reads (the outcome) stays in the staff's.
+    language = language_of_reply(body) or (
+        patients[0].language if patients else settings.LANGUAGE_CODE
+    )
     try:
-        with transaction.atomic():
+        with transaction.atomic(), translation.override(language):
             _act(inbound, patients, exact, now)
+            inbound.reply = to_gsm(inbound.reply, language)
             inbound.save()
     except IntegrityError:
         # The same text arrived twice at once; the other request recorded it.
@@ -213,7 +258,7 @@ def handle_inbound(
 
 def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: datetime) -> None:
     clinic = patients[0].clinic if patients else Clinic.objects.installation()
-    phone = format_for_display(clinic.phone) if clinic else "the clinic"
+    phone = format_for_display(clinic.phone) if clinic else _("the clinic")
     same_number = Patient.objects.filter(pk__in=[p.pk for p in patients])
     kind = inbound.kind
     if kind == InboundKind.HELP:
@@ -223,7 +268,7 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
         inbound.needs_attention = kind != InboundKind.OPT_OUT
         inbound.outcome = "No patient has this number."
         if kind == InboundKind.OPT_OUT and not exact:
-            inbound.reply = "You will get no more texts from this number."
+            inbound.reply = _("You will get no more texts from this number.")
         return
     if kind == InboundKind.OPT_OUT:
         cancelled = consent.record_opt_out(same_number, now)
@@ -231,7 +276,9 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
         # Twilio (or the carrier) confirms the exact keywords itself; a reply
         # of ours would be a second text after the opt-out.
         if not exact:
-            inbound.reply = f"You will get no more texts from {sms_clinic_name(clinic)}. Reply START to get them again."
+            inbound.reply = _(
+                "You will get no more texts from %(clinic)s. Reply START to get them again."
+            ) % {"clinic": sms_clinic_name(clinic)}
         return
     if kind == InboundKind.OPT_IN:
         revived = consent.record_opt_in(same_number, now)
@@ -244,7 +291,9 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
     if kind == InboundKind.CONFIRM:
         if visit is None:
             inbound.outcome = "No upcoming visit to confirm."
-            inbound.reply = f"We found no upcoming visit for this number. Questions: {phone}."
+            inbound.reply = _(
+                "We found no upcoming visit for this number. Questions: %(phone)s."
+            ) % {"phone": phone}
             return
         inbound.visit = visit
         when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
@@ -255,27 +304,35 @@ def _act(inbound: InboundMessage, patients: list[Patient], exact: bool, now: dat
             inbound.outcome = f"Could not confirm: {error}"[:300]
             # The clinic the visit is held at calls back: its phone, not the home clinic's.
             there = format_for_display(visit.clinic.phone)
-            inbound.reply = f"We could not confirm your visit on {when} by text; we will call you. Questions: {there}."
+            inbound.reply = _(
+                "We could not confirm your visit on %(when)s by text; we will call you. "
+                "Questions: %(phone)s."
+            ) % {"when": when, "phone": there}
             return
         inbound.outcome = "Visit confirmed."
-        inbound.reply = f"Thank you, {visit.patient.first_name}: your visit on {when} is confirmed."
+        inbound.reply = _("Thank you, %(first_name)s: your visit on %(when)s is confirmed.") % {
+            "first_name": visit.patient.first_name,
+            "when": when,
+        }
         return
     if kind == InboundKind.RESCHEDULE:
         inbound.visit = visit
         inbound.needs_attention = True
         inbound.outcome = "Asked for a call back to reschedule."
         if visit is None:
-            inbound.reply = f"Thank you. We will call you back. Questions: {phone}."
+            inbound.reply = _("Thank you. We will call you back. Questions: %(phone)s.") % {
+                "phone": phone
+            }
         else:
             when = when_text(visit.start, visit.patient.time_zone, visit.clinic.time_zone)
-            inbound.reply = (
-                f"Thank you. We will call you to find a new time for your visit on {when}."
-            )
+            inbound.reply = _(
+                "Thank you. We will call you to find a new time for your visit on %(when)s."
+            ) % {"when": when}
         return
     inbound.visit = visit
     inbound.needs_attention = True
     inbound.outcome = "For the front desk to read."
-    inbound.reply = (
-        f"Thank you, we passed your message to the front desk. If it is urgent call {phone}; "
+    inbound.reply = _(
+        "Thank you, we passed your message to the front desk. If it is urgent call %(phone)s; "
         "in an emergency call 911."
-    )
+    ) % {"phone": phone}

@@ -38,7 +38,9 @@ from datetime import datetime, timedelta
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from notifications.content import Composer, Email, sms_clinic_name, when_text
 from notifications.models import PRIORITY, Message, Purpose, Status
@@ -352,7 +354,7 @@ def _context(message: Message, link: str) -> dict:
         "clinic": sms_clinic_name(clinic),
         "clinic_name": clinic.name,
         "phone": format_for_display(clinic.phone),
-        "day": f"{local:%a %b} {local.day}",
+        "day": dateformat.format(local, pgettext("day in a text", "D M j")),
         "when": when_text(visit.start, patient.time_zone, clinic.time_zone),
         "link": questions_url(link),
         "reminder": message.purpose == Purpose.QUESTIONNAIRE_REMINDER,
@@ -366,9 +368,11 @@ def sms_text(message: Message, link: str) -> str:
 def email(message: Message, link: str) -> Email:
     context = _context(message, link)
     context["clinic"] = context["clinic_name"]  # an email names the clinic in full
-    subject = f"A few questions before your visit on {context['day']}"
     if context["reminder"]:
-        subject = f"Reminder: {subject[0].lower()}{subject[1:]}"
+        subject = _("Reminder: a few questions before your visit on %(day)s")
+    else:
+        subject = _("A few questions before your visit on %(day)s")
+    subject %= {"day": context["day"]}
     return Email(
         subject=subject,
         text=render_to_string("questionnaires/email/request.txt", context).strip() + "\n",

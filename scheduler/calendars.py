@@ -32,6 +32,8 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from icalendar import Calendar, Timezone, vDuration
 
 from scheduler.links import clinician_visit_url, patient_page_url
@@ -70,8 +72,8 @@ CLINICIAN_KIND_WORDS = {
     VisitKind.MAINTENANCE: "Check-in",
 }
 PATIENT_SESSION_WORDS = {
-    Modality.IN_PERSON: "In-clinic session",
-    Modality.TELEHEALTH: "Video session",
+    Modality.IN_PERSON: gettext_lazy("In-clinic session"),
+    Modality.TELEHEALTH: gettext_lazy("Video session"),
 }
 
 STATUS = {
@@ -156,23 +158,30 @@ def _patient_text(visit: Visit, clinic: Clinic, detail: str) -> EventText:
     telehealth = visit_type.modality == Modality.TELEHEALTH
     link = visit.clinician.telehealth_link
     page = patient_page_url()
-    questions = f"Questions or changes: call {clinic.name} at {clinic.phone}."
+    # In the active language: the patient's, where their feed or invite is built.
+    questions = _("Questions or changes: call %(clinic)s at %(phone)s.") % {
+        "clinic": clinic.name,
+        "phone": clinic.phone,
+    }
+    summary = _("Appointment at %(clinic)s") % {"clinic": clinic.name}
     if detail == CalendarDetail.MINIMAL:
         return EventText(
-            summary=f"Appointment at {clinic.name}",
+            summary=summary,
             location="",
-            description=f"Details: {page}\n{questions}",
+            description=_("Details: %(link)s") % {"link": page} + f"\n{questions}",
             url=page,
         )
-    lines = [PATIENT_SESSION_WORDS.get(visit_type.modality, "Appointment") + "."]
-    summary = f"Appointment at {clinic.name}"
+    lines = [str(PATIENT_SESSION_WORDS.get(visit_type.modality, _("Appointment"))) + "."]
     if detail == CalendarDetail.FULL:
-        summary = f"{visit_type.name} at {clinic.name}"
-        lines.append(f"With {visit.clinician}.")
+        summary = _("%(visit_type)s at %(clinic)s") % {
+            "visit_type": visit_type.name,
+            "clinic": clinic.name,
+        }
+        lines.append(_("With %(clinician)s.") % {"clinician": visit.clinician})
     if telehealth and link:
-        lines.append(f"Join by video: {link}")
-    lines += [f"Details and preparation: {page}", questions]
-    place = (link or "Video") if telehealth else (_one_line(clinic.address) or clinic.name)
+        lines.append(_("Join by video: %(link)s") % {"link": link})
+    lines += [_("Details and preparation: %(link)s") % {"link": page}, questions]
+    place = (link or _("Video")) if telehealth else (_one_line(clinic.address) or clinic.name)
     return EventText(summary=summary, location=place, description="\n".join(lines), url=page)
 
 
@@ -190,7 +199,12 @@ def event_text(
         text = _patient_text(visit, clinic, detail)
     if cancelled or visit.status == VisitStatus.CANCELLED:
         # Some clients show a cancelled event until they drop it; say so plainly.
-        text = EventText(f"Cancelled: {text.summary}", text.location, text.description, text.url)
+        text = EventText(
+            _("Cancelled: %(summary)s") % {"summary": text.summary},
+            text.location,
+            text.description,
+            text.url,
+        )
     return text
 
 

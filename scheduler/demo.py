@@ -51,6 +51,7 @@ from scheduler.models import (
     StaffingRequirement,
     StaffMembership,
     StaffRole,
+    TranslatedInstructions,
     Visit,
     VisitKind,
     VisitType,
@@ -462,6 +463,9 @@ PATIENT_NAMES = [
     ("Tatum", "Thistledown"),
 ]
 CONSENT_METHODS = [ConsentMethod.WEB_FORM, ConsentMethod.PAPER_FORM, ConsentMethod.VERBAL]
+# Patients (by index) who read their texts, emails and page in Spanish: Blake,
+# who agreed to texts and has a preparation visit booked.
+SPANISH_READERS = (1,)
 FIRST_CONSENT = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
 
@@ -496,6 +500,7 @@ def patient_rows(names=PATIENT_NAMES, spec=CLINIC, area="212") -> list[dict]:
                 "sms_consent_at": consent_at,
                 "sms_consent_method": CONSENT_METHODS[index % 3] if consented else "",
                 "sms_opted_out_at": consent_at + timedelta(days=30) if index == 9 else None,
+                "language": "es" if index in SPANISH_READERS else "en",
             }
         )
     return rows
@@ -767,11 +772,59 @@ class SchedulingDemo:
 DENVER_BOOKINGS = [(3, "screening"), (0, "preparation"), (1, "preparation"), (2, "preparation")]
 
 
+# The clinic's own instructions in Spanish for some visit types (the others fall
+# back to English, and the desk's patient page says which).
+SPANISH_TELEHEALTH_PREPARATION = (
+    "Conéctese desde un lugar tranquilo y privado, con buena conexión. El enlace de video "
+    "está en la página de su cita y le llega una hora antes de la sesión."
+)
+SPANISH_INSTRUCTIONS = {
+    "preparation": (SPANISH_TELEHEALTH_PREPARATION, ""),
+    "integration": (SPANISH_TELEHEALTH_PREPARATION, ""),
+    "maintenance": (SPANISH_TELEHEALTH_PREPARATION, ""),
+    "iv-infusion": (
+        "\n".join(
+            f"- {line}"
+            for line in (
+                "La sesión dura unos 40-60 minutos; después descansa con nosotros hasta una hora.",
+                "No coma nada sólido 6 horas antes; líquidos claros hasta 2 horas antes.",
+                "Nada de alcohol, cannabis ni otras drogas 24 horas antes y después de la sesión.",
+                "Tome sus medicinas de siempre con sorbos de agua, salvo lo que su médico le "
+                "indique dejar unas horas antes y después.",
+                "Pida a un adulto que le lleve a casa. No conduzca ni tome decisiones importantes "
+                "hasta el día siguiente, después de dormir bien.",
+                "Traiga ropa cómoda, una manta, un antifaz y música si quiere.",
+            )
+        ),
+        "\n".join(
+            f"- {line}"
+            for line in (
+                "Descanse el resto del día; no conduzca hasta el día siguiente.",
+                "Beba agua y coma algo ligero cuando se sienta con ganas.",
+                "Su próxima sesión y su enlace de video están en la página de su cita.",
+                "Si tiene preguntas o se siente mal, llame a la clínica. En una emergencia "
+                "llame al 911.",
+            )
+        ),
+    ),
+}
+
+
+def seed_translated_instructions(types: dict[str, VisitType]) -> None:
+    for slug, (preparation, aftercare) in SPANISH_INSTRUCTIONS.items():
+        upsert(
+            TranslatedInstructions,
+            {"visit_type": types[slug], "language": "es"},
+            {"preparation_instructions": preparation, "aftercare_instructions": aftercare},
+        )
+
+
 def seed() -> SchedulingDemo:
     """Seed the scheduling layer of the demo clinic."""
     clinic = seed_clinic()
     clinicians = seed_staff(clinic)
     types = seed_visit_types(clinic)
+    seed_translated_instructions(types)
     patients = seed_patients(clinic)
     booked = seed_visits(clinic, types, patients, clinicians)
     return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))

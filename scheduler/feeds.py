@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.db.models import Count, Max, Prefetch, Q, QuerySet, Sum
+from django.utils import translation
 
 from scheduler.calendars import STATUS, Audience, build_calendar
 from scheduler.models import AccessToken, Clinic, Visit, VisitParticipant, VisitStatus
@@ -48,6 +49,13 @@ class Feed:
         if self.audience == Audience.CLINICIAN:
             return self.clinic.tz
         return zone(self.owner.time_zone)
+
+    @property
+    def language(self) -> str:
+        """A patient reads their entries in their language; clinicians in the staff's."""
+        if self.audience == Audience.CLINICIAN:
+            return settings.LANGUAGE_CODE
+        return self.owner.language
 
     @property
     def name(self) -> str:
@@ -100,6 +108,7 @@ class Feed:
             self.token.pk,
             self.clinic.calendar_detail,
             self.tz.key,
+            self.language,
             settings.SITE_URL,
             summary["latest"].isoformat() if summary["latest"] else "-",
             summary["count"],
@@ -130,11 +139,12 @@ class Feed:
             visits = visits.prefetch_related(
                 Prefetch("participants", VisitParticipant.objects.select_related("clinician"))
             )
-        return build_calendar(
-            visits.order_by("start", "pk"),
-            audience=self.audience,
-            clinic=self.clinic,
-            tz=self.tz,
-            name=self.name,
-            reader=self.owner if self.audience == Audience.CLINICIAN else None,
-        )
+        with translation.override(self.language):
+            return build_calendar(
+                visits.order_by("start", "pk"),
+                audience=self.audience,
+                clinic=self.clinic,
+                tz=self.tz,
+                name=self.name,
+                reader=self.owner if self.audience == Audience.CLINICIAN else None,
+            )

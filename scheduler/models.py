@@ -34,6 +34,14 @@ def default_time_zone() -> str:
     return settings.CLINIC_TIME_ZONE
 
 
+def patient_languages() -> list[tuple[str, str]]:
+    """The languages patients can read their texts, emails and page in (settings.LANGUAGES).
+
+    A callable, so that adding a language to the settings needs no migration.
+    """
+    return settings.LANGUAGES
+
+
 def is_row_id(value) -> bool:
     """Whether ``value`` can be a database id: ASCII digits within a 64-bit integer.
 
@@ -466,6 +474,12 @@ class Patient(models.Model):
         validators=[validate_time_zone],
         help_text="Reminders respect quiet hours in this zone.",
     )
+    language = models.CharField(
+        max_length=8,
+        choices=patient_languages,
+        default="en",
+        help_text="Texts, emails and the patient's page are in this language.",
+    )
     contact_by_sms = models.BooleanField("reminders by text", default=True)
     contact_by_email = models.BooleanField("reminders by email", default=True)
     sms_consent_at = models.DateTimeField("text consent given at", null=True, blank=True)
@@ -748,6 +762,62 @@ class VisitType(models.Model):
             errors["duration_minutes"] = "A visit ends on the day it starts: at most 24 hours."
         if errors:
             raise ValidationError(errors)
+
+    def instructions_in(self, language: str) -> "Instructions":
+        """The preparation and aftercare a patient reading ``language`` gets: the clinic's
+        translation where it wrote one, else the English (``translated`` False).
+
+        Reads ``translated_instructions`` (prefetch it for many visit types).
+        """
+        english = Instructions(self.preparation_instructions, self.aftercare_instructions, True)
+        if language.split("-")[0] == "en" or not (english.preparation or english.aftercare):
+            return english
+        for translation in self.translated_instructions.all():
+            if translation.language == language:
+                return Instructions(
+                    translation.preparation_instructions or english.preparation,
+                    translation.aftercare_instructions or english.aftercare,
+                    # Half a translation is still a missing one for the desk.
+                    bool(translation.preparation_instructions or not english.preparation)
+                    and bool(translation.aftercare_instructions or not english.aftercare),
+                )
+        return english._replace(translated=False)
+
+
+class Instructions(NamedTuple):
+    """A visit type's preparation and aftercare in one language; ``translated``: False
+    when the clinic has not written them in the language asked for and they are English."""
+
+    preparation: str
+    aftercare: str
+    translated: bool
+
+
+class TranslatedInstructions(models.Model):
+    """A visit type's preparation and aftercare instructions in another language than English.
+
+    The clinic writes them (they are its own words, not a catalogue's); a
+    patient whose language has none gets the English ones, and the desk sees
+    which visit types lack them (``VisitType.instructions_in``).
+    """
+
+    visit_type = models.ForeignKey(
+        "VisitType", on_delete=models.CASCADE, related_name="translated_instructions"
+    )
+    language = models.CharField(max_length=8, choices=patient_languages)
+    preparation_instructions = models.TextField(blank=True)
+    aftercare_instructions = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "translated instructions"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["visit_type", "language"], name="one_translation_per_language"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.visit_type} ({self.get_language_display()})"
 
 
 def parse_roles(text: str) -> tuple[str, ...]:

@@ -43,6 +43,13 @@ WEEKDAYS = range(5)
 _numbers = count(100)
 
 
+def pytest_configure(config):
+    """Patients' languages need the compiled catalogues; a fresh checkout has only the .po files."""
+    from config.catalogues import compile_catalogues
+
+    compile_catalogues(only_missing=True)
+
+
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"
 

@@ -132,8 +132,9 @@ def test_the_patient_page_runs_a_fixed_number_of_queries(
         with CaptureQueriesContext(connection) as queries:
             assert client.get(path).status_code == 200
         counts.append(len(queries))
-        # The link, the visits, the questions open now, the audit record.
-        with django_assert_max_num_queries(4):
+        # The link, the visits, their instructions in the patient's language, the
+        # questions open now, the audit record.
+        with django_assert_max_num_queries(5):
             client.get(path)
     assert counts[0] == counts[1]
     print(f"patient page: {counts[0]} queries")

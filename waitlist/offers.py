@@ -28,6 +28,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from notifications.content import Composer, Email, sms_clinic_name, when_text
@@ -333,7 +334,7 @@ def sms_text(message: Message) -> str:
 def email(message: Message) -> Email:
     context = offer_context(offer_of(message))
     return Email(
-        subject=f"An appointment time has opened up: {context['when']}",
+        subject=_("An appointment time has opened up: %(when)s") % {"when": context["when"]},
         text=render_to_string("waitlist/offer_email.txt", context).strip() + "\n",
         html=render_to_string("waitlist/offer_email.html", context),
     )

@@ -14,6 +14,8 @@ from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from notifications.content import when_text
 from notifications.models import InboundMessage
@@ -24,9 +26,11 @@ from scheduler.phones import format_for_display
 from waitlist.models import EntryStatus, FreedSlot, Offer, Outcome, SlotStatus
 from waitlist.offers import plan_problems, queue_offers
 
-TAKEN = "That time has been taken; you stay on the list."
-EXPIRED = "That offer has expired; you stay on the list."
-DECLINED = "You turned that time down; you stay on the list."
+# Marked here, translated where they are given (``_(TAKEN)``): in the patient's
+# language, whichever way they answered (text or the offer's page).
+TAKEN = gettext_noop("That time has been taken; you stay on the list.")
+EXPIRED = gettext_noop("That offer has expired; you stay on the list.")
+DECLINED = gettext_noop("You turned that time down; you stay on the list.")
 
 
 @dataclass(frozen=True)
@@ -83,25 +87,28 @@ def take(offer_id: int, via: str, *, now: datetime | None = None) -> Answer:
         patient = offer.patient
         when = when_text(slot.start, patient.time_zone, slot.clinic.time_zone)
         if offer.outcome == Outcome.TAKEN:
-            return Answer(f"The time on {when} is already yours.", offer.visit)
+            return Answer(_("The time on %(when)s is already yours.") % {"when": when}, offer.visit)
         if offer.outcome == Outcome.DECLINED:
-            return Answer(DECLINED)
+            return Answer(_(DECLINED))
         if offer.outcome == Outcome.TOO_LATE or slot.status == SlotStatus.TAKEN:
             _close(offer, Outcome.TOO_LATE, now, via, "Someone else took it first.")
-            return Answer(TAKEN)
+            return Answer(_(TAKEN))
         if offer.outcome == Outcome.EXPIRED or now >= offer.expires_at:
             _close(offer, Outcome.EXPIRED, now, via, "Answered after the offer ended.")
-            return Answer(EXPIRED)
+            return Answer(_(EXPIRED))
         try:
             with transaction.atomic():
                 visit = _book(offer, slot)
         except BookingError as error:
             _close(offer, Outcome.TOO_LATE, now, via, f"Not booked: {error}")
             if isinstance(error, SlotTaken):
-                return Answer(TAKEN)
+                return Answer(_(TAKEN))
             phone = format_for_display(slot.clinic.phone)
             return Answer(
-                f"We could not book that time for you; you stay on the list. Questions: {phone}."
+                _(
+                    "We could not book that time for you; you stay on the list. Questions: %(phone)s."
+                )
+                % {"phone": phone}
             )
         offer.outcome, offer.answered_at, offer.answered_by, offer.visit = (
             Outcome.TAKEN,
@@ -118,7 +125,11 @@ def take(offer_id: int, via: str, *, now: datetime | None = None) -> Answer:
         entry = offer.entry
         entry.status, entry.booked_visit = EntryStatus.BOOKED, visit
         entry.save(update_fields=["status", "booked_visit"])
-    return Answer(f"Thank you, {patient.first_name}: the time on {when} is yours.", visit)
+    return Answer(
+        _("Thank you, %(first_name)s: the time on %(when)s is yours.")
+        % {"first_name": patient.first_name, "when": when},
+        visit,
+    )
 
 
 def decline(offer_id: int, via: str = "link", *, now: datetime | None = None) -> Answer:
@@ -127,10 +138,10 @@ def decline(offer_id: int, via: str = "link", *, now: datetime | None = None) ->
     with transaction.atomic():
         offer = Offer.objects.select_for_update().get(pk=offer_id)
         if offer.outcome != Outcome.OPEN:
-            return Answer(TAKEN if offer.outcome == Outcome.TOO_LATE else DECLINED)
+            return Answer(_(TAKEN if offer.outcome == Outcome.TOO_LATE else DECLINED))
         _close(offer, Outcome.DECLINED, now, via)
         transaction.on_commit(queue_offers)
-    return Answer("Thank you; you stay on the list and we will let you know of other times.")
+    return Answer(_("Thank you; you stay on the list and we will let you know of other times."))
 
 
 def offer_answered_by_text(patients: list[Patient]) -> Offer | None:
@@ -146,9 +157,9 @@ def on_take_reply(inbound: InboundMessage, patients: list[Patient], now: datetim
         clinic = patients[0].clinic
         inbound.needs_attention = True
         inbound.outcome = "TAKE, but no waitlist offer was made to this number."
-        inbound.reply = (
-            f"We found no offer for this number. Questions: {format_for_display(clinic.phone)}."
-        )
+        inbound.reply = _("We found no offer for this number. Questions: %(phone)s.") % {
+            "phone": format_for_display(clinic.phone)
+        }
         return
     answer = take(offer.pk, "text", now=now)
     inbound.visit = answer.visit

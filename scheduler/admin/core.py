@@ -16,6 +16,7 @@ from scheduler.admin.base import (
     IntervalAdmin,
     ModelAdmin,
     PhoneSearchMixin,
+    StackedInline,
     TabularInline,
     clinician_only,
 )
@@ -34,6 +35,7 @@ from scheduler.models import (
     StaffingRequirement,
     StaffMembership,
     TimeOff,
+    TranslatedInstructions,
     Visit,
     VisitType,
     WorkingHours,
@@ -227,6 +229,7 @@ class PatientAdminForm(forms.ModelForm):
             "mobile",
             "email",
             "time_zone",
+            "language",
             "contact_by_sms",
             "contact_by_email",
             "sms_consent_at",
@@ -357,12 +360,29 @@ class StaffingFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError("At least one member of the team must not be optional.")
 
 
+class TranslatedInstructionsInline(StackedInline):
+    """The visit type's instructions in patients' other languages (English is above)."""
+
+    model = TranslatedInstructions
+    extra = 0
+
+
 class StaffingInline(TabularInline):
     model = StaffingRequirement
     form = StaffingForm
     formset = StaffingFormSet
     extra = 0
     min_num = 1
+
+
+@admin.register(TranslatedInstructions)
+class TranslatedInstructionsAdmin(ModelAdmin):
+    """Every visit type's instructions in other languages (also edited on the visit type's page)."""
+
+    clinic_path = "visit_type__clinic"
+    list_display = ("visit_type", "language")
+    list_filter = ("language",)
+    list_select_related = ("visit_type",)
 
 
 @admin.register(StaffingRequirement)
@@ -387,7 +407,7 @@ class StaffingRequirementAdmin(ModelAdmin):
 @admin.register(VisitType)
 class VisitTypeAdmin(ModelAdmin):
     clinic_path = "clinic"
-    inlines = (StaffingInline,)
+    inlines = (StaffingInline, TranslatedInstructionsInline)
     list_display = (
         "name",
         "kind",
