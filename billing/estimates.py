@@ -259,8 +259,8 @@ def due_by(scheduled_on: date, first_visit_on: date) -> date:
 class Change:
     what: str  # "added", "moved", "cancelled"
     visit_type: str
-    before: str = ""  # ISO start as given
-    after: str = ""
+    before: datetime | None = None  # the start as given
+    after: datetime | None = None
 
 
 def changes_since(given: GoodFaithEstimate, estimate: Estimate) -> list[Change]:
@@ -271,10 +271,11 @@ def changes_since(given: GoodFaithEstimate, estimate: Estimate) -> list[Change]:
     for visit_id, line in now.items():
         old = then.get(visit_id)
         if old is None:
-            changes.append(Change("added", line.visit_type, after=line.start.isoformat()))
-        elif old["start"] != line.start.isoformat():
-            changes.append(Change("moved", line.visit_type, old["start"], line.start.isoformat()))
+            changes.append(Change("added", line.visit_type, after=line.start))
+        elif (was := datetime.fromisoformat(old["start"])) != line.start:
+            changes.append(Change("moved", line.visit_type, was, line.start))
     for visit_id, old in then.items():
         if visit_id not in now:
-            changes.append(Change("cancelled", old["visit_type"], before=old["start"]))
+            was = datetime.fromisoformat(old["start"])
+            changes.append(Change("cancelled", old["visit_type"], before=was))
     return changes
