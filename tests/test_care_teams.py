@@ -35,6 +35,7 @@ from scheduler.models import (
     VisitStatus,
 )
 from tests.conftest import MONDAY, SmallClinic, at, on_postgres
+from tests.html_forms import as_post, page_forms
 from tests.page_helpers import sign_in_verified
 from tests.races import race
 
@@ -112,31 +113,11 @@ def test_the_admin_refuses_a_visit_type_without_a_team(team, admin_client):
     url = f"/admin/scheduler/visittype/{team.lozenge.pk}/change/"
     page = admin_client.get(url)
     assert page.status_code == 200
-    form = page.context["adminform"].form
-    data = {
-        name: value
-        for name, value in form.initial.items()
-        if value is not None and not isinstance(value, list | tuple)
-    }
-    data |= {
-        "clinic": team.clinic.pk,
-        "room_capability": team.monitoring.pk,
-        "staffing-TOTAL_FORMS": "2",
-        "staffing-INITIAL_FORMS": "2",
-        "staffing-MIN_NUM_FORMS": "1",
-        "staffing-MAX_NUM_FORMS": "1000",
-    }
-    for index, row in enumerate(team.lozenge.staffing.all()):
-        data |= {
-            f"staffing-{index}-id": row.pk,
-            f"staffing-{index}-visit_type": team.lozenge.pk,
-            f"staffing-{index}-position": row.position,
-            f"staffing-{index}-roles": list(row.role_list),
-            f"staffing-{index}-count": row.count,
-            f"staffing-{index}-joins_after_minutes": row.joins_after_minutes,
-            f"staffing-{index}-stays_minutes": row.stays_minutes or "",
-            f"staffing-{index}-DELETE": "on",
-        }
+    # The page as a browser would send it back (its inlines' management forms
+    # included), with every place on the team ticked for deletion.
+    data = as_post(page_forms(page.text).forms["visittype_form"])
+    for index in range(team.lozenge.staffing.count()):
+        data[f"staffing-{index}-DELETE"] = ["on"]
     refused = admin_client.post(url, data)
     assert refused.status_code == 200
     assert "A visit type needs a team" in refused.content.decode()

@@ -29,6 +29,7 @@ def _patient_form(**changes) -> dict:
         "mobile": "(212) 555-0147",
         "email": "robin.rowan@example.com",
         "time_zone": "America/Chicago",
+        "language": "en",
         "contact_by_sms": "on",
         "contact_by_email": "on",
         "sms_consent_at": "",
