@@ -192,21 +192,23 @@ def run(dataset: Dataset, report: Report, size: int, child_env: dict[str, str]) 
             sent = Message.objects.filter(pk__in=pool, status=Status.QUEUED).count()
             taken = server.taken()
             report.add(
-                Figure(
-                    section,
-                    f"{workers} worker process{'es' if workers > 1 else ''}",
-                    {
-                        "seconds": seconds,
-                        "texts/s": size / seconds,
-                        "sent": sent,
-                        "server took": taken,
-                    },
-                    target="each sent exactly once",
-                    met=sent == taken == size,
+                _exactly_once(
+                    section, f"{workers} worker process", workers, seconds, size, sent, taken
                 )
             )
     finally:
         server.stop()
+
+
+def _exactly_once(section, name, processes, seconds, size, sent, taken) -> Figure:
+    """A dispatch figure: texts a second, and whether each of ``size`` went exactly once."""
+    return Figure(
+        section,
+        name + ("es" if processes > 1 else ""),
+        {"seconds": seconds, "texts/s": size / seconds, "sent": sent, "server took": taken},
+        target="each sent exactly once",
+        met=sent == taken == size,
+    )
 
 
 def _due(dataset: Dataset) -> bool:
@@ -293,17 +295,8 @@ def run_on_redis(
                 sent = Message.objects.filter(pk__in=pool, status=Status.QUEUED).count()
                 taken = server.taken()
                 report.add(
-                    Figure(
-                        section,
-                        f"{count} qcluster process{'es' if count > 1 else ''}",
-                        {
-                            "seconds": seconds,
-                            "texts/s": size / seconds,
-                            "sent": sent,
-                            "server took": taken,
-                        },
-                        target="each sent exactly once",
-                        met=sent == taken == size,
+                    _exactly_once(
+                        section, f"{count} qcluster process", count, seconds, size, sent, taken
                     )
                 )
         finally:
