@@ -58,14 +58,15 @@ def plans_with_costs(patient: Patient, clinic: Clinic) -> list[CarePlan]:
         plan.instalments = payments.for_care_plan(plan, estimate=plan.estimate, billing=billing)
         plan.given = given[plan.pk]
         plan.changes = estimates.changes_since(plan.given[0], plan.estimate) if plan.given else []
-        lines = plan.estimate.lines
-        scheduled_on = timezone.localtime(plan.confirmed_at or plan.created_at, clinic.tz).date()
-        plan.due_by = (
-            estimates.due_by(scheduled_on, timezone.localtime(lines[0].start, clinic.tz).date())
-            if lines
-            else None
-        )
+        plan.due_by = _estimate_due_by(plan, plan.estimate, clinic) if plan.estimate.lines else None
     return plans
+
+
+def _estimate_due_by(plan: CarePlan, estimate, clinic: Clinic):
+    """The last day to give ``plan``'s estimate (which has visits), by the clinic's calendar."""
+    scheduled_on = timezone.localtime(plan.confirmed_at or plan.created_at, clinic.tz).date()
+    first_on = timezone.localtime(estimate.lines[0].start, clinic.tz).date()
+    return estimates.due_by(scheduled_on, first_on)
 
 
 def _amount(text: str) -> Decimal | None:
@@ -145,14 +146,12 @@ def give_estimate(
     estimate = estimates.for_plan(plan)
     if not estimate.lines:
         raise ledger.LedgerError("This plan has no visits to estimate.")
-    scheduled_on = timezone.localtime(plan.confirmed_at or plan.created_at, clinic.tz).date()
-    first_on = timezone.localtime(estimate.lines[0].start, clinic.tz).date()
     record = GoodFaithEstimate.objects.create(
         care_plan=plan,
         patient=plan.patient,
         given_by=request.user,
         how=how,
-        due_by=estimates.due_by(scheduled_on, first_on),
+        due_by=_estimate_due_by(plan, estimate, clinic),
         content=estimate.as_record(),
         total=estimate.total,
         currency=estimate.currency,
