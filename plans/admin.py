@@ -31,13 +31,33 @@ class ProtocolStepInline(StackedInline):
     model = ProtocolStep
     fk_name = "protocol"
     extra = 0
-    autocomplete_fields = ["visit_type"]
     fieldsets = [
         (None, {"fields": [("position", "name"), ("visit_type", "count")]}),
         ("Timing", {"fields": [("anchor", "after_step"), ("min_gap_hours", "max_gap_hours")]}),
         ("Series", {"fields": [("min_spacing_hours", "max_spacing_hours", "max_per_week")]}),
         ("Recurring check-ins", {"fields": [("recurrence", "recurrence_tolerance_days")]}),
     ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("visit_type")
+
+    def get_formset(self, request, obj=None, **kwargs):
+        """On a protocol's page, its steps choose among its clinic's visit types and its own
+        earlier steps (one list each for every step: ``SharedChoicesFormSet``)."""
+        formset = super().get_formset(request, obj, **kwargs)
+        fields = formset.form.base_fields
+        if "after_step" in fields:  # a step without a name is called by its visit type
+            fields["after_step"].queryset = fields["after_step"].queryset.select_related(
+                "visit_type"
+            )
+        if obj is not None:
+            for name, lookup in (
+                ("visit_type", {"clinic": obj.clinic_id}),
+                ("after_step", {"protocol": obj}),
+            ):
+                if name in fields:
+                    fields[name].queryset = fields[name].queryset.filter(**lookup)
+        return formset
 
 
 @admin.register(Protocol)

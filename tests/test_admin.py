@@ -170,6 +170,48 @@ def test_changelist_queries_do_not_grow_with_rows(staff, screening, model_name):
     assert len(after) == len(before)
 
 
+def _more_rows(page: str) -> None:
+    """Three more rows in the inlines of ``page``'s object."""
+    from plans.models import Protocol, ProtocolStep
+
+    if page == "protocol":
+        protocol = Protocol.objects.get(clinic__slug="riverside", slug="iv-induction")
+        last = protocol.steps.order_by("position").last()
+        for n in range(1, 4):  # unnamed: called by their visit type
+            ProtocolStep.objects.create(
+                protocol=protocol, position=last.position + n, visit_type=last.visit_type
+            )
+    else:
+        clinic = Clinic.objects.get(slug="riverside")
+        for n in range(1, 4):
+            day = MONDAY + timedelta(days=30 + n)
+            Closure.objects.create(clinic=clinic, start=at(day, "08:00"), end=at(day, "18:00"))
+
+
+@pytest.mark.parametrize("page", ["protocol", "clinic"])
+def test_change_page_queries_do_not_grow_with_its_rows(staff, page):
+    """A protocol's steps each list the clinic's visit types and earlier steps, and a
+    clinic's closures name the clinic: read once for the page, not once per row."""
+    from plans.models import Protocol
+
+    if page == "protocol":
+        url = reverse(
+            "admin:plans_protocol_change",
+            args=[Protocol.objects.get(clinic__slug="riverside", slug="iv-induction").pk],
+        )
+    else:
+        url = reverse(
+            "admin:scheduler_clinic_change", args=[Clinic.objects.get(slug="riverside").pk]
+        )
+    staff.get(url)  # the first page after signing in refreshes the session
+    with CaptureQueriesContext(connection) as before:
+        assert staff.get(url).status_code == 200
+    _more_rows(page)
+    with CaptureQueriesContext(connection) as after:
+        assert staff.get(url).status_code == 200
+    assert len(after) == len(before)
+
+
 def test_visit_list_shows_times_in_the_clinic_zone(staff, screening):
     book_screening(screening, patient("Larkspur"), "10:00")
     response = staff.get(VISIT_LIST, {"q": "Larkspur"})

@@ -10,6 +10,9 @@ class OfferInline(admin.TabularInline):
     readonly_fields = fields
     can_delete = False
 
+    def get_queryset(self, request):  # each row names its freed time's visit type and clinic
+        return super().get_queryset(request).select_related("slot__visit_type", "slot__clinic")
+
 
 @admin.register(WaitlistEntry)
 class WaitlistEntryAdmin(admin.ModelAdmin):
@@ -18,6 +21,11 @@ class WaitlistEntryAdmin(admin.ModelAdmin):
     search_fields = ("patient__first_name", "patient__last_name")
     raw_id_fields = ("patient", "gives_up", "booked_visit")
     inlines = [OfferInline]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "step":  # a step without a name is called by its visit type
+            kwargs["queryset"] = db_field.related_model.objects.select_related("visit_type")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class WrittenByTheSystem:

@@ -140,11 +140,47 @@ class ModelAdmin(CheckedActionsMixin, CheckedInputMixin, admin.ModelAdmin):
         return queryset.filter(**{lookup: [clinic.pk for clinic in clinics]})
 
 
-class TabularInline(CheckedInputMixin, admin.TabularInline):
+class SharedChoicesFormSet:
+    """Each row's lists of related rows read once for the whole formset, not once per row,
+    and each row's parent the page's own object, not read again for each row.
+
+    A protocol's twelve steps each listing the clinic's visit types and its
+    other steps was a query per list per row, every time the page was drawn.
+    Autocomplete fields list only their chosen row and are left as they are.
+    """
+
+    def _construct_form(self, i, **kwargs):
+        form = super()._construct_form(i, **kwargs)
+        if self.instance.pk is not None:
+            setattr(form.instance, self.fk.name, self.instance)
+        return form
+
+    def add_fields(self, form, index):
+        super().add_fields(form, index)
+        shared = self.__dict__.setdefault("_shared_choices", {})
+        for name, field in form.fields.items():
+            widget = getattr(field.widget, "widget", field.widget)
+            if (
+                isinstance(field, forms.ModelChoiceField)
+                and not widget.is_hidden  # a row's own id: nothing to list
+                and not isinstance(widget, widgets.AutocompleteMixin)
+            ):
+                if name not in shared:
+                    shared[name] = list(field.choices)
+                field.choices = shared[name]
+
+
+class InlineMixin(CheckedInputMixin):
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (SharedChoicesFormSet, formset), {})
+
+
+class TabularInline(InlineMixin, admin.TabularInline):
     pass
 
 
-class StackedInline(CheckedInputMixin, admin.StackedInline):
+class StackedInline(InlineMixin, admin.StackedInline):
     pass
 
 
