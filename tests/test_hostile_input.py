@@ -581,9 +581,11 @@ def _parsing_fields(page) -> dict[str, list[str]]:
     text), each with the hostile values for its kind.
 
     Dates and times get the dates past the calendar's ends (and text that is no
-    date); numbers, choices, related rows and booleans get the ids that are no
-    ids. Each value goes on its own, the rest of the form valid. Free-text
-    fields take them all at once (``_admin_form``).
+    date); numbers and related rows get the ids that are no ids; a choice from
+    a fixed list and a checkbox, text that is no choice and none at all (any
+    other text is refused, or ticks the box, the same way). Each value goes on
+    its own, the rest of the form valid. Free-text fields take them all at once
+    (``_admin_form``).
     """
     forms_ = [page.context["adminform"].form]
     for inline in page.context.get("inline_admin_formsets", []):
@@ -593,16 +595,40 @@ def _parsing_fields(page) -> dict[str, list[str]]:
         for name, form_field in form.fields.items():
             if type(form_field) in FREE_TEXT:
                 continue
-            values = HOSTILE_DATES if isinstance(form_field, DATES) else NOT_IDS
+            if isinstance(form_field, DATES):
+                values = HOSTILE_DATES
+            elif isinstance(form_field, ONE_OF_A_LIST) and not isinstance(
+                form_field, forms.ModelChoiceField
+            ):  # rows of a table are chosen by id: NOT_IDS
+                values = NOT_LISTED
+            else:
+                values = NOT_IDS
             posted = form.add_prefix(name)
             names |= {posted: values, f"{posted}_0": values, f"{posted}_1": values}
     return names
 
 
 FREE_TEXT = (forms.CharField, forms.EmailField, forms.SlugField)
+# Fixed lists (not rows of a table) and checkboxes: what is posted is looked up
+# among the choices, or read as ticked or not, never parsed.
+ONE_OF_A_LIST = (forms.BooleanField, forms.NullBooleanField, forms.ChoiceField)
+NOT_LISTED = ["abc", ""]
 DATES = (forms.DateField, forms.DateTimeField, forms.TimeField, forms.SplitDateTimeField)
 # Text that is no date, and none at all, besides the dates past the calendar's ends.
 HOSTILE_DATES = [*OUT_OF_RANGE_DATES, "abc", ""]
+
+
+def _first_rows_only(data: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``data`` with each inline formset cut to its first row, the only one varied
+    (``_mutable``): a clinic's forty closures, posted unchanged with each hostile
+    value and drawn again with its errors, were most of the sweep's time."""
+    cut = dict(data)
+    for name in data:
+        if name.endswith("-TOTAL_FORMS"):
+            prefix = name.removesuffix("TOTAL_FORMS")
+            for count in ("TOTAL_FORMS", "INITIAL_FORMS"):
+                cut[prefix + count] = [str(min(int(data[prefix + count][0]), 1))]
+    return cut
 
 
 def _admin_form(
@@ -618,6 +644,7 @@ def _admin_form(
     reader = page_forms(page.text)
     key = next(k for k in reader.forms if k.endswith("_form"))
     names = [n for n in dict.fromkeys(reader.names[key]) if _mutable(n)]
+    baseline = _first_rows_only(baseline)
     for name, values in _parsing_fields(page).items():
         if name in names and name not in swept:
             sweep.each_field(client, url, baseline, [name], endpoint=endpoint, values=values)
