@@ -357,8 +357,11 @@ def _clusters(
             raise RuntimeError(f"a dispatch pass failed; see {logs}")
         return seconds
     finally:
+        # The cluster's own process is told to stop, and stops its workers. Sent to
+        # the whole process group, the signal left a cluster on Redis never ending:
+        # 30 s each, until the kill below.
         for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(timeout=30)
