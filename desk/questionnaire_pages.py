@@ -25,6 +25,8 @@ patient's is a 404), never cached or indexed, every view in the audit trail.
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
@@ -95,12 +97,13 @@ def _question_page(request, patient, token, asked, items, answers, number, *, er
         patient,
         token,
         asked=asked,
+        title=scoring.title(asked.instrument.questionnaire, get_language()),
         item=item,
         number=number,
         count=len(items),
         # The instruction ("Over the last 2 weeks...") belongs to the scored
         # items, not to the closing question on how hard the problems made life.
-        stem=scoring.stem(asked.instrument.questionnaire)
+        stem=scoring.stem(asked.instrument.questionnaire, get_language())
         if item.link_id in asked.instrument.scoring["total"]["items"]
         else "",
         chosen=answers.get(item.link_id, ""),
@@ -119,7 +122,7 @@ def question(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         # An answer posted too late is refused (409); the page says why either way.
         status = 409 if request.method == "POST" else 200
         return _refused(request, patient, token, asked, reason, status=status)
-    items = scoring.items(asked.instrument.questionnaire)
+    items = scoring.items(asked.instrument.questionnaire, get_language())
     answers = _answers(asked)
     review = reverse("patient_question_review", args=[token, pk])
     if request.method == "GET":
@@ -133,14 +136,14 @@ def question(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         return _question_page(request, patient, token, asked, items, answers, number)
     number = _position(request.POST.get("q"), len(items))
     if number is None:
-        raise Http404("No such question.")
+        raise Http404(_("No such question."))
     item = items[number - 1]
     code = request.POST.get("answer", "")
     if code:
         if item.option(code) is None:
             return _question_page(
                 request, patient, token, asked, items, answers, number,
-                error="Please choose one of the answers.", status=400,
+                error=_("Please choose one of the answers."), status=400,
             )  # fmt: skip
         try:
             answers = answering.save_answer(asked, item.link_id, code).answers
@@ -151,7 +154,7 @@ def question(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     if item.required and item.link_id not in answers:
         return _question_page(
             request, patient, token, asked, items, answers, number,
-            error="Please choose an answer to go on.", status=400,
+            error=_("Please choose an answer to go on."), status=400,
         )  # fmt: skip
     if number == len(items) or request.POST.get("action") == "review":
         return redirect(review)
@@ -183,7 +186,7 @@ def review(request: HttpRequest, token: str, pk: int) -> HttpResponse:
         return _refused(request, patient, token, asked, reason)
     answers = _answers(asked)
     rows = []
-    for number, item in enumerate(scoring.items(asked.instrument.questionnaire), 1):
+    for number, item in enumerate(scoring.items(asked.instrument.questionnaire, get_language()), 1):
         option = item.option(answers.get(item.link_id, ""))
         rows.append(
             {
@@ -193,7 +196,8 @@ def review(request: HttpRequest, token: str, pk: int) -> HttpResponse:
                 "missing": item.link_id in missing,
             }
         )
-    context = _context(patient, token, asked=asked, rows=rows, missing=missing)
+    title = scoring.title(asked.instrument.questionnaire, get_language())
+    context = _context(patient, token, asked=asked, title=title, rows=rows, missing=missing)
     status = 400 if missing else 200
     return private(render(request, "desk/questions_review.html", context, status=status))
 

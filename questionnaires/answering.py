@@ -16,6 +16,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from questionnaires import scoring
 from questionnaires.models import (
@@ -43,13 +44,13 @@ def refusal(request: QuestionnaireRequest, now: datetime | None = None) -> str:
     """Why ``request`` takes no answers now, in words for the patient; "" when it does."""
     now = now or timezone.now()
     if request.status == RequestStatus.ANSWERED:
-        return "These answers were already sent. Thank you."
+        return _("These answers were already sent. Thank you.")
     if request.status == RequestStatus.CANCELLED:
-        return "These questions are no longer needed: the visit they were for was cancelled."
+        return _("These questions are no longer needed: the visit they were for was cancelled.")
     if now < request.opens_at:
-        return "These questions are not open yet."
+        return _("These questions are not open yet.")
     if now >= request.closes_at:
-        return "The visit these questions were for is over, so they can no longer be answered."
+        return _("The visit these questions were for is over, so they can no longer be answered.")
     return ""
 
 

@@ -9,6 +9,25 @@ extension), the total, its band, and the answers that raise a safety alert.
 from dataclasses import dataclass, field
 
 ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+# FHIR's translation extension on a string (its "_text", "_display", "_title"): the
+# published Spanish wording of an instrument sits beside the English.
+TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
+
+
+def in_language(element: dict, name: str, language: str) -> str:
+    """``element[name]`` in ``language`` ("es", "es-us": its first part counts) where the
+    instrument gives that translation, else as written (English)."""
+    wanted = language.split("-")[0].lower()
+    for extension in element.get(f"_{name}", {}).get("extension", []):
+        if extension.get("url") != TRANSLATION:
+            continue
+        parts = {
+            part["url"]: part.get("valueCode") or part.get("valueString", "")
+            for part in extension.get("extension", [])
+        }
+        if str(parts.get("lang", "")).split("-")[0].lower() == wanted and parts.get("content"):
+            return parts["content"]
+    return element.get(name, "")
 
 
 @dataclass(frozen=True)
@@ -41,16 +60,25 @@ class Score:
         return not self.missing
 
 
-def stem(questionnaire: dict) -> str:
+def title(questionnaire: dict, language: str = "en") -> str:
+    return in_language(questionnaire, "title", language)
+
+
+def stem(questionnaire: dict, language: str = "en") -> str:
     """The instruction above the items ("Over the last 2 weeks...")."""
     return next(
-        (item["text"] for item in questionnaire.get("item", []) if item.get("type") == "display"),
+        (
+            in_language(item, "text", language)
+            for item in questionnaire.get("item", [])
+            if item.get("type") == "display"
+        ),
         "",
     )
 
 
-def items(questionnaire: dict) -> list[Item]:
-    """The items a patient answers, in order (display and calculated items left out)."""
+def items(questionnaire: dict, language: str = "en") -> list[Item]:
+    """The items a patient answers, in order (display and calculated items left out), worded
+    in ``language`` where the instrument is translated (answers are codes, in no language)."""
     found = []
     for item in questionnaire.get("item", []):
         if item.get("type") != "choice" or item.get("readOnly"):
@@ -66,10 +94,10 @@ def items(questionnaire: dict) -> list[Item]:
                 ),
                 None,
             )
-            options.append(
-                Option(coding["code"], coding["display"], None if points is None else int(points))
-            )
-        found.append(Item(item["linkId"], item["text"], bool(item.get("required")), tuple(options)))
+            display = in_language(coding, "display", language)
+            options.append(Option(coding["code"], display, None if points is None else int(points)))
+        text = in_language(item, "text", language)
+        found.append(Item(item["linkId"], text, bool(item.get("required")), tuple(options)))
     return found
 
 

@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.html import strip_tags
 
 from notifications.patient_links import issue_patient_link
 from questionnaires import scoring
@@ -267,3 +268,74 @@ def test_every_view_of_the_questions_is_in_the_audit_trail_as_the_patient_link(c
     assert {(e.action, e.actor_label, e.patient_id) for e in events} == {
         (AuditAction.VIEWED_PATIENT_LINK, "patient link", patient.pk)
     }
+
+
+def test_a_spanish_reader_answers_in_the_published_spanish_and_scores_as_in_english(world):
+    """Items, answers, instruction and the page's own words in Spanish; the answers are the
+    same codes, scored and alerted on as the English ones (item 9: the crisis page first)."""
+    from tests.test_patient_language import english_left
+
+    clinic, patient, _visit, link, phq9, _gad7 = world
+    patient.language = "es"
+    patient.save(update_fields=["language"])
+    client = Client()
+    first = client.get(question_url(link, phq9) + "?q=1").content.decode()
+    main = first.split('<main id="main"', 1)[1]
+    assert "Poco interés o placer en hacer cosas" in main
+    assert "¿qué tan seguido ha tenido molestias" in main and "Ningún día" in main
+    assert "Cuestionario sobre la salud del paciente (PHQ-9)" in main
+    assert english_left(main, clinic.clinic.name, "PHQ") == [], strip_tags(main)
+    spanish, english = items_of(phq9), scoring.items(phq9.instrument.questionnaire, "es")
+    assert [i.link_id for i in spanish] == [i.link_id for i in english]
+    for number, item in enumerate(items_of(phq9), 1):
+        code = SEVERAL_DAYS if item.link_id == ITEM_9 else item.options[0].code
+        answer(client, link, phq9, number, code)
+    review = client.get(f"{link}questions/{phq9.pk}/review/").content.decode()
+    assert "Revise sus respuestas" in review and "Varios días" in review
+    done = client.post(f"{link}questions/{phq9.pk}/review/", follow=True).content.decode()
+    assert "Si está en peligro ahora, llame al 911." in done
+    assert english_left(done.split('<main id="main"', 1)[1], clinic.clinic.name, "PHQ", "GAD") == []
+    phq9.refresh_from_db()
+    assert phq9.response.total == 1 and phq9.response.alerts.exists()
+    # Sent already: the refusal says so in Spanish.
+    again = client.get(question_url(link, phq9)).content.decode()
+    assert "Estas respuestas ya se enviaron. Gracias." in again
+
+
+@pytest.mark.parametrize("code", ["phq-9", "gad-7"])
+def test_every_item_answer_and_instruction_of_the_instruments_has_its_spanish(world, code):
+    from questionnaires.models import Instrument
+
+    questionnaire = Instrument.objects.current().get(code=code).questionnaire
+    english, spanish = scoring.items(questionnaire), scoring.items(questionnaire, "es")
+    for en, es in zip(english, spanish, strict=True):
+        assert es.text != en.text
+        assert all(a.display != b.display for a, b in zip(en.options, es.options, strict=True))
+    assert scoring.stem(questionnaire, "es") != scoring.stem(questionnaire)
+    assert scoring.title(questionnaire, "es") != scoring.title(questionnaire)
+
+
+def test_an_item_a_clinic_reworded_keeps_no_spanish_from_the_migration(world):
+    """A database made before the translations gets them for the published English only."""
+    import importlib
+
+    from django.apps import apps
+
+    from questionnaires.models import Instrument
+
+    migration = importlib.import_module("questionnaires.migrations.0005_spanish_wording")
+    instrument = Instrument.objects.current().get(code="phq-9")
+    questionnaire = instrument.questionnaire
+    for item in questionnaire["item"]:
+        item.pop("_text", None)
+        for option in item.get("answerOption", []):
+            option["valueCoding"].pop("_display", None)
+    questionnaire.pop("_title")
+    questionnaire["item"][1]["text"] += " (reworded)"
+    instrument.save()
+    migration.add_spanish(apps, None)
+    instrument.refresh_from_db()
+    spanish = scoring.items(instrument.questionnaire, "es")
+    assert spanish[0].text == "Little interest or pleasure in doing things (reworded)"
+    assert spanish[1].text == "Se ha sentido decaído(a), deprimido(a) o sin esperanzas"
+    assert spanish[1].options[0].display == "Ningún día"

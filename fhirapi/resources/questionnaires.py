@@ -110,9 +110,12 @@ def _subject(patient) -> dict:
 
 
 def answer_codings(questionnaire: dict) -> dict[tuple[str, str], dict]:
-    """(linkId, answer code) -> the answer option's coding, as the instrument gives it."""
+    """(linkId, answer code) -> the answer option's coding, as the instrument gives it (its
+    translations left to the Questionnaire: an answer is the code, its display the English)."""
     return {
-        (item["linkId"], option["valueCoding"]["code"]): option["valueCoding"]
+        (item["linkId"], option["valueCoding"]["code"]): {
+            key: value for key, value in option["valueCoding"].items() if not key.startswith("_")
+        }
         for item in questionnaire.get("item", [])
         for option in item.get("answerOption", [])
         if "valueCoding" in option
