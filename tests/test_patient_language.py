@@ -356,8 +356,9 @@ def test_the_spanish_patient_page_and_its_own_words(clinic, sofia, client):
         text = other.content.decode().split('<main id="main"', 1)[1]
         assert english_left(text, *names) == [], name
     waitlist = client.get(path + "waitlist/").content.decode().split('<main id="main"', 1)[1]
-    # The form's labels come from waitlist/forms.py, not yet translated (README).
     assert "¿Una hora antes, Sofia?" in waitlist
+    assert "¿Qué visita le gustaría adelantar?" in waitlist and "lunes" in waitlist
+    assert english_left(waitlist, *names) == [], strip_tags(waitlist)
 
 
 def test_the_patient_chooses_their_language_and_a_wrong_one_changes_nothing(clinic, sofia, client):

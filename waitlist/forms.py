@@ -5,6 +5,9 @@ from datetime import timedelta
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from plans.models import ProtocolStep
 from scheduler.models import Patient, Visit, VisitType, Weekday
@@ -14,20 +17,24 @@ from waitlist.models import EntryStatus, Priority, TimeOfDay, WaitlistEntry
 class PreferencesForm(forms.Form):
     """The window and preferences every entry has; subclasses say what is waited for."""
 
-    earliest = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    latest = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    # Labels in the reader's language: the patient's form is read in theirs (the desk's,
+    # in English, shares them). Weekday names come from Django's own catalogues.
+    earliest = forms.DateField(label=_("Earliest"), widget=forms.DateInput(attrs={"type": "date"}))
+    latest = forms.DateField(label=_("Latest"), widget=forms.DateInput(attrs={"type": "date"}))
     weekdays = forms.TypedMultipleChoiceField(
-        choices=Weekday.choices,
+        label=_("Weekdays"),
+        choices=[(value, _(label)) for value, label in Weekday.choices],
         coerce=int,
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked: any day.",
+        help_text=_("None ticked: any day."),
     )
     times_of_day = forms.MultipleChoiceField(
-        choices=TimeOfDay.choices,
+        label=_("Times of day"),
+        choices=[(value, _(label)) for value, label in TimeOfDay.choices],
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked: any time.",
+        help_text=_("None ticked: any time."),
     )
     # Model errors by field, for the form's own names of them.
     field_names: dict[str, str] = {}
@@ -37,9 +44,9 @@ class PreferencesForm(forms.Form):
         earliest, latest = cleaned.get("earliest"), cleaned.get("latest")
         today = timezone.localdate()
         if latest and latest < today:
-            self.add_error("latest", "The latest date has passed.")
+            self.add_error("latest", _("The latest date has passed."))
         if earliest and latest and latest < earliest:
-            self.add_error("latest", "The latest date comes on or after the earliest.")
+            self.add_error("latest", _("The latest date comes on or after the earliest."))
         return cleaned
 
     def entry(self, **what) -> WaitlistEntry:
@@ -112,7 +119,7 @@ class PatientEntryForm(PreferencesForm):
     """From the patient's page: an earlier time for one of their own upcoming visits."""
 
     visit = forms.ModelChoiceField(
-        queryset=Visit.objects.none(), label="Which visit would you like earlier?"
+        queryset=Visit.objects.none(), label=_("Which visit would you like earlier?")
     )
     field_names = {"gives_up": "visit", "visit_type": "visit", "step": "visit"}
 
@@ -128,9 +135,9 @@ class PatientEntryForm(PreferencesForm):
             .order_by("start")
         )
         self.fields["visit"].queryset = visits
-        # What a patient reads: the date and time only.
-        self.fields["visit"].label_from_instance = lambda visit: (
-            f"{timezone.localtime(visit.start, tz):%a %d %b %Y, %H:%M}"
+        # What a patient reads: the date and time only, written their language's way.
+        self.fields["visit"].label_from_instance = lambda visit: date_format(
+            timezone.localtime(visit.start, tz), pgettext_lazy("date format", "D j M Y, H:i")
         )
         today = timezone.localdate(timezone=tz)
         self.fields["earliest"].initial = today + timedelta(days=1)
@@ -139,7 +146,7 @@ class PatientEntryForm(PreferencesForm):
         cleaned = super().clean()
         visit, latest = cleaned.get("visit"), cleaned.get("latest")
         if visit and latest and latest >= timezone.localtime(visit.start, self.tz).date():
-            self.add_error("latest", "Choose a latest date before the visit you have.")
+            self.add_error("latest", _("Choose a latest date before the visit you have."))
         return cleaned
 
     def entry(self, **what) -> WaitlistEntry:
