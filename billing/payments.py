@@ -22,6 +22,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from billing.estimates import CENT, Estimate, for_plan, plan_visits
 from billing.models import ZERO, ClinicBilling, PaymentOption
@@ -70,18 +72,28 @@ def schedule(estimate: Estimate, billing: ClinicBilling, booked_on: date, tz) ->
         picks = [len(lines) * i // count for i in range(count)]
         amounts = spread(estimate.total, [Decimal(1)] * count)
         return [
-            Instalment(days[i], amount, f"Instalment {n} of {count}", lines[i].visit_id)
+            Instalment(
+                days[i],
+                amount,
+                format_lazy(_("Instalment {n} of {count}"), n=n, count=count),
+                lines[i].visit_id,
+            )
             for n, (i, amount) in enumerate(zip(picks, amounts, strict=True), start=1)
         ]
     due = []
     rest = estimate.total
     if billing.payment_option == PaymentOption.DEPOSIT:
         deposit = min(billing.deposit, estimate.total)
-        due.append(Instalment(booked_on, deposit, "Deposit"))
+        due.append(Instalment(booked_on, deposit, _("Deposit")))
         rest -= deposit
     amounts = spread(rest, [line.fee for line in lines])
     due += [
-        Instalment(day, amount, f"At the visit: {line.visit_type}", line.visit_id)
+        Instalment(
+            day,
+            amount,
+            format_lazy(_("At the visit: {visit}"), visit=line.visit_type),
+            line.visit_id,
+        )
         for day, line, amount in zip(days, lines, amounts, strict=True)
     ]
     return due

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
@@ -286,7 +287,8 @@ def patient_costs(request: HttpRequest, token: str) -> HttpResponse:
         "balance": balance,
         "credit": -balance,
         "currency": settings.CURRENCY,
-        "disclaimer": estimates.DISCLAIMER,
+        # Read in the patient's language (docs/billing.md: the Spanish is ours).
+        "disclaimer": gettext(estimates.DISCLAIMER),
         "token": token,
     }
     audit.record(request, AuditAction.VIEWED_PATIENT_LINK, patient, "costs")

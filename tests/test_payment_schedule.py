@@ -112,3 +112,26 @@ def test_a_cancelled_visit_takes_its_instalment_elsewhere(demo):
     again = payments.for_care_plan(plan)
     assert first.visit_id not in {i.visit_id for i in again}
     assert sum(i.amount for i in again) == estimates.for_plan(plan).total
+
+
+def test_a_spanish_reader_reads_their_costs_in_spanish(demo, client):
+    from notifications.patient_links import issue_patient_link
+    from scheduler.models import VisitType
+    from tests.test_patient_language import english_left
+
+    ClinicBilling.objects.update_or_create(
+        clinic=demo, defaults={"payment_option": PaymentOption.INSTALMENTS, "instalments": 3}
+    )
+    plan = booked_plan(demo, 3)
+    patient = plan.patient
+    patient.language = "es"
+    patient.save(update_fields=["language"])
+    link = issue_patient_link(patient)
+    page = client.get("/" + link.split("://", 1)[1].split("/", 1)[1] + "costs/")
+    assert page.status_code == 200
+    main = page.content.decode().split('<main id="main"', 1)[1]
+    assert "Sus costos" in main and "Total estimado" in main and "Pago 1 de 3" in main
+    assert "Estimación de Buena Fe" in main and "1-800-985-3059" in main
+    names = [demo.name, patient.first_name, patient.last_name]
+    names += list(VisitType.objects.filter(clinic=demo).values_list("name", flat=True))
+    assert english_left(main, *names) == [], main
