@@ -74,6 +74,17 @@ def test_the_patient_page_entrance_answers_without_a_token(client, db):
     response = client.get(patient_page_url())
     assert response.status_code == 200
     assert b"private page" in response.content
+    # Whose page it is, is not known: Spanish too.
+    assert '<section lang="es"' in response.content.decode()
+    assert "página privada" in response.content.decode()
+
+
+def test_a_link_that_stopped_working_says_so_in_english_and_spanish(client, db):
+    response = client.get(patient_page_url() + "no-such-token-0123456789abcdef/")
+    assert response.status_code == 404
+    page = response.content.decode()
+    assert "This page was not found" in page and "ask for a new one" in page
+    assert '<section lang="es"' in page and "pida uno nuevo" in page
 
 
 def test_every_link_in_a_patients_feed_answers_for_the_patient(booked, settings):
