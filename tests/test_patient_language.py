@@ -36,6 +36,7 @@ from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import Patient, TranslatedInstructions, Visit
 from tests.conftest import MONDAY, SmallClinic, at
+from tests.language_helpers import english_left
 from tests.page_helpers import front_desk, sign_in_verified
 from tests.reminder_helpers import HOUR, ReminderClinic, step_through
 from tests.test_browser import _next_weekday, _visit, browser, sync_api  # noqa: F401
@@ -43,25 +44,6 @@ from tests.test_browser import _next_weekday, _visit, browser, sync_api  # noqa:
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("now", "messaging")]
 
 CATALOGUE = Path(settings.BASE_DIR) / "locale" / "es" / "LC_MESSAGES" / "django.po"
-# Common English words that are not Spanish ones ("no", "video", "a", "jun" are both).
-ENGLISH_WORDS = """the your you visit visits with please call and of is are for to this that time times
-    reply questions question thank thanks hello hi when where what before after today tomorrow
-    link answer here we our us will by on at be it if or not can cancelled moved confirm
-    confirmed reminder change changes book booked free days day later earlier waitlist take
-    open until someone else offer instructions prepare rest email calendar invite add join
-    monday tuesday wednesday thursday friday saturday sunday mon tue wed thu fri sat sun
-    january february june july august september october november december jan apr aug dec
-    am pm"""
-ENGLISH = frozenset(ENGLISH_WORDS.split())
-URL = re.compile(r"https?://\S+")
-
-
-def english_left(text: str, *data: str) -> list[str]:
-    """English words in ``text`` once tags, links and ``data`` (names, the clinic's words) are out."""
-    text = URL.sub(" ", strip_tags(text))
-    for value in sorted(data, key=len, reverse=True):
-        text = text.replace(value, " ")
-    return sorted({w for w in re.findall(r"[A-Za-z]+", text) if w.lower() in ENGLISH})
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from plans.generator import generate
 from plans.models import Protocol
 from scheduler import booking
 from scheduler.models import Clinic, Patient
+from tests.language_helpers import english_left
 from tests.test_cost_estimates import START, move_a_dose
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -117,7 +118,6 @@ def test_a_cancelled_visit_takes_its_instalment_elsewhere(demo):
 def test_a_spanish_reader_reads_their_costs_in_spanish(demo, client):
     from notifications.patient_links import issue_patient_link
     from scheduler.models import VisitType
-    from tests.test_patient_language import english_left
 
     ClinicBilling.objects.update_or_create(
         clinic=demo, defaults={"payment_option": PaymentOption.INSTALMENTS, "instalments": 3}

@@ -19,6 +19,7 @@ from questionnaires.models import QuestionnaireRequest, RequestStatus, ResponseS
 from scheduler import booking
 from scheduler.models import AuditAction, AuditEvent
 from tests.conftest import MONDAY, at
+from tests.language_helpers import english_left
 from tests.questionnaire_helpers import AskingClinic
 from tests.races import race
 
@@ -273,7 +274,6 @@ def test_every_view_of_the_questions_is_in_the_audit_trail_as_the_patient_link(c
 def test_a_spanish_reader_answers_in_the_published_spanish_and_scores_as_in_english(world):
     """Items, answers, instruction and the page's own words in Spanish; the answers are the
     same codes, scored and alerted on as the English ones (item 9: the crisis page first)."""
-    from tests.test_patient_language import english_left
 
     clinic, patient, _visit, link, phq9, _gad7 = world
     patient.language = "es"
