@@ -5,9 +5,10 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from plans.generator import Proposal
-from plans.models import CarePlan, PlannedVisit, PlanStatus
+from plans.models import CarePlan, PlannedVisit, PlanStatus, rule_time
 from scheduler import booking
 from scheduler.booking import BookingError
 from scheduler.models import Room, Visit, VisitStatus
@@ -213,15 +214,32 @@ def window_rules(planned: PlannedVisit, tz) -> Callable[[datetime], list[str]]:
                 not step.recurrence and step.max_gap is not None and gap > step.max_gap
             ):
                 found.append(
-                    f"{step} must start {step.gap_text} after {anchor.step} "
-                    f"(which ends {timezone.localtime(anchor.visit.end, tz):%a %Y-%m-%d %H:%M})."
+                    _("%(step)s must start %(gap)s after %(anchor)s (which ends %(end)s).")
+                    % {
+                        "step": step,
+                        "gap": step.gap_text,
+                        "anchor": anchor.step,
+                        "end": rule_time(anchor.visit.end, tz),
+                    }
                 )
         for other, which in neighbours:
             spacing = start - other.start if which == "previous" else other.start - start
             if spacing < low or (high is not None and spacing > timedelta(hours=high)):
                 found.append(
-                    f"{step} visits must be {step.spacing_text} apart; the {which} one is "
-                    f"{timezone.localtime(other.start, tz):%a %Y-%m-%d %H:%M}."
+                    (
+                        _(
+                            "%(step)s visits must be %(spacing)s apart; the previous one is %(start)s."
+                        )
+                        if which == "previous"
+                        else _(
+                            "%(step)s visits must be %(spacing)s apart; the next one is %(start)s."
+                        )
+                    )
+                    % {
+                        "step": step,
+                        "spacing": step.spacing_text,
+                        "start": rule_time(other.start, tz),
+                    }
                 )
         return found
 

@@ -8,6 +8,8 @@ they hold whichever way a visit is booked: a confirmed plan, the admin, a move.
 
 from datetime import datetime, timedelta
 
+from django.utils.translation import gettext as _
+
 from plans.models import (
     WEEK,
     CarePlan,
@@ -18,6 +20,7 @@ from plans.models import (
     SessionRecord,
     is_spravato,
     route_dose_problems,
+    rule_day,
 )
 from scheduler.models import BLOCKING_STATUSES, Visit, VisitKind, VisitType
 
@@ -30,10 +33,10 @@ def _screening_for_times(visit: Visit, start: datetime, end: datetime):
     """The screening gate for ``visit`` at any time: whether it is cleared does not depend on when."""
     if not visit.visit_type.is_dosing or Screening.is_cleared_for(visit.patient):
         return lambda moved: []
-    problem = (
-        f"{visit.patient}'s screening has not been cleared by a prescriber; "
+    problem = _(
+        "%(patient)s's screening has not been cleared by a prescriber; "
         "dosing visits cannot be booked or confirmed until it is."
-    )
+    ) % {"patient": visit.patient}
     return lambda moved: [problem]
 
 
@@ -133,18 +136,27 @@ def _rems_for_times(visit: Visit, start: datetime, end: datetime):
         problems = []
         if enrollment is None:
             problems.append(
-                f"{visit.patient} is not enrolled in the Spravato REMS; record the "
-                "enrollment before booking a Spravato dose."
+                _(
+                    "%(patient)s is not enrolled in the Spravato REMS; record the "
+                    "enrollment before booking a Spravato dose."
+                )
+                % {"patient": visit.patient}
             )
         elif enrollment.enrolled_on > day:
             problems.append(
-                f"{visit.patient} is enrolled in the Spravato REMS from "
-                f"{enrollment.enrolled_on:%a %Y-%m-%d}; no Spravato dose before then."
+                _(
+                    "%(patient)s is enrolled in the Spravato REMS from %(day)s; no Spravato "
+                    "dose before then."
+                )
+                % {"patient": visit.patient, "day": rule_day(enrollment.enrolled_on)}
             )
         if setting is None:
             problems.append(
-                f"{clinic} has no REMS-certified healthcare setting on record; Spravato "
-                "doses can be booked only in a certified setting."
+                _(
+                    "%(clinic)s has no REMS-certified healthcare setting on record; Spravato "
+                    "doses can be booked only in a certified setting."
+                )
+                % {"clinic": clinic}
             )
         elif problem := setting.problem_on(day):
             problems.append(problem)

@@ -12,7 +12,9 @@ from dateutil.rrule import rrulestr
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.utils import timezone
+from django.utils import dateformat, timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext, pgettext
 
 from scheduler.models import Clinic, Clinician, DosingRoute, Patient, Visit, VisitType
 
@@ -36,24 +38,45 @@ WEEK = timedelta(days=7)
 
 
 def hours_text(hours: int) -> str:
-    """A rule's hours as people say them: "40 h", but "3 days" for whole days."""
+    """A rule's hours as people say them: "40 h", but "3 days" for whole days (active language)."""
     if hours and hours % 24 == 0:
         days = hours // 24
-        return f"{days} day{'s' if days != 1 else ''}"
-    return f"{hours} h"
+        return ngettext("%(days)s day", "%(days)s days", days) % {"days": days}
+    return _("%(hours)s h") % {"hours": hours}
+
+
+def span_text(span: timedelta) -> str:
+    """How far apart two times are: "3 days", "20 h", "20 h 30 min" (active language)."""
+    minutes = round(abs(span).total_seconds() / 60)
+    hours, minutes = divmod(minutes, 60)
+    if not minutes:
+        return hours_text(hours)
+    return _("%(hours)s h %(minutes)s min") % {"hours": hours, "minutes": minutes}
 
 
 def range_text(low: int, high: int | None, *, none_if_zero: str = "") -> str:
     """A rule's range of hours: "1 day to 3 days", "at least 40 h" (or ``none_if_zero``)."""
     if high is not None:
-        return f"{hours_text(low)} to {hours_text(high)}"
+        return _("%(low)s to %(high)s") % {"low": hours_text(low), "high": hours_text(high)}
     if not low and none_if_zero:
         return none_if_zero
-    return f"at least {hours_text(low)}"
+    return _("at least %(low)s") % {"low": hours_text(low)}
 
 
 def doses_text(count: int) -> str:
-    return f"{count} dose{'s' if count != 1 else ''}"
+    return ngettext("%(count)s dose", "%(count)s doses", count) % {"count": count}
+
+
+def rule_time(moment: datetime, tz) -> str:
+    """A time a rule names, in ``tz`` and the active language: "Tue 2031-04-08 10:00"."""
+    # Translators: a Django date format, a time a booking rule names: "Tue 2031-04-08 10:00".
+    return dateformat.format(timezone.localtime(moment, tz), pgettext("date format", "D Y-m-d H:i"))
+
+
+def rule_day(day) -> str:
+    """A day a rule names, in the active language: "Tue 2031-04-08"."""
+    # Translators: a Django date format, a day a booking rule names: "Tue 2031-04-08".
+    return dateformat.format(day, pgettext("date format", "D Y-m-d"))
 
 
 def within_weekly_limit(starts: list[datetime], candidate: datetime, limit: int | None) -> bool:
@@ -91,15 +114,22 @@ def route_dose_problems(
     if near:
         gap, stricter = min(near, key=lambda pair: pair[0])
         problems.append(
-            f"Without a care plan, doses of {stricter} must be at least "
-            f"{hours_text(stricter.dose_rule.min_hours)} apart; another dose is {gap} away."
+            _(
+                "Without a care plan, doses of %(visit_type)s must be at least %(spacing)s "
+                "apart; another dose is %(gap)s away."
+            )
+            % {
+                "visit_type": stricter,
+                "spacing": hours_text(stricter.dose_rule.min_hours),
+                "gap": span_text(gap),
+            }
         )
     week = sorted(
         [(other, other_type) for other, other_type in others if abs(other - start) < WEEK]
         + [(start, visit_type)],
         key=lambda pair: pair[0],
     )
-    for index, (first, _) in enumerate(week):
+    for index, (first, _type) in enumerate(week):
         if first > start:
             break
         if first + WEEK <= start:
@@ -109,8 +139,8 @@ def route_dose_problems(
         limit = strictest.dose_rule.max_per_week
         if len(window) > limit:
             problems.append(
-                f"Without a care plan, {strictest} allows at most {doses_text(limit)} "
-                "in any 7 days."
+                _("Without a care plan, %(visit_type)s allows at most %(doses)s in any 7 days.")
+                % {"visit_type": strictest, "doses": doses_text(limit)}
             )
             break
     return problems
@@ -185,12 +215,19 @@ class Protocol(models.Model):
         problems = []
         if (near := self.dose_too_near(doses, start)) is not None:
             problems.append(
-                f"Doses must be at least {hours_text(self.min_hours_between_doses)} apart "
-                f"({self}); another dose is {abs(near - start)} away."
+                _(
+                    "Doses must be at least %(spacing)s apart (%(protocol)s); another dose is %(gap)s away."
+                )
+                % {
+                    "spacing": hours_text(self.min_hours_between_doses),
+                    "protocol": self,
+                    "gap": span_text(near - start),
+                }
             )
         if not within_weekly_limit(doses, start, self.max_doses_per_week):
             problems.append(
-                f"{self} allows at most {doses_text(self.max_doses_per_week)} in any 7 days."
+                _("%(protocol)s allows at most %(doses)s in any 7 days.")
+                % {"protocol": self, "doses": doses_text(self.max_doses_per_week)}
             )
         return problems
 
@@ -273,7 +310,7 @@ class ProtocolStep(models.Model):
     @property
     def gap_text(self) -> str:
         """How long after its anchor the step's visits start, in words ("1 day to 3 days")."""
-        return range_text(self.min_gap_hours, self.max_gap_hours, none_if_zero="any time")
+        return range_text(self.min_gap_hours, self.max_gap_hours, none_if_zero=_("any time"))
 
     @property
     def spacing_text(self) -> str:
@@ -524,15 +561,15 @@ class RemsSetting(models.Model):
     def problem_on(self, day) -> str:
         """Why no Spravato dose may be given here on ``day``; "" when it may."""
         if self.certified_on is None:
-            return (
-                f"{self.name} is not certified in the Spravato REMS yet; record the "
+            return _(
+                "%(setting)s is not certified in the Spravato REMS yet; record the "
                 "certification date before booking Spravato doses."
-            )
+            ) % {"setting": self.name}
         if day < self.certified_on:
-            return (
-                f"{self.name} is certified in the Spravato REMS from "
-                f"{self.certified_on:%a %Y-%m-%d}; no Spravato dose before then."
-            )
+            return _(
+                "%(setting)s is certified in the Spravato REMS from %(day)s; no Spravato dose "
+                "before then."
+            ) % {"setting": self.name, "day": rule_day(self.certified_on)}
         return ""
 
 

@@ -10,12 +10,14 @@ from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import translation
 
 from plans.models import CarePlan, PlanStatus, Protocol
 from scheduler import booking
 from scheduler.booking import BookingError
 from scheduler.models import DosingRoute, Modality, Visit, VisitKind, VisitType
 from tests.conftest import MONDAY, at
+from tests.language_helpers import english_left
 from tests.page_helpers import admin_form_data
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -158,3 +160,23 @@ def test_dose_numbers_are_edited_in_the_visit_types_admin_page(admin_client, cli
     dose(clinic, patient, 0)
     with pytest.raises(BookingError, match="at least 36 h apart"):
         dose(clinic, patient, 1)
+
+
+def test_the_spacing_rules_speak_the_active_language_with_the_gap_in_hours(clinic):
+    patient = clinic.patient()
+    dose(clinic, patient, 0, "08:00")
+    with pytest.raises(BookingError) as english:
+        dose(clinic, patient, 0, "11:30")
+    assert "another dose is 3 h 30 min away" in str(english.value)
+    with translation.override("es"), pytest.raises(BookingError) as spanish:
+        dose(clinic, patient, 0, "11:30")
+    words = str(spanish.value)
+    assert "al menos 1 día" in words and "hay otra dosis a 3 h 30 min" in words
+    assert english_left(words, str(clinic.iv)) == []
+
+    protocol = Protocol(name="Weekly", max_doses_per_week=3, min_hours_between_doses=24)
+    with translation.override("es"):
+        problems = protocol.dose_problems(
+            [at(day(d), "08:00") for d in range(3)], at(day(3), "08:00")
+        )
+        assert problems == ["Weekly permite como máximo 3 dosis en cualquier periodo de 7 días."]

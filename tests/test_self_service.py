@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from desk import self_service
 from notifications.models import Message, Purpose
@@ -16,6 +16,7 @@ from plans.models import PlannedVisit, Protocol
 from scheduler import booking
 from scheduler.audit import PATIENT_LINK
 from scheduler.models import AuditAction, AuditEvent, Clinic, Patient, Visit, VisitStatus
+from tests.language_helpers import english_left
 from tests.page_helpers import front_desk, sign_in_verified
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -132,6 +133,51 @@ def test_a_forged_move_to_a_time_outside_the_rules_is_refused_with_the_rule(clie
 
     visit.refresh_from_db()
     assert visit.sequence == 0 and visit.moves_by_patient == 0
+
+
+def test_a_spanish_reader_is_told_the_rule_a_chosen_time_breaks_in_spanish(client, plan):
+    patient = plan.patient
+    patient.language = "es"
+    patient.save(update_fields=["language"])
+    clinic = patient.clinic
+    clinic.patients_move_dosing = True
+    clinic.save(update_fields=["patients_move_dosing"])
+    token = _token(patient)
+    # The clinic's own words stay as it wrote them: names of steps, visit types, people.
+    own_words = [
+        *(str(step) for step in plan.protocol.steps.all()),
+        *(str(p.visit.visit_type) for p in plan.planned_visits.select_related("visit")),
+        *(str(p.visit.clinician) for p in plan.planned_visits.select_related("visit")),
+        str(plan.protocol),
+        clinic.name,
+        str(patient),
+    ]
+
+    integration = _planned(plan, "integration")
+    too_late = integration.follows.visit.end + integration.step.max_gap + timedelta(days=2)
+    move_url = reverse("patient_move", args=[token, integration.visit.pk])
+    refused = client.post(move_url, {"start": too_late.isoformat()})
+    assert refused.status_code == 409
+    assert f"debe empezar {integration.step.gap_text} después de" not in refused.text  # not English
+    with translation.override("es"):
+        gap = integration.step.gap_text
+    assert gap.startswith("de ") and f"debe empezar {gap} después de" in refused.text
+    assert english_left(refused.text, *own_words) == []
+
+    # A dose moved onto the next one's day: the spacing of the step's doses, in Spanish.
+    dose = _planned(plan, "dosing")
+    later = (
+        plan.planned_visits.filter(step=dose.step, visit__start__gt=dose.visit.start)
+        .select_related("visit")
+        .order_by("visit__start")
+        .first()
+    )
+    move_url = reverse("patient_move", args=[token, dose.visit.pk])
+    refused = client.post(move_url, {"start": (later.visit.start - timedelta(hours=2)).isoformat()})
+    assert refused.status_code == 409 and "deben estar separadas por" in refused.text
+    assert english_left(refused.text, *own_words) == []
+    dose.visit.refresh_from_db()
+    assert dose.visit.moves_by_patient == 0
 
 
 def test_screening_and_dosing_are_not_the_patients_to_move_unless_the_clinic_says(client, plan):

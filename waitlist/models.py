@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from plans.models import ProtocolStep
 from scheduler.models import Clinic, Clinician, Patient, Room, Visit, VisitType, Weekday
@@ -162,7 +163,7 @@ class WaitlistEntry(models.Model):
         if bool(self.visit_type_id) == bool(self.step_id):
             errors["visit_type"] = "Choose a visit type or a step of a care plan, not both."
         if self.earliest and self.latest and self.latest < self.earliest:
-            errors["latest"] = "The latest date comes on or after the earliest."
+            errors["latest"] = _("The latest date comes on or after the earliest.")
         # Empty is "any"; anything but a list of known values is refused (the admin posts JSON).
         self.weekdays = self.weekdays or []
         self.times_of_day = self.times_of_day or []
@@ -181,20 +182,20 @@ class WaitlistEntry(models.Model):
         if self.gives_up_id and self.patient_id:
             visit = self.gives_up
             if visit.patient_id != self.patient_id:
-                errors["gives_up"] = "The visit to give up must be the patient's own."
+                errors["gives_up"] = _("The visit to give up must be the patient's own.")
             elif not visit.is_open or visit.start <= timezone.now():
-                errors["gives_up"] = "The visit to give up must be booked and still to come."
+                errors["gives_up"] = _("The visit to give up must be booked and still to come.")
             elif self.wanted_type is not None and visit.visit_type_id != self.wanted_type.pk:
-                errors["gives_up"] = "The visit to give up must be of the kind waited for."
+                errors["gives_up"] = _("The visit to give up must be of the kind waited for.")
         if self.step_id and not self.gives_up_id:
-            errors["gives_up"] = (
+            errors["gives_up"] = _(
                 "Waiting for a step of a care plan: name the planned visit an offer would "
                 "move, so that the plan's timing rules can be kept."
             )
         if self.step_id and self.gives_up_id and "gives_up" not in errors:
             planned = getattr(self.gives_up, "planned", None)
             if planned is None or planned.step_id != self.step_id:
-                errors["gives_up"] = "The visit to give up must be a planned visit of that step."
+                errors["gives_up"] = _("The visit to give up must be a planned visit of that step.")
         if errors:
             raise ValidationError(errors)
 

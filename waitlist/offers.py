@@ -157,8 +157,9 @@ def plan_problems(visit: Visit, start: datetime, end: datetime) -> list[str]:
         return []
     problems = window_rules(planned, visit.clinic.tz)(start)
     problems += [
-        f"{follower.step} must start {follower.step.gap_text} after this visit."
-        for follower, _ in followers_moving(planned, start)
+        _("%(step)s must start %(gap)s after this visit.")
+        % {"step": follower.step, "gap": follower.step.gap_text}
+        for follower, _moving in followers_moving(planned, start)
     ]
     return problems
 
