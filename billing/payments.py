@@ -21,8 +21,9 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.utils.text import format_lazy
+from django.utils.translation import gettext, pgettext
 from django.utils.translation import gettext_lazy as _
 
 from billing.estimates import CENT, Estimate, for_plan, plan_visits
@@ -224,9 +225,17 @@ def email(message: Message, link: str = "") -> Email:
         "link": link,
         "phone": visit.clinic.phone,
     }
+    if instalment:
+        # Translators: a Django date format, the day a payment falls due in a subject: "Dec 14".
+        day = dateformat.format(instalment.due_on, pgettext("date format", "M j"))
+        subject = gettext("%(clinic)s: a payment falls due on %(day)s") % {
+            "clinic": visit.clinic.name,
+            "day": day,
+        }
+    else:
+        subject = gettext("%(clinic)s: a payment falls due soon") % {"clinic": visit.clinic.name}
     return Email(
-        subject=f"{visit.clinic.name}: a payment falls due"
-        + (f" on {instalment.due_on:%b} {instalment.due_on.day}" if instalment else " soon"),
+        subject=subject,
         text=render_to_string("billing/email/instalment_due.txt", context).strip() + "\n",
         html=render_to_string("billing/email/instalment_due.html", context),
     )

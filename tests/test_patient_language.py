@@ -9,6 +9,7 @@ marked for translation, or marked and not translated, fails here.
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,7 +37,7 @@ from notifications.patient_links import issue_patient_link
 from scheduler import tokens
 from scheduler.models import Patient, TranslatedInstructions, Visit
 from tests.conftest import MONDAY, SmallClinic, at
-from tests.language_helpers import english_left
+from tests.language_helpers import english_left, untranslated
 from tests.page_helpers import front_desk, sign_in_verified
 from tests.reminder_helpers import HOUR, ReminderClinic, step_through
 from tests.test_browser import _next_weekday, _visit, browser, sync_api  # noqa: F401
@@ -109,26 +110,25 @@ DATA = {
     "details": "",
     "audience": "patient",
 }
-PATIENT_TEMPLATES = [
-    *sorted(
-        str(path.relative_to(Path(settings.BASE_DIR) / "templates"))
-        for folder in ("notifications/email", "notifications/sms")
-        for path in (Path(settings.BASE_DIR) / "templates" / folder).glob("[!_]*.txt")
-    ),
-    "notifications/email/aftercare.html",
-    "notifications/email/cancelled.html",
-    "notifications/email/invite.html",
-    "notifications/email/moved.html",
-    "notifications/email/preparation.html",
-    "notifications/email/reminder.html",
-    "notifications/email/video_link.html",
-    "questionnaires/email/request.html",
-    "questionnaires/email/request.txt",
-    "questionnaires/sms/request.txt",
-    "waitlist/offer_email.html",
-    "waitlist/offer_email.txt",
-    "waitlist/offer_sms.txt",
-]
+TEMPLATES = Path(settings.BASE_DIR) / "templates"
+# What goes to clinicians, not patients (they read the staff's English).
+STAFF_TEMPLATES = {
+    "questionnaires/email/alert.html",
+    "questionnaires/email/alert.txt",
+    "questionnaires/sms/alert.txt",
+}
+# Every message template of every app (its email/ and sms/ folders, the waitlist's
+# offer_*), so that one added later is checked too; parts (_*.txt) and the email
+# frame (base.html) come with the messages that use them.
+PATIENT_TEMPLATES = sorted(
+    {
+        str(path.relative_to(TEMPLATES))
+        for pattern in ("*/email/[!_]*.*", "*/sms/[!_]*.txt", "waitlist/offer_*")
+        for path in TEMPLATES.glob(pattern)
+        if path.name != "base.html"
+    }
+    - STAFF_TEMPLATES
+)
 
 
 # Invites differ by what changed; the others are about one thing each.
@@ -152,10 +152,13 @@ def test_every_patient_facing_template_renders_in_spanish_with_no_english_left(
         "visit_count": 2 if flag else 1,
         "change": change,
     }
-    if "invite" in template:
+    if "invite" in template or template.startswith("billing/"):
         context["clinic"] = SimpleNamespace(name="Norte", phone="(212) 555-0100")
-    with translation.override("es"):
+    if flag:  # an instalment's amount and day (else: "a payment falls due soon")
+        context |= {"amount": Decimal("150.00"), "currency": "USD", "due_on": MONDAY}
+    with untranslated() as missing:
         spanish = render_to_string(template, context)
+    assert missing == set()
     with translation.override("en"):
         english = render_to_string(template, context)
     assert spanish != english

@@ -16,7 +16,7 @@ from plans.generator import generate
 from plans.models import Protocol
 from scheduler import booking
 from scheduler.models import Clinic, Patient
-from tests.language_helpers import english_left
+from tests.language_helpers import english_left, untranslated
 from tests.test_cost_estimates import START, move_a_dose
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -85,6 +85,32 @@ def test_instalment_reminders_go_by_email_only(demo, now, messaging):
     assert "/p/" in email.body  # the patient's own page shows the schedule
 
 
+def test_a_spanish_reader_gets_the_instalment_reminder_in_spanish(demo, now, messaging):
+    plan = booked_plan(demo, 3)
+    plan.patient.language = "es"
+    plan.patient.save(update_fields=["language"])
+    first = Message.objects.filter(patient=plan.patient, purpose=Purpose.INSTALMENT_DUE).earliest(
+        "send_at"
+    )
+    due = payments.for_care_plan(plan)[0]
+    now.move_to(first.send_at)
+    with untranslated() as missing:
+        dispatch()
+    assert missing == set()
+    (email,) = [m for m in mail.outbox if "pago" in m.subject]
+    months = ["ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"]
+    assert (
+        email.subject
+        == f"{demo.name}: un pago vence el {due.due_on.day} {months[due.due_on.month - 1]}"
+    )
+    amount = f"{due.amount}".replace(".", ",")  # money written the Spanish way
+    assert f"{amount} USD vencen el" in email.body
+    names = [demo.name, plan.patient.first_name, "USD"]
+    assert english_left(email.body, *names) == [], email.body
+    html = email.alternatives[0][0]
+    assert 'lang="es"' in html and "Ver su calendario de pagos" in html
+
+
 def test_moving_a_dose_replans_its_reminder_and_the_old_one_does_not_go(demo, now, messaging):
     plan = booked_plan(demo, 4)
     visits = estimates.plan_visits(plan)
@@ -127,7 +153,9 @@ def test_a_spanish_reader_reads_their_costs_in_spanish(demo, client):
     patient.language = "es"
     patient.save(update_fields=["language"])
     link = issue_patient_link(patient)
-    page = client.get("/" + link.split("://", 1)[1].split("/", 1)[1] + "costs/")
+    with untranslated() as missing:
+        page = client.get("/" + link.split("://", 1)[1].split("/", 1)[1] + "costs/")
+    assert missing == set()
     assert page.status_code == 200
     main = page.content.decode().split('<main id="main"', 1)[1]
     assert "Sus costos" in main and "Total estimado" in main and "Pago 1 de 3" in main
