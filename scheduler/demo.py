@@ -772,46 +772,98 @@ class SchedulingDemo:
 DENVER_BOOKINGS = [(3, "screening"), (0, "preparation"), (1, "preparation"), (2, "preparation")]
 
 
-# The clinic's own instructions in Spanish for some visit types (the others fall
-# back to English, and the desk's patient page says which).
+# The clinic's own instructions in Spanish, for every demo visit type: a Spanish
+# reader's plan reads Spanish throughout. A type without them falls back to
+# English, and the desk's patient page says which (tests/test_patient_language.py).
 SPANISH_TELEHEALTH_PREPARATION = (
     "Conéctese desde un lugar tranquilo y privado, con buena conexión. El enlace de video "
     "está en la página de su cita y le llega una hora antes de la sesión."
 )
-SPANISH_INSTRUCTIONS = {
-    "preparation": (SPANISH_TELEHEALTH_PREPARATION, ""),
-    "integration": (SPANISH_TELEHEALTH_PREPARATION, ""),
-    "maintenance": (SPANISH_TELEHEALTH_PREPARATION, ""),
-    "iv-infusion": (
-        "\n".join(
-            f"- {line}"
-            for line in (
-                "La sesión dura unos 40-60 minutos; después descansa con nosotros hasta una hora.",
-                "No coma nada sólido 6 horas antes; líquidos claros hasta 2 horas antes.",
-                "Nada de alcohol, cannabis ni otras drogas 24 horas antes y después de la sesión.",
-                "Tome sus medicinas de siempre con sorbos de agua, salvo lo que su médico le "
-                "indique dejar unas horas antes y después.",
-                "Pida a un adulto que le lleve a casa. No conduzca ni tome decisiones importantes "
-                "hasta el día siguiente, después de dormir bien.",
-                "Traiga ropa cómoda, una manta, un antifaz y música si quiere.",
-            )
-        ),
-        "\n".join(
-            f"- {line}"
-            for line in (
-                "Descanse el resto del día; no conduzca hasta el día siguiente.",
-                "Beba agua y coma algo ligero cuando se sienta con ganas.",
-                "Su próxima sesión y su enlace de video están en la página de su cita.",
-                "Si tiene preguntas o se siente mal, llame a la clínica. En una emergencia "
-                "llame al 911.",
-            )
-        ),
-    ),
-}
 
 
-def seed_translated_instructions(types: dict[str, VisitType]) -> None:
-    for slug, (preparation, aftercare) in SPANISH_INSTRUCTIONS.items():
+def spanish_dosing_preparation(route_note: str, fasting: str) -> str:
+    """``dosing_preparation``'s lines in Spanish."""
+    return "\n".join(
+        f"- {line}"
+        for line in (
+            route_note,
+            fasting,
+            "Nada de alcohol, cannabis ni otras drogas 24 horas antes y después de la sesión.",
+            "Tome sus medicinas de siempre con sorbos de agua. La lamotrigina y las "
+            "benzodiacepinas pueden tener que dejarse unas 6 horas antes y después, solo si "
+            "su médico se lo indica. Las medicinas para la presión se toman como siempre.",
+            "Pida a un adulto que le lleve a casa. No conduzca ni tome decisiones importantes "
+            "hasta el día siguiente, después de dormir bien.",
+            "Traiga ropa cómoda, una manta, un antifaz y música si quiere.",
+        )
+    )
+
+
+def spanish_aftercare(phone: str) -> str:
+    """``aftercare``'s lines in Spanish."""
+    return "\n".join(
+        f"- {line}"
+        for line in (
+            "Descanse el resto del día; no conduzca hasta el día siguiente, después de "
+            "dormir bien.",
+            "Beba agua y coma algo ligero cuando se sienta con ganas.",
+            "Su sesión de integración y su enlace de video están en la página de su cita.",
+            f"Si tiene preguntas o se siente mal, llame a la clínica al {phone}. En una "
+            "emergencia llame al 911.",
+        )
+    )
+
+
+def spanish_instructions(phone: str) -> dict[str, tuple[str, str]]:
+    """{visit type slug: (preparation, aftercare)} in Spanish, as ``visit_types`` has them."""
+    dosing_aftercare = spanish_aftercare(phone)
+    four_hours = "Nada sólido 4 horas antes; líquidos claros hasta 1 hora antes."
+    return {
+        "screening": (
+            "Traiga una identificación con foto y una lista de todas las medicinas y "
+            "suplementos que toma. Por favor llegue 10 minutos antes.",
+            "",
+        ),
+        "preparation": (SPANISH_TELEHEALTH_PREPARATION, ""),
+        "integration": (SPANISH_TELEHEALTH_PREPARATION, ""),
+        "maintenance": (SPANISH_TELEHEALTH_PREPARATION, ""),
+        "iv-infusion": (
+            spanish_dosing_preparation(
+                "La infusión intravenosa dura unos 40-60 minutos; después descansa con "
+                "nosotros hasta una hora.",
+                "Nada sólido 6 horas antes; líquidos claros hasta 2 horas antes.",
+            ),
+            dosing_aftercare,
+        ),
+        "im-dosing": (
+            spanish_dosing_preparation(
+                "La dosis intramuscular hace efecto en minutos y dura alrededor de una hora; "
+                "le acompañamos todo el tiempo.",
+                four_hours,
+            ),
+            dosing_aftercare,
+        ),
+        "lozenge-dosing": (
+            spanish_dosing_preparation(
+                "La pastilla sublingual se disuelve en la boca sin tragarla; la sesión dura "
+                "unas 2,5-3 horas.",
+                four_hours,
+            ),
+            dosing_aftercare,
+        ),
+        "intranasal-dosing": (
+            spanish_dosing_preparation(
+                "Las sesiones de esketamina intranasal (Spravato) incluyen al menos 2 horas de "
+                "observación; le tomamos la presión antes de la dosis y unos 40 minutos después.",
+                "Nada de comer 2 horas antes ni de beber 30 minutos antes de la sesión.",
+            ),
+            dosing_aftercare,
+        ),
+    }
+
+
+def seed_translated_instructions(clinic: Clinic, types: dict[str, VisitType]) -> None:
+    for slug, (preparation, aftercare) in spanish_instructions(clinic.phone).items():
         upsert(
             TranslatedInstructions,
             {"visit_type": types[slug], "language": "es"},
@@ -824,7 +876,7 @@ def seed() -> SchedulingDemo:
     clinic = seed_clinic()
     clinicians = seed_staff(clinic)
     types = seed_visit_types(clinic)
-    seed_translated_instructions(types)
+    seed_translated_instructions(clinic, types)
     patients = seed_patients(clinic)
     booked = seed_visits(clinic, types, patients, clinicians)
     return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))
@@ -835,6 +887,7 @@ def seed_second_location() -> SchedulingDemo:
     clinic = seed_clinic(DENVER)
     clinicians = seed_staff(clinic, DENVER_STAFF)
     types = seed_visit_types(clinic)
+    seed_translated_instructions(clinic, types)
     patients = seed_patients(clinic, patient_rows(DENVER_PATIENT_NAMES, DENVER, area="303"))
     booked = seed_visits(clinic, types, patients, clinicians, DENVER_BOOKINGS)
     return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))

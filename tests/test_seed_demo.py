@@ -174,6 +174,25 @@ def test_every_visit_type_is_present_and_valid():
     assert types["preparation"].is_telehealth and types["integration"].is_telehealth
 
 
+def test_every_demo_visit_type_has_its_instructions_in_spanish_at_both_locations():
+    seed()
+    types = VisitType.objects.prefetch_related("translated_instructions")
+    assert {vt.clinic.slug for vt in types} == {"riverside", "riverside-denver"}
+    for visit_type in types:
+        spanish = visit_type.instructions_in("es")
+        assert spanish.translated, visit_type
+        assert spanish.preparation != visit_type.preparation_instructions
+        # The same number of points as the English, the ride home among them.
+        for english, translated in (
+            (visit_type.preparation_instructions, spanish.preparation),
+            (visit_type.aftercare_instructions, spanish.aftercare),
+        ):
+            assert translated.count("\n- ") == english.count("\n- "), visit_type
+        if visit_type.is_dosing:
+            assert "le lleve a casa" in spanish.preparation
+            assert visit_type.clinic.phone in spanish.aftercare
+
+
 def test_patients_are_synthetic_with_e164_mobiles_and_recorded_consent():
     seed()
     patients = list(Patient.objects.filter(clinic__slug="riverside"))
