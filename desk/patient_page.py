@@ -24,8 +24,8 @@ from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat, timezone, translation
+from django.utils.translation import get_language, pgettext
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
@@ -267,6 +267,7 @@ def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     visit, context = _own_visit(request, token, pk)
     context["refusal"] = self_service.why_not_changeable(visit)
     context["late"] = self_service.is_late(visit)
+    context["policy"], _translated = visit.clinic.cancellation_policy_in(get_language())
     if context["refusal"]:
         return private(render(request, "desk/patient_cancel.html", context, status=409))
     if request.method == "POST":

@@ -52,6 +52,7 @@ from scheduler.models import (
     StaffMembership,
     StaffRole,
     TranslatedInstructions,
+    TranslatedPolicy,
     Visit,
     VisitKind,
     VisitType,
@@ -87,7 +88,17 @@ DENVER = {
     "address": "1200 Sample Street, Floor 2\nDenver, CO 80299",
     "country": "US",
     "subdivision": "CO",
+    # Worded by the location itself (New York keeps the one a clinic starts with), and
+    # in Spanish too (DENVER_SPANISH_POLICY): the admin's translated policies.
+    "late_cancellation_policy": "Please cancel at least 48 hours ahead. Later, or if you do "
+    "not come, we charge the late-cancellation fee; we waive it once a year, and always for "
+    "an emergency.",
 }
+DENVER_SPANISH_POLICY = (
+    "Por favor cancele con al menos 48 horas de anticipación. Si cancela más tarde, o no "
+    "viene, cobramos el cargo por cancelación tardía; lo perdonamos una vez al año, y "
+    "siempre en una emergencia."
+)
 
 MON_FRI = (Weekday.MONDAY, Weekday.TUESDAY, Weekday.WEDNESDAY, Weekday.THURSDAY, Weekday.FRIDAY)
 
@@ -888,6 +899,11 @@ def seed_second_location() -> SchedulingDemo:
     clinicians = seed_staff(clinic, DENVER_STAFF)
     types = seed_visit_types(clinic)
     seed_translated_instructions(clinic, types)
+    upsert(
+        TranslatedPolicy,
+        {"clinic": clinic, "language": "es"},
+        {"late_cancellation_policy": DENVER_SPANISH_POLICY},
+    )
     patients = seed_patients(clinic, patient_rows(DENVER_PATIENT_NAMES, DENVER, area="303"))
     booked = seed_visits(clinic, types, patients, clinicians, DENVER_BOOKINGS)
     return SchedulingDemo(clinic, patients, booked, seed_calendars(clinic))

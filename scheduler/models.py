@@ -18,7 +18,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_noop
 
 from scheduler.phones import MobileNumberField, format_for_display, search_digits
 from scheduler.public_holidays import (
@@ -129,6 +130,14 @@ class ClinicQuerySet(models.QuerySet):
 MAX_TRAVEL_GAP_MINUTES = 12 * 60
 
 
+# The policy a new clinic starts with; in the patients' languages from our catalogue
+# until the clinic words its own (Clinic.cancellation_policy_in).
+DEFAULT_LATE_CANCELLATION_POLICY = gettext_noop(
+    "Cancelling less than 48 hours before a visit, or not coming, may be charged "
+    "as the visit. Please let us know as early as you can."
+)
+
+
 class Clinic(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(unique=True)
@@ -204,9 +213,9 @@ class Clinic(models.Model):
     late_cancellation_policy = models.TextField(
         "late cancellation policy",
         blank=True,
-        default="Cancelling less than 48 hours before a visit, or not coming, may be charged "
-        "as the visit. Please let us know as early as you can.",
-        help_text="Shown to a patient before they cancel from their page.",
+        default=DEFAULT_LATE_CANCELLATION_POLICY,
+        help_text="Shown to a patient before they cancel from their page (in other languages: "
+        "translated policies below).",
     )
     waitlist_offer_minutes = models.PositiveIntegerField(
         "waitlist offers last (minutes)",
@@ -240,6 +249,24 @@ class Clinic(models.Model):
     def clean(self):
         if problem := subdivision_problem(self.country, self.subdivision):
             raise ValidationError({"subdivision": problem})
+
+    def cancellation_policy_in(self, language: str) -> tuple[str, bool]:
+        """The late-cancellation policy a patient reading ``language`` gets, and whether it
+        is in that language: the clinic's translation, else ours of the unchanged default,
+        else the English (False: the desk sees it is missing).
+
+        Reads ``translated_policies`` (prefetch it for many clinics).
+        """
+        english = self.late_cancellation_policy
+        if language.split("-")[0] == "en" or not english.strip():
+            return english, True
+        for translated in self.translated_policies.all():
+            if translated.language == language and translated.late_cancellation_policy.strip():
+                return translated.late_cancellation_policy, True
+        if english.strip() == DEFAULT_LATE_CANCELLATION_POLICY:
+            with translation.override(language):
+                return gettext(DEFAULT_LATE_CANCELLATION_POLICY), True
+        return english, False
 
 
 class OpeningHours(WeeklyHours):
@@ -772,14 +799,14 @@ class VisitType(models.Model):
         english = Instructions(self.preparation_instructions, self.aftercare_instructions, True)
         if language.split("-")[0] == "en" or not (english.preparation or english.aftercare):
             return english
-        for translation in self.translated_instructions.all():
-            if translation.language == language:
+        for translated in self.translated_instructions.all():
+            if translated.language == language:
                 return Instructions(
-                    translation.preparation_instructions or english.preparation,
-                    translation.aftercare_instructions or english.aftercare,
+                    translated.preparation_instructions or english.preparation,
+                    translated.aftercare_instructions or english.aftercare,
                     # Half a translation is still a missing one for the desk.
-                    bool(translation.preparation_instructions or not english.preparation)
-                    and bool(translation.aftercare_instructions or not english.aftercare),
+                    bool(translated.preparation_instructions or not english.preparation)
+                    and bool(translated.aftercare_instructions or not english.aftercare),
                 )
         return english._replace(translated=False)
 
@@ -818,6 +845,27 @@ class TranslatedInstructions(models.Model):
 
     def __str__(self):
         return f"{self.visit_type} ({self.get_language_display()})"
+
+
+class TranslatedPolicy(models.Model):
+    """A clinic's late-cancellation policy in another language than English: its own
+    words, as ``TranslatedInstructions`` are a visit type's (``Clinic.cancellation_policy_in``)."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="translated_policies")
+    language = models.CharField(max_length=8, choices=patient_languages)
+    late_cancellation_policy = models.TextField()
+
+    class Meta:
+        verbose_name = "translated cancellation policy"
+        verbose_name_plural = "translated cancellation policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["clinic", "language"], name="one_policy_translation_per_language"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.clinic} ({self.get_language_display()})"
 
 
 def parse_roles(text: str) -> tuple[str, ...]:

@@ -15,8 +15,16 @@ from plans.generator import generate
 from plans.models import PlannedVisit, Protocol
 from scheduler import booking
 from scheduler.audit import PATIENT_LINK
-from scheduler.models import AuditAction, AuditEvent, Clinic, Patient, Visit, VisitStatus
-from tests.language_helpers import english_left
+from scheduler.models import (
+    AuditAction,
+    AuditEvent,
+    Clinic,
+    Patient,
+    TranslatedPolicy,
+    Visit,
+    VisitStatus,
+)
+from tests.language_helpers import english_left, untranslated
 from tests.page_helpers import front_desk, sign_in_verified
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -245,6 +253,42 @@ def test_the_clinics_limit_on_moves_and_its_notice_period_apply(client, plan, no
     assert refused.status_code == 409 and "until 24 hours before" in refused.text
     visit.refresh_from_db()
     assert visit.status == VisitStatus.BOOKED
+
+
+def test_a_spanish_reader_reads_the_cancellation_policy_in_spanish_or_the_desk_is_told(
+    client, plan
+):
+    patient, clinic = plan.patient, plan.patient.clinic
+    patient.language = "es"
+    patient.save(update_fields=["language"])
+    visit = _planned(plan, "integration").visit
+    cancel_url = reverse("patient_cancel", args=[_token(patient), visit.pk])
+    own_words = [str(visit.visit_type), str(visit.clinician), clinic.name]
+
+    # The policy a clinic starts with: in our catalogue's Spanish.
+    with untranslated() as missing:
+        page = client.get(cancel_url).text
+    assert missing == set()
+    assert "Si cancela con menos de 48 horas" in page and english_left(page, *own_words) == []
+
+    # Its own words, not yet in Spanish: the English, and the desk sees it is missing.
+    clinic.late_cancellation_policy = "Cancel 72 hours ahead or pay the visit in full."
+    clinic.save(update_fields=["late_cancellation_policy"])
+    assert clinic.late_cancellation_policy in client.get(cancel_url).text
+    desk = front_desk()
+    desk_client = type(client)()
+    sign_in_verified(desk_client, desk)
+    patient_page = desk_client.get(reverse("desk_patient", args=[patient.pk])).text
+    assert "no Español cancellation policy" in patient_page
+
+    # Worded in Spanish by the clinic: that.
+    TranslatedPolicy.objects.create(
+        clinic=clinic, language="es", late_cancellation_policy="Cancele con 72 horas o pague."
+    )
+    page = client.get(cancel_url).text
+    assert "Cancele con 72 horas o pague." in page and "Cancel 72 hours" not in page
+    patient_page = desk_client.get(reverse("desk_patient", args=[patient.pk])).text
+    assert "cancellation policy" not in patient_page
 
 
 def test_cancelling_shows_the_policy_and_records_a_late_cancellation(client, plan, now):

@@ -36,6 +36,7 @@ from scheduler.models import (
     StaffMembership,
     TimeOff,
     TranslatedInstructions,
+    TranslatedPolicy,
     Visit,
     VisitType,
     WorkingHours,
@@ -71,6 +72,13 @@ class TimeOffInline(ScheduleInline):
 # -- clinic, hours, closures, rooms ---------------------------------------------
 
 
+class TranslatedPolicyInline(StackedInline):
+    """The clinic's late-cancellation policy in patients' other languages (English is above)."""
+
+    model = TranslatedPolicy
+    extra = 0
+
+
 @admin.register(Clinic)
 class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
     clinic_path = ""
@@ -78,7 +86,7 @@ class ClinicAdmin(ClinicTimeMixin, ModelAdmin):
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("holidays_ahead",)
-    inlines = (OpeningHoursInline, ClosureInline)
+    inlines = (OpeningHoursInline, ClosureInline, TranslatedPolicyInline)
 
     @admin.display(description="Public holidays in the next 12 months")
     def holidays_ahead(self, obj):
@@ -383,6 +391,16 @@ class TranslatedInstructionsAdmin(ModelAdmin):
     list_display = ("visit_type", "language")
     list_filter = ("language",)
     list_select_related = ("visit_type",)
+
+
+@admin.register(TranslatedPolicy)
+class TranslatedPolicyAdmin(ModelAdmin):
+    """Every clinic's cancellation policy in other languages (also on the clinic's page)."""
+
+    clinic_path = "clinic"
+    list_display = ("clinic", "language")
+    list_filter = ("language",)
+    list_select_related = ("clinic",)
 
 
 @admin.register(StaffingRequirement)
