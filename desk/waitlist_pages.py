@@ -101,7 +101,11 @@ def patient_join(request: HttpRequest, token: str) -> HttpResponse:
             request, _("You are on the waitlist: we will text or email you if a time opens up.")
         )
         return redirect("patient_page", token=token)
-    waiting = WaitlistEntry.objects.waiting().filter(patient=patient).select_related("gives_up")
+    waiting = (
+        WaitlistEntry.objects.waiting()
+        .filter(patient=patient)
+        .select_related("gives_up", "visit_type", "step__visit_type")
+    )
     context = {
         "patient": patient,
         "clinic": patient.clinic,

@@ -300,6 +300,25 @@ def test_a_patient_joins_the_waitlist_from_their_page(clinic):
     assert Client().get(join.replace(url.split("/")[2], "x" * 43)).status_code == 404
 
 
+def test_a_patient_the_desk_put_on_the_waitlist_for_a_visit_type_may_still_join_for_a_visit(
+    clinic,
+):
+    patient = clinic.texting_patient("Desk", "Made")
+    later = clinic.dosing_visit(patient, at(MONDAY + timedelta(days=14), "10:00"))
+    # The desk's entry waits for a visit type, giving up no visit (gives_up is NULL).
+    WaitlistEntry.objects.create(
+        patient=patient,
+        visit_type=clinic.iv,
+        earliest=MONDAY,
+        latest=MONDAY + timedelta(days=10),
+    )
+    url = issue_patient_link(patient).removeprefix("https://clinic.example.org")
+    join = reverse("patient_waitlist", args=[url.split("/")[2]])
+    page = Client().get(join).text
+    assert f'<option value="{later.pk}"' in page  # not hidden by the NULL
+    assert f"a {clinic.iv} visit (from" in page and "your visit on  (" not in page
+
+
 def test_cancelling_the_demo_dose_offers_its_time_to_the_waiting_demo_patients(now):
     call_command("seed_demo", stdout=StringIO())
     assert WaitlistEntry.objects.waiting().count() == 3

@@ -130,7 +130,13 @@ class PatientEntryForm(PreferencesForm):
             Visit.objects.for_patient(patient)
             .upcoming()
             .scheduled()
-            .exclude(pk__in=WaitlistEntry.objects.waiting().values("gives_up"))
+            # Not NOT IN a column with NULLs (an entry the desk made for a visit type),
+            # which SQL answers "unknown" for every visit.
+            .exclude(
+                pk__in=WaitlistEntry.objects.waiting()
+                .filter(gives_up__isnull=False)
+                .values("gives_up")
+            )
             .select_related("visit_type")
             .order_by("start")
         )
