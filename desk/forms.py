@@ -13,7 +13,7 @@ from plans.models import Protocol
 from scheduler.availability import Slot
 from scheduler.booking import seat_staff
 from scheduler.models import Clinic, Clinician, Patient, Room, Visit, Weekday, is_row_id
-from scheduler.timezones import FIRST_DAY, LAST_DAY, validate_calendar_day
+from scheduler.timezones import FIRST_DAY, LAST_DAY, day_input, validate_calendar_day
 
 
 def slot_value(slot: Slot) -> str:
@@ -98,7 +98,7 @@ class PlanForm(forms.Form):
     protocol = forms.ModelChoiceField(queryset=Protocol.objects.none())
     start_date = forms.DateField(
         label="Earliest start",
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=day_input(),
         validators=[validate_calendar_day],
     )
     weekdays = forms.TypedMultipleChoiceField(

@@ -23,7 +23,7 @@ from scheduler import audit
 from scheduler.admin.core import PatientAdminForm
 from scheduler.models import AuditAction, Clinic, ConsentMethod, Patient
 from scheduler.roles import working_clinic
-from scheduler.timezones import validate_calendar_day
+from scheduler.timezones import day_input, validate_calendar_day
 
 # Offered as the time zone is typed; any zone name is accepted.
 COMMON_TIME_ZONES = (
@@ -42,7 +42,7 @@ CONSENT_METHODS = ("sms_consent_method", "sms_express_consent_method")
 def _day_field(label: str, **options) -> forms.DateField:
     return forms.DateField(
         label=label,
-        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        widget=day_input(),
         validators=[validate_calendar_day],
         error_messages={"invalid": "Enter a real date, as year-month-day (1985-04-12)."},
         **options,

@@ -29,7 +29,7 @@ from plans.rems import record_submission
 from scheduler import audit
 from scheduler.models import AuditAction, Clinic, Visit
 from scheduler.roles import working_clinic
-from scheduler.timezones import LocalTimeError, local_datetime, validate_calendar_day
+from scheduler.timezones import LocalTimeError, day_input, local_datetime, validate_calendar_day
 
 TIME_FIELDS = [
     "monitoring_start",
@@ -104,9 +104,7 @@ class SessionRecordForm(forms.ModelForm):
 
 
 class SubmissionForm(forms.Form):
-    submitted_on = forms.DateField(
-        label="Form submitted on", widget=forms.DateInput(attrs={"type": "date"})
-    )
+    submitted_on = forms.DateField(label="Form submitted on", widget=day_input())
 
     def clean_submitted_on(self):
         day = self.cleaned_data["submitted_on"]

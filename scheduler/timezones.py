@@ -9,6 +9,7 @@ here unless the caller chooses explicitly.
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django import forms
 from django.core.exceptions import ValidationError
 
 
@@ -28,6 +29,12 @@ class AmbiguousLocalTime(LocalTimeError):
 # given a typo (9999) or a probe, and date arithmetic near year 1 or 9999
 # overflows, a server error, instead of answering.
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2199, 12, 31)
+
+
+def day_input() -> forms.DateInput:
+    """The browser's date picker, its value in ISO 8601 whatever the language: a picker
+    shows nothing for "03/12/2026", which is how Spanish writes a date."""
+    return forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 
 
 def validate_calendar_day(day: date) -> None:

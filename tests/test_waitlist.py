@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from notifications.content import treatment_words
 from notifications.dispatch import dispatch
@@ -317,6 +318,13 @@ def test_a_patient_the_desk_put_on_the_waitlist_for_a_visit_type_may_still_join_
     page = Client().get(join).text
     assert f'<option value="{later.pk}"' in page  # not hidden by the NULL
     assert f"a {clinic.iv} visit (from" in page and "your visit on  (" not in page
+
+    # In Spanish too, the date picker is given its ISO date (it shows nothing for "03/06/2030").
+    patient.language = "es"
+    patient.save(update_fields=["language"])
+    page = Client().get(join).text
+    tomorrow = timezone.localdate(timezone=clinic.clinic.tz) + timedelta(days=1)
+    assert f'name="earliest" value="{tomorrow.isoformat()}"' in page
 
 
 def test_cancelling_the_demo_dose_offers_its_time_to_the_waiting_demo_patients(now):

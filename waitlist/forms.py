@@ -11,6 +11,7 @@ from django.utils.translation import pgettext_lazy
 
 from plans.models import ProtocolStep
 from scheduler.models import Patient, Visit, VisitType, Weekday
+from scheduler.timezones import day_input
 from waitlist.models import EntryStatus, Priority, TimeOfDay, WaitlistEntry
 
 
@@ -19,8 +20,8 @@ class PreferencesForm(forms.Form):
 
     # Labels in the reader's language: the patient's form is read in theirs (the desk's,
     # in English, shares them). Weekday names come from Django's own catalogues.
-    earliest = forms.DateField(label=_("Earliest"), widget=forms.DateInput(attrs={"type": "date"}))
-    latest = forms.DateField(label=_("Latest"), widget=forms.DateInput(attrs={"type": "date"}))
+    earliest = forms.DateField(label=_("Earliest"), widget=day_input())
+    latest = forms.DateField(label=_("Latest"), widget=day_input())
     weekdays = forms.TypedMultipleChoiceField(
         label=_("Weekdays"),
         choices=[(value, _(label)) for value, label in Weekday.choices],
