@@ -54,6 +54,12 @@ def on_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def on_one_engine(vendor: str, why: str):
+    """For a sweep that takes minutes and whose subject is the same on either engine:
+    run it on ``vendor`` only (CI runs the suite on both, and has 30 minutes for all)."""
+    return pytest.mark.skipif(connection.vendor != vendor, reason=f"runs on {vendor} only: {why}")
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """The test database, without autovacuum on PostgreSQL.
