@@ -269,22 +269,22 @@ RIDE_HOME = (
 BRING = "Bring comfortable clothes, a blanket, an eye mask and music if you like."
 
 
+def points(*lines: str) -> str:
+    """Instructions as a list a patient reads point by point."""
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def dosing_preparation(route_note: str, fasting: str) -> str:
-    return "\n".join(
-        f"- {line}" for line in (route_note, fasting, NO_SUBSTANCES, MEDICINES, RIDE_HOME, BRING)
-    )
+    return points(route_note, fasting, NO_SUBSTANCES, MEDICINES, RIDE_HOME, BRING)
 
 
 def aftercare(phone: str) -> str:
-    return "\n".join(
-        f"- {line}"
-        for line in (
-            "Rest for the rest of the day; no driving until the next day, after a "
-            "restful night's sleep.",
-            "Drink water and eat something light when you feel ready.",
-            "Your integration session and its video link are on your visit page.",
-            f"Questions or feeling unwell: call the clinic at {phone}. In an emergency call 911.",
-        )
+    return points(
+        "Rest for the rest of the day; no driving until the next day, after a "
+        "restful night's sleep.",
+        "Drink water and eat something light when you feel ready.",
+        "Your integration session and its video link are on your visit page.",
+        f"Questions or feeling unwell: call the clinic at {phone}. In an emergency call 911.",
     )
 
 
@@ -793,35 +793,28 @@ SPANISH_TELEHEALTH_PREPARATION = (
 
 
 def spanish_dosing_preparation(route_note: str, fasting: str) -> str:
-    """``dosing_preparation``'s lines in Spanish."""
-    return "\n".join(
-        f"- {line}"
-        for line in (
-            route_note,
-            fasting,
-            "Nada de alcohol, cannabis ni otras drogas 24 horas antes y después de la sesión.",
-            "Tome sus medicinas de siempre con sorbos de agua. La lamotrigina y las "
-            "benzodiacepinas pueden tener que dejarse unas 6 horas antes y después, solo si "
-            "su médico se lo indica. Las medicinas para la presión se toman como siempre.",
-            "Pida a un adulto que le lleve a casa. No conduzca ni tome decisiones importantes "
-            "hasta el día siguiente, después de dormir bien.",
-            "Traiga ropa cómoda, una manta, un antifaz y música si quiere.",
-        )
+    """``dosing_preparation``'s points in Spanish."""
+    return points(
+        route_note,
+        fasting,
+        "Nada de alcohol, cannabis ni otras drogas 24 horas antes y después de la sesión.",
+        "Tome sus medicinas de siempre con sorbos de agua. La lamotrigina y las "
+        "benzodiacepinas pueden tener que dejarse unas 6 horas antes y después, solo si "
+        "su médico se lo indica. Las medicinas para la presión se toman como siempre.",
+        "Pida a un adulto que le lleve a casa. No conduzca ni tome decisiones importantes "
+        "hasta el día siguiente, después de dormir bien.",
+        "Traiga ropa cómoda, una manta, un antifaz y música si quiere.",
     )
 
 
 def spanish_aftercare(phone: str) -> str:
-    """``aftercare``'s lines in Spanish."""
-    return "\n".join(
-        f"- {line}"
-        for line in (
-            "Descanse el resto del día; no conduzca hasta el día siguiente, después de "
-            "dormir bien.",
-            "Beba agua y coma algo ligero cuando se sienta con ganas.",
-            "Su sesión de integración y su enlace de video están en la página de su cita.",
-            f"Si tiene preguntas o se siente mal, llame a la clínica al {phone}. En una "
-            "emergencia llame al 911.",
-        )
+    """``aftercare``'s points in Spanish."""
+    return points(
+        "Descanse el resto del día; no conduzca hasta el día siguiente, después de dormir bien.",
+        "Beba agua y coma algo ligero cuando se sienta con ganas.",
+        "Su sesión de integración y su enlace de video están en la página de su cita.",
+        f"Si tiene preguntas o se siente mal, llame a la clínica al {phone}. En una "
+        "emergencia llame al 911.",
     )
 
 
