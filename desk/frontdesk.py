@@ -413,7 +413,7 @@ def patients(request: HttpRequest) -> HttpResponse:
 def patient(request: HttpRequest, pk: int) -> HttpResponse:
     clinic = working_clinic(request)
     person = get_object_or_404(
-        Patient.objects.seen_at(clinic).select_related("messaging_preferences"), pk=pk
+        Patient.objects.seen_at(clinic).select_related("messaging_preferences", "clinic"), pk=pk
     )
     new_link = ""
     if request.method == "POST" and request.POST.get("action") == "issue_link":
