@@ -480,7 +480,7 @@ def patient(request: HttpRequest, pk: int) -> HttpResponse:
                 if v.start >= now and not v.visit_type.instructions_in(person.language).translated
             }
         ),
-        "policy_untranslated": not person.clinic.cancellation_policy_in(person.language)[1],
+        "policy_untranslated": not person.clinic.cancellation_policy_in(person.language).translated,
         "inbound": list(person.inbound_messages.select_related("visit")[:20]),
         "new_link": new_link,
         "scores_visible": scores_visible,

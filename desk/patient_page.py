@@ -267,7 +267,7 @@ def cancel_visit(request: HttpRequest, token: str, pk: int) -> HttpResponse:
     visit, context = _own_visit(request, token, pk)
     context["refusal"] = self_service.why_not_changeable(visit)
     context["late"] = self_service.is_late(visit)
-    context["policy"], _translated = visit.clinic.cancellation_policy_in(get_language())
+    context["policy"] = visit.clinic.cancellation_policy_in(get_language()).text
     if context["refusal"]:
         return private(render(request, "desk/patient_cancel.html", context, status=409))
     if request.method == "POST":

@@ -250,23 +250,23 @@ class Clinic(models.Model):
         if problem := subdivision_problem(self.country, self.subdivision):
             raise ValidationError({"subdivision": problem})
 
-    def cancellation_policy_in(self, language: str) -> tuple[str, bool]:
-        """The late-cancellation policy a patient reading ``language`` gets, and whether it
-        is in that language: the clinic's translation, else ours of the unchanged default,
-        else the English (False: the desk sees it is missing).
+    def cancellation_policy_in(self, language: str) -> "Policy":
+        """The late-cancellation policy a patient reading ``language`` gets: the clinic's
+        translation, else ours of the unchanged default, else the English (``translated``
+        False: the desk sees it is missing).
 
         Reads ``translated_policies`` (prefetch it for many clinics).
         """
         english = self.late_cancellation_policy
         if language.split("-")[0] == "en" or not english.strip():
-            return english, True
+            return Policy(english, True)
         for translated in self.translated_policies.all():
             if translated.language == language and translated.late_cancellation_policy.strip():
-                return translated.late_cancellation_policy, True
+                return Policy(translated.late_cancellation_policy, True)
         if english.strip() == DEFAULT_LATE_CANCELLATION_POLICY:
             with translation.override(language):
-                return gettext(DEFAULT_LATE_CANCELLATION_POLICY), True
-        return english, False
+                return Policy(gettext(DEFAULT_LATE_CANCELLATION_POLICY), True)
+        return Policy(english, False)
 
 
 class OpeningHours(WeeklyHours):
@@ -809,6 +809,13 @@ class VisitType(models.Model):
                     and bool(translated.aftercare_instructions or not english.aftercare),
                 )
         return english._replace(translated=False)
+
+
+class Policy(NamedTuple):
+    """A clinic's late-cancellation policy in one language; ``translated`` as ``Instructions``'."""
+
+    text: str
+    translated: bool
 
 
 class Instructions(NamedTuple):
