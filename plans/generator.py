@@ -31,6 +31,7 @@ free slot found outside the rule, as seen from the date asked for.
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import islice
 
 from django.conf import settings
 from django.db import connections, router
@@ -671,8 +672,12 @@ class Generator:
         # then the first by name): their weeks load in a query or two. Only
         # when no time suits them does the search ask everyone, day by day.
         wanted = [c for seat in seats[1:] for c in self._wanted(seat)]
+        wanted_ids = {c.id for c in wanted}
         others = [
-            [c for c in self.availability.qualified(seat) if c not in wanted][:STAFF_FIRST]
+            islice(
+                (c for c in self.availability.qualified(seat) if c.id not in wanted_ids),
+                STAFF_FIRST,
+            )
             for seat in seats[1:]
         ]
         few = _distinct(wanted + [c for people in others for c in people])
@@ -684,6 +689,9 @@ class Generator:
             pools.insert(0, (few, True, tuple(wanted)))
         if {c.id for c in few} != {c.id for c in everyone}:
             pools.append((tuple(wanted), False, ()))
+        # What a pass learns that does not depend on the rest of the team (the leads'
+        # starts, the rules, the rooms), for the passes after it.
+        facts = SearchFacts()
         for pool, only_pool, keep in pools:
             key = (
                 step.pk,
@@ -706,13 +714,16 @@ class Generator:
                     prefer_times,
                     (pool, only_pool, keep),
                     pool if only_pool else everyone,
+                    facts,
                 )
             found, short = self.searched[key]
             if found or not short:
                 return found  # other people would not help: no lead and room were free
         return None
 
-    def _search_days(self, step, visit_type, window, clinicians, prefer_times, staffing, people):
+    def _search_days(
+        self, step, visit_type, window, clinicians, prefer_times, staffing, people, facts
+    ):
         """(The earliest fit in ``window`` led by one of ``clinicians``, or None; whether a
         place went unfilled). The rest of the team among ``people``: ``staffing`` is
         (pool, only_pool, keep) for ``staff_for``.
@@ -720,7 +731,8 @@ class Generator:
         Each day's candidate times are tried earliest first, the leads in order
         at each: what does not depend on the lead (weekly limit, dose spacing,
         whether the therapist the patient has is free) is asked once a time,
-        not once a lead.
+        not once a lead. What does not depend on the rest of the team is kept
+        in ``facts`` for the search's next pass over the same window.
         """
         earliest, latest = window
         pool, only_pool, keep = staffing
@@ -744,20 +756,20 @@ class Generator:
                 continue
             # Everyone this day's search may look at, in one query (or none).
             availability.load(people, rooms, midnight, next_midnight)
-            first = max(earliest, all_held_until)
-            leads_at = self._leads_at(clinicians, day, duration, prefer_times, first, latest)
-            for start in sorted(leads_at):
-                leads = leads_at[start]
+            if day not in facts.starts:
+                leads_at = self._leads_at(clinicians, day, duration, prefer_times, earliest, latest)
+                facts.starts[day] = sorted(leads_at.items())
+            for start, leads in facts.starts[day]:
                 if held_until:
                     leads = [c for c in leads if start >= held_until.get(c.id, start)]
                 if not leads or start < all_held_until:
                     continue
                 end = start + duration
-                if not within_weekly_limit(same_step, start, step.max_per_week):
-                    continue
-                if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
-                    if near := self.protocol.dose_too_near(doses, start):
-                        all_held_until = near + self.protocol.dose_spacing
+                if start not in facts.rules:
+                    facts.rules[start] = self._rules_at(step, visit_type, same_step, doses, start)
+                allowed, wait_until = facts.rules[start]
+                if not allowed:
+                    all_held_until = wait_until or all_held_until
                     continue
                 # Whoever leads, a place kept for someone busy then stays empty.
                 unkept, until = availability.kept_busy(visit_type, keep, start, end)
@@ -765,13 +777,19 @@ class Generator:
                     all_held_until = until or all_held_until
                     continue
                 for clinician in leads:
-                    room = availability.first_room(
-                        visit_type, clinician, rooms, self.patient, start, end
-                    )
-                    if room is False:
-                        until = availability.held_until(
-                            visit_type, clinician, self.patient, start, end
+                    place = (start, clinician.id)
+                    if place not in facts.rooms:
+                        room = availability.first_room(
+                            visit_type, clinician, rooms, self.patient, start, end
                         )
+                        facts.rooms[place] = (
+                            room,
+                            availability.held_until(visit_type, clinician, self.patient, start, end)
+                            if room is False
+                            else None,
+                        )
+                    room, until = facts.rooms[place]
+                    if room is False:
                         if until is not None:
                             held_until[clinician.id] = until
                         continue
@@ -796,6 +814,16 @@ class Generator:
         for label in short:
             self.short_of[label] = self.short_of.get(label, 0) + 1
         return found, bool(short)
+
+    def _rules_at(self, step, visit_type, same_step, doses, start) -> tuple[bool, datetime | None]:
+        """Whether the step's weekly limit and the protocol's dose rules allow a visit at
+        ``start``; when a dose is too near, the first start it no longer is."""
+        if not within_weekly_limit(same_step, start, step.max_per_week):
+            return False, None
+        if visit_type.is_dosing and not self.protocol.allows_dose(doses, start):
+            near = self.protocol.dose_too_near(doses, start)
+            return False, near + self.protocol.dose_spacing if near else None
+        return True, None
 
     def _leads_at(self, clinicians, day, duration, prefer_times, first, last):
         """{start: the leads (in ``clinicians``' order) who could start a visit then}
@@ -851,6 +879,18 @@ class Generator:
     def _local_window(self, window: Window) -> str:
         first, last = window.earliest.astimezone(self.tz), window.latest.astimezone(self.tz)
         return f"{first:%a %Y-%m-%d %H:%M} to {last:%a %Y-%m-%d %H:%M}"
+
+
+@dataclass
+class SearchFacts:
+    """What one pass of a search found that holds for any rest of the team: by local
+    day, the (start, leads) it tries; by start, the rules' answer (``_rules_at``);
+    by (start, lead id), the first free room (False: none) and, without one, the
+    start before which the lead or the patient stays held (``held_until``)."""
+
+    starts: dict[date, list[tuple[datetime, list[Clinician]]]] = field(default_factory=dict)
+    rules: dict[datetime, tuple[bool, datetime | None]] = field(default_factory=dict)
+    rooms: dict[tuple[datetime, int], tuple] = field(default_factory=dict)
 
 
 def _distinct(clinicians) -> tuple[Clinician, ...]:

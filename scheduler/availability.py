@@ -529,11 +529,12 @@ class Availability:
         self._qualified: dict[Seat, list[Clinician]] = {}  # who may fill a seat, by name
         self._fit: dict[tuple, list[str]] = {}  # _fit_of_people_and_place, by who and where
         self._closed_days: dict[date, bool] = {}  # closed_all_day, by day
+        self._rooms_with: dict[int | None, list[Room]] = {}  # rooms_for, by capability
         # By day number: (ids of the clinicians, ids of the rooms) whose visits are loaded.
         self._loaded: dict[int, tuple[set[int], set[int]]] = defaultdict(lambda: (set(), set()))
-        # The last span, clinicians and rooms ``load`` made sure of: a search loads a
-        # day for everyone it may try, then asks again for each lead and time in it.
-        self._last_load: tuple[datetime, datetime, frozenset[int], object] | None = None
+        # The last span, clinicians and rooms (ids) ``load`` made sure of: a search loads
+        # a day for everyone it may try, then asks again for each lead and time in it.
+        self._last_load: tuple[datetime, datetime, frozenset[int], frozenset[int]] | None = None
         self.patient_ids = {p.pk for p in patients}
         # Eager: every clinician's and room's visits in the window, now, in the same query.
         self._complete = not lazy
@@ -572,14 +573,14 @@ class Availability:
         """
         if self._complete and self.start <= start and end <= self.end:
             return
-        clinicians = tuple(clinicians)
+        clinicians, rooms = tuple(clinicians), tuple(rooms)
         if (last := self._last_load) is not None:
             first, until, people, places = last
             if (
                 first <= start
                 and end <= until
-                and rooms is places
                 and all(c.id in people for c in clinicians)
+                and all(r is None or r.id in places for r in rooms)
             ):
                 return
         days = days_touched(start, end)
@@ -591,7 +592,19 @@ class Availability:
         }
         if wanted_clinicians or wanted_rooms:
             self._read(wanted_clinicians, wanted_rooms, days)
-        self._last_load = (start, end, frozenset(c.id for c in clinicians), rooms)
+        people = frozenset(c.id for c in clinicians)
+        places = frozenset(r.id for r in rooms if r is not None)
+        # Remembered as far as all of them are loaded (blocks of days were read):
+        # the search's next days, and each lead and time in them, ask nothing.
+        stop = days.stop
+        while (
+            stop < days.stop + CLINICIAN_BLOCK_DAYS
+            and (known := self._loaded.get(stop)) is not None
+            and people <= known[0]
+            and places <= known[1]
+        ):
+            stop += 1
+        self._last_load = (*day_span(range(days.start, stop)), people, places)
 
     def _read(self, wanted_clinicians: set[int], wanted_rooms: set[int], days: range) -> None:
         """Load the visits of these clinicians and rooms on ``days``, by blocks of days."""
@@ -615,8 +628,7 @@ class Availability:
             _extend(timelines, busy_by_resource(kind, rows))
             return
         for resource, day, busy in self.diary.busy(kind, ids, days):
-            if busy:
-                timelines[resource].put_day(day, busy)
+            timelines[resource].put_day(day, busy)
 
     def _load_visits(self, rooms, patients, start: datetime, end: datetime) -> None:
         """Visits holding ``rooms`` or ``patients`` in [start, end): each holds its room and
@@ -1086,14 +1098,17 @@ class Availability:
         return self.closed_all_day(day) or (off is not None and off.covers(*self._local_day(day)))
 
     def rooms_for(self, visit_type: VisitType) -> list[Room | None]:
+        """The rooms a visit of ``visit_type`` may take, by name ([None]: telehealth)."""
         if visit_type.modality == Modality.TELEHEALTH:
             return [None]
         capability = visit_type.room_capability_id
-        return [
-            room
-            for room in sorted(self.rooms.values(), key=lambda r: r.name)
-            if capability is None or capability in self.room_capabilities[room.pk]
-        ]
+        if capability not in self._rooms_with:  # asked by every search
+            self._rooms_with[capability] = [
+                room
+                for room in sorted(self.rooms.values(), key=lambda r: r.name)
+                if capability is None or capability in self.room_capabilities[room.id]
+            ]
+        return self._rooms_with[capability]
 
     def candidate_starts(
         self, clinician: Clinician, day: date, step: timedelta
