@@ -649,9 +649,22 @@ def _admin_form(
         if name in names and name not in swept:
             sweep.each_field(client, url, baseline, [name], endpoint=endpoint, values=values)
             swept.add(name)
+    # The inline formsets' counts, on one of the model's pages: a count of
+    # 99999999999999999999 makes Django build and check its most forms (2,000) for
+    # each formset, a second a page; posted with every field it was half the sweep.
+    counts = [name for name in names if name.endswith(FORMSET_COUNTS)]
+    fields = [name for name in names if name not in counts]
+    if counts and "formset counts" not in swept:
+        for value in HOSTILE:
+            data = {**baseline, **{name: [value] for name in counts}}
+            sweep.send(client, "post", url, data, endpoint=endpoint, what=f"counts={value!r}")
+        swept.add("formset counts")
     for value in HOSTILE:  # every field at once, free text included
-        data = {**baseline, **{name: [value] for name in names}}
+        data = {**baseline, **{name: [value] for name in fields}}
         sweep.send(client, "post", url, data, endpoint=endpoint, what=f"every field={value!r}")
+
+
+FORMSET_COUNTS = ("-TOTAL_FORMS", "-INITIAL_FORMS", "-MIN_NUM_FORMS", "-MAX_NUM_FORMS")
 
 
 # The sweeps over every admin page, in parts that test workers share: our apps
