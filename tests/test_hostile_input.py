@@ -476,6 +476,12 @@ class Sweep:
             self.failures.append(f"{response.status_code} {method.upper()} {url} {what}")
         return response
 
+    def all_at_once(self, client, url: str, baseline, names, *, endpoint: str, what: str):
+        """POST ``baseline`` with all of ``names`` set to each hostile value in turn."""
+        for value in HOSTILE:
+            data = {**baseline, **{name: [value] for name in names}}
+            self.send(client, "post", url, data, endpoint=endpoint, what=f"{what}={value!r}")
+
     def each_field(
         self, client, url: str, baseline, names, *, endpoint: str, values=HOSTILE, **extra
     ):
@@ -655,13 +661,10 @@ def _admin_form(
     counts = [name for name in names if name.endswith(FORMSET_COUNTS)]
     fields = [name for name in names if name not in counts]
     if counts and "formset counts" not in swept:
-        for value in HOSTILE:
-            data = {**baseline, **{name: [value] for name in counts}}
-            sweep.send(client, "post", url, data, endpoint=endpoint, what=f"counts={value!r}")
+        sweep.all_at_once(client, url, baseline, counts, endpoint=endpoint, what="counts")
         swept.add("formset counts")
-    for value in HOSTILE:  # every field at once, free text included
-        data = {**baseline, **{name: [value] for name in fields}}
-        sweep.send(client, "post", url, data, endpoint=endpoint, what=f"every field={value!r}")
+    # Every field at once, free text included.
+    sweep.all_at_once(client, url, baseline, fields, endpoint=endpoint, what="every field")
 
 
 FORMSET_COUNTS = ("-TOTAL_FORMS", "-INITIAL_FORMS", "-MIN_NUM_FORMS", "-MAX_NUM_FORMS")
