@@ -21,6 +21,7 @@ from tests.test_browser import (  # noqa: F401
     browser,
     page,
     pytestmark,
+    sync_api,
 )
 
 
@@ -71,7 +72,7 @@ def test_the_desk_reads_the_estimate_and_records_it_as_given(
     assert "kept on record" in page.get_by_role("status").inner_text()
     assert GoodFaithEstimate.objects.get(care_plan=plan).total == Decimal("1950.00")
     page.get_by_role("link", name="Printable Good Faith Estimate").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Good Faith Estimate"
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text("Good Faith Estimate")
     assert "not a contract" in page.content()
 
 
@@ -89,11 +90,11 @@ def test_a_patient_reads_their_estimate_and_schedule_on_a_phone(
     phone = context.new_page()
     phone.goto(link)
     phone.get_by_role("link", name="Your costs and payment schedule").tap()
-    assert phone.get_by_role("heading", level=1).inner_text() == "Your costs"
+    sync_api.expect(phone.get_by_role("heading", level=1)).to_have_text("Your costs")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     schedule = phone.get_by_role("table", name="Payment schedule").inner_text()
     assert schedule.count("975.00 USD") == 2
     assert "1950.00 USD" in phone.locator("dl.estimate-totals").inner_text()
     phone.locator("summary", has_text="Your right to a Good Faith Estimate").tap()
-    assert phone.get_by_text("$400 more", exact=False).is_visible()
+    sync_api.expect(phone.get_by_text("$400 more", exact=False)).to_be_visible()
     context.close()

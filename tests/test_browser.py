@@ -108,7 +108,7 @@ def test_front_desk_sees_a_flagged_dosing_visit_moves_one_visit_and_cancels_anot
 
     attention.get_by_role("link", name="Avery Applewood", exact=False).click()
     page.get_by_role("link", name="Avery Applewood").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Avery Applewood"
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text("Avery Applewood")
     assert "Screening" in page.content() and "cleared" in page.content()
 
     page.goto(f"{live_server.url}/desk/visits/{to_move.pk}/")
@@ -146,7 +146,7 @@ def test_a_patient_confirms_their_visit_on_a_phone(browser, live_server, transac
     # Readable on a phone: nothing wider than the screen.
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     phone.get_by_role("button", name="Confirm this visit").tap()
-    assert "your visit is confirmed" in phone.get_by_role("status").inner_text()
+    sync_api.expect(phone.get_by_role("status")).to_contain_text("your visit is confirmed")
     visit.refresh_from_db()
     assert visit.status == VisitStatus.CONFIRMED
     context.close()
@@ -169,14 +169,14 @@ def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
     phone = context.new_page()
     phone.goto(link)
     phone.get_by_role("article").first.get_by_role("link", name="Change time").tap()
-    assert phone.get_by_role("heading", level=1).inner_text() == "Change your visit"
+    sync_api.expect(phone.get_by_role("heading", level=1)).to_have_text("Change your visit")
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     choice = phone.locator("ul.times a").nth(3)
     chosen_text = choice.inner_text()
     choice.tap()
-    assert chosen_text in phone.get_by_role("heading", level=2).inner_text()
+    sync_api.expect(phone.get_by_role("heading", level=2)).to_contain_text(chosen_text)
     phone.get_by_role("button", name="Move my visit").tap()
-    assert "Your visit is moved to" in phone.get_by_role("status").inner_text()
+    sync_api.expect(phone.get_by_role("status")).to_contain_text("Your visit is moved to")
     to_move.refresh_from_db()
     local = timezone.localtime(to_move.start, clinic.clinic.tz)
     assert local.strftime("%-I:%M %p") == chosen_text and to_move.moves_by_patient == 1
@@ -187,7 +187,7 @@ def test_a_patient_moves_one_visit_and_cancels_another_on_a_phone(
     phone.get_by_role("heading", name="Our cancellation policy").wait_for()
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     phone.get_by_role("button", name="Cancel my visit").tap()
-    assert "Your visit is cancelled" in phone.get_by_role("status").inner_text()
+    sync_api.expect(phone.get_by_role("status")).to_contain_text("Your visit is cancelled")
     to_cancel.refresh_from_db()
     assert to_cancel.status == VisitStatus.CANCELLED and not to_cancel.cancelled_late
     context.close()
@@ -237,7 +237,7 @@ def test_on_a_320_px_phone_the_next_visit_comes_first_with_its_preparation_and_l
         assert not phone.locator(f"#visit-{visit.pk}").is_visible()
     phone.locator(f"#later-{later[0].pk} summary").tap()
     opened = phone.locator(f"#later-{later[0].pk}")
-    assert opened.get_by_role("link", name="Add to calendar").is_visible()
+    sync_api.expect(opened.get_by_role("link", name="Add to calendar")).to_be_visible()
     assert not phone.locator(f"#visit-{later[1].pk}").is_visible()
     assert phone.evaluate(no_sideways_scroll), phone.evaluate(
         "document.documentElement.scrollWidth"

@@ -14,7 +14,14 @@ from django.utils import timezone
 from scheduler.models import AuditAction, AuditEvent, Patient, Visit, VisitStatus
 from tests.conftest import SmallClinic
 from tests.page_helpers import front_desk
-from tests.test_browser import CHROMIUM, PASSWORD, _sign_in, browser, page  # noqa: F401 (fixtures)
+from tests.test_browser import (  # noqa: F401 (fixtures)
+    CHROMIUM,
+    PASSWORD,
+    _sign_in,
+    browser,
+    page,
+    sync_api,
+)
 
 pytestmark = pytest.mark.skipif(
     not shutil.which(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
@@ -58,7 +65,7 @@ def test_front_desk_adds_a_patient_and_books_a_visit_from_the_times_offered(
 
     mobile.fill("(212) 555-0147")
     page.get_by_role("button", name="Save patient").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Robin Rowan"
+    sync_api.expect(page.get_by_role("heading", level=1)).to_have_text("Robin Rowan")
     assert "Robin Rowan added." in page.get_by_role("status").inner_text()
     robin = Patient.objects.get(last_name="Rowan")
     assert robin.mobile == "+12125550147" and robin.can_receive_sms

@@ -422,7 +422,9 @@ def test_a_spanish_patient_confirms_a_visit_on_their_phone_in_spanish(
     # Spanish runs longer than English: still nothing wider than the screen.
     assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     phone.get_by_role("button", name="Confirmar esta cita").tap()
-    assert "Gracias: su cita está confirmada." in phone.get_by_role("status").inner_text()
+    sync_api.expect(phone.get_by_role("status")).to_contain_text(
+        "Gracias: su cita está confirmada."
+    )
     visit.refresh_from_db()
     assert visit.status == "confirmed"
     phone.get_by_label("Idioma de sus mensajes, correos y esta página").select_option("en")
