@@ -16,7 +16,7 @@ permissions; which clinics a user works in comes from memberships.
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import wraps
+from functools import lru_cache, wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -66,18 +66,9 @@ def access_of(user) -> Access:
     cached = getattr(user, "_clinic_access", None)
     if cached is not None:
         return cached
-    memberships = StaffMembership.objects.filter(user=user.pk, clinic=OuterRef("pk"))
-    clinics = list(
-        Clinic.objects.order_by("pk").annotate(
-            desk_here=Exists(memberships.filter(role=StaffRole.FRONT_DESK)),
-            admin_here=Exists(memberships.filter(role=StaffRole.ADMIN)),
-            clinician_here=Exists(
-                Clinician.objects.filter(user=user.pk, clinic=OuterRef("pk"), is_active=True)
-            ),
-            chosen=Exists(ChosenClinic.objects.filter(user=user.pk, clinic=OuterRef("pk"))),
-            enrolled=Exists(TOTPDevice.objects.filter(user=user.pk, confirmed=True)),
-        )
-    )
+    sql, params = _clinics_query()
+    params = tuple(user.pk if _is_user_marker(param) else param for param in params)
+    clinics = list(Clinic.objects.raw(sql, params))
     if not clinics:  # nothing set up yet: no roles, only whether an app was set up
         enrolled = TOTPDevice.objects.filter(user=user.pk, confirmed=True).exists()
         user._clinic_access = Access(frozenset(), enrolled or user.is_staff)
@@ -103,6 +94,36 @@ def access_of(user) -> Access:
     )
     user._clinic_access = Access(frozenset(roles), needs, chosen, mine)
     return user._clinic_access
+
+
+# Where the user's id goes in ``_clinics_query``'s parameters: no user has it.
+_USER_MARKER = -1
+
+
+def _is_user_marker(param) -> bool:
+    return type(param) is int and param == _USER_MARKER
+
+
+@lru_cache(maxsize=1)
+def _clinics_query() -> tuple[str, tuple]:
+    """Every clinic with what the user is there, as SQL and parameters, the user's id
+    marked (``_USER_MARKER``).
+
+    Every staff request asks it, and Django took longer to build and compile
+    its five subqueries than the database took to run them (3 ms of Python a
+    request); only the user's id changes.
+    """
+    memberships = StaffMembership.objects.filter(user=_USER_MARKER, clinic=OuterRef("pk"))
+    clinics = Clinic.objects.order_by("pk").annotate(
+        desk_here=Exists(memberships.filter(role=StaffRole.FRONT_DESK)),
+        admin_here=Exists(memberships.filter(role=StaffRole.ADMIN)),
+        clinician_here=Exists(
+            Clinician.objects.filter(user=_USER_MARKER, clinic=OuterRef("pk"), is_active=True)
+        ),
+        chosen=Exists(ChosenClinic.objects.filter(user=_USER_MARKER, clinic=OuterRef("pk"))),
+        enrolled=Exists(TOTPDevice.objects.filter(user=_USER_MARKER, confirmed=True)),
+    )
+    return clinics.query.sql_with_params()
 
 
 def choose_clinic(user, clinic_id: int) -> Clinic | None:
