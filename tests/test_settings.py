@@ -69,7 +69,9 @@ def test_database_url_selects_postgresql():
     assert config["ENGINE"] == "django.db.backends.postgresql"
     assert (config["NAME"], config["USER"], config["PASSWORD"]) == ("clinic", "kap", "p@ss")
     assert (config["HOST"], config["PORT"]) == ("db.example.org", "5433")
-    assert config["OPTIONS"] == {"sslmode": "require"}
+    assert config["OPTIONS"] == {"sslmode": "require", "options": "-c jit=off"}
+    again = database_from_url("postgres://kap@db/clinic?options=-c%20statement_timeout%3D5000")
+    assert again["OPTIONS"] == {"options": "-c jit=off -c statement_timeout=5000"}
     with pytest.raises(ImproperlyConfigured, match="must start with postgres://"):
         database_from_url("mysql://kap@localhost/clinic")
 
@@ -88,6 +90,15 @@ def test_embedded_sqlite_runs_in_wal_mode_with_immediate_transactions():
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
     assert settings.DATABASES["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+@pytest.mark.django_db
+def test_postgresql_connections_compile_no_query_just_in_time():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
 
 
 def test_django_q_uses_the_orm_broker_unless_redis_is_configured():
