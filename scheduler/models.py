@@ -1084,6 +1084,10 @@ class Visit(models.Model):
             models.Index(fields=["status", "start"]),
             # Day and week schedules, feeds' windows: visits by time alone.
             models.Index(fields=["start"], name="visit_start"),
+            # A clinic's day (its visit types' visits by time): in a network, the
+            # index on time alone read every clinic's visits of the day, and the
+            # desk's schedule digest took 7.3 ms at 1,000,000 visits (3.3 with this).
+            models.Index(fields=["visit_type", "start"], name="visit_type_start"),
             # The desk's "changed by patients" list: the few visits patients moved or
             # cancelled lately, without reading every visit (67 ms at 100,000).
             models.Index(
