@@ -71,6 +71,9 @@ STAFF_FIRST = 2
 ALTERNATIVE_DAYS = 28
 # How many days after the date asked for a plan may start when none fits from it.
 LATER_START_DAYS = 28
+# How many times, over all start days, a new visit whose follower found no time may
+# be moved to a later day before the plan starts a day later instead.
+LATER_VISIT_TRIES = 8
 # Before any visit: an existing visit for a step timed from the plan's start may
 # be this old (the steps timed from it decide whether it can count).
 LONG_AGO = datetime(1900, 1, 1, tzinfo=UTC)
@@ -288,6 +291,7 @@ class Generator:
         if rule := self.protocol.refusal_for(self.patient):
             raise NotOpenToPatient(self.steps[0] if self.steps else None, rule)
         refusal = None
+        self.later_tries_left = LATER_VISIT_TRIES
         for day in self._start_days():
             try:
                 return self._plan_from(day, explain=refusal is None)
@@ -311,27 +315,71 @@ class Generator:
 
         ``explain``: look for the nearest free slot when a step fails (only the
         failure from the date asked for is shown).
+
+        A visit is placed at the first time it fits, and the visits timed from
+        it may then find none: an infusion on a Friday afternoon whose
+        integration must follow within three days, over a weekend the clinic
+        is closed. Such a visit is moved to a later day and the plan made
+        again from ``day`` (``LATER_VISIT_TRIES`` in all), rather than the
+        whole plan starting a day later: at one of the network benchmark's
+        clinics that started a course a week late, after seven failed plans.
         """
         not_counted: set[int] = set()
+        later: dict[tuple[int, int], datetime] = {}  # (step, its nth visit) -> not before
+        first_failure = None
         while True:
-            self._begin(self._start_of(day), not_counted, explain)
+            self._begin(self._start_of(day), not_counted, later, explain)
             try:
                 self._place_steps()
-            except PlanInfeasible:
+            except PlanInfeasible as failure:
                 done = self._existing_behind(self.failed_after)
-                if done is None:
-                    raise
-                not_counted.add(done.pk)  # and plan again without it
+                if done is not None:
+                    not_counted.add(done.pk)  # and plan again without it
+                    continue
+                first_failure = first_failure or failure
+                moved = self._moved_later(self.failed_after)
+                if moved is None:
+                    raise first_failure from None
+                later.update([moved])
+                explain = False  # the failure shown is the first one
             else:
                 return self._proposal(day)
 
-    def _begin(self, start: datetime, not_counted: set[int], explain: bool) -> None:
+    def _moved_later(
+        self, visit: "ProposedVisit | None"
+    ) -> tuple[tuple[int, int], datetime] | None:
+        """``visit`` (new to this plan) kept to the next day or later, while tries are left.
+
+        Not a visit timed from the plan's start: moving it is starting the plan
+        later, which ``generate`` does, and says so.
+        """
+        if (
+            visit is None
+            or visit.existing is not None
+            or visit.timed_from is None
+            or self.later_tries_left <= 0
+        ):
+            return None
+        self.later_tries_left -= 1
+        nth = next(n for n, v in enumerate(self.by_step[visit.step.pk]) if v is visit)
+        next_day = visit.start.astimezone(self.tz).date() + timedelta(days=1)
+        midnight = datetime.combine(next_day, time(0), tzinfo=self.tz).astimezone(UTC)
+        return (visit.step.pk, nth), midnight
+
+    def _begin(
+        self,
+        start: datetime,
+        not_counted: set[int],
+        later: dict[tuple[int, int], datetime],
+        explain: bool,
+    ) -> None:
         for visit in self.visits:  # the last attempt's visits no longer hold their slots
             self.availability.release(*self._place_of(visit))
         self.start = start
         self.first_horizon = plan_horizon(self.steps, start)
         self._load_until(self.first_horizon)
         self.not_counted = not_counted
+        self.later = later
         self.explain = explain
         self.visits, self.satisfied = [], []
         self.counted: set[int] = set()
@@ -501,8 +549,10 @@ class Generator:
             self.satisfied.append(visit)
             self.placed += ((step.pk, existing.pk),)
             return visit
-        # New visits are never booked before the plan's start (or now).
-        window = Window(max(window.earliest, self.start), window.latest, window.rule)
+        # New visits are never booked before the plan's start (or now), nor before
+        # the day a failed plan moved this one to (``_plan_from``).
+        not_before = self.later.get((step.pk, len(self.by_step[step.pk])), self.start)
+        window = Window(max(window.earliest, self.start, not_before), window.latest, window.rule)
         try:
             visit = self._place(step, occurrence, window, anchor)
         except PlanInfeasible:
