@@ -12,13 +12,11 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
 
 from plans.generator import generate
 from plans.models import Protocol
 from scheduler.models import Clinic, Patient, TimeOff, VisitKind
-from tests.conftest import MONDAY, at
-from tests.fhir_helpers import course_protocol
+from tests.conftest import at
 from tests.plan_rules import rule_violations
 
 pytestmark = pytest.mark.usefixtures("now")
@@ -74,32 +72,3 @@ def test_the_plan_command_gives_the_later_plan_and_the_day_it_starts_from(demo):
     assert "error" not in data
     assert START.isoformat() < data["start_date"] < BACK.isoformat()
     assert len(data["visits"]) == 1 + 1 + 6 + 6 + 3
-
-
-def test_a_dose_whose_integration_finds_no_time_moves_to_a_later_day_not_the_whole_plan(clinic):
-    """Friday's dose leaves its integration (1-3 days after) only a Monday morning the
-    therapist is away: the dose goes on Monday, and the plan still starts when asked."""
-    wednesday = MONDAY + timedelta(days=2)
-    following_monday = MONDAY + timedelta(days=7)
-    TimeOff.objects.create(
-        clinician=clinic.therapist,
-        start=at(following_monday, "00:00"),
-        end=at(following_monday, "13:00"),
-        reason="Dentist",
-    )
-    patient = clinic.patient()
-    proposal = generate(patient, course_protocol(clinic, doses=2), wednesday)
-
-    assert rule_violations(proposal) == []
-    assert proposal.start_date == wednesday
-    assert not any("No plan fits" in warning for warning in proposal.warnings)
-
-    def day_of(visit):
-        return timezone.localtime(visit.start, clinic.clinic.tz).date()
-
-    by_type = {
-        kind: [day_of(v) for v in proposal.visits if v.visit_type == kind]
-        for kind in (clinic.screening, clinic.iv)
-    }
-    local = [*by_type[clinic.screening], *sorted(by_type[clinic.iv])]
-    assert local == [wednesday, wednesday + timedelta(days=1), following_monday]
